@@ -1,0 +1,159 @@
+"""Pieces every face shares: JSON in and out, auth, query parsing, the error renderer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.auth import Principal
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger("backserv.api")
+
+
+class FastJSON(JSONResponse):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def json(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return FastJSON(content, status_code=status_code, headers=headers)
+
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400/413/415 that says what is wrong."""
+    ctype = request.headers.get("content-type")
+    if ctype is not None:
+        media = ctype.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"The request body must be JSON; got Content-Type '{media}'.",
+                code="unsupported_media_type",
+            )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise PayloadTooLarge(
+            f"The request body is {length} bytes; the limit is {max_bytes}.",
+            code="body_too_large",
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(
+                f"The request body exceeds the limit of {max_bytes} bytes.", code="body_too_large"
+            )
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.", code="empty_body")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON ({exc.msg} at position {exc.pos}).",
+            code="invalid_json",
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+async def principal(request: Request) -> Principal:
+    keyring = request.app.state.keyring
+    result: Principal = await keyring.authenticate(request.headers.get("authorization"))
+    return result
+
+
+def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"Invalid '{name}': must be an integer between {lo} and {hi}.",
+            param=name,
+            code="invalid_value",
+        ) from None
+    if not lo <= value <= hi:
+        raise InvalidRequest(
+            f"Invalid '{name}': must be between {lo} and {hi} (got {value}).",
+            param=name,
+            code="out_of_range",
+        )
+    return value
+
+
+def body_str(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise InvalidRequest(
+                f"Missing required parameter '{name}'.", param=name, code="missing_parameter"
+            )
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(
+            f"Invalid '{name}': must be a string.", param=name, code="invalid_type"
+        )
+    return value
+
+
+def body_int(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(
+            f"Invalid '{name}': must be an integer.", param=name, code="invalid_type"
+        )
+    if not lo <= value <= hi:
+        raise InvalidRequest(
+            f"Invalid '{name}': must be between {lo} and {hi} (got {value}).",
+            param=name,
+            code="out_of_range",
+        )
+    return value
+
+
+async def gateway_error_handler(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, GatewayError):  # pragma: no cover - registered for GatewayError
+        raise exc
+    if exc.status_code >= 500:
+        log.error("request failed: %s", exc.message)
+    return json(exc.body(), exc.status_code, exc.headers())
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, HTTPException):  # pragma: no cover
+        raise exc
+    if exc.status_code == 404:
+        err: GatewayError = NotFound(
+            f"No route for {request.method} {request.url.path}.", code="unknown_route"
+        )
+    else:
+        err = GatewayError(str(exc.detail), code=f"http_{exc.status_code}")
+        err.status_code = exc.status_code
+        err.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return json(err.body(), exc.status_code, dict(exc.headers or {}))
+
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return json(GatewayError().body(), 500)

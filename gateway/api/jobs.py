@@ -1,0 +1,193 @@
+"""The Jobs API face (seed: jobs-api.md), under ``/v1``.
+
+``POST /v1/jobs/images`` and the generic ``POST /v1/jobs``; ``GET /v1/jobs/{id}``;
+``GET /v1/jobs`` (newest first, cursor pagination); ``POST /v1/jobs/{id}/cancel``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.common import body_int, json, principal, query_int, read_json
+from gateway.errors import InvalidRequest
+from gateway.jobs import Job, JobService, Status
+from gateway.storage import UrlSigner
+
+PRIORITY_RANGE = (-100, 100)
+#: top-level fields of POST /v1/jobs/images that are not part of the image input
+_IMAGE_ENVELOPE = {"model", "priority"}
+_GENERIC_FIELDS = {"model", "input", "priority"}
+
+
+def _iso_or_none(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def render_result(job: Job, signer: UrlSigner, ttl: int) -> dict[str, Any] | None:
+    if job.result is None:
+        return None
+    expires = int((job.completed_at or job.created_at) + ttl)
+    files = [
+        {
+            "url": signer.url(job.id, f["name"], expires),
+            "content_type": f["content_type"],
+            "width": f.get("width"),
+            "height": f.get("height"),
+        }
+        for f in job.result.get("files", [])
+    ]
+    out: dict[str, Any] = dict(files[0]) if files else {}
+    for key in ("seed", "duration", "fps"):
+        if key in job.result:
+            out[key] = job.result[key]
+    out["expires_at"] = expires
+    if job.kind == "video":
+        out["videos"] = files
+    else:
+        out["images"] = files
+    return out
+
+
+def render_job(job: Job, signer: UrlSigner, ttl: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": job.id,
+        "object": "job",
+        "status": job.status.value,
+        "model": job.model,
+        "kind": job.kind,
+        "created_at": int(job.created_at),
+        "started_at": _iso_or_none(job.started_at),
+        "completed_at": _iso_or_none(job.completed_at),
+        "progress": 100 if job.status is Status.COMPLETED else job.progress,
+        "queue_position": job.queue_position,
+        "priority": job.priority,
+        "input": job.input,
+        "provider": job.provider,
+        "retry_count": job.retry_count,
+        "fallback_used": job.fallback_used,
+        "attempts": [
+            {
+                "n": a["n"],
+                "route": a["route"],
+                "provider": a["provider"],
+                "request_id": a.get("request_id"),
+                "started_at": a.get("started_at"),
+                "ended_at": a.get("ended_at"),
+                "outcome": a.get("outcome"),
+                "error": a.get("error"),
+            }
+            for a in job.attempts
+        ],
+    }
+    if job.status is Status.COMPLETED:
+        body["result"] = render_result(job, signer, ttl)
+    if job.error is not None:
+        body["error"] = job.error
+    return body
+
+
+class JobsAPI:
+    def __init__(self, service: JobService, signer: UrlSigner, ttl: int, max_body: int) -> None:
+        self.service = service
+        self.signer = signer
+        self.ttl = ttl
+        self.max_body = max_body
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/jobs/images", self.create_image, methods=["POST"]),
+            Route("/v1/jobs", self.create_generic, methods=["POST"]),
+            Route("/v1/jobs", self.list_jobs, methods=["GET"]),
+            Route("/v1/jobs/{job_id}", self.get_job, methods=["GET"]),
+            Route("/v1/jobs/{job_id}/cancel", self.cancel_job, methods=["POST"]),
+        ]
+
+    def _render(self, job: Job) -> dict[str, Any]:
+        return render_job(job, self.signer, self.ttl)
+
+    def _accepted(self, job: Job) -> Response:
+        return json(self._render(job), 202, {"Location": f"/v1/jobs/{job.id}"})
+
+    async def create_image(self, request: Request) -> Response:
+        who = await principal(request)
+        body = await read_json(request, self.max_body)
+        model = self.service.resolve(body.get("model"), kind="image")
+        job = await self.service.submit(
+            owner=who.owner,
+            model=model,
+            raw_input={k: v for k, v in body.items() if k not in _IMAGE_ENVELOPE},
+            priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
+        )
+        return self._accepted(job)
+
+    async def create_generic(self, request: Request) -> Response:
+        who = await principal(request)
+        body = await read_json(request, self.max_body)
+        for key in body:
+            if key not in _GENERIC_FIELDS:
+                raise InvalidRequest(
+                    f"Unknown parameter '{key}'. POST /v1/jobs takes 'model', 'input' and "
+                    f"'priority'.",
+                    param=key,
+                    code="unknown_parameter",
+                )
+        model = self.service.resolve(body.get("model"))
+        raw = body.get("input")
+        if raw is None:
+            raise InvalidRequest(
+                "Missing required parameter 'input'.", param="input", code="missing_parameter"
+            )
+        job = await self.service.submit(
+            owner=who.owner,
+            model=model,
+            raw_input=raw,
+            priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
+            param_prefix="input.",
+        )
+        return self._accepted(job)
+
+    async def get_job(self, request: Request) -> Response:
+        who = await principal(request)
+        job = await self.service.get(who.owner, request.path_params["job_id"])
+        return json(self._render(job))
+
+    async def list_jobs(self, request: Request) -> Response:
+        who = await principal(request)
+        limit = query_int(request, "limit", 20, 1, 100)
+        status_raw = request.query_params.get("status")
+        status = None
+        if status_raw:
+            try:
+                status = Status(status_raw.upper())
+            except ValueError:
+                raise InvalidRequest(
+                    f"Invalid 'status': must be one of {', '.join(s.value for s in Status)}.",
+                    param="status",
+                    code="invalid_value",
+                ) from None
+        jobs, has_more = await self.service.list(
+            who.owner,
+            limit=limit,
+            after=request.query_params.get("after") or None,
+            status=status,
+            model=request.query_params.get("model") or None,
+        )
+        data = [self._render(j) for j in jobs]
+        return json(
+            {
+                "object": "list",
+                "jobs": data,
+                "has_more": has_more,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        )
+
+    async def cancel_job(self, request: Request) -> Response:
+        who = await principal(request)
+        job = await self.service.cancel(who.owner, request.path_params["job_id"])
+        return json(self._render(job))

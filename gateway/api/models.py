@@ -1,0 +1,70 @@
+"""The models face: the catalog in OpenAI list format, with kinds, parameters and routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.common import json, principal
+from gateway.catalog import Catalog, CatalogModel
+from providers.base import Provider
+
+
+class ModelsAPI:
+    def __init__(self, catalog: Catalog, providers: dict[str, Provider]) -> None:
+        self.catalog = catalog
+        self.providers = providers
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", self.get_model, methods=["GET"]),
+        ]
+
+    def route_status(self, model: CatalogModel) -> list[dict[str, Any]]:
+        out = []
+        for i, route in enumerate(model.routes):
+            provider = self.providers.get(route.provider)
+            reason: str | None
+            if provider is None:
+                ok, reason = False, f"the '{route.provider}' provider is not enabled"
+            else:
+                ok, reason = provider.availability(route)
+            out.append(
+                {
+                    "provider": route.provider,
+                    "target": route.target,
+                    "role": "primary" if i == 0 else "fallback",
+                    "available": ok,
+                    "reason": reason,
+                }
+            )
+        return out
+
+    def describe(self, model: CatalogModel) -> dict[str, Any]:
+        routes = self.route_status(model)
+        return {
+            "id": model.id,
+            "object": "model",
+            "created": model.created,
+            "owned_by": model.owned_by,
+            "kind": model.kind.name,
+            "description": model.description,
+            "jobs_only": model.jobs_only,
+            "available": any(r["available"] for r in routes),
+            "parameters": model.parameters(),
+            "routes": routes,
+        }
+
+    async def list_models(self, request: Request) -> Response:
+        await principal(request)
+        kind = request.query_params.get("kind")
+        data = [self.describe(m) for m in self.catalog if kind is None or m.kind.name == kind]
+        return json({"object": "list", "data": data})
+
+    async def get_model(self, request: Request) -> Response:
+        await principal(request)
+        return json(self.describe(self.catalog.get(request.path_params["model_id"])))

@@ -1,0 +1,164 @@
+"""The app factory: ``create_app(settings)`` wires store, catalog, providers, scheduler, faces."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.api.common import (
+    gateway_error_handler,
+    http_error_handler,
+    json,
+    unhandled_error_handler,
+)
+from gateway.api.files import FilesAPI
+from gateway.api.jobs import JobsAPI
+from gateway.api.models import ModelsAPI
+from gateway.auth import KeyRing
+from gateway.catalog import Catalog, load_catalog
+from gateway.errors import GatewayError
+from gateway.jobs import JobService
+from gateway.retry import RetryPolicy
+from gateway.runner import JobRunner
+from gateway.scheduler import Scheduler
+from gateway.settings import Settings
+from gateway.storage import OwnFiles, ResultStorage, UrlSigner
+from gateway.store.base import JobStore
+from gateway.store.sqlite import SQLiteJobStore
+from providers.base import Provider
+from providers.registry import KNOWN_PROVIDERS, build_providers
+
+log = logging.getLogger("backserv")
+
+
+@dataclass
+class Gateway:
+    """Everything the app holds, reachable as ``app.state.gateway`` (tests use it)."""
+
+    settings: Settings
+    store: JobStore
+    catalog: Catalog
+    providers: dict[str, Provider]
+    storage: ResultStorage
+    keyring: KeyRing
+    service: JobService
+    scheduler: Scheduler
+    signer: UrlSigner
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: JobStore | None = None,
+    providers: dict[str, Provider] | None = None,
+    catalog: Catalog | None = None,
+    start_scheduler: bool = True,
+) -> Starlette:
+    settings = settings or Settings()
+    catalog = catalog or load_catalog(settings.catalog_path, KNOWN_PROVIDERS)
+    store = store or SQLiteJobStore(settings.sqlite_path)
+    storage = ResultStorage(settings.storage_dir, max_bytes=settings.max_output_bytes)
+    signer = UrlSigner(b"", settings.base_url)  # keyed at start-up, from the store
+    if providers is None:
+        providers = build_providers(settings, fetch=OwnFiles(storage, signer))
+    runner = JobRunner(
+        store,
+        providers,
+        storage,
+        RetryPolicy(
+            settings.max_route_attempts, settings.retry_base_seconds, settings.retry_max_seconds
+        ),
+        job_timeout=settings.job_timeout_seconds,
+    )
+    scheduler = Scheduler(
+        catalog,
+        runner,
+        concurrency=settings.provider_concurrency,
+        default_concurrency=settings.default_concurrency,
+        lease_seconds=settings.lease_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        poll_seconds=settings.scheduler_poll_seconds,
+    )
+    service = JobService(store, catalog, scheduler)
+    keyring = KeyRing(store, settings.static_api_keys())
+    gw = Gateway(settings, store, catalog, providers, storage, keyring, service, scheduler, signer)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            secret = settings.secret_key or await store.set_meta_if_absent(
+                "secret_key", secrets.token_hex(32)
+            )
+            signer.rekey(secret.encode())
+            first_key = await keyring.bootstrap()
+            if first_key is not None:
+                announce_first_key(first_key)
+            if start_scheduler:
+                await scheduler.start()
+            yield
+        finally:
+            await scheduler.stop(grace=10.0)
+            for provider in providers.values():
+                with contextlib.suppress(Exception):
+                    await provider.aclose()
+            await store.close()
+
+    ttl = settings.file_url_ttl_seconds
+    routes: list[BaseRoute] = [
+        *JobsAPI(service, signer, ttl, settings.max_body_bytes).routes(),
+        *ModelsAPI(catalog, providers).routes(),
+        *FilesAPI(storage, signer).routes(),
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", _readyz, methods=["GET"]),
+    ]
+    handlers: dict[Any, Any] = {
+        GatewayError: gateway_error_handler,
+        HTTPException: http_error_handler,
+        Exception: unhandled_error_handler,
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.state.gateway = gw
+    app.state.keyring = keyring
+    return app
+
+
+async def _healthz(request: Request) -> Response:
+    return json({"status": "ok"})
+
+
+async def _readyz(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    checks: dict[str, Any] = {"scheduler": gw.scheduler.running}
+    try:
+        await gw.store.get_meta("secret_key")
+        checks["database"] = True
+    except Exception as exc:
+        checks["database"] = False
+        checks["database_error"] = type(exc).__name__
+    ready = bool(checks["scheduler"] and checks["database"])
+    return json(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
+    )
+
+
+def announce_first_key(key: str) -> None:
+    bar = "=" * 72
+    print(
+        f"\n{bar}\nNo API key existed, so one was created. It is shown only this once:\n\n"
+        f"    {key}\n\nSend it as 'Authorization: Bearer <key>'. "
+        f"Create more with 'backserv keys create'.\n{bar}\n",
+        file=sys.stderr,
+        flush=True,
+    )

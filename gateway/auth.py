@@ -1,0 +1,123 @@
+"""API keys: ``Authorization: Bearer <key>``; only a hash of each key is ever stored.
+
+Keys come from ``BACKSERV_API_KEYS`` (kept in memory, never written) and from the store
+(``backserv keys create``). A key's owner id is ``key_`` + the first 16 hex digits of its
+SHA-256, so a static key keeps its jobs across restarts. Lookups go by hash, and the match is
+confirmed with a constant-time comparison. Store lookups are cached for a couple of seconds,
+so a key created or revoked from the CLI takes effect within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from gateway.errors import AuthenticationFailed
+from gateway.store.base import ApiKeyRecord, JobStore
+
+KEY_PREFIX = "bsk_"
+CACHE_SECONDS = 2.0
+CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def owner(self) -> str:
+        return self.key_id
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_id_for(key_hash: str) -> str:
+    return "key_" + key_hash[:16]
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_key_record(name: str, scopes: str = "") -> tuple[str, ApiKeyRecord]:
+    key = generate_key()
+    digest = hash_key(key)
+    record = ApiKeyRecord(
+        id=key_id_for(digest),
+        name=name,
+        key_hash=digest,
+        prefix=key[:8],
+        created_at=time.time(),
+        scopes=scopes,
+    )
+    return key, record
+
+
+class KeyRing:
+    def __init__(self, store: JobStore, static_keys: list[str]) -> None:
+        self.store = store
+        self._static: dict[str, Principal] = {}
+        for key in static_keys:
+            digest = hash_key(key)
+            self._static[digest] = Principal(key_id_for(digest))
+        self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+
+    @property
+    def has_static_keys(self) -> bool:
+        return bool(self._static)
+
+    async def authenticate(self, header: str | None) -> Principal:
+        if not header:
+            raise AuthenticationFailed(code="missing_api_key")
+        scheme, _, key = header.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise AuthenticationFailed(
+                "The Authorization header must be 'Bearer <key>'.", code="invalid_api_key"
+            )
+        digest = hash_key(key)
+        principal = self._static.get(digest)
+        if principal is not None:
+            return principal
+        principal = await self._lookup(digest)
+        if principal is None:
+            raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
+        return principal
+
+    async def _lookup(self, digest: str) -> Principal | None:
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = await self.store.find_key(digest)
+        principal = None
+        if (
+            record is not None
+            and record.revoked_at is None
+            and hmac.compare_digest(record.key_hash, digest)
+        ):
+            principal = Principal(record.id, frozenset(record.scopes.split()))
+        self._cache[digest] = (now + CACHE_SECONDS, principal)
+        self._cache.move_to_end(digest)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return principal
+
+    async def bootstrap(self) -> str | None:
+        """Create a first key when none exists at all; return it (shown once) or None."""
+        if self._static or await self.store.list_keys():
+            return None
+        key, record = new_key_record("initial key", scopes="admin")
+        await self.store.create_key(record)
+        return key

@@ -1,0 +1,193 @@
+"""The model catalog: load and validate ``catalog.toml``; resolve a model id to its routes."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.errors import ConfigError, UnknownModel
+from gateway.kinds import KINDS, Kind
+from providers.base import RouteSpec
+
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+
+
+class _RouteEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    provider: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    input_map: dict[str, str] = Field(default_factory=dict)
+    constants: dict[str, Any] = Field(default_factory=dict)
+
+
+class _ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=MODEL_ID_PATTERN)
+    kind: str
+    description: str = ""
+    jobs_only: bool = False
+    created: int = Field(0, ge=0)
+    owned_by: str | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    limits: dict[str, float] = Field(default_factory=dict)
+    routes: list[_RouteEntry] = Field(min_length=1)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in KINDS:
+            raise ValueError(f"unknown kind '{value}' (known: {', '.join(sorted(KINDS))})")
+        return value
+
+
+class _CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    models: list[_ModelEntry] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    id: str
+    kind: Kind
+    description: str
+    jobs_only: bool
+    created: int
+    owned_by: str
+    defaults: dict[str, Any]
+    limits: dict[str, float]
+    routes: tuple[RouteSpec, ...]
+
+    @property
+    def lane(self) -> str:
+        """The provider whose concurrency a job of this model is counted against."""
+        return self.routes[0].provider
+
+    def validate_input(self, raw: Any, param_prefix: str = "") -> dict[str, Any]:
+        return self.kind.validate(
+            raw, defaults=self.defaults, limits=self.limits, param_prefix=param_prefix
+        )
+
+    def parameters(self) -> dict[str, Any]:
+        return self.kind.parameters(self.defaults, self.limits)
+
+
+class Catalog:
+    def __init__(self, models: Iterable[CatalogModel], source: str = "<memory>") -> None:
+        self.models: dict[str, CatalogModel] = {m.id: m for m in models}
+        self.source = source
+
+    def get(self, model_id: str) -> CatalogModel:
+        try:
+            return self.models[model_id]
+        except (KeyError, TypeError):
+            raise UnknownModel(str(model_id)) from None
+
+    def __iter__(self) -> Any:
+        return iter(self.models.values())
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+def load_catalog(path: Path, known_providers: Iterable[str]) -> Catalog:
+    """Read and validate a catalog file; every problem names the file, the model and the field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the catalog ({exc.strerror}).") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}.") from None
+    return parse_catalog(raw, known_providers, source=str(path), mtime=int(path.stat().st_mtime))
+
+
+def parse_catalog(
+    raw: dict[str, Any], known_providers: Iterable[str], *, source: str, mtime: int = 0
+) -> Catalog:
+    known = set(known_providers)
+    try:
+        parsed = _CatalogFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(source, raw, exc)) from None
+    models: list[CatalogModel] = []
+    seen: set[str] = set()
+    for entry in parsed.models:
+        where = f"{source}: model '{entry.id}'"
+        if entry.id in seen:
+            raise ConfigError(f"{where}: field 'id': the id is declared twice.")
+        seen.add(entry.id)
+        kind = KINDS[entry.kind]
+        _check_fields(where, kind, entry)
+        routes = []
+        for i, r in enumerate(entry.routes):
+            if r.provider not in known:
+                raise ConfigError(
+                    f"{where}: field 'routes[{i}].provider': unknown provider '{r.provider}' "
+                    f"(known: {', '.join(sorted(known))})."
+                )
+            routes.append(RouteSpec(r.provider, r.target, r.options, r.input_map, r.constants))
+        models.append(
+            CatalogModel(
+                id=entry.id,
+                kind=kind,
+                description=entry.description,
+                jobs_only=entry.jobs_only,
+                created=entry.created or mtime,
+                owned_by=entry.owned_by or routes[0].provider,
+                defaults=dict(entry.defaults),
+                limits=dict(entry.limits),
+                routes=tuple(routes),
+            )
+        )
+    return Catalog(models, source)
+
+
+def _check_fields(where: str, kind: Kind, entry: _ModelEntry) -> None:
+    fields = kind.input_model.model_fields
+    for name in entry.defaults:
+        if name not in fields:
+            raise ConfigError(
+                f"{where}: field 'defaults.{name}': the {kind.name} kind has no parameter "
+                f"'{name}' (it has: {', '.join(fields)})."
+            )
+    numeric = kind.numeric_fields
+    for key in entry.limits:
+        rule, _, name = key.partition("_")
+        if rule not in ("min", "max") or name not in numeric:
+            raise ConfigError(
+                f"{where}: field 'limits.{key}': expected min_<field> or max_<field> for one of "
+                f"{', '.join(sorted(numeric))}."
+            )
+    if entry.defaults:
+        try:
+            kind.input_model.model_validate(entry.defaults)
+        except ValidationError as exc:
+            # a missing required parameter is fine here: every request supplies it
+            for err in exc.errors(include_url=False):
+                if err["type"] != "missing":
+                    name = ".".join(str(p) for p in err["loc"])
+                    raise ConfigError(f"{where}: field 'defaults.{name}': {err['msg']}.") from None
+
+
+def _describe(source: str, raw: dict[str, Any], exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = list(err["loc"])
+    model_name = ""
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        try:
+            model_name = f" model '{raw['models'][loc[1]].get('id', f'#{loc[1] + 1}')}':"
+        except (KeyError, IndexError, AttributeError, TypeError):
+            model_name = f" model #{loc[1] + 1}:"
+        loc = loc[2:]
+    field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"{source}:{model_name} field '{field or 'models'}': {msg}."

@@ -1,0 +1,154 @@
+"""The ``backserv`` command: ``serve``, ``keys create|list|revoke``, ``models``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from gateway.auth import new_key_record
+from gateway.catalog import load_catalog
+from gateway.errors import ConfigError
+from gateway.settings import Settings
+from gateway.store.base import JobStore
+from gateway.store.sqlite import SQLiteJobStore
+from providers.registry import KNOWN_PROVIDERS
+
+T = TypeVar("T")
+
+
+def _store(settings: Settings) -> JobStore:
+    return SQLiteJobStore(settings.sqlite_path)
+
+
+async def _with_store(settings: Settings, fn: Callable[[JobStore], Awaitable[T]]) -> T:
+    store = _store(settings)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    if args.host:
+        settings.host = args.host
+    if args.port:
+        settings.port = args.port
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=15,
+        access_log=False,
+    )
+    print(
+        f"Back.Serv listening on http://{settings.host}:{settings.port} "
+        f"(public URL {settings.base_url}, database {settings.database_url})",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    if args.keys_cmd == "create":
+        key, record = new_key_record(args.name, scopes="admin" if args.admin else "")
+
+        async def create(store: JobStore) -> None:
+            await store.create_key(record)
+
+        asyncio.run(_with_store(settings, create))
+        print(f"Created key {record.id} ({record.name}). It is shown only this once:\n")
+        print(f"    {key}\n")
+        return 0
+    if args.keys_cmd == "list":
+        records = asyncio.run(_with_store(settings, lambda s: s.list_keys()))
+        if not records:
+            print("No stored keys (keys from BACKSERV_API_KEYS are not listed).")
+        for r in records:
+            state = "revoked" if r.revoked_at else "active"
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
+            print(f"{r.id}  {r.prefix}…  {state:8}  {created}  {r.scopes or '-':6}  {r.name}")
+        return 0
+    if args.keys_cmd == "revoke":
+        ok = asyncio.run(_with_store(settings, lambda s: s.revoke_key(args.key_id, time.time())))
+        if not ok:
+            print(f"No active key with id {args.key_id}.", file=sys.stderr)
+            return 1
+        print(f"Revoked {args.key_id}.")
+        return 0
+    raise AssertionError(args.keys_cmd)
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    catalog = load_catalog(settings.catalog_path, KNOWN_PROVIDERS)
+    for m in catalog:
+        routes = " -> ".join(r.name for r in m.routes)
+        flag = " (jobs only)" if m.jobs_only else ""
+        print(f"{m.id:28} {m.kind.name:10} {routes}{flag}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backserv", description="Back.Serv jobs gateway")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", help="bind address (default BACKSERV_HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default BACKSERV_PORT or 4093)")
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_cmd", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", default="unnamed", help="a label for the key")
+    create.add_argument("--admin", action="store_true", help="give the key the admin scope")
+    keys_sub.add_parser("list", help="list stored keys (never the keys themselves)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    sub.add_parser("models", help="list the catalog's models")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "keys": cmd_keys,
+    "models": cmd_models,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        return COMMANDS[args.cmd](settings, args)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = "BACKSERV_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+        print(f"backserv: invalid setting {field}: {err['msg']}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"backserv: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

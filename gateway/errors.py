@@ -1,0 +1,199 @@
+"""The one exception tree of the gateway, and the one place that renders it as HTTP.
+
+::
+
+    GatewayError                      500 server_error
+    ├── InvalidRequest                400 invalid_request_error   (names the field in ``param``)
+    │   └── UnknownModel              404 invalid_request_error / model_not_found
+    ├── AuthenticationFailed          401 authentication_error
+    ├── PermissionDenied              403 permission_error
+    ├── NotFound                      404 not_found_error
+    ├── Conflict                      409 conflict_error        (illegal status transition)
+    ├── Gone                          410 invalid_request_error (expired result file)
+    ├── PayloadTooLarge               413 invalid_request_error
+    ├── UnsupportedMediaType          415 invalid_request_error
+    ├── RateLimited                   429 rate_limit_error      (carries Retry-After)
+    ├── ServiceUnavailable            503 service_unavailable   (carries Retry-After)
+    ├── ConfigError                   raised at start-up: bad settings or catalog
+    ├── StaleLease                    a write from an owner that lost the job (fencing)
+    └── ProviderError                 raised by providers, never seen by HTTP clients
+        ├── ProviderInputError        the provider rejected the input: fail now, no retry
+        ├── ProviderTransientError    429/5xx/timeouts: retry the same route
+        ├── ProviderUnavailable       down, out of credit, bad credentials: next route
+        └── ProviderLostRequest       the provider no longer knows the request: resubmit
+
+Every class carries its HTTP status, its OpenAI error ``type`` and a default message, so a
+handler registered on the root renders them all the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    status_code = 500
+    error_type = "server_error"
+    default_message = "The server had an error while processing your request."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.param = param
+        self.code = code
+        super().__init__(self.message)
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_message = "The request is not valid."
+
+
+class UnknownModel(InvalidRequest):
+    status_code = 404
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist. GET /v1/models lists the available models.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+class AuthenticationFailed(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_message = "Missing or unknown API key. Send it as 'Authorization: Bearer <key>'."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class PermissionDenied(GatewayError):
+    status_code = 403
+    error_type = "permission_error"
+    default_message = "This API key is not allowed to do that."
+
+
+class NotFound(GatewayError):
+    status_code = 404
+    error_type = "not_found_error"
+    default_message = "Not found."
+
+
+class Conflict(GatewayError):
+    status_code = 409
+    error_type = "conflict_error"
+    default_message = "The request conflicts with the current state of the resource."
+
+
+class Gone(GatewayError):
+    status_code = 410
+    error_type = "invalid_request_error"
+    default_message = "This resource has expired."
+
+
+class PayloadTooLarge(GatewayError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_message = "The request body is too large."
+
+
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+    error_type = "invalid_request_error"
+    default_message = "The request body must be JSON (Content-Type: application/json)."
+
+
+class _RetryAfter(GatewayError):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: float = 1.0,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, int(self.retry_after + 0.999)))}
+
+
+class RateLimited(_RetryAfter):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_message = "Too many requests."
+
+
+class ServiceUnavailable(_RetryAfter):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_message = "The service is temporarily unavailable."
+
+
+class ConfigError(GatewayError):
+    default_message = "The configuration is not valid."
+
+
+class StaleLease(GatewayError):
+    default_message = "The job is no longer owned by this worker."
+
+
+class ProviderError(GatewayError):
+    """Base of every error a provider raises; ``code`` is what the job's error shows."""
+
+    default_message = "The provider failed."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code or self.default_code)
+        self.retry_after = retry_after
+
+    default_code = "provider_error"
+
+
+class ProviderInputError(ProviderError):
+    default_message = "The provider rejected the input."
+    default_code = "invalid_input"
+
+
+class ProviderTransientError(ProviderError):
+    default_message = "The provider had a temporary failure."
+    default_code = "provider_transient_error"
+
+
+class ProviderUnavailable(ProviderError):
+    default_message = "The provider is unavailable."
+    default_code = "provider_unavailable"
+
+
+class ProviderLostRequest(ProviderError):
+    default_message = "The provider no longer knows this request."
+    default_code = "provider_lost_request"

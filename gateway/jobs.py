@@ -1,0 +1,190 @@
+"""Jobs: the record, its statuses and their legal transitions, and the service faces call."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.errors import Conflict, InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from gateway.catalog import Catalog, CatalogModel
+    from gateway.store.base import JobStore
+
+
+class Status(StrEnum):
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+#: The one transition table. PROCESSING -> QUEUED is a hand-back: a lease that expired, or a
+#: worker that shut down, returns the job so another worker resumes it.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.PROCESSING, Status.CANCELLED}),
+    Status.PROCESSING: frozenset(
+        {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.QUEUED}
+    ),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+def sources_of(target: Status) -> tuple[Status, ...]:
+    """Every status from which ``target`` may be reached (used in conditional updates)."""
+    return tuple(s for s, nexts in TRANSITIONS.items() if target in nexts)
+
+
+def check_transition(current: Status, target: Status, job_id: str) -> None:
+    if target not in TRANSITIONS[current]:
+        if current.terminal:
+            raise Conflict(
+                f"Job {job_id} is already {current.value}; it cannot become {target.value}.",
+                code="job_already_finished",
+            )
+        raise Conflict(
+            f"Job {job_id} cannot go from {current.value} to {target.value}.",
+            code="illegal_transition",
+        )
+
+
+def new_job_id() -> str:
+    return "job-" + secrets.token_hex(12)
+
+
+@dataclass
+class Job:
+    id: str
+    owner: str
+    kind: str
+    model: str
+    input: dict[str, Any]
+    lane: str
+    status: Status = Status.QUEUED
+    priority: int = 0
+    progress: int = 0
+    queue_position: int | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: fencing token: bumped at every claim; writes that finish an attempt must carry it
+    lease_token: int = 0
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+
+    @property
+    def provider(self) -> str | None:
+        return self.attempts[-1]["provider"] if self.attempts else None
+
+    @property
+    def retry_count(self) -> int:
+        return max(0, len(self.attempts) - 1)
+
+    @property
+    def fallback_used(self) -> bool:
+        return any(a.get("route_index", 0) > 0 for a in self.attempts)
+
+
+class Waker(Protocol):
+    def wake(self) -> None: ...
+
+    def job_cancelled(self, job_id: str) -> None: ...
+
+
+class JobService:
+    """What every face calls: submit, read, list and cancel jobs."""
+
+    def __init__(self, store: JobStore, catalog: Catalog, waker: Waker | None = None) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.waker = waker
+
+    def resolve(self, model_id: Any, kind: str | None = None) -> CatalogModel:
+        if not isinstance(model_id, str) or not model_id:
+            raise InvalidRequest(
+                "Missing required parameter 'model'.", param="model", code="missing_parameter"
+            )
+        model = self.catalog.get(model_id)
+        if kind is not None and model.kind.name != kind:
+            raise InvalidRequest(
+                f"The model '{model.id}' is a {model.kind.name} model, not {kind}; submit it "
+                f"with POST /v1/jobs and its {model.kind.name} input.",
+                param="model",
+                code="wrong_model_kind",
+            )
+        return model
+
+    async def submit(
+        self,
+        *,
+        owner: str,
+        model: CatalogModel,
+        raw_input: Any,
+        priority: int = 0,
+        meta: dict[str, Any] | None = None,
+        param_prefix: str = "",
+    ) -> Job:
+        job = Job(
+            id=new_job_id(),
+            owner=owner,
+            kind=model.kind.name,
+            model=model.id,
+            input=model.validate_input(raw_input, param_prefix),
+            lane=model.lane,
+            priority=priority,
+            meta=meta or {},
+        )
+        job.updated_at = job.created_at
+        await self.store.insert_job(job)
+        if self.waker is not None:
+            self.waker.wake()
+        return job
+
+    async def get(self, owner: str | None, job_id: str) -> Job:
+        """``owner=None`` reads any job (admin); otherwise another owner's job is a 404."""
+        job = await self.store.get_job(job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            raise NotFound(f"No job with id '{job_id}'.", param="id", code="job_not_found")
+        return job
+
+    async def list(
+        self,
+        owner: str | None,
+        *,
+        limit: int,
+        after: str | None,
+        status: Status | None,
+        model: str | None,
+    ) -> tuple[list[Job], bool]:
+        return await self.store.list_jobs(
+            owner, limit=limit, after=after, status=status, model=model
+        )
+
+    async def cancel(self, owner: str | None, job_id: str) -> Job:
+        current = await self.get(owner, job_id)
+        check_transition(current.status, Status.CANCELLED, job_id)
+        job = await self.store.cancel(job_id)
+        if job is None:  # it finished between our read and our write
+            latest = await self.get(owner, job_id)
+            check_transition(latest.status, Status.CANCELLED, job_id)
+            raise Conflict(f"Job {job_id} changed while it was being cancelled; try again.")
+        if self.waker is not None:
+            self.waker.job_cancelled(job_id)
+        return job

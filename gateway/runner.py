@@ -1,0 +1,277 @@
+"""Running one claimed job: walk its route chain, follow the provider, store the result.
+
+The attempt log is the job's memory across crashes. Each attempt records its route, the
+provider's request reference (persisted as soon as the provider returns it), and how it
+ended. A job claimed again after a crash resumes an open attempt that has a reference by
+polling it, so it is never paid for twice; an open attempt without a reference never
+reached the provider, and is submitted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from gateway.catalog import CatalogModel
+from gateway.errors import (
+    ProviderError,
+    ProviderInputError,
+    ProviderLostRequest,
+    ProviderTransientError,
+    ProviderUnavailable,
+    StaleLease,
+)
+from gateway.jobs import Job, Status
+from gateway.retry import RetryPolicy
+from gateway.storage import ResultStorage
+from gateway.store.base import JobStore
+from providers.base import Provider, ProviderRef, ProviderState, RouteSpec, StateKind
+
+log = logging.getLogger("backserv.runner")
+
+PROGRESS_SAVE_INTERVAL = 0.25
+
+
+def error_dict(exc: ProviderError) -> dict[str, Any]:
+    return {"code": exc.code or "provider_error", "message": exc.message}
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        providers: dict[str, Provider],
+        storage: ResultStorage,
+        policy: RetryPolicy,
+        *,
+        job_timeout: float,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.storage = storage
+        self.policy = policy
+        self.job_timeout = job_timeout
+
+    async def run(self, job: Job, model: CatalogModel) -> None:
+        """Run ``job`` to a terminal state, or raise CancelledError leaving the log current."""
+        deadline = (job.started_at or time.time()) + self.job_timeout
+        last_error: ProviderError | None = None
+        start_index = 0
+        open_attempt = job.attempts[-1] if job.attempts else None
+        if open_attempt is not None and open_attempt.get("ended_at") is None:
+            start_index = open_attempt["route_index"]
+        elif job.attempts:
+            start_index = job.attempts[-1]["route_index"]
+        for index in range(start_index, len(model.routes)):
+            if time.time() >= deadline:
+                break
+            route = model.routes[index]
+            provider = self.providers.get(route.provider)
+            if provider is None:
+                last_error = ProviderUnavailable(f"provider '{route.provider}' is not configured")
+                continue
+            ok, reason = provider.availability(route)
+            if not ok:
+                last_error = ProviderUnavailable(reason or "route unavailable")
+                continue
+            outcome = await self._run_route(job, model, index, route, provider, deadline)
+            if outcome is None:
+                return
+            last_error = outcome
+            if isinstance(outcome, ProviderInputError):
+                break
+        error = last_error or ProviderUnavailable("the model has no usable route")
+        message = error.message
+        if len(model.routes) > 1 and not isinstance(error, ProviderInputError):
+            message = f"Every route failed; the last error was: {message}"
+        await self._finish(job, Status.FAILED, error={"code": error.code, "message": message})
+
+    async def _run_route(
+        self,
+        job: Job,
+        model: CatalogModel,
+        index: int,
+        route: RouteSpec,
+        provider: Provider,
+        deadline: float,
+    ) -> ProviderError | None:
+        """Try one route (with retries); None when the job reached a terminal state."""
+        tries = 0
+        while True:
+            tries += 1
+            attempt = self._open_attempt(job, index, route)
+            try:
+                ref = await self._ensure_submitted(job, attempt, route, provider)
+                state = await self._follow(job, attempt, route, provider, ref, deadline)
+                if state.kind is StateKind.SUCCEEDED:
+                    await self._complete(job, model, attempt, state)
+                    return None
+            except ProviderError as exc:
+                state = ProviderState(StateKind.FAILED, error=exc)
+            error = state.error or ProviderUnavailable("the provider cancelled the request")
+            self._close_attempt(attempt, "failed", error)
+            delay = self.policy.decide(error, tries)
+            if delay is None or time.time() + delay > deadline:
+                await self._save_attempts(job)
+                return error
+            log.info(
+                "job %s: retrying %s in %.2fs after %s",
+                job.id,
+                route.name,
+                delay,
+                error.code,
+                extra={"job_id": job.id},
+            )
+            await self._save_attempts(job)
+            await asyncio.sleep(delay)
+
+    def _open_attempt(self, job: Job, index: int, route: RouteSpec) -> dict[str, Any]:
+        last = job.attempts[-1] if job.attempts else None
+        if last is not None and last.get("ended_at") is None and last["route_index"] == index:
+            return last  # resume an attempt interrupted by a crash or a shutdown
+        attempt: dict[str, Any] = {
+            "n": len(job.attempts) + 1,
+            "route": route.name,
+            "route_index": index,
+            "provider": route.provider,
+            "request_id": None,
+            "ref": None,
+            "started_at": time.time(),
+            "ended_at": None,
+            "outcome": None,
+            "error": None,
+        }
+        job.attempts.append(attempt)
+        return attempt
+
+    @staticmethod
+    def _close_attempt(attempt: dict[str, Any], outcome: str, error: ProviderError | None) -> None:
+        attempt["ended_at"] = time.time()
+        attempt["outcome"] = outcome
+        attempt["error"] = None if error is None else error_dict(error)
+
+    async def _ensure_submitted(
+        self, job: Job, attempt: dict[str, Any], route: RouteSpec, provider: Provider
+    ) -> ProviderRef:
+        if attempt.get("request_id"):
+            return ProviderRef(attempt["request_id"], attempt.get("ref") or {})
+        ref = await provider.submit(route, job.input, job_id=job.id, kind=job.kind)
+        attempt["request_id"] = ref.request_id
+        attempt["ref"] = ref.data
+        await self._save_attempts(job)  # the reference is persisted before anything else
+        return ref
+
+    async def _follow(
+        self,
+        job: Job,
+        attempt: dict[str, Any],
+        route: RouteSpec,
+        provider: Provider,
+        ref: ProviderRef,
+        deadline: float,
+    ) -> ProviderState:
+        last_saved = 0.0
+        state = await self._poll_once(provider, route, ref, None)
+        while not state.terminal:
+            if (state.progress, state.queue_position) != (job.progress, job.queue_position):
+                job.progress = min(99, max(job.progress, state.progress or 0))
+                job.queue_position = state.queue_position
+                now = time.monotonic()
+                if now - last_saved >= PROGRESS_SAVE_INTERVAL:
+                    last_saved = now
+                    await self.store.save_progress(
+                        job.id, job.lease_token, job.progress, job.queue_position
+                    )
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                await self._cancel_quietly(provider, route, ref)
+                raise ProviderUnavailable(
+                    "the job did not finish within the time limit", code="timeout"
+                )
+            state = await self._poll_once(provider, route, ref, min(remaining, 30.0))
+        return state
+
+    @staticmethod
+    async def _poll_once(
+        provider: Provider, route: RouteSpec, ref: ProviderRef, wait: float | None
+    ) -> ProviderState:
+        try:
+            if wait is None:
+                return await provider.poll(route, ref)
+            return await provider.wait(route, ref, wait)
+        except ProviderLostRequest:
+            raise
+        except ProviderTransientError:
+            # a failed status read is not a failed job: keep following the same request
+            await asyncio.sleep(provider.poll_interval)
+            return ProviderState(StateKind.RUNNING)
+
+    async def _complete(
+        self, job: Job, model: CatalogModel, attempt: dict[str, Any], state: ProviderState
+    ) -> None:
+        files = []
+        for i, output in enumerate(state.outputs):
+            stored = await self.storage.save(job.id, i, output)
+            files.append(
+                {
+                    "name": stored.name,
+                    "content_type": stored.content_type,
+                    "width": stored.width,
+                    "height": stored.height,
+                }
+            )
+        if not files:
+            raise ProviderUnavailable("the provider succeeded but returned no output")
+        result: dict[str, Any] = {"files": files}
+        seed = state.seed if state.seed is not None else job.input.get("seed")
+        if seed is not None:
+            result["seed"] = seed
+        for key in ("duration", "fps"):
+            if key in job.input:
+                result[key] = job.input[key]
+        self._close_attempt(attempt, "succeeded", None)
+        await self._finish(job, Status.COMPLETED, result=result)
+
+    async def _finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        write = self.store.finish(
+            job.id, job.lease_token, status, result=result, error=error, attempts=job.attempts
+        )
+        try:
+            await asyncio.shield(write)
+        except StaleLease:
+            log.info("job %s: finished elsewhere or cancelled; result dropped", job.id)
+
+    async def _save_attempts(self, job: Job) -> None:
+        await asyncio.shield(self.store.save_attempts(job.id, job.lease_token, job.attempts))
+
+    async def cancel_provider(self, job: Job, model: CatalogModel) -> None:
+        """After a user cancel: stop the provider's request and close the attempt."""
+        attempt = job.attempts[-1] if job.attempts else None
+        if attempt is None or attempt.get("ended_at") is not None:
+            return
+        route = model.routes[attempt["route_index"]]
+        provider = self.providers.get(route.provider)
+        if provider is not None and attempt.get("request_id"):
+            await self._cancel_quietly(
+                provider, route, ProviderRef(attempt["request_id"], attempt.get("ref") or {})
+            )
+        self._close_attempt(attempt, "cancelled", None)
+        with contextlib.suppress(StaleLease):
+            await self.store.save_attempts(job.id, job.lease_token, job.attempts)
+
+    @staticmethod
+    async def _cancel_quietly(provider: Provider, route: RouteSpec, ref: ProviderRef) -> None:
+        try:
+            await asyncio.wait_for(provider.cancel(route, ref), timeout=10)
+        except (ProviderError, TimeoutError) as exc:
+            log.warning("cancel of %s on %s failed: %s", ref.request_id, route.name, exc)

@@ -1,0 +1,71 @@
+"""All configuration: one pydantic-settings class, env prefix ``BACKSERV_``, reads ``.env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CONCURRENCY = {"sandbox": 8, "fal": 16, "replicate": 16, "local": 1}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BACKSERV_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    host: str = "0.0.0.0"
+    port: int = Field(4093, ge=1, le=65535)
+    database_url: str = "sqlite:///data/backserv.db"
+    catalog_path: Path = Path("catalog.toml")
+    storage_dir: Path = Path("data/files")
+    public_url: str | None = None
+    api_keys: str = ""
+    log_level: str = "info"
+    secret_key: str | None = None
+
+    # request limits
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+    # scheduler
+    provider_concurrency: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_CONCURRENCY))
+    default_concurrency: int = Field(4, ge=1)
+    lease_seconds: float = Field(30.0, gt=0)
+    heartbeat_seconds: float = Field(10.0, gt=0)
+    scheduler_poll_seconds: float = Field(1.0, gt=0)
+    job_timeout_seconds: float = Field(3600.0, gt=0)
+    max_route_attempts: int = Field(3, ge=1)
+    retry_base_seconds: float = Field(0.5, ge=0)
+    retry_max_seconds: float = Field(30.0, ge=0)
+
+    # storage of results
+    file_url_ttl_seconds: int = Field(24 * 3600, ge=60)
+    max_output_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+
+    # the sandbox provider
+    sandbox_latency: float = Field(0.5, ge=0)
+    sandbox_failure_rate: float = Field(0.0, ge=0, le=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("must be sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        return value
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.database_url[len("sqlite:///") :])
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://localhost:{self.port}"
+
+    def concurrency_for(self, provider: str) -> int:
+        return self.provider_concurrency.get(provider, self.default_concurrency)
+
+    def static_api_keys(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]

@@ -1,0 +1,169 @@
+"""Result storage: provider outputs copied to local disk, served at signed, expiring URLs.
+
+A result URL is ``{public_url}/files/{job_id}/{name}?expires={unix}&sig={hmac}``. The signature
+(HMAC-SHA256 with the gateway's secret over job id, file name and expiry) lets the URL open in
+a browser without an Authorization header, while nobody can forge or extend one. The expiry is
+fixed when the job completes (completion + ``file_url_ttl_seconds``), so a job's URL does not
+change from one poll to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from gateway.errors import ProviderInputError, ProviderTransientError, ProviderUnavailable
+from providers.base import Output
+
+EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SAFE_JOB = re.compile(r"^job-[0-9a-f]{24}$")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    name: str
+    content_type: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+
+
+class UrlSigner:
+    def __init__(self, secret: bytes, base_url: str) -> None:
+        self._secret = secret
+        self.base_url = base_url.rstrip("/")
+
+    def rekey(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _sig(self, job_id: str, name: str, expires: int) -> str:
+        mac = hmac.new(self._secret, f"{job_id}/{name}:{expires}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()[:20]).decode().rstrip("=")
+
+    def url(self, job_id: str, name: str, expires: int) -> str:
+        sig = self._sig(job_id, name, expires)
+        return f"{self.base_url}/files/{job_id}/{name}?expires={expires}&sig={sig}"
+
+    def verify(self, job_id: str, name: str, expires: int, sig: str) -> bool:
+        return hmac.compare_digest(self._sig(job_id, name, expires), sig)
+
+
+class ResultStorage:
+    def __init__(self, root: Path, *, max_bytes: int, download_timeout: float = 60.0) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.download_timeout = download_timeout
+
+    def path(self, job_id: str, name: str) -> Path | None:
+        """The file's path, or None when the names are not ones this storage produces."""
+        if not _SAFE_JOB.match(job_id) or not _SAFE_NAME.match(name):
+            return None
+        return self.root / job_id[4:6] / job_id / name
+
+    async def save(self, job_id: str, index: int, output: Output) -> StoredFile:
+        data = output.data
+        content_type = output.content_type
+        if data is None:
+            if output.url is None:
+                raise ProviderUnavailable("the provider returned an output with no data or URL")
+            data, content_type = await self.download(output.url, content_type)
+        if len(data) > self.max_bytes:
+            raise ProviderUnavailable(
+                f"the provider's output is {len(data)} bytes; the limit is {self.max_bytes}"
+            )
+        ext = EXTENSIONS.get(content_type, "bin")
+        name = f"{index}.{ext}"
+        target = self.path(job_id, name)
+        if target is None:
+            raise ValueError(f"unsafe file name for job {job_id!r}")
+        await asyncio.to_thread(_write_atomic, target, data)
+        return StoredFile(name, content_type, len(data), output.width, output.height)
+
+    async def download(self, url: str, expected_type: str) -> tuple[bytes, str]:
+        try:
+            async with (
+                httpx.AsyncClient(timeout=self.download_timeout, follow_redirects=True) as client,
+                client.stream("GET", url) as resp,
+            ):
+                if resp.status_code >= 400:
+                    raise ProviderTransientError(
+                        f"downloading the provider's output failed with HTTP {resp.status_code}"
+                    )
+                content_type = resp.headers.get("content-type", expected_type).split(";")[0]
+                if not content_type.startswith(("image/", "video/")):
+                    raise ProviderUnavailable(
+                        f"the provider's output has content type '{content_type}', not media"
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise ProviderUnavailable(
+                            f"the provider's output exceeds the {self.max_bytes}-byte limit"
+                        )
+                    chunks.append(chunk)
+                return b"".join(chunks), content_type
+        except httpx.HTTPError as exc:
+            raise ProviderTransientError(
+                f"downloading the provider's output failed: {type(exc).__name__}"
+            ) from exc
+
+    async def delete(self, job_id: str) -> None:
+        folder = self.root / job_id[4:6] / job_id
+        if _SAFE_JOB.match(job_id):
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+
+
+class OwnFiles:
+    """Reads the gateway's own result URLs from disk, so one job's output can feed another.
+
+    Called with any input URL; answers None for URLs that are not this gateway's files.
+    """
+
+    def __init__(self, storage: ResultStorage, signer: UrlSigner) -> None:
+        self.storage = storage
+        self.signer = signer
+
+    async def __call__(self, url: str) -> bytes | None:
+        prefix = self.signer.base_url + "/files/"
+        if not url.startswith(prefix):
+            return None
+        path_part, _, query = url[len(prefix) :].partition("?")
+        job_id, _, name = path_part.partition("/")
+        params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+        expires = params.get("expires", "")
+        if not (
+            expires.isdigit()
+            and self.signer.verify(job_id, name, int(expires), params.get("sig", ""))
+            and int(expires) >= time.time()
+        ):
+            raise ProviderInputError("The input URL is a result URL that is not valid or expired.")
+        path = self.storage.path(job_id, name)
+        if path is None or not path.is_file():
+            raise ProviderInputError("The input URL is a result file that no longer exists.")
+        return await asyncio.to_thread(path.read_bytes)

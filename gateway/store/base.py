@@ -1,0 +1,130 @@
+"""The JobStore interface: the only thing that touches the database.
+
+The seam is at the repository level (claim, heartbeat, finish, ...), not at the SQL level:
+SQLite and PostgreSQL differ too much to share SQL text. Every write that ends or changes an
+attempt carries the job's fencing token (``lease_token``): a write from a worker that lost the
+job raises ``StaleLease`` (or is ignored, where the docstring says so).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.jobs import Job, Status
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    name: str
+    key_hash: str
+    prefix: str
+    created_at: float
+    revoked_at: float | None = None
+    scopes: str = ""
+
+
+class JobStore(ABC):
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # -- jobs: faces --------------------------------------------------------------------
+
+    @abstractmethod
+    async def insert_job(self, job: Job) -> None:
+        """Durably store a new QUEUED job before returning (group-committed)."""
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    async def list_jobs(
+        self,
+        owner: str | None,
+        *,
+        limit: int,
+        after: str | None = None,
+        status: Status | None = None,
+        model: str | None = None,
+    ) -> tuple[list[Job], bool]:
+        """Newest first; ``after`` is the id of the last job of the previous page.
+
+        Returns the page and whether more jobs follow it.
+        """
+
+    @abstractmethod
+    async def cancel(self, job_id: str) -> Job | None:
+        """QUEUED/PROCESSING -> CANCELLED; returns the updated job, or None if it had moved on."""
+
+    # -- jobs: the scheduler ------------------------------------------------------------
+
+    @abstractmethod
+    async def claim(self, lane: str, limit: int, worker: str, lease_seconds: float) -> list[Job]:
+        """Take up to ``limit`` QUEUED jobs of ``lane`` (priority, then age) and lease them.
+
+        Each claimed job's ``lease_token`` is incremented: it is the fencing token.
+        """
+
+    @abstractmethod
+    async def heartbeat(
+        self, worker: str, tokens: dict[str, int], lease_seconds: float
+    ) -> set[str]:
+        """Extend the leases of the jobs ``worker`` holds; return the ids it still holds."""
+
+    @abstractmethod
+    async def save_progress(
+        self, job_id: str, token: int, progress: int, queue_position: int | None
+    ) -> None:
+        """Persist progress of a PROCESSING job; ignored when the token is stale."""
+
+    @abstractmethod
+    async def save_attempts(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
+        """Persist the attempt log (provider references first of all); StaleLease if stale."""
+
+    @abstractmethod
+    async def finish(
+        self,
+        job_id: str,
+        token: int,
+        status: Status,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        attempts: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """PROCESSING -> COMPLETED/FAILED; StaleLease if the job moved on or the token is stale."""
+
+    @abstractmethod
+    async def release(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
+        """PROCESSING -> QUEUED, keeping the attempt log, so another worker resumes it."""
+
+    @abstractmethod
+    async def requeue_expired(self, now: float) -> int:
+        """Hand back every PROCESSING job whose lease expired; return how many."""
+
+    # -- api keys and metadata ----------------------------------------------------------
+
+    @abstractmethod
+    async def create_key(self, record: ApiKeyRecord) -> None: ...
+
+    @abstractmethod
+    async def find_key(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+    @abstractmethod
+    async def list_keys(self) -> list[ApiKeyRecord]: ...
+
+    @abstractmethod
+    async def revoke_key(self, key_id: str, now: float) -> bool: ...
+
+    @abstractmethod
+    async def get_meta(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    async def set_meta_if_absent(self, key: str, value: str) -> str:
+        """Store ``value`` unless the key exists; return whichever value is stored."""

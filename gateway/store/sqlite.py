@@ -1,0 +1,467 @@
+"""The embedded JobStore: SQLite through aiosqlite, WAL, group-committed writes.
+
+One writer connection owns every write. Writers enqueue an operation and await it; the
+writer task drains the queue, runs everything pending in one ``BEGIN IMMEDIATE`` transaction
+(new jobs in a single ``executemany``) and commits once, so a burst of submits costs one
+commit instead of one each. Reads go through a second connection and never wait for writes
+(WAL). A job is acknowledged only after the commit that holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import orjson
+
+from gateway.errors import StaleLease
+from gateway.jobs import Job, Status
+from gateway.store.base import ApiKeyRecord, JobStore
+from gateway.store.sqlite_schema import MIGRATIONS
+
+log = logging.getLogger("backserv.store")
+
+T = TypeVar("T")
+Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+JOB_COLUMNS = (
+    "id, owner, kind, model, lane, status, priority, progress, queue_position, input, result, "
+    "error, attempts, meta, created_at, updated_at, started_at, completed_at, lease_token, "
+    "lease_owner, lease_expires"
+)
+INSERT_JOB = (
+    "INSERT INTO jobs (id, owner, kind, model, lane, status, priority, progress, input, "
+    "attempts, meta, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+MAX_BATCH = 512
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+def row_to_job(row: Any) -> Job:
+    return Job(
+        id=row[0],
+        owner=row[1],
+        kind=row[2],
+        model=row[3],
+        lane=row[4],
+        status=Status(row[5]),
+        priority=row[6],
+        progress=row[7],
+        queue_position=row[8],
+        input=orjson.loads(row[9]),
+        result=_loads(row[10]),
+        error=_loads(row[11]),
+        attempts=orjson.loads(row[12]),
+        meta=orjson.loads(row[13]),
+        created_at=row[14],
+        updated_at=row[15],
+        started_at=row[16],
+        completed_at=row[17],
+        lease_token=row[18],
+        lease_owner=row[19],
+        lease_expires=row[20],
+    )
+
+
+class _Write:
+    __slots__ = ("fn", "future", "insert")
+
+    def __init__(self, fn: Op | None, insert: tuple[Any, ...] | None, future: asyncio.Future[Any]):
+        self.fn = fn
+        self.insert = insert
+        self.future = future
+
+
+class SQLiteJobStore(JobStore):
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        await self._migrate(self._writer)
+        self._reader = await self._connect()
+        self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(str(self.path), isolation_level=None)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = await conn.execute_fetchall("PRAGMA user_version")
+            version = int(next(iter(rows))[0])
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                log.info("applying schema migration %d", number)
+                for statement in script.split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {number}")
+            await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("the store is closed"))
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    # -- the group-committing writer ----------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        conn = self._writer
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._run_batch(conn, batch)
+            except Exception as exc:  # the commit itself failed: nothing in the batch holds
+                log.exception("write batch of %d failed", len(batch))
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+                self._fail_all(batch, exc)
+
+    @staticmethod
+    def _fail_all(batch: list[_Write], exc: Exception) -> None:
+        for w in batch:
+            if not w.future.done():
+                w.future.set_exception(exc)
+
+    async def _run_batch(self, conn: aiosqlite.Connection, batch: list[_Write]) -> None:
+        results: list[tuple[_Write, Any, BaseException | None]] = []
+        await conn.execute("BEGIN IMMEDIATE")
+        inserts = [w for w in batch if w.insert is not None]
+        if inserts:
+            try:
+                await conn.executemany(INSERT_JOB, [w.insert for w in inserts])
+                results.extend((w, None, None) for w in inserts)
+            except Exception:  # one bad row: insert them one by one to isolate it
+                for w in inserts:
+                    try:
+                        await conn.execute(INSERT_JOB, w.insert)
+                        results.append((w, None, None))
+                    except Exception as exc:
+                        results.append((w, None, exc))
+        for w in batch:
+            if w.fn is None:
+                continue
+            try:
+                results.append((w, await w.fn(conn), None))
+            except Exception as exc:
+                results.append((w, None, exc))
+        await conn.commit()
+        for w, value, failure in results:
+            if w.future.done():
+                continue
+            if failure is not None:
+                w.future.set_exception(failure)
+            else:
+                w.future.set_result(value)
+
+    async def _write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Write(fn, None, future))
+        return await future
+
+    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        assert self._reader is not None, "the store is not open"
+        return list(await self._reader.execute_fetchall(sql, params))
+
+    # -- jobs: faces --------------------------------------------------------------------
+
+    async def insert_job(self, job: Job) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        row = (
+            job.id,
+            job.owner,
+            job.kind,
+            job.model,
+            job.lane,
+            job.status.value,
+            job.priority,
+            job.progress,
+            _dumps(job.input),
+            _dumps(job.attempts),
+            _dumps(job.meta),
+            job.created_at,
+            job.updated_at,
+        )
+        self._queue.put_nowait(_Write(None, row, future))
+        await future
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return row_to_job(rows[0]) if rows else None
+
+    async def list_jobs(
+        self,
+        owner: str | None,
+        *,
+        limit: int,
+        after: str | None = None,
+        status: Status | None = None,
+        model: str | None = None,
+    ) -> tuple[list[Job], bool]:
+        where: list[str] = []
+        params: list[Any] = []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if after is not None:
+            where.append("seq < COALESCE((SELECT seq FROM jobs WHERE id = ?), -1)")
+            params.append(after)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if model is not None:
+            where.append("model = ?")
+            params.append(model)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = await self._read(
+            f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        jobs = [row_to_job(r) for r in rows[:limit]]
+        return jobs, len(rows) > limit
+
+    async def cancel(self, job_id: str) -> Job | None:
+        now = time.time()
+
+        async def op(conn: aiosqlite.Connection) -> Job | None:
+            rows = list(
+                await conn.execute_fetchall(
+                    f"UPDATE jobs SET status = 'CANCELLED', completed_at = ?, updated_at = ?, "
+                    f"lease_owner = NULL, lease_expires = NULL "
+                    f"WHERE id = ? AND status IN ('QUEUED', 'PROCESSING') "
+                    f"RETURNING {JOB_COLUMNS}",
+                    (now, now, job_id),
+                )
+            )
+            return row_to_job(rows[0]) if rows else None
+
+        return await self._write(op)
+
+    # -- jobs: the scheduler ------------------------------------------------------------
+
+    async def claim(self, lane: str, limit: int, worker: str, lease_seconds: float) -> list[Job]:
+        if limit <= 0:
+            return []
+        now = time.time()
+
+        async def op(conn: aiosqlite.Connection) -> list[Job]:
+            rows = await conn.execute_fetchall(
+                f"UPDATE jobs SET status = 'PROCESSING', lease_token = lease_token + 1, "
+                f"lease_owner = ?, lease_expires = ?, updated_at = ?, "
+                f"started_at = COALESCE(started_at, ?) "
+                f"WHERE seq IN (SELECT seq FROM jobs WHERE status = 'QUEUED' AND lane = ? "
+                f"ORDER BY priority DESC, seq LIMIT ?) RETURNING {JOB_COLUMNS}",
+                (worker, now + lease_seconds, now, now, lane, limit),
+            )
+            return [row_to_job(r) for r in rows]
+
+        jobs = await self._write(op)
+        jobs.sort(key=lambda j: (-j.priority, j.created_at))
+        return jobs
+
+    async def heartbeat(
+        self, worker: str, tokens: dict[str, int], lease_seconds: float
+    ) -> set[str]:
+        if not tokens:
+            return set()
+        expires = time.time() + lease_seconds
+
+        async def op(conn: aiosqlite.Connection) -> set[str]:
+            held: set[str] = set()
+            for job_id, token in tokens.items():
+                rows = await conn.execute_fetchall(
+                    "UPDATE jobs SET lease_expires = ? WHERE id = ? AND lease_token = ? "
+                    "AND lease_owner = ? AND status = 'PROCESSING' RETURNING id",
+                    (expires, job_id, token, worker),
+                )
+                held.update(r[0] for r in rows)
+            return held
+
+        return await self._write(op)
+
+    async def save_progress(
+        self, job_id: str, token: int, progress: int, queue_position: int | None
+    ) -> None:
+        now = time.time()
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "UPDATE jobs SET progress = ?, queue_position = ?, updated_at = ? "
+                "WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
+                (progress, queue_position, now, job_id, token),
+            )
+
+        await self._write(op)
+
+    async def save_attempts(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
+        now = time.time()
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE jobs SET attempts = ?, updated_at = ? WHERE id = ? AND lease_token = ?",
+                (_dumps(attempts), now, job_id, token),
+            )
+            return cur.rowcount
+
+        if await self._write(op) == 0:
+            raise StaleLease(f"job {job_id}: lease token {token} is stale")
+
+    async def finish(
+        self,
+        job_id: str,
+        token: int,
+        status: Status,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        attempts: list[dict[str, Any]] | None = None,
+    ) -> None:
+        now = time.time()
+        progress_sql = ", progress = 100" if status is Status.COMPLETED else ""
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                f"UPDATE jobs SET status = ?, result = ?, error = ?, "
+                f"attempts = COALESCE(?, attempts), completed_at = ?, updated_at = ?, "
+                f"queue_position = NULL, lease_owner = NULL, lease_expires = NULL{progress_sql} "
+                f"WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
+                (
+                    status.value,
+                    None if result is None else _dumps(result),
+                    None if error is None else _dumps(error),
+                    None if attempts is None else _dumps(attempts),
+                    now,
+                    now,
+                    job_id,
+                    token,
+                ),
+            )
+            return cur.rowcount
+
+        if await self._write(op) == 0:
+            raise StaleLease(f"job {job_id}: not PROCESSING under lease token {token}")
+
+    async def release(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
+        now = time.time()
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "UPDATE jobs SET status = 'QUEUED', attempts = ?, updated_at = ?, "
+                "lease_owner = NULL, lease_expires = NULL "
+                "WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
+                (_dumps(attempts), now, job_id, token),
+            )
+
+        await self._write(op)
+
+    async def requeue_expired(self, now: float) -> int:
+        async def op(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires = NULL, "
+                "updated_at = ? WHERE status = 'PROCESSING' AND lease_expires < ?",
+                (now, now),
+            )
+            return cur.rowcount
+
+        return int(await self._write(op))
+
+    # -- api keys and metadata ----------------------------------------------------------
+
+    async def create_key(self, record: ApiKeyRecord) -> None:
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO api_keys (id, name, key_hash, prefix, scopes, created_at, revoked_at)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (
+                    record.id,
+                    record.name,
+                    record.key_hash,
+                    record.prefix,
+                    record.scopes,
+                    record.created_at,
+                    record.revoked_at,
+                ),
+            )
+
+        await self._write(op)
+
+    async def find_key(self, key_hash: str) -> ApiKeyRecord | None:
+        rows = await self._read(
+            "SELECT id, name, key_hash, prefix, created_at, revoked_at, scopes FROM api_keys "
+            "WHERE key_hash = ?",
+            (key_hash,),
+        )
+        return ApiKeyRecord(*rows[0]) if rows else None
+
+    async def list_keys(self) -> list[ApiKeyRecord]:
+        rows = await self._read(
+            "SELECT id, name, key_hash, prefix, created_at, revoked_at, scopes FROM api_keys "
+            "ORDER BY created_at"
+        )
+        return [ApiKeyRecord(*r) for r in rows]
+
+    async def revoke_key(self, key_id: str, now: float) -> bool:
+        async def op(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now, key_id),
+            )
+            return cur.rowcount
+
+        return bool(await self._write(op))
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def set_meta_if_absent(self, key: str, value: str) -> str:
+        async def op(conn: aiosqlite.Connection) -> str:
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, value),
+            )
+            rows = list(await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,)))
+            return str(rows[0][0])
+
+        return await self._write(op)

@@ -1,0 +1,51 @@
+"""SQLite schema migrations, applied in order at start-up (``PRAGMA user_version`` = applied)."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, api keys, metadata
+    """
+    CREATE TABLE jobs (
+        seq            INTEGER PRIMARY KEY,
+        id             TEXT NOT NULL UNIQUE,
+        owner          TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        model          TEXT NOT NULL,
+        lane           TEXT NOT NULL,
+        status         TEXT NOT NULL,
+        priority       INTEGER NOT NULL DEFAULT 0,
+        progress       INTEGER NOT NULL DEFAULT 0,
+        queue_position INTEGER,
+        input          TEXT NOT NULL,
+        result         TEXT,
+        error          TEXT,
+        attempts       TEXT NOT NULL DEFAULT '[]',
+        meta           TEXT NOT NULL DEFAULT '{}',
+        created_at     REAL NOT NULL,
+        updated_at     REAL,
+        started_at     REAL,
+        completed_at   REAL,
+        lease_token    INTEGER NOT NULL DEFAULT 0,
+        lease_owner    TEXT,
+        lease_expires  REAL
+    );
+    CREATE INDEX jobs_owner_seq ON jobs (owner, seq);
+    CREATE INDEX jobs_claim ON jobs (lane, priority DESC, seq) WHERE status = 'QUEUED';
+    CREATE INDEX jobs_lease ON jobs (lease_expires) WHERE status = 'PROCESSING';
+
+    CREATE TABLE api_keys (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        key_hash    TEXT NOT NULL UNIQUE,
+        prefix      TEXT NOT NULL,
+        scopes      TEXT NOT NULL DEFAULT '',
+        created_at  REAL NOT NULL,
+        revoked_at  REAL
+    );
+
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)

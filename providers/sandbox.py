@@ -1,0 +1,379 @@
+"""The sandbox provider: deterministic stand-in media, made in-process, with no account.
+
+It is the package's fake of its own seam (as httpx ships ``MockTransport``): a route's
+``target`` names the kind it emulates (``image``, ``video``, ``upscale``, ``face_swap``),
+and ``route.options`` may set ``latency`` (seconds) and ``failure_rate`` (0..1) to exercise
+progress reporting and retries. Requests live in memory only, so after a restart ``poll``
+raises ``ProviderLostRequest`` and the gateway resubmits, just as with a provider that
+forgot a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import httpx
+
+from gateway.errors import ConfigError
+from providers import sandbox_media as media
+from providers.base import (
+    Output,
+    Provider,
+    ProviderError,
+    ProviderInputError,
+    ProviderLostRequest,
+    ProviderRef,
+    ProviderState,
+    ProviderTransientError,
+    ProviderUnavailable,
+    RouteSpec,
+    StateKind,
+)
+
+__all__ = ["Fetch", "SandboxProvider"]
+
+log = logging.getLogger("backserv.providers.sandbox")
+
+#: fetches the bytes behind an input URL, or answers None to leave it to the default fetcher
+Fetch = Callable[[str], Awaitable[bytes | None]]
+
+TARGETS = ("image", "video", "upscale", "face_swap")
+#: how many job ids the failure draw remembers the submit count of
+_MAX_REMEMBERED_JOBS = 100_000
+
+
+class _Request:
+    """One submitted request: its current state and a way to hear when that changes."""
+
+    __slots__ = ("changed", "evict", "id", "state", "task")
+
+    def __init__(self, request_id: str) -> None:
+        self.id = request_id
+        self.state = ProviderState(StateKind.RUNNING, progress=0)
+        self.changed = asyncio.Event()  # set, then replaced, at every change
+        self.task: asyncio.Task[None] | None = None
+        self.evict: asyncio.TimerHandle | None = None
+
+    def update(self, state: ProviderState) -> None:
+        """Move to ``state`` and wake the waiters; a terminal state is never left."""
+        if self.state.terminal or state == self.state:
+            return
+        self.state = state
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    def progress(self, value: int) -> None:
+        self.update(ProviderState(StateKind.RUNNING, progress=value))
+
+
+class SandboxProvider(Provider):
+    """Renders placeholder media locally; see the module docstring."""
+
+    name = "sandbox"
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        failure_rate: float = 0.0,
+        fetch: Fetch | None = None,
+        max_input_bytes: int = 20 * 1024 * 1024,
+        fetch_timeout: float = 30.0,
+        keep_finished: float = 300.0,
+    ) -> None:
+        self._latency = _latency(latency, ConfigError, "sandbox")
+        self._failure_rate = _failure_rate(failure_rate, ConfigError, "sandbox")
+        if max_input_bytes < 1:
+            raise ConfigError("sandbox: 'max_input_bytes' must be at least 1.")
+        if not fetch_timeout > 0:
+            raise ConfigError("sandbox: 'fetch_timeout' must be more than 0 seconds.")
+        if not keep_finished >= 0:
+            raise ConfigError("sandbox: 'keep_finished' must be 0 seconds or more.")
+        self._fetch = fetch
+        self._max_input_bytes = max_input_bytes
+        self._fetch_timeout = fetch_timeout
+        self._keep_finished = keep_finished
+        self._requests: dict[str, _Request] = {}
+        self._submits: OrderedDict[str, int] = OrderedDict()
+        self._closed = False
+
+    # -- the seam ------------------------------------------------------------------------
+
+    async def submit(
+        self, route: RouteSpec, job_input: dict[str, Any], *, job_id: str, kind: str
+    ) -> ProviderRef:
+        if self._closed:
+            raise ProviderUnavailable("The sandbox provider is closed.")
+        if route.target not in TARGETS:
+            raise ProviderUnavailable(
+                f"Route {route.name}: the sandbox has no target '{route.target}' "
+                f"(it has {', '.join(TARGETS)})."
+            )
+        options = route.options
+        latency = _latency(options.get("latency", self._latency), ProviderUnavailable, route.name)
+        failure_rate = _failure_rate(
+            options.get("failure_rate", self._failure_rate), ProviderUnavailable, route.name
+        )
+        fail = _draw(job_id, self._count_submit(job_id)) < failure_rate
+        request = _Request(f"sbx-{secrets.token_hex(12)}")
+        self._requests[request.id] = request
+        work = self._run(request, route.target, dict(job_input), latency, fail)
+        request.task = asyncio.create_task(work, name=f"sandbox {request.id}")
+        request.task.add_done_callback(partial(self._task_done, request))
+        return ProviderRef(request.id, {"target": route.target})
+
+    async def poll(self, route: RouteSpec, ref: ProviderRef) -> ProviderState:
+        return self._get(ref).state
+
+    async def wait(self, route: RouteSpec, ref: ProviderRef, timeout: float) -> ProviderState:
+        request = self._get(ref)
+        if not request.state.terminal:
+            changed = request.changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, timeout)):
+                    await changed.wait()
+        return request.state  # not re-read from the table: it may have been evicted since
+
+    async def cancel(self, route: RouteSpec, ref: ProviderRef) -> None:
+        request = self._requests.get(ref.request_id)
+        if request is None or request.state.terminal:
+            return
+        request.update(ProviderState(StateKind.CANCELLED, progress=request.state.progress))
+        if request.task is not None:
+            request.task.cancel()
+
+    def availability(self, route: RouteSpec) -> tuple[bool, str | None]:
+        return True, None
+
+    async def aclose(self) -> None:
+        """Cancel every running request and wait for its task to end."""
+        self._closed = True
+        tasks = [r.task for r in self._requests.values() if r.task and not r.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for request in self._requests.values():
+            if request.evict is not None:
+                request.evict.cancel()
+
+    # -- the work ------------------------------------------------------------------------
+
+    async def _run(
+        self, request: _Request, target: str, job_input: dict[str, Any], latency: float, fail: bool
+    ) -> None:
+        try:
+            await _advance(request, latency)
+            if fail:
+                raise ProviderTransientError("sandbox injected failure")
+            outputs, seed = await self._render(target, job_input)
+            request.update(
+                ProviderState(StateKind.SUCCEEDED, progress=100, outputs=outputs, seed=seed)
+            )
+        except asyncio.CancelledError:
+            request.update(ProviderState(StateKind.CANCELLED, progress=request.state.progress))
+            raise
+        except ProviderError as exc:
+            request.update(_failed(request, exc))
+        except Exception as exc:
+            log.exception("sandbox request %s failed unexpectedly", request.id)
+            error = ProviderError(f"The sandbox failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            request.update(_failed(request, error))
+
+    async def _render(
+        self, target: str, job_input: dict[str, Any]
+    ) -> tuple[tuple[Output, ...], int | None]:
+        if target == "image":
+            prompt, negative = _text(job_input, "prompt"), job_input.get("negative_prompt")
+            seed, count = _int(job_input, "seed", 0), _int(job_input, "num_images", 1)
+            width, height = _int(job_input, "width", 1024), _int(job_input, "height", 1024)
+            if not 1 <= count <= 16:
+                raise ProviderInputError("'num_images' must be 1 to 16.", param="num_images")
+            render = partial(
+                media.render_image,
+                prompt,
+                seed=seed,
+                width=width,
+                height=height,
+                negative_prompt=negative if isinstance(negative, str) else None,
+            )
+            pngs = await asyncio.to_thread(lambda: [render(index=i) for i in range(count)])
+            images = tuple(Output("image/png", data=p, width=width, height=height) for p in pngs)
+            return images, seed
+        if target == "video":
+            seed = _int(job_input, "seed", 0)
+            width, height = _int(job_input, "width", 512), _int(job_input, "height", 512)
+            url = job_input.get("image_url")
+            first = None if url is None else await self._input(url, "image_url")
+            gif = await asyncio.to_thread(
+                media.render_video,
+                _text(job_input, "prompt"),
+                seed=seed,
+                width=width,
+                height=height,
+                duration=_int(job_input, "duration", 4),
+                fps=_int(job_input, "fps", 8),
+                first_frame=first,
+            )
+            return (Output("image/gif", data=gif, width=width, height=height),), seed
+        if target == "upscale":
+            image = await self._input(job_input.get("image_url"), "image_url")
+            factor = _int(job_input, "scale_factor", 2)
+            png, width, height = await asyncio.to_thread(media.upscale, image, scale_factor=factor)
+        else:
+            source = await self._input(job_input.get("source_image"), "source_image")
+            target_image = await self._input(job_input.get("target_image"), "target_image")
+            png, width, height = await asyncio.to_thread(media.face_swap, source, target_image)
+        return (Output("image/png", data=png, width=width, height=height),), None
+
+    async def _input(self, url: object, param: str) -> bytes:
+        """The bytes behind an input URL: the injected ``fetch`` first, then the default."""
+        if not isinstance(url, str) or not url:
+            raise ProviderInputError(f"'{param}' must be a URL.", param=param)
+        data = await self._fetch(url) if self._fetch else None
+        if data is None:
+            data = await self._download(url, param)
+        if len(data) > self._max_input_bytes:
+            raise ProviderInputError(self._too_large(param), param=param)
+        return data
+
+    async def _download(self, url: str, param: str) -> bytes:
+        scheme = url.partition(":")[0].lower()
+        if scheme == "data":
+            try:
+                return media.decode_data_url(url, max_bytes=self._max_input_bytes)
+            except ProviderInputError as exc:
+                raise ProviderInputError(f"'{param}': {exc.message}", param=param) from None
+        if scheme not in ("http", "https"):
+            raise ProviderInputError(f"'{param}' must be an http(s) or data: URL.", param=param)
+        try:
+            host = httpx.URL(url).host or "?"
+        except httpx.InvalidURL:
+            raise ProviderInputError(f"'{param}' is not a valid URL.", param=param) from None
+        try:
+            async with (
+                asyncio.timeout(self._fetch_timeout),
+                httpx.AsyncClient(timeout=self._fetch_timeout, follow_redirects=True) as client,
+                client.stream("GET", url) as response,
+            ):
+                if not response.is_success:
+                    raise ProviderInputError(
+                        f"Fetching '{param}' from {host} failed with HTTP {response.status_code}.",
+                        param=param,
+                    )
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self._max_input_bytes:
+                    raise ProviderInputError(self._too_large(param), param=param)
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > self._max_input_bytes:
+                        raise ProviderInputError(self._too_large(param), param=param)
+                return bytes(body)
+        except TimeoutError:
+            raise ProviderInputError(
+                f"Fetching '{param}' from {host} took more than {self._fetch_timeout:g} s.",
+                param=param,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ProviderInputError(
+                f"Could not fetch '{param}' from {host} ({type(exc).__name__}).", param=param
+            ) from exc
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _get(self, ref: ProviderRef) -> _Request:
+        request = self._requests.get(ref.request_id)
+        if request is None:
+            raise ProviderLostRequest(
+                f"The sandbox does not know request '{ref.request_id}': it forgets requests "
+                "when the gateway restarts and a while after they finish."
+            )
+        return request
+
+    def _count_submit(self, job_id: str) -> int:
+        """How many times ``job_id`` has been submitted, this time included."""
+        count = self._submits.pop(job_id, 0) + 1
+        self._submits[job_id] = count
+        while len(self._submits) > _MAX_REMEMBERED_JOBS:
+            self._submits.popitem(last=False)
+        return count
+
+    def _task_done(self, request: _Request, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:  # _run catches all
+            request.update(_failed(request, ProviderError(f"The sandbox failed: {exc!r}")))
+        if not request.state.terminal:  # cancelled before it ever ran
+            request.update(ProviderState(StateKind.CANCELLED, progress=request.state.progress))
+        if not self._closed and self._requests.get(request.id) is request:
+            loop = asyncio.get_running_loop()
+            request.evict = loop.call_later(self._keep_finished, self._evict, request)
+
+    def _evict(self, request: _Request) -> None:
+        if self._requests.get(request.id) is request:
+            del self._requests[request.id]
+
+    def _too_large(self, param: str) -> str:
+        return f"'{param}' is larger than {self._max_input_bytes} bytes."
+
+
+async def _advance(request: _Request, latency: float) -> None:
+    """Raise the progress from 0 to 99 over ``latency`` seconds, a few times a second."""
+    if latency <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    start, step = loop.time(), max(latency / 10, 0.05)
+    while (elapsed := loop.time() - start) < latency:
+        request.progress(min(99, int(99 * elapsed / latency)))
+        await asyncio.sleep(min(step, latency - elapsed))
+    request.progress(99)
+
+
+def _failed(request: _Request, error: ProviderError) -> ProviderState:
+    return ProviderState(StateKind.FAILED, progress=request.state.progress, error=error)
+
+
+def _draw(job_id: str, submit: int) -> float:
+    """A number in [0, 1) fixed by the job id and which submit of that job this is."""
+    digest = hashlib.sha256(f"{job_id}\x00{submit}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _latency(value: object, error: type[Exception], where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise error(f"{where}: 'latency' must be a number of seconds.")
+    if not (math.isfinite(value) and value >= 0):
+        raise error(f"{where}: 'latency' must be 0 seconds or more.")
+    return float(value)
+
+
+def _failure_rate(value: object, error: type[Exception], where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise error(f"{where}: 'failure_rate' must be a number from 0 to 1.")
+    return float(value)
+
+
+def _int(job_input: dict[str, Any], key: str, default: int) -> int:
+    value = job_input.get(key)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProviderInputError(f"'{key}' must be an integer.", param=key)
+    return value
+
+
+def _text(job_input: dict[str, Any], key: str) -> str:
+    value = job_input.get(key)
+    if not isinstance(value, str) or not value:
+        raise ProviderInputError(f"'{key}' must be a non-empty string.", param=key)
+    return value

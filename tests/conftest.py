@@ -1,0 +1,92 @@
+"""Shared fixtures: a gateway app on a temporary SQLite database, and clients for two keys."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gateway.app import Gateway, create_app
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY_A = "test-key-a"
+KEY_B = "test-key-b"
+AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
+AUTH_B = {"Authorization": f"Bearer {KEY_B}"}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings must come from the test, not from the developer's shell or .env."""
+    for name in list(os.environ):
+        if name.startswith("BACKSERV_") and name != "BACKSERV_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'backserv.db'}",
+        "storage_dir": tmp_path / "files",
+        "catalog_path": ROOT / "catalog.toml",
+        "api_keys": f"{KEY_A},{KEY_B}",
+        "sandbox_latency": 0.05,
+        "scheduler_poll_seconds": 0.2,
+        "retry_base_seconds": 0.01,
+        "public_url": "http://testserver",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def gateway(app: Starlette) -> Gateway:
+    gw: Gateway = app.state.gateway
+    return gw
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+async def wait_for(
+    client: httpx.AsyncClient,
+    job_id: str,
+    headers: dict[str, str] = AUTH_A,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Poll a job until ``until`` holds (default: a terminal status); return its body."""
+    done = until or (lambda j: j["status"] in ("COMPLETED", "FAILED", "CANCELLED"))
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = await client.get(f"/v1/jobs/{job_id}", headers=headers)
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        if done(body):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} stuck in {body['status']}: {body}")
+        await asyncio.sleep(0.02)
