@@ -7,6 +7,7 @@ translate it into their own targets' fields. A catalog model can tighten the bou
 
 from __future__ import annotations
 
+import random
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.errors import InvalidRequest
 
 MAX_SEED = 2**32 - 1
+_seeds = random.Random(secrets.randbits(64))
 MAX_URL_LENGTH = 8 * 1024 * 1024  # data: URLs carry whole images
 
 Prompt = Annotated[str, Field(min_length=1, max_length=4000)]
@@ -136,7 +138,7 @@ class Kind:
             raise validation_to_request_error(exc, param_prefix) from None
         data = parsed.model_dump()
         if "seed" in data and data["seed"] is None:
-            data["seed"] = secrets.randbelow(MAX_SEED + 1)
+            data["seed"] = _seeds.getrandbits(32)
         return data
 
     def parameters(self, defaults: dict[str, Any], limits: dict[str, float]) -> dict[str, Any]:

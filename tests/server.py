@@ -1,0 +1,89 @@
+"""Run the real gateway (``backserv serve``) as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def start_server(workdir: Path, env: dict[str, str], port: int | None = None) -> Server:
+    port = port or free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BACKSERV_")}
+    full_env.update(
+        {
+            "BACKSERV_HOST": "127.0.0.1",
+            "BACKSERV_PORT": str(port),
+            "BACKSERV_DATABASE_URL": f"sqlite:///{workdir / 'backserv.db'}",
+            "BACKSERV_STORAGE_DIR": str(workdir / "files"),
+            "BACKSERV_CATALOG_PATH": str(ROOT / "catalog.toml"),
+            "BACKSERV_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        }
+    )
+    full_env.update(env)
+    log_path = workdir / f"server-{port}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"],
+            cwd=workdir,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, port, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited early:\n{server.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return server
+        time.sleep(0.05)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"the server did not become healthy:\n{server.log()}")
+
+
+@contextlib.contextmanager
+def running_server(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
+    server = start_server(workdir, env)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.stop()
