@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.errors import ConfigError, UnknownModel
 from gateway.kinds import KINDS, Kind
 from providers.base import RouteSpec
+from providers.mapping import validate_route_mapping
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 
@@ -132,7 +133,11 @@ def parse_catalog(
                     f"{where}: field 'routes[{i}].provider': unknown provider '{r.provider}' "
                     f"(known: {', '.join(sorted(known))})."
                 )
-            routes.append(RouteSpec(r.provider, r.target, r.options, r.input_map, r.constants))
+            spec = RouteSpec(r.provider, r.target, r.options, r.input_map, r.constants)
+            problem = validate_route_mapping(spec)
+            if problem is not None:
+                raise ConfigError(f"{where}: field 'routes[{i}].{problem[0]}': {problem[1]}.")
+            routes.append(spec)
         models.append(
             CatalogModel(
                 id=entry.id,
@@ -164,6 +169,16 @@ def _check_fields(where: str, kind: Kind, entry: _ModelEntry) -> None:
             raise ConfigError(
                 f"{where}: field 'limits.{key}': expected min_<field> or max_<field> for one of "
                 f"{', '.join(sorted(numeric))}."
+            )
+    for key, bound in entry.limits.items():
+        rule, _, name = key.partition("_")
+        value = entry.defaults.get(name)
+        if isinstance(value, int | float) and (
+            (rule == "max" and value > bound) or (rule == "min" and value < bound)
+        ):
+            raise ConfigError(
+                f"{where}: field 'defaults.{name}': the default {value} is outside the "
+                f"model's own limit {key} = {bound}."
             )
     if entry.defaults:
         try:

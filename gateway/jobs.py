@@ -123,9 +123,15 @@ class JobService:
         self.waker = waker
 
     def resolve(self, model_id: Any, kind: str | None = None) -> CatalogModel:
-        if not isinstance(model_id, str) or not model_id:
+        if model_id is None or model_id == "":
             raise InvalidRequest(
                 "Missing required parameter 'model'.", param="model", code="missing_parameter"
+            )
+        if not isinstance(model_id, str):
+            raise InvalidRequest(
+                "Invalid 'model': must be a string (a model id).",
+                param="model",
+                code="invalid_type",
             )
         model = self.catalog.get(model_id)
         if kind is not None and model.kind.name != kind:
@@ -179,6 +185,15 @@ class JobService:
         status: Status | None,
         model: str | None,
     ) -> tuple[list[Job], bool]:
+        if after is not None:
+            cursor = await self.store.get_job(after)
+            if cursor is None or (owner is not None and cursor.owner != owner):
+                raise InvalidRequest(
+                    "Invalid 'after': it must be the id of one of your jobs (the last id of "
+                    "the previous page).",
+                    param="after",
+                    code="invalid_cursor",
+                )
         return await self.store.list_jobs(
             owner, limit=limit, after=after, status=status, model=model
         )

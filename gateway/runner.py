@@ -174,24 +174,27 @@ class JobRunner:
         deadline: float,
     ) -> ProviderState:
         last_saved = 0.0
+        dirty = False  # progress changed but was not saved yet (saves are throttled)
         state = await self._poll_once(provider, route, ref, None)
         while not state.terminal:
             if (state.progress, state.queue_position) != (job.progress, job.queue_position):
                 job.progress = min(99, max(job.progress, state.progress or 0))
                 job.queue_position = state.queue_position
-                now = time.monotonic()
-                if now - last_saved >= PROGRESS_SAVE_INTERVAL:
-                    last_saved = now
-                    await self.store.save_progress(
-                        job.id, job.lease_token, job.progress, job.queue_position
-                    )
+                dirty = True
+            now = time.monotonic()
+            if dirty and now - last_saved >= PROGRESS_SAVE_INTERVAL:
+                last_saved, dirty = now, False
+                await self.store.save_progress(
+                    job.id, job.lease_token, job.progress, job.queue_position
+                )
             remaining = deadline - time.time()
             if remaining <= 0:
                 await self._cancel_quietly(provider, route, ref)
                 raise ProviderUnavailable(
                     "the job did not finish within the time limit", code="timeout"
                 )
-            state = await self._poll_once(provider, route, ref, min(remaining, 30.0))
+            wait = min(remaining, 30.0, PROGRESS_SAVE_INTERVAL if dirty else 30.0)
+            state = await self._poll_once(provider, route, ref, wait)
         return state
 
     @staticmethod

@@ -102,7 +102,7 @@ class ResultStorage:
                 httpx.AsyncClient(timeout=self.download_timeout, follow_redirects=True) as client,
                 client.stream("GET", url) as resp,
             ):
-                if resp.status_code >= 400:
+                if not resp.is_success:
                     raise ProviderTransientError(
                         f"downloading the provider's output failed with HTTP {resp.status_code}"
                     )

@@ -10,6 +10,8 @@ from starlette.routing import Route
 
 from gateway.api.common import json, principal
 from gateway.catalog import Catalog, CatalogModel
+from gateway.errors import InvalidRequest
+from gateway.kinds import KINDS
 from providers.base import Provider
 
 
@@ -62,6 +64,12 @@ class ModelsAPI:
     async def list_models(self, request: Request) -> Response:
         await principal(request)
         kind = request.query_params.get("kind")
+        if kind is not None and kind not in KINDS:
+            raise InvalidRequest(
+                f"Invalid 'kind': must be one of {', '.join(KINDS)}.",
+                param="kind",
+                code="invalid_value",
+            )
         data = [self.describe(m) for m in self.catalog if kind is None or m.kind.name == kind]
         return json({"object": "list", "data": data})
 

@@ -172,7 +172,9 @@ class SQLiteJobStore(JobStore):
             try:
                 await conn.executemany(INSERT_JOB, [w.insert for w in inserts])
                 results.extend((w, None, None) for w in inserts)
-            except Exception:  # one bad row: insert them one by one to isolate it
+            except Exception:  # one bad row: start over, inserting one by one to isolate it
+                await conn.rollback()  # nothing but these inserts ran in this transaction yet
+                await conn.execute("BEGIN IMMEDIATE")
                 for w in inserts:
                     try:
                         await conn.execute(INSERT_JOB, w.insert)
