@@ -1,0 +1,673 @@
+"""The JobStore contract, as functions of a ``store`` fixture (an open, empty store).
+
+This module defines no ``store`` fixture and is not collected on its own (``__test__``).
+Each backend's module provides the fixture and star-imports these tests, e.g.
+``tests/store/test_sqlite.py``; a PostgreSQL module does the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from gateway.errors import StaleLease
+from gateway.jobs import Job, Status, new_job_id
+from gateway.store.base import ApiKeyRecord, JobStore
+
+__test__ = False  # collected through the backend modules that provide ``store``
+
+_clock = itertools.count(1)
+BASE_TIME = 1_700_000_000.0
+
+
+def make_job(**overrides: Any) -> Job:
+    """A QUEUED job; every call is strictly newer than the one before."""
+    created = BASE_TIME + next(_clock)
+    values: dict[str, Any] = {
+        "id": new_job_id(),
+        "owner": "alice",
+        "kind": "image",
+        "model": "sandbox-image",
+        "input": {"prompt": "a fox", "width": 64, "seed": 1},
+        "lane": "sandbox",
+        "created_at": created,
+        "updated_at": created,
+    }
+    values.update(overrides)
+    return Job(**values)
+
+
+async def insert(store: JobStore, **overrides: Any) -> Job:
+    job = make_job(**overrides)
+    await store.insert_job(job)
+    return job
+
+
+async def claim_one(store: JobStore, lane: str = "sandbox", worker: str = "w1") -> Job:
+    jobs = await store.claim(lane, 1, worker, 30.0)
+    assert len(jobs) == 1
+    return jobs[0]
+
+
+async def stored(store: JobStore, job_id: str) -> Job:
+    job = await store.get_job(job_id)
+    assert job is not None, f"job {job_id} is not in the store"
+    return job
+
+
+ATTEMPT = {
+    "n": 1,
+    "route": "sandbox:image",
+    "route_index": 0,
+    "provider": "sandbox",
+    "request_id": "req-1",
+    "ref": {"k": "v"},
+    "started_at": BASE_TIME,
+    "ended_at": None,
+    "outcome": None,
+    "error": None,
+}
+
+
+# -- insert / get ---------------------------------------------------------------------------
+
+
+async def test_inserted_job_reads_back_with_every_field(store: JobStore) -> None:
+    job = make_job(
+        owner="bob",
+        kind="video",
+        model="sandbox-video",
+        lane="fal",
+        priority=7,
+        input={"prompt": "ünïcødé 🦊", "nested": {"a": [1, 2.5, None, True]}, "seed": 9},
+        meta={"face": "tasks", "callback": {"url": "https://example.com/hook"}},
+    )
+    await store.insert_job(job)
+
+    got = await stored(store, job.id)
+
+    assert got.id == job.id
+    assert got.owner == "bob"
+    assert got.kind == "video"
+    assert got.model == "sandbox-video"
+    assert got.lane == "fal"
+    assert got.status is Status.QUEUED
+    assert got.priority == 7
+    assert got.progress == 0
+    assert got.input == job.input
+    assert got.meta == job.meta
+    assert got.created_at == pytest.approx(job.created_at)
+    assert got.updated_at == pytest.approx(job.updated_at)
+    assert got.started_at is None
+    assert got.completed_at is None
+    assert got.result is None
+    assert got.error is None
+    assert got.attempts == []
+    assert got.lease_token == 0
+    assert got.lease_owner is None
+    assert got.lease_expires is None
+
+
+async def test_get_of_unknown_job_is_none(store: JobStore) -> None:
+    assert await store.get_job("job-000000000000000000000000") is None
+
+
+async def test_many_concurrent_inserts_all_persist_and_read_back_once_acknowledged(
+    store: JobStore,
+) -> None:
+    async def submit(i: int) -> str:
+        job = make_job(input={"prompt": f"p{i}"})
+        await store.insert_job(job)
+        got = await store.get_job(job.id)  # acknowledged means committed
+        assert got is not None and got.input == {"prompt": f"p{i}"}
+        return job.id
+
+    ids = await asyncio.gather(*(submit(i) for i in range(500)))
+
+    assert len(set(ids)) == 500
+    jobs, more = await store.list_jobs(None, limit=1000)
+    assert {j.id for j in jobs} == set(ids)
+    assert more is False
+
+
+async def test_insert_of_duplicate_id_fails_without_failing_its_neighbours(
+    store: JobStore,
+) -> None:
+    first = await insert(store)
+    before, after = make_job(), make_job()
+
+    results = await asyncio.gather(
+        store.insert_job(before),
+        store.insert_job(make_job(id=first.id, owner="mallory")),
+        store.insert_job(after),
+        return_exceptions=True,
+    )
+
+    assert results[0] is None, f"a good insert failed: {results[0]!r}"
+    assert isinstance(results[1], Exception)
+    assert results[2] is None, f"a good insert failed: {results[2]!r}"
+    assert (await stored(store, before.id)).id == before.id
+    assert (await stored(store, after.id)).id == after.id
+    assert (await stored(store, first.id)).owner == "alice"
+
+
+# -- list -----------------------------------------------------------------------------------
+
+
+async def test_list_is_newest_first(store: JobStore) -> None:
+    ids = [(await insert(store)).id for _ in range(4)]
+    jobs, more = await store.list_jobs("alice", limit=10)
+    assert [j.id for j in jobs] == ids[::-1]
+    assert more is False
+
+
+async def test_list_pages_with_after_cursor_and_has_more(store: JobStore) -> None:
+    ids = [(await insert(store)).id for _ in range(5)]
+    newest_first = ids[::-1]
+
+    page1, more1 = await store.list_jobs("alice", limit=2)
+    page2, more2 = await store.list_jobs("alice", limit=2, after=page1[-1].id)
+    page3, more3 = await store.list_jobs("alice", limit=2, after=page2[-1].id)
+
+    assert [j.id for j in page1] == newest_first[0:2] and more1 is True
+    assert [j.id for j in page2] == newest_first[2:4] and more2 is True
+    assert [j.id for j in page3] == newest_first[4:5] and more3 is False
+
+
+async def test_list_page_that_exactly_fills_limit_has_no_more(store: JobStore) -> None:
+    for _ in range(3):
+        await insert(store)
+    jobs, more = await store.list_jobs("alice", limit=3)
+    assert len(jobs) == 3
+    assert more is False
+
+
+async def test_list_filters_by_owner(store: JobStore) -> None:
+    mine = await insert(store, owner="alice")
+    await insert(store, owner="bob")
+    jobs, _ = await store.list_jobs("alice", limit=10)
+    assert [j.id for j in jobs] == [mine.id]
+
+
+async def test_list_without_owner_lists_every_owner(store: JobStore) -> None:
+    a = await insert(store, owner="alice")
+    b = await insert(store, owner="bob")
+    jobs, _ = await store.list_jobs(None, limit=10)
+    assert [j.id for j in jobs] == [b.id, a.id]
+
+
+async def test_list_filters_by_status(store: JobStore) -> None:
+    queued = await insert(store)
+    cancelled = await insert(store)
+    await store.cancel(cancelled.id)
+
+    q, _ = await store.list_jobs("alice", limit=10, status=Status.QUEUED)
+    c, _ = await store.list_jobs("alice", limit=10, status=Status.CANCELLED)
+
+    assert [j.id for j in q] == [queued.id]
+    assert [j.id for j in c] == [cancelled.id]
+
+
+async def test_list_filters_by_model(store: JobStore) -> None:
+    image = await insert(store, model="sandbox-image")
+    await insert(store, model="sandbox-video", kind="video")
+    jobs, _ = await store.list_jobs("alice", limit=10, model="sandbox-image")
+    assert [j.id for j in jobs] == [image.id]
+
+
+async def test_list_cursor_combines_with_filters(store: JobStore) -> None:
+    a1 = await insert(store, owner="alice")
+    await insert(store, owner="bob")
+    a2 = await insert(store, owner="alice")
+    await insert(store, owner="bob")
+    a3 = await insert(store, owner="alice")
+
+    page, more = await store.list_jobs("alice", limit=1, after=a3.id)
+    rest, more_rest = await store.list_jobs("alice", limit=5, after=page[-1].id)
+
+    assert [j.id for j in page] == [a2.id] and more is True
+    assert [j.id for j in rest] == [a1.id] and more_rest is False
+
+
+# -- claim ----------------------------------------------------------------------------------
+
+
+async def test_claim_takes_highest_priority_then_oldest(store: JobStore) -> None:
+    low_old = await insert(store, priority=0)
+    high_old = await insert(store, priority=5)
+    low_new = await insert(store, priority=0)
+    high_new = await insert(store, priority=5)
+
+    first = await store.claim("sandbox", 3, "w1", 30.0)
+    rest = await store.claim("sandbox", 3, "w1", 30.0)
+
+    assert [j.id for j in first] == [high_old.id, high_new.id, low_old.id]
+    assert [j.id for j in rest] == [low_new.id]
+
+
+async def test_claim_takes_at_most_limit(store: JobStore) -> None:
+    for _ in range(5):
+        await insert(store)
+    assert len(await store.claim("sandbox", 2, "w1", 30.0)) == 2
+    assert len(await store.claim("sandbox", 0, "w1", 30.0)) == 0
+    assert len(await store.claim("sandbox", 10, "w1", 30.0)) == 3
+
+
+async def test_claim_takes_only_its_lane(store: JobStore) -> None:
+    other = await insert(store, lane="fal")
+    mine = await insert(store, lane="sandbox")
+    jobs = await store.claim("sandbox", 10, "w1", 30.0)
+    assert [j.id for j in jobs] == [mine.id]
+    assert (await stored(store, other.id)).status is Status.QUEUED
+
+
+async def test_claim_takes_only_queued_jobs(store: JobStore) -> None:
+    cancelled = await insert(store)
+    await store.cancel(cancelled.id)
+    taken = await insert(store)
+    await claim_one(store)
+    assert await store.claim("sandbox", 10, "w2", 30.0) == []
+    assert (await stored(store, cancelled.id)).status is Status.CANCELLED
+    assert (await stored(store, taken.id)).lease_owner == "w1"
+
+
+async def test_claim_leases_the_job_and_bumps_the_fencing_token(store: JobStore) -> None:
+    job = await insert(store)
+    before = time.time()
+    claimed = await claim_one(store, worker="worker-7")
+    after = time.time()
+
+    got = await stored(store, job.id)
+    for j in (claimed, got):
+        assert j.status is Status.PROCESSING
+        assert j.lease_token == 1
+        assert j.lease_owner == "worker-7"
+        assert j.lease_expires is not None
+        assert before + 30.0 - 1 <= j.lease_expires <= after + 30.0 + 1
+        assert j.started_at is not None
+        assert before - 1 <= j.started_at <= after + 1
+
+
+async def test_reclaim_bumps_token_again_but_keeps_first_started_at(store: JobStore) -> None:
+    job = await insert(store)
+    first = await claim_one(store)
+    await store.release(job.id, first.lease_token, [ATTEMPT])
+    await asyncio.sleep(0.01)
+    second = await claim_one(store, worker="w2")
+
+    assert second.lease_token == first.lease_token + 1
+    assert second.started_at == pytest.approx(first.started_at)
+    assert second.lease_owner == "w2"
+    assert second.attempts == [ATTEMPT]
+
+
+async def test_concurrent_claims_never_hand_out_a_job_twice(store: JobStore) -> None:
+    ids = {(await insert(store)).id for _ in range(30)}
+
+    batches = await asyncio.gather(*(store.claim("sandbox", 4, f"w{i}", 30.0) for i in range(12)))
+
+    claimed = [j.id for batch in batches for j in batch]
+    assert len(claimed) == len(set(claimed)), "a job was claimed twice"
+    assert set(claimed) == ids
+    for batch, i in zip(batches, range(12), strict=True):
+        for j in batch:
+            assert (await stored(store, j.id)).lease_owner == f"w{i}"
+
+
+# -- heartbeat, progress, attempts ------------------------------------------------------------
+
+
+async def test_heartbeat_extends_the_leases_the_worker_holds(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = (await store.claim("sandbox", 1, "w1", 5.0))[0]
+
+    held = await store.heartbeat("w1", {job.id: claimed.lease_token}, 600.0)
+
+    assert held == {job.id}
+    got = await stored(store, job.id)
+    assert got.lease_expires is not None
+    assert got.lease_expires > time.time() + 500
+
+
+async def test_heartbeat_with_stale_token_drops_the_job(store: JobStore) -> None:
+    job = await insert(store)
+    first = await claim_one(store, worker="w1")
+    await store.release(job.id, first.lease_token, [])
+    second = await claim_one(store, worker="w1")
+
+    held = await store.heartbeat("w1", {job.id: first.lease_token}, 600.0)
+
+    assert held == set()
+    assert (await stored(store, job.id)).lease_expires == pytest.approx(second.lease_expires)
+
+
+async def test_heartbeat_of_another_workers_job_drops_it(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store, worker="w1")
+
+    held = await store.heartbeat("w2", {job.id: claimed.lease_token}, 600.0)
+
+    assert held == set()
+    assert (await stored(store, job.id)).lease_expires == pytest.approx(claimed.lease_expires)
+
+
+async def test_heartbeat_of_cancelled_job_drops_it(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+    await store.cancel(job.id)
+    assert await store.heartbeat("w1", {job.id: claimed.lease_token}, 600.0) == set()
+
+
+async def test_heartbeat_reports_each_job_separately(store: JobStore) -> None:
+    a = await insert(store)
+    b = await insert(store)
+    claimed = {j.id: j for j in await store.claim("sandbox", 2, "w1", 30.0)}
+    tokens = {a.id: claimed[a.id].lease_token, b.id: claimed[b.id].lease_token + 5}
+    assert await store.heartbeat("w1", tokens, 60.0) == {a.id}
+
+
+async def test_save_progress_with_current_token_is_stored(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+    await store.save_progress(job.id, claimed.lease_token, 42, 3)
+    got = await stored(store, job.id)
+    assert (got.progress, got.queue_position) == (42, 3)
+
+
+async def test_save_progress_with_stale_token_is_ignored(store: JobStore) -> None:
+    job = await insert(store)
+    first = await claim_one(store)
+    await store.release(job.id, first.lease_token, [])
+    second = await claim_one(store, worker="w2")
+    await store.save_progress(job.id, second.lease_token, 10, None)
+
+    await store.save_progress(job.id, first.lease_token, 90, 1)
+
+    got = await stored(store, job.id)
+    assert (got.progress, got.queue_position) == (10, None)
+
+
+async def test_save_attempts_with_current_token_is_stored(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+    await store.save_attempts(job.id, claimed.lease_token, [ATTEMPT])
+    assert (await stored(store, job.id)).attempts == [ATTEMPT]
+
+
+async def test_save_attempts_with_stale_token_raises_stale_lease(store: JobStore) -> None:
+    job = await insert(store)
+    first = await claim_one(store)
+    await store.release(job.id, first.lease_token, [])
+    await claim_one(store, worker="w2")
+
+    with pytest.raises(StaleLease):
+        await store.save_attempts(job.id, first.lease_token, [ATTEMPT])
+
+    assert (await stored(store, job.id)).attempts == []
+
+
+# -- finish, release, requeue ------------------------------------------------------------------
+
+
+async def test_finish_completed_stores_result_and_sets_progress_100(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+    result = {"files": [{"name": "0.png", "content_type": "image/png"}], "seed": 5}
+    done = {**ATTEMPT, "ended_at": BASE_TIME + 1, "outcome": "succeeded"}
+
+    await store.finish(
+        job.id, claimed.lease_token, Status.COMPLETED, result=result, attempts=[done]
+    )
+
+    got = await stored(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert got.progress == 100
+    assert got.result == result
+    assert got.error is None
+    assert got.attempts == [done]
+    assert got.completed_at is not None
+    assert got.lease_owner is None
+    assert got.lease_expires is None
+
+
+async def test_finish_failed_stores_error(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+    await store.save_progress(job.id, claimed.lease_token, 30, None)
+    error = {"code": "invalid_input", "message": "nope"}
+
+    await store.finish(job.id, claimed.lease_token, Status.FAILED, error=error)
+
+    got = await stored(store, job.id)
+    assert got.status is Status.FAILED
+    assert got.error == error
+    assert got.result is None
+    assert got.progress == 30
+    assert got.completed_at is not None
+
+
+async def test_finish_without_attempts_keeps_the_stored_log(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+    await store.save_attempts(job.id, claimed.lease_token, [ATTEMPT])
+    await store.finish(job.id, claimed.lease_token, Status.FAILED, error={"code": "x"})
+    assert (await stored(store, job.id)).attempts == [ATTEMPT]
+
+
+async def test_finish_twice_raises_stale_lease(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+    await store.finish(job.id, claimed.lease_token, Status.COMPLETED, result={"files": []})
+
+    with pytest.raises(StaleLease):
+        await store.finish(job.id, claimed.lease_token, Status.FAILED, error={"code": "x"})
+
+    got = await stored(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert got.error is None
+
+
+async def test_finish_with_stale_token_raises_stale_lease(store: JobStore) -> None:
+    job = await insert(store)
+    first = await claim_one(store)
+    await store.release(job.id, first.lease_token, [])
+    await claim_one(store, worker="w2")
+
+    with pytest.raises(StaleLease):
+        await store.finish(job.id, first.lease_token, Status.COMPLETED, result={"files": []})
+
+    assert (await stored(store, job.id)).status is Status.PROCESSING
+
+
+async def test_finish_after_cancel_raises_and_never_resurrects_the_job(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+    await store.cancel(job.id)
+
+    with pytest.raises(StaleLease):
+        await store.finish(job.id, claimed.lease_token, Status.COMPLETED, result={"files": []})
+
+    got = await stored(store, job.id)
+    assert got.status is Status.CANCELLED
+    assert got.result is None
+
+
+async def test_finish_of_queued_job_raises_stale_lease(store: JobStore) -> None:
+    job = await insert(store)
+    with pytest.raises(StaleLease):
+        await store.finish(job.id, 0, Status.COMPLETED, result={"files": []})
+    assert (await stored(store, job.id)).status is Status.QUEUED
+
+
+async def test_release_hands_the_job_back_keeping_attempts(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+
+    await store.release(job.id, claimed.lease_token, [ATTEMPT])
+
+    got = await stored(store, job.id)
+    assert got.status is Status.QUEUED
+    assert got.attempts == [ATTEMPT]
+    assert got.lease_owner is None
+    assert got.lease_expires is None
+    again = await claim_one(store, worker="w2")
+    assert again.id == job.id
+    assert again.attempts == [ATTEMPT]
+
+
+async def test_release_with_stale_token_changes_nothing(store: JobStore) -> None:
+    job = await insert(store)
+    first = await claim_one(store)
+    await store.release(job.id, first.lease_token, [])
+    await claim_one(store, worker="w2")
+
+    with contextlib.suppress(StaleLease):  # raising or ignoring are both fine; writing is not
+        await store.release(job.id, first.lease_token, [ATTEMPT])
+
+    got = await stored(store, job.id)
+    assert got.status is Status.PROCESSING
+    assert got.lease_owner == "w2"
+    assert got.attempts == []
+
+
+async def test_release_of_cancelled_job_keeps_it_cancelled(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+    await store.cancel(job.id)
+    with contextlib.suppress(StaleLease):
+        await store.release(job.id, claimed.lease_token, [ATTEMPT])
+    assert (await stored(store, job.id)).status is Status.CANCELLED
+
+
+async def test_requeue_expired_hands_back_only_expired_processing_jobs(store: JobStore) -> None:
+    expired = await insert(store)
+    fresh = await insert(store)
+    queued_id = (await insert(store, lane="other")).id
+    done = await insert(store, lane="done")
+    short = (await store.claim("sandbox", 1, "w1", 10.0))[0]
+    await store.save_attempts(short.id, short.lease_token, [ATTEMPT])
+    await store.claim("sandbox", 1, "w2", 1000.0)
+    finished = (await store.claim("done", 1, "w3", 10.0))[0]
+    await store.finish(finished.id, finished.lease_token, Status.COMPLETED, result={"files": []})
+
+    count = await store.requeue_expired(time.time() + 100)
+
+    assert count == 1
+    got = await stored(store, expired.id)
+    assert got.status is Status.QUEUED
+    assert got.lease_owner is None
+    assert got.attempts == [ATTEMPT], "the provider reference must survive the hand-back"
+    assert (await stored(store, fresh.id)).status is Status.PROCESSING
+    assert (await stored(store, queued_id)).status is Status.QUEUED
+    assert (await stored(store, done.id)).status is Status.COMPLETED
+    assert await store.requeue_expired(time.time() + 100) == 0
+
+
+async def test_requeued_job_is_claimed_with_a_new_token(store: JobStore) -> None:
+    job = await insert(store)
+    first = (await store.claim("sandbox", 1, "w1", 10.0))[0]
+    await store.requeue_expired(time.time() + 100)
+
+    second = await claim_one(store, worker="w2")
+
+    assert second.id == job.id
+    assert second.lease_token > first.lease_token
+    with pytest.raises(StaleLease):
+        await store.finish(job.id, first.lease_token, Status.COMPLETED, result={"files": []})
+
+
+# -- cancel -----------------------------------------------------------------------------------
+
+
+async def test_cancel_of_queued_job_cancels_it(store: JobStore) -> None:
+    job = await insert(store)
+    got = await store.cancel(job.id)
+    assert got is not None
+    assert got.id == job.id
+    assert got.status is Status.CANCELLED
+    assert got.completed_at is not None
+    assert (await stored(store, job.id)).status is Status.CANCELLED
+
+
+async def test_cancel_of_processing_job_cancels_it_and_drops_the_lease(store: JobStore) -> None:
+    job = await insert(store)
+    await claim_one(store)
+    got = await store.cancel(job.id)
+    assert got is not None
+    assert got.status is Status.CANCELLED
+    assert got.lease_owner is None
+    assert (await stored(store, job.id)).status is Status.CANCELLED
+
+
+@pytest.mark.parametrize("final", [Status.COMPLETED, Status.FAILED, Status.CANCELLED])
+async def test_cancel_of_terminal_job_returns_none(store: JobStore, final: Status) -> None:
+    job = await insert(store)
+    if final is Status.CANCELLED:
+        await store.cancel(job.id)
+    else:
+        claimed = await claim_one(store)
+        await store.finish(job.id, claimed.lease_token, final, result={"files": []})
+
+    assert await store.cancel(job.id) is None
+    assert (await stored(store, job.id)).status is final
+
+
+async def test_cancel_of_unknown_job_returns_none(store: JobStore) -> None:
+    assert await store.cancel("job-000000000000000000000000") is None
+
+
+# -- api keys and metadata --------------------------------------------------------------------
+
+
+def make_key(n: int, created_at: float) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=f"key_{n}",
+        name=f"key number {n}",
+        key_hash=f"hash-{n}",
+        prefix=f"bs-{n}",
+        created_at=created_at,
+        scopes="jobs:write",
+    )
+
+
+async def test_created_key_is_found_by_hash(store: JobStore) -> None:
+    record = make_key(1, BASE_TIME)
+    await store.create_key(record)
+    assert await store.find_key("hash-1") == record
+    assert await store.find_key("hash-unknown") is None
+
+
+async def test_keys_are_listed_oldest_first(store: JobStore) -> None:
+    await store.create_key(make_key(2, BASE_TIME + 10))
+    await store.create_key(make_key(1, BASE_TIME))
+    assert [k.id for k in await store.list_keys()] == ["key_1", "key_2"]
+
+
+async def test_revoke_marks_key_once(store: JobStore) -> None:
+    await store.create_key(make_key(1, BASE_TIME))
+
+    assert await store.revoke_key("key_1", BASE_TIME + 5) is True
+    assert await store.revoke_key("key_1", BASE_TIME + 9) is False
+    assert await store.revoke_key("key_unknown", BASE_TIME) is False
+
+    found = await store.find_key("hash-1")
+    assert found is not None
+    assert found.revoked_at == pytest.approx(BASE_TIME + 5)
+
+
+async def test_meta_set_if_absent_keeps_the_first_value(store: JobStore) -> None:
+    assert await store.get_meta("secret_key") is None
+    assert await store.set_meta_if_absent("secret_key", "first") == "first"
+    assert await store.set_meta_if_absent("secret_key", "second") == "first"
+    assert await store.get_meta("secret_key") == "first"
+
+
+async def test_concurrent_meta_set_if_absent_agrees_on_one_value(store: JobStore) -> None:
+    values = await asyncio.gather(*(store.set_meta_if_absent("k", f"v{i}") for i in range(20)))
+    assert len(set(values)) == 1
+    assert await store.get_meta("k") == values[0]

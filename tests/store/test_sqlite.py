@@ -1,0 +1,99 @@
+"""SQLiteJobStore: the JobStore contract, plus what only the embedded store promises."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.jobs import Status
+from gateway.store.sqlite import SQLiteJobStore
+from gateway.store.sqlite_schema import MIGRATIONS
+from tests.store.test_contract import *  # noqa: F403 - the contract suite, run against SQLite
+from tests.store.test_contract import insert, stored
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
+    s = SQLiteJobStore(tmp_path / "jobs.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def _pragma(path: Path, name: str) -> object:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def test_jobs_keys_and_meta_survive_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    first = SQLiteJobStore(path)
+    await first.open()
+    job = await insert(first, meta={"face": "jobs"})
+    claimed = (await first.claim("sandbox", 1, "w1", 30.0))[0]
+    await first.finish(job.id, claimed.lease_token, Status.COMPLETED, result={"files": []})
+    await first.set_meta_if_absent("secret_key", "s3cret")
+    await first.close()
+
+    second = SQLiteJobStore(path)
+    await second.open()
+    try:
+        got = await stored(second, job.id)
+        assert got.status is Status.COMPLETED
+        assert got.meta == {"face": "jobs"}
+        assert got.result == {"files": []}
+        assert await second.get_meta("secret_key") == "s3cret"
+    finally:
+        await second.close()
+
+
+async def test_migrations_are_recorded_in_user_version(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteJobStore(path)
+    await store.open()
+    await store.close()
+    assert _pragma(path, "user_version") == len(MIGRATIONS)
+
+
+async def test_reopening_does_not_reapply_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    for _ in range(3):  # a re-applied CREATE TABLE would fail here
+        store = SQLiteJobStore(path)
+        await store.open()
+        await insert(store)
+        await store.close()
+
+    assert _pragma(path, "user_version") == len(MIGRATIONS)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 3
+    finally:
+        conn.close()
+
+
+async def test_database_runs_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteJobStore(path)
+    await store.open()
+    try:
+        assert str(_pragma(path, "journal_mode")).lower() == "wal"
+    finally:
+        await store.close()
+
+
+async def test_open_creates_missing_parent_directories(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path / "a" / "b" / "jobs.db")
+    await store.open()
+    try:
+        await insert(store)
+    finally:
+        await store.close()
+    assert (tmp_path / "a" / "b" / "jobs.db").exists()

@@ -1,0 +1,232 @@
+"""The catalog: the shipped file loads, and every mistake in a catalog names file, model, field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.catalog import Catalog, load_catalog
+from gateway.errors import ConfigError, UnknownModel
+from gateway.kinds import KINDS
+from providers.registry import KNOWN_PROVIDERS
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "catalog.toml"
+PROVIDERS = ("sandbox", "fal")
+
+ROUTE = '[[models.routes]]\nprovider = "sandbox"\ntarget = "image"\n'
+
+
+def model(body: str, routes: str = ROUTE, model_id: str = "my-model") -> str:
+    return f'[[models]]\nid = "{model_id}"\n{body}\n{routes}'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "catalog.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_catalog(path, PROVIDERS)
+    return info.value.message
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Catalog:
+    return load_catalog(SHIPPED, KNOWN_PROVIDERS)
+
+
+# -- the shipped catalog ----------------------------------------------------------------------
+
+
+def test_shipped_catalog_loads(shipped: Catalog) -> None:
+    assert len(shipped) > 0
+    assert shipped.source == str(SHIPPED)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_shipped_catalog_has_a_sandbox_model_for_every_kind(shipped: Catalog, kind: str) -> None:
+    sandbox = [
+        m for m in shipped if m.kind.name == kind and all(r.provider == "sandbox" for r in m.routes)
+    ]
+    assert sandbox, f"no sandbox model of kind {kind}"
+
+
+def test_shipped_sandbox_models_say_they_are_for_development_and_testing(
+    shipped: Catalog,
+) -> None:
+    sandbox = [m for m in shipped if m.lane == "sandbox"]
+    assert sandbox
+    for m in sandbox:
+        assert "for development and testing" in m.description.lower(), m.id
+
+
+def test_shipped_defaults_are_valid_inputs(shipped: Catalog) -> None:
+    minimal = {
+        "image": {"prompt": "x"},
+        "video": {"prompt": "x"},
+        "upscale": {"image_url": "https://example.com/a.png"},
+        "face_swap": {
+            "source_image": "https://example.com/s.png",
+            "target_image": "https://example.com/t.png",
+        },
+    }
+    for m in shipped:
+        m.validate_input(minimal[m.kind.name])
+
+
+# -- loading a catalog ------------------------------------------------------------------------
+
+
+def test_valid_catalog_resolves_models_with_their_routes(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        model(
+            'kind = "image"\ndefaults = { steps = 12 }\nlimits = { max_width = 512 }',
+            routes=ROUTE + '[[models.routes]]\nprovider = "fal"\ntarget = "fal-ai/flux"\n'
+            'input_map = { prompt = "text" }\n',
+        ),
+    )
+    catalog = load_catalog(path, PROVIDERS)
+    m = catalog.get("my-model")
+    assert m.kind is KINDS["image"]
+    assert m.lane == "sandbox"
+    assert [r.name for r in m.routes] == ["sandbox:image", "fal:fal-ai/flux"]
+    assert m.routes[1].input_map == {"prompt": "text"}
+    assert m.defaults == {"steps": 12}
+    assert m.limits == {"max_width": 512}
+    assert m.owned_by == "sandbox"
+    assert m.created > 0
+    assert m.validate_input({"prompt": "x"})["steps"] == 12
+    assert m.parameters()["properties"]["width"]["maximum"] == 512
+
+
+def test_unknown_model_id_raises_unknown_model(shipped: Catalog) -> None:
+    with pytest.raises(UnknownModel) as info:
+        shipped.get("no-such-model")
+    assert info.value.code == "model_not_found"
+    assert info.value.param == "model"
+    assert "no-such-model" in info.value.message
+
+
+# -- every mistake names file, model and field -------------------------------------------------
+
+
+def assert_names(message: str, path: Path, model_id: str, field: str) -> None:
+    assert str(path) in message, message
+    assert f"'{model_id}'" in message, message
+    assert field in message, message
+
+
+def test_unknown_kind_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, model('kind = "audio"'))
+    message = config_error(path)
+    assert_names(message, path, "my-model", "kind")
+    assert "audio" in message
+
+
+def test_missing_routes_are_named(tmp_path: Path) -> None:
+    path = write(tmp_path, model('kind = "image"', routes=""))
+    assert_names(config_error(path), path, "my-model", "routes")
+
+
+def test_empty_routes_are_named(tmp_path: Path) -> None:
+    path = write(tmp_path, model('kind = "image"\nroutes = []', routes=""))
+    assert_names(config_error(path), path, "my-model", "routes")
+
+
+def test_unknown_provider_is_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        model(
+            'kind = "image"', routes=ROUTE + '[[models.routes]]\nprovider = "nope"\ntarget = "x"\n'
+        ),
+    )
+    message = config_error(path)
+    assert_names(message, path, "my-model", "routes[1].provider")
+    assert "nope" in message
+
+
+def test_misspelt_model_field_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, model('kind = "image"\ndescripton = "typo"'))
+    assert_names(config_error(path), path, "my-model", "descripton")
+
+
+def test_misspelt_route_field_is_named(tmp_path: Path) -> None:
+    routes = '[[models.routes]]\nprovider = "sandbox"\ntarget = "image"\noptons = {}\n'
+    path = write(tmp_path, model('kind = "image"', routes=routes))
+    assert_names(config_error(path), path, "my-model", "routes[0].optons")
+
+
+def test_misspelt_top_level_table_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[model]]\nid = "x"\n')
+    message = config_error(path)
+    assert str(path) in message
+    assert "'model'" in message
+
+
+@pytest.mark.parametrize("value", ['"big"', "true", "10", "5000"])
+def test_bad_defaults_value_is_named(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, model(f'kind = "image"\ndefaults = {{ width = {value} }}'))
+    assert_names(config_error(path), path, "my-model", "defaults.width")
+
+
+def test_default_outside_the_models_own_limits_is_rejected(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        model('kind = "image"\ndefaults = { width = 2048 }\nlimits = { max_width = 1024 }'),
+    )
+    assert_names(config_error(path), path, "my-model", "defaults.width")
+
+
+def test_unknown_defaults_field_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, model('kind = "image"\ndefaults = { colour = "red" }'))
+    assert_names(config_error(path), path, "my-model", "defaults.colour")
+
+
+@pytest.mark.parametrize("key", ["maximum_width", "max_prompt", "max_colour", "width"])
+def test_bad_limits_key_is_named(tmp_path: Path, key: str) -> None:
+    path = write(tmp_path, model(f'kind = "image"\nlimits = {{ {key} = 5 }}'))
+    assert_names(config_error(path), path, "my-model", f"limits.{key}")
+
+
+def test_non_numeric_limit_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, model('kind = "image"\nlimits = { max_width = "big" }'))
+    assert_names(config_error(path), path, "my-model", "limits.max_width")
+
+
+def test_duplicate_id_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, model('kind = "image"') + "\n" + model('kind = "video"'))
+    message = config_error(path)
+    assert_names(message, path, "my-model", "id")
+    assert "twice" in message
+
+
+def test_invalid_model_id_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, model('kind = "image"', model_id="bad id!"))
+    assert_names(config_error(path), path, "bad id!", "id")
+
+
+def test_error_in_a_later_model_names_that_model(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        model('kind = "image"', model_id="good") + "\n" + model('kind = "nope"', model_id="bad"),
+    )
+    message = config_error(path)
+    assert_names(message, path, "bad", "kind")
+    assert "'good'" not in message
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[[models]\nid = ")
+    message = config_error(path)
+    assert str(path) in message
+    assert "TOML" in message
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "catalog.toml"
+    assert str(path) in config_error(path)

@@ -1,0 +1,304 @@
+"""Jobs: the transition table, derived fields, and JobService over a real SQLite store."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.catalog import Catalog, load_catalog
+from gateway.errors import Conflict, InvalidRequest, NotFound, UnknownModel
+from gateway.jobs import (
+    TERMINAL,
+    Job,
+    JobService,
+    Status,
+    check_transition,
+    new_job_id,
+    sources_of,
+)
+from gateway.kinds import MAX_SEED
+from gateway.store.sqlite import SQLiteJobStore
+from providers.registry import KNOWN_PROVIDERS
+
+ROOT = Path(__file__).resolve().parent.parent
+Q, P, DONE, FAIL, CXL = (
+    Status.QUEUED,
+    Status.PROCESSING,
+    Status.COMPLETED,
+    Status.FAILED,
+    Status.CANCELLED,
+)
+#: written out here, independently of gateway.jobs.TRANSITIONS
+LEGAL = {(Q, P), (Q, CXL), (P, DONE), (P, FAIL), (P, CXL), (P, Q)}
+ALL_PAIRS = list(itertools.product(Status, Status))
+
+
+# -- the transition table ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("src", "dst"), sorted(LEGAL))
+def test_legal_transition_is_allowed(src: Status, dst: Status) -> None:
+    check_transition(src, dst, "job-1")
+
+
+@pytest.mark.parametrize(("src", "dst"), [p for p in ALL_PAIRS if p not in LEGAL])
+def test_illegal_transition_raises_conflict(src: Status, dst: Status) -> None:
+    with pytest.raises(Conflict) as info:
+        check_transition(src, dst, "job-1")
+    expected = "job_already_finished" if src in (DONE, FAIL, CXL) else "illegal_transition"
+    assert info.value.code == expected
+    assert "job-1" in info.value.message
+    assert info.value.status_code == 409
+
+
+def test_terminal_statuses_are_completed_failed_cancelled() -> None:
+    assert {s for s in Status if s.terminal} == {DONE, FAIL, CXL}
+    assert frozenset({DONE, FAIL, CXL}) == TERMINAL
+
+
+@pytest.mark.parametrize("target", list(Status))
+def test_sources_of_lists_exactly_the_legal_sources(target: Status) -> None:
+    assert set(sources_of(target)) == {src for src, dst in LEGAL if dst == target}
+
+
+def test_sources_of_cancelled_are_queued_and_processing() -> None:
+    assert set(sources_of(CXL)) == {Q, P}
+
+
+# -- the job record ---------------------------------------------------------------------------
+
+
+def attempt(route_index: int, provider: str) -> dict[str, Any]:
+    return {"route_index": route_index, "provider": provider, "request_id": "r"}
+
+
+def bare_job(**kwargs: Any) -> Job:
+    return Job(
+        id=new_job_id(), owner="o", kind="image", model="m", input={}, lane="sandbox", **kwargs
+    )
+
+
+def test_new_job_ids_are_prefixed_and_unique() -> None:
+    ids = {new_job_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(i.startswith("job-") and len(i) == 28 for i in ids)
+
+
+def test_fresh_job_has_no_provider_no_retries_no_fallback() -> None:
+    job = bare_job()
+    assert (job.provider, job.retry_count, job.fallback_used) == (None, 0, False)
+    assert job.status is Q
+
+
+def test_derived_fields_come_from_the_attempts() -> None:
+    job = bare_job(attempts=[attempt(0, "fal"), attempt(0, "fal"), attempt(1, "replicate")])
+    assert job.provider == "replicate"
+    assert job.retry_count == 2
+    assert job.fallback_used is True
+
+
+def test_retries_on_the_primary_route_are_not_a_fallback() -> None:
+    job = bare_job(attempts=[attempt(0, "fal"), attempt(0, "fal")])
+    assert job.retry_count == 1
+    assert job.fallback_used is False
+
+
+# -- JobService -------------------------------------------------------------------------------
+
+
+class RecordingWaker:
+    def __init__(self) -> None:
+        self.wakes = 0
+        self.cancelled: list[str] = []
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def job_cancelled(self, job_id: str) -> None:
+        self.cancelled.append(job_id)
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return load_catalog(ROOT / "catalog.toml", KNOWN_PROVIDERS)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
+    s = SQLiteJobStore(tmp_path / "jobs.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def waker() -> RecordingWaker:
+    return RecordingWaker()
+
+
+@pytest.fixture
+def service(store: SQLiteJobStore, catalog: Catalog, waker: RecordingWaker) -> JobService:
+    return JobService(store, catalog, waker)
+
+
+async def submit(service: JobService, owner: str = "alice", **input_: Any) -> Job:
+    return await service.submit(
+        owner=owner,
+        model=service.resolve("sandbox-image"),
+        raw_input={"prompt": "a fox", **input_},
+    )
+
+
+async def test_submit_stores_a_queued_job_with_validated_input(
+    service: JobService, store: SQLiteJobStore, waker: RecordingWaker
+) -> None:
+    job = await service.submit(
+        owner="alice",
+        model=service.resolve("sandbox-image"),
+        raw_input={"prompt": "a fox", "width": 512},
+        priority=3,
+        meta={"face": "jobs"},
+    )
+
+    got = await store.get_job(job.id)
+    assert got is not None
+    assert got.status is Q
+    assert got.owner == "alice"
+    assert (got.kind, got.model, got.lane) == ("image", "sandbox-image", "sandbox")
+    assert got.priority == 3
+    assert got.meta == {"face": "jobs"}
+    assert got.input["width"] == 512
+    assert got.input["steps"] == 20  # the catalog model's default
+    assert 0 <= got.input["seed"] <= MAX_SEED
+    assert got.input == job.input
+    assert waker.wakes == 1
+
+
+async def test_submit_of_invalid_input_stores_nothing(
+    service: JobService, store: SQLiteJobStore, waker: RecordingWaker
+) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        await submit(service, width=4096)  # over sandbox-image's max_width
+    assert info.value.param == "width"
+    assert await store.list_jobs(None, limit=10) == ([], False)
+    assert waker.wakes == 0
+
+
+async def test_submit_error_carries_the_param_prefix(service: JobService) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        await service.submit(
+            owner="a",
+            model=service.resolve("sandbox-image"),
+            raw_input={"prompt": "x", "bogus": 1},
+            param_prefix="input.",
+        )
+    assert info.value.param == "input.bogus"
+
+
+def test_resolve_unknown_model_raises_unknown_model(service: JobService) -> None:
+    with pytest.raises(UnknownModel):
+        service.resolve("no-such-model")
+
+
+@pytest.mark.parametrize("model_id", [None, "", 42])
+def test_resolve_without_model_is_a_missing_parameter(service: JobService, model_id: Any) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        service.resolve(model_id)
+    assert info.value.param == "model"
+    assert not isinstance(info.value, UnknownModel)
+
+
+def test_resolve_of_model_of_another_kind_is_rejected(service: JobService) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        service.resolve("sandbox-video", kind="image")
+    assert info.value.code == "wrong_model_kind"
+    assert service.resolve("sandbox-video", kind="video").id == "sandbox-video"
+
+
+async def test_get_returns_the_owners_job(service: JobService) -> None:
+    job = await submit(service)
+    assert (await service.get("alice", job.id)).id == job.id
+
+
+async def test_get_of_another_owners_job_is_not_found(service: JobService) -> None:
+    job = await submit(service, owner="alice")
+    with pytest.raises(NotFound) as info:
+        await service.get("bob", job.id)
+    assert info.value.code == "job_not_found"
+
+
+async def test_get_without_owner_reads_any_job(service: JobService) -> None:
+    job = await submit(service, owner="alice")
+    assert (await service.get(None, job.id)).owner == "alice"
+
+
+async def test_get_of_unknown_job_is_not_found(service: JobService) -> None:
+    with pytest.raises(NotFound):
+        await service.get("alice", "job-000000000000000000000000")
+
+
+async def test_list_shows_only_the_owners_jobs(service: JobService) -> None:
+    mine = await submit(service, owner="alice")
+    await submit(service, owner="bob")
+    jobs, more = await service.list("alice", limit=10, after=None, status=None, model=None)
+    assert [j.id for j in jobs] == [mine.id]
+    assert more is False
+
+
+async def test_cancel_of_queued_job_cancels_it_and_tells_the_waker(
+    service: JobService, store: SQLiteJobStore, waker: RecordingWaker
+) -> None:
+    job = await submit(service)
+
+    cancelled = await service.cancel("alice", job.id)
+
+    assert cancelled.status is CXL
+    got = await store.get_job(job.id)
+    assert got is not None and got.status is CXL
+    assert waker.cancelled == [job.id]
+
+
+async def test_cancel_of_processing_job_cancels_it(
+    service: JobService, store: SQLiteJobStore, waker: RecordingWaker
+) -> None:
+    job = await submit(service)
+    await store.claim("sandbox", 1, "w1", 30.0)
+
+    assert (await service.cancel("alice", job.id)).status is CXL
+    assert waker.cancelled == [job.id]
+
+
+@pytest.mark.parametrize("final", [DONE, FAIL, CXL])
+async def test_cancel_of_terminal_job_is_a_conflict(
+    service: JobService, store: SQLiteJobStore, waker: RecordingWaker, final: Status
+) -> None:
+    job = await submit(service)
+    if final is CXL:
+        await store.cancel(job.id)
+    else:
+        claimed = (await store.claim("sandbox", 1, "w1", 30.0))[0]
+        await store.finish(job.id, claimed.lease_token, final, result={"files": []})
+
+    with pytest.raises(Conflict) as info:
+        await service.cancel("alice", job.id)
+
+    assert info.value.code == "job_already_finished"
+    got = await store.get_job(job.id)
+    assert got is not None and got.status is final
+    assert waker.cancelled == []
+
+
+async def test_cancel_of_another_owners_job_is_not_found(
+    service: JobService, store: SQLiteJobStore
+) -> None:
+    job = await submit(service, owner="alice")
+    with pytest.raises(NotFound):
+        await service.cancel("bob", job.id)
+    got = await store.get_job(job.id)
+    assert got is not None and got.status is Q

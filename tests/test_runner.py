@@ -1,0 +1,560 @@
+"""JobRunner: the route walk, retries, fallbacks, resumption and results, on a real store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.catalog import Catalog, CatalogModel, parse_catalog
+from gateway.errors import (
+    ProviderInputError,
+    ProviderLostRequest,
+    ProviderTransientError,
+    ProviderUnavailable,
+)
+from gateway.jobs import Job, JobService, Status
+from gateway.retry import RetryPolicy
+from gateway.runner import JobRunner
+from gateway.storage import ResultStorage
+from gateway.store.sqlite import SQLiteJobStore
+from providers.base import Provider, ProviderRef, ProviderState, StateKind
+from tests.fakes import (
+    PNG,
+    FakeProvider,
+    Script,
+    fails,
+    poll_raises,
+    running,
+    submit_fails,
+    succeed,
+    succeeded,
+)
+
+POLICY = RetryPolicy(max_attempts=3, base=0.001, cap=0.01)
+
+
+def route(provider: str, target: str = "image") -> dict[str, Any]:
+    return {"provider": provider, "target": target}
+
+
+def make_catalog() -> Catalog:
+    return parse_catalog(
+        {
+            "models": [
+                {"id": "one", "kind": "image", "routes": [route("fake")]},
+                {"id": "two", "kind": "image", "routes": [route("fake"), route("fake2")]},
+                {"id": "video", "kind": "video", "routes": [route("fake", "video")]},
+            ]
+        },
+        ["fake", "fake2"],
+        source="test-catalog",
+    )
+
+
+CATALOG = make_catalog()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
+    s = SQLiteJobStore(tmp_path / "jobs.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> ResultStorage:
+    return ResultStorage(tmp_path / "files", max_bytes=1_000_000)
+
+
+@pytest.fixture
+def fake() -> FakeProvider:
+    return FakeProvider("fake")
+
+
+@pytest.fixture
+def fake2() -> FakeProvider:
+    return FakeProvider("fake2")
+
+
+@pytest.fixture
+def runner(
+    store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider, fake2: FakeProvider
+) -> JobRunner:
+    providers: dict[str, Provider] = {"fake": fake, "fake2": fake2}
+    return JobRunner(store, providers, storage, POLICY, job_timeout=30.0)
+
+
+async def claimed(
+    store: SQLiteJobStore, model_id: str = "one", raw: dict[str, Any] | None = None
+) -> tuple[Job, CatalogModel]:
+    model = CATALOG.get(model_id)
+    job = await JobService(store, CATALOG).submit(
+        owner="alice", model=model, raw_input=raw or {"prompt": "a fox", "seed": 11}
+    )
+    jobs = await store.claim(model.lane, 1, "w1", 30.0)
+    assert [j.id for j in jobs] == [job.id]
+    return jobs[0], model
+
+
+async def reclaimed_with(store: SQLiteJobStore, job: Job, attempts: list[dict[str, Any]]) -> Job:
+    """Simulate a crash after ``attempts`` were saved: hand the job back and claim it again."""
+    await store.save_attempts(job.id, job.lease_token, attempts)
+    await store.release(job.id, job.lease_token, attempts)
+    again = await store.claim(job.lane, 1, "w2", 30.0)
+    assert [j.id for j in again] == [job.id]
+    return again[0]
+
+
+async def final(store: SQLiteJobStore, job_id: str) -> Job:
+    job = await store.get_job(job_id)
+    assert job is not None
+    return job
+
+
+def open_attempt(
+    request_id: str | None, route_index: int = 0, provider: str = "fake"
+) -> dict[str, Any]:
+    return {
+        "n": 1,
+        "route": f"{provider}:image",
+        "route_index": route_index,
+        "provider": provider,
+        "request_id": request_id,
+        "ref": None if request_id is None else {"route": f"{provider}:image"},
+        "started_at": time.time(),
+        "ended_at": None,
+        "outcome": None,
+        "error": None,
+    }
+
+
+# -- success ----------------------------------------------------------------------------------
+
+
+async def test_job_completes_with_its_outputs_stored_and_recorded(
+    runner: JobRunner, store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider
+) -> None:
+    fake.scripts = [succeed(after=2, outputs=2)]
+    job, model = await claimed(store)
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert got.progress == 100
+    assert got.error is None
+    assert got.result is not None
+    assert got.result["files"] == [
+        {"name": "0.png", "content_type": "image/png", "width": 8, "height": 6},
+        {"name": "1.png", "content_type": "image/png", "width": 8, "height": 6},
+    ]
+    assert got.result["seed"] == 11
+    for name in ("0.png", "1.png"):
+        path = storage.path(job.id, name)
+        assert path is not None and path.read_bytes() == PNG
+    assert len(got.attempts) == 1
+    attempt = got.attempts[0]
+    assert attempt["outcome"] == "succeeded"
+    assert attempt["ended_at"] is not None
+    assert attempt["request_id"] == fake.submits[0].request_id
+    assert (got.retry_count, got.fallback_used, got.provider) == (0, False, "fake")
+
+
+async def test_provider_gets_the_canonical_input(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    job, model = await claimed(store, raw={"prompt": "a fox", "width": 512, "seed": 3})
+    await runner.run(job, model)
+    [sub] = fake.submits
+    assert sub.job_id == job.id
+    assert sub.kind == "image"
+    assert sub.route.name == "fake:image"
+    assert sub.job_input == job.input
+    assert sub.job_input["width"] == 512
+
+
+async def test_result_of_video_carries_duration_and_fps(
+    runner: JobRunner, store: SQLiteJobStore
+) -> None:
+    job, model = await claimed(store, "video", {"prompt": "x", "duration": 3, "fps": 12})
+    await runner.run(job, model)
+    got = await final(store, job.id)
+    assert got.result is not None
+    assert (got.result["duration"], got.result["fps"]) == (3, 12)
+
+
+async def test_seed_reported_by_the_provider_wins(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    fake.scripts = [Script(polls=[succeeded(seed=777)])]
+    job, model = await claimed(store)
+    await runner.run(job, model)
+    got = await final(store, job.id)
+    assert got.result is not None and got.result["seed"] == 777
+
+
+async def test_provider_reference_is_persisted_before_polling_starts(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    job, model = await claimed(store)
+    seen: list[list[dict[str, Any]]] = []
+
+    async def inspect(ref: ProviderRef) -> None:
+        seen.append((await final(store, job.id)).attempts)
+
+    fake.on_poll = inspect
+    await runner.run(job, model)
+
+    assert seen, "the provider was never polled"
+    first = seen[0]
+    assert len(first) == 1
+    assert first[0]["request_id"] == fake.submits[0].request_id
+    assert first[0]["ended_at"] is None
+
+
+async def test_progress_is_persisted_while_the_provider_runs(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    fake.scripts = [Script(polls=[running(40, queue_position=2), running(40), succeeded()])]
+    job, model = await claimed(store)
+    seen: list[tuple[int, int | None, Status]] = []
+
+    async def inspect(ref: ProviderRef) -> None:
+        j = await final(store, job.id)
+        seen.append((j.progress, j.queue_position, j.status))
+
+    fake.on_poll = inspect
+    await runner.run(job, model)
+
+    assert (40, 2, Status.PROCESSING) in seen
+    assert (await final(store, job.id)).progress == 100
+
+
+async def test_latest_progress_is_persisted_even_when_it_then_stops_changing(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    fake.poll_interval = 0.005
+    steady = [running(50) for _ in range(100)]  # about 0.5 s at 50 %, longer than any batching
+    fake.scripts = [Script(polls=[running(40), running(50), *steady, succeeded()])]
+    job, model = await claimed(store)
+    stored_progress: list[int] = []
+
+    async def inspect(ref: ProviderRef) -> None:
+        stored_progress.append((await final(store, job.id)).progress)
+
+    fake.on_poll = inspect
+    await runner.run(job, model)
+
+    assert stored_progress[-1] == 50, (
+        f"the store still said {stored_progress[-1]}% after the provider had reported 50% "
+        f"for {len(steady)} polls"
+    )
+
+
+# -- retries on the same route ----------------------------------------------------------------
+
+
+async def test_transient_errors_are_retried_on_the_same_route_then_complete(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.scripts = [
+        submit_fails(ProviderTransientError("429 slow down")),
+        fails(ProviderTransientError("503 busy")),
+        succeed(after=1),
+    ]
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert got.retry_count == 2
+    assert got.fallback_used is False
+    assert [a["route_index"] for a in got.attempts] == [0, 0, 0]
+    assert [a["outcome"] for a in got.attempts] == ["failed", "failed", "succeeded"]
+    assert got.attempts[0]["error"]["code"] == "provider_transient_error"
+    assert len(fake.submits) == 3
+    assert fake2.submits == []
+
+
+async def test_failed_status_read_keeps_following_the_same_request(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    fake.scripts = [poll_raises(ProviderTransientError("status 502"), then=[succeeded()])]
+    job, model = await claimed(store)
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert len(fake.submits) == 1
+    assert len(got.attempts) == 1
+
+
+async def test_exhausted_transient_retries_move_to_the_next_route(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.scripts = [fails(ProviderTransientError("busy")) for _ in range(POLICY.max_attempts)]
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert len(fake.submits) == POLICY.max_attempts
+    assert len(fake2.submits) == 1
+    assert [a["route_index"] for a in got.attempts] == [0] * POLICY.max_attempts + [1]
+    assert got.fallback_used is True
+
+
+# -- input errors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["submit", "poll"])
+async def test_input_error_fails_at_once_with_the_providers_message(
+    runner: JobRunner,
+    store: SQLiteJobStore,
+    fake: FakeProvider,
+    fake2: FakeProvider,
+    where: str,
+) -> None:
+    error = ProviderInputError("the prompt was flagged by the safety checker")
+    fake.scripts = [submit_fails(error) if where == "submit" else fails(error)]
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.FAILED
+    assert got.error == {
+        "code": "invalid_input",
+        "message": "the prompt was flagged by the safety checker",
+    }
+    assert len(fake.submits) + len(fake2.submits) == 1
+    assert len(got.attempts) == 1
+    assert got.attempts[0]["outcome"] == "failed"
+    assert got.result is None
+
+
+# -- fallbacks --------------------------------------------------------------------------------
+
+
+async def test_provider_unavailable_moves_to_the_next_route(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.scripts = [submit_fails(ProviderUnavailable("out of credit"))]
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert got.fallback_used is True
+    assert got.provider == "fake2"
+    assert [(a["provider"], a["route_index"]) for a in got.attempts] == [("fake", 0), ("fake2", 1)]
+    assert [a["route"] for a in got.attempts] == ["fake:image", "fake2:image"]
+    assert got.attempts[0]["error"]["code"] == "provider_unavailable"
+    assert len(fake.submits) == 1
+    assert len(fake2.submits) == 1
+
+
+async def test_unavailable_route_is_skipped_without_a_submit(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.available = False
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert got.fallback_used is True
+    assert got.provider == "fake2"
+    assert fake.submits == []
+    assert len(fake2.submits) == 1
+
+
+async def test_unconfigured_provider_is_skipped(
+    store: SQLiteJobStore, storage: ResultStorage, fake2: FakeProvider
+) -> None:
+    runner = JobRunner(store, {"fake2": fake2}, storage, POLICY, job_timeout=30.0)
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert got.provider == "fake2"
+
+
+async def test_all_routes_failing_fails_the_job_with_the_last_error(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.scripts = [submit_fails(ProviderUnavailable("first route down"))]
+    fake2.scripts = [fails(ProviderUnavailable("second route down", code="backend_down"))]
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.FAILED
+    assert got.error is not None
+    assert got.error["code"] == "backend_down"
+    assert "second route down" in got.error["message"]
+    assert "first route down" not in got.error["message"]
+    assert [a["route_index"] for a in got.attempts] == [0, 1]
+    assert all(a["outcome"] == "failed" for a in got.attempts)
+
+
+async def test_no_usable_route_fails_the_job(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.available = fake2.available = False
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.FAILED
+    assert got.error is not None and got.error["code"] == "provider_unavailable"
+    assert fake.submits == fake2.submits == []
+
+
+async def test_success_without_outputs_is_a_route_failure(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.scripts = [Script(polls=[ProviderState(StateKind.SUCCEEDED, progress=100)])]
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert got.provider == "fake2"
+
+
+async def test_job_past_its_time_limit_is_cancelled_at_the_provider_and_fails(
+    store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider
+) -> None:
+    runner = JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=0.3)
+    fake.scripts = [Script(gate=asyncio.Event())]  # never finishes
+    job, model = await claimed(store)
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.FAILED
+    assert got.error is not None and got.error["code"] == "timeout"
+    assert fake.cancels == [fake.submits[0].request_id]
+
+
+# -- lost requests and resumption -------------------------------------------------------------
+
+
+async def test_lost_request_is_resubmitted(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    fake.scripts = [poll_raises(ProviderLostRequest("unknown request")), succeed()]
+    job, model = await claimed(store)
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert len(fake.submits) == 2
+    assert [a["request_id"] for a in got.attempts] == [s.request_id for s in fake.submits]
+    assert got.attempts[0]["error"]["code"] == "provider_lost_request"
+
+
+async def test_resumed_attempt_with_a_reference_is_polled_not_resubmitted(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    job, model = await claimed(store)
+    fake.add_request("req-from-before-the-crash", succeed(after=1))
+    job = await reclaimed_with(store, job, [open_attempt("req-from-before-the-crash")])
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert fake.submits == []
+    assert "req-from-before-the-crash" in fake.polled
+    assert len(got.attempts) == 1
+    assert got.attempts[0]["request_id"] == "req-from-before-the-crash"
+    assert got.attempts[0]["outcome"] == "succeeded"
+
+
+async def test_resumed_fallback_attempt_stays_on_its_route(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    job, model = await claimed(store, "two")
+    failed_first = {**open_attempt("req-a"), "ended_at": time.time(), "outcome": "failed"}
+    resumed = {**open_attempt("req-b", route_index=1, provider="fake2"), "n": 2}
+    fake2.add_request("req-b", succeed())
+    job = await reclaimed_with(store, job, [failed_first, resumed])
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert fake.submits == [] and fake2.submits == []
+    assert fake.polled == []
+    assert got.provider == "fake2"
+
+
+async def test_resumed_attempt_without_a_reference_is_submitted_again(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    job, model = await claimed(store)
+    job = await reclaimed_with(store, job, [open_attempt(None)])
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert len(fake.submits) == 1
+    assert len(got.attempts) == 1
+    assert got.attempts[0]["request_id"] == fake.submits[0].request_id
+
+
+async def test_resumed_reference_the_provider_forgot_is_resubmitted(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    job, model = await claimed(store)
+    job = await reclaimed_with(store, job, [open_attempt("req-forgotten")])
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert fake.polled[0] == "req-forgotten"
+    assert len(fake.submits) == 1
+    assert [a["request_id"] for a in got.attempts] == ["req-forgotten", fake.submits[0].request_id]
+    assert got.attempts[0]["error"]["code"] == "provider_lost_request"
+
+
+# -- cancellation after a user cancel ---------------------------------------------------------
+
+
+async def test_cancel_provider_stops_the_request_and_closes_the_attempt(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    job, model = await claimed(store)
+    job.attempts = [open_attempt("req-running")]
+    await store.save_attempts(job.id, job.lease_token, job.attempts)
+    await store.cancel(job.id)
+
+    await runner.cancel_provider(job, model)
+
+    assert fake.cancels == ["req-running"]
+    got = await final(store, job.id)
+    assert got.status is Status.CANCELLED
+    assert got.attempts[0]["outcome"] == "cancelled"
