@@ -26,6 +26,7 @@ from gateway.api.files import FilesAPI
 from gateway.api.jobs import JobsAPI
 from gateway.api.models import ModelsAPI
 from gateway.auth import KeyRing
+from gateway.breaker import BreakerPolicy, Breakers
 from gateway.catalog import Catalog, load_catalog
 from gateway.errors import GatewayError
 from gateway.jobs import JobService
@@ -55,6 +56,7 @@ class Gateway:
     service: JobService
     scheduler: Scheduler
     signer: UrlSigner
+    breakers: Breakers
 
 
 def create_app(
@@ -72,6 +74,15 @@ def create_app(
     signer = UrlSigner(b"", settings.base_url)  # keyed at start-up, from the store
     if providers is None:
         providers = build_providers(settings, fetch=OwnFiles(storage, signer))
+    breakers = Breakers(
+        BreakerPolicy(
+            failure_threshold=settings.breaker_failure_threshold,
+            failure_ratio=settings.breaker_failure_ratio,
+            min_calls=settings.breaker_min_calls,
+            window_seconds=settings.breaker_window_seconds,
+            cooldown_seconds=settings.breaker_cooldown_seconds,
+        )
+    )
     runner = JobRunner(
         store,
         providers,
@@ -80,6 +91,8 @@ def create_app(
             settings.max_route_attempts, settings.retry_base_seconds, settings.retry_max_seconds
         ),
         job_timeout=settings.job_timeout_seconds,
+        breakers=breakers,
+        breaker_wait=settings.breaker_max_wait_seconds,
     )
     scheduler = Scheduler(
         catalog,
@@ -92,7 +105,18 @@ def create_app(
     )
     service = JobService(store, catalog, scheduler)
     keyring = KeyRing(store, settings.static_api_keys())
-    gw = Gateway(settings, store, catalog, providers, storage, keyring, service, scheduler, signer)
+    gw = Gateway(
+        settings=settings,
+        store=store,
+        catalog=catalog,
+        providers=providers,
+        storage=storage,
+        keyring=keyring,
+        service=service,
+        scheduler=scheduler,
+        signer=signer,
+        breakers=breakers,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -118,7 +142,7 @@ def create_app(
     ttl = settings.file_url_ttl_seconds
     routes: list[BaseRoute] = [
         *JobsAPI(service, signer, ttl, settings.max_body_bytes).routes(),
-        *ModelsAPI(catalog, providers).routes(),
+        *ModelsAPI(catalog, providers, breakers).routes(),
         *FilesAPI(storage, signer).routes(),
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz, methods=["GET"]),

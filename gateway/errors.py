@@ -20,7 +20,9 @@
         ├── ProviderInputError        the provider rejected the input: fail now, no retry
         ├── ProviderTransientError    429/5xx/timeouts: retry the same route
         ├── ProviderUnavailable       down, out of credit, bad credentials: next route
-        └── ProviderLostRequest       the provider no longer knows the request: resubmit
+        ├── ProviderLostRequest       the provider no longer knows the request: resubmit
+        └── ProviderSubmitUncertain   a submit that may or may not have created a (paid)
+                                      request (timeout after sending): never resubmitted
 
 Every class carries its HTTP status, its OpenAI error ``type`` and a default message, so a
 handler registered on the root renders them all the same way.
@@ -197,3 +199,11 @@ class ProviderUnavailable(ProviderError):
 class ProviderLostRequest(ProviderError):
     default_message = "The provider no longer knows this request."
     default_code = "provider_lost_request"
+
+
+class ProviderSubmitUncertain(ProviderError):
+    default_message = (
+        "The provider did not answer the submission in time; it may have accepted it, so the "
+        "gateway did not submit it again."
+    )
+    default_code = "provider_submit_uncertain"

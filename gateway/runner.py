@@ -15,11 +15,13 @@ import logging
 import time
 from typing import Any
 
+from gateway.breaker import Breakers
 from gateway.catalog import CatalogModel
 from gateway.errors import (
     ProviderError,
     ProviderInputError,
     ProviderLostRequest,
+    ProviderSubmitUncertain,
     ProviderTransientError,
     ProviderUnavailable,
     StaleLease,
@@ -33,6 +35,11 @@ from providers.base import Provider, ProviderRef, ProviderState, RouteSpec, Stat
 log = logging.getLogger("backserv.runner")
 
 PROGRESS_SAVE_INTERVAL = 0.25
+#: errors that end the job at once: no retry, no fallback (a fallback cannot fix a bad
+#: prompt, and a submit that may have been accepted must not be paid for twice)
+FATAL_ERRORS = (ProviderInputError, ProviderSubmitUncertain)
+#: errors that say something about a route's health (they feed its circuit breaker)
+HEALTH_ERRORS = (ProviderTransientError, ProviderUnavailable, ProviderSubmitUncertain)
 
 
 def error_dict(exc: ProviderError) -> dict[str, Any]:
@@ -48,7 +55,11 @@ class JobRunner:
         policy: RetryPolicy,
         *,
         job_timeout: float,
+        breakers: Breakers | None = None,
+        breaker_wait: float = 60.0,
     ) -> None:
+        self.breakers = breakers or Breakers()
+        self.breaker_wait = breaker_wait
         self.store = store
         self.providers = providers
         self.storage = storage
@@ -58,13 +69,35 @@ class JobRunner:
     async def run(self, job: Job, model: CatalogModel) -> None:
         """Run ``job`` to a terminal state, or raise CancelledError leaving the log current."""
         deadline = (job.started_at or time.time()) + self.job_timeout
+        start_index = job.attempts[-1]["route_index"] if job.attempts else 0
+        waited = 0.0
+        while True:
+            error, reopen_at = await self._walk(job, model, start_index, deadline)
+            if error is None:
+                return
+            now = time.monotonic()
+            if reopen_at is None or waited >= self.breaker_wait or time.time() >= deadline:
+                break
+            # every usable route's breaker is open: wait (bounded) rather than fail at once
+            delay = max(
+                0.05, min(reopen_at - now, self.breaker_wait - waited, deadline - time.time())
+            )
+            log.info("job %s: every route's circuit is open; waiting %.1fs", job.id, delay)
+            await asyncio.sleep(delay)
+            waited += delay
+        message = error.message
+        if len(model.routes) > 1 and not isinstance(error, FATAL_ERRORS):
+            message = f"Every route failed; the last error was: {message}"
+        await self._finish(job, Status.FAILED, error={"code": error.code, "message": message})
+
+    async def _walk(
+        self, job: Job, model: CatalogModel, start_index: int, deadline: float
+    ) -> tuple[ProviderError | None, float | None]:
+        """Try the routes in order. Returns (None, None) once the job is terminal, else the
+        last error and, when only open circuits stood in the way, when the first reopens."""
         last_error: ProviderError | None = None
-        start_index = 0
-        open_attempt = job.attempts[-1] if job.attempts else None
-        if open_attempt is not None and open_attempt.get("ended_at") is None:
-            start_index = open_attempt["route_index"]
-        elif job.attempts:
-            start_index = job.attempts[-1]["route_index"]
+        reopen_at: float | None = None
+        tried = False
         for index in range(start_index, len(model.routes)):
             if time.time() >= deadline:
                 break
@@ -77,17 +110,24 @@ class JobRunner:
             if not ok:
                 last_error = ProviderUnavailable(reason or "route unavailable")
                 continue
+            breaker = self.breakers.get(route.name)
+            if not breaker.allow():
+                at = breaker.retry_at() or time.monotonic()
+                reopen_at = at if reopen_at is None else min(reopen_at, at)
+                last_error = ProviderUnavailable(
+                    f"the route {route.name} is failing and paused (circuit open)",
+                    code="circuit_open",
+                )
+                continue
+            tried = True
             outcome = await self._run_route(job, model, index, route, provider, deadline)
             if outcome is None:
-                return
+                return None, None
             last_error = outcome
-            if isinstance(outcome, ProviderInputError):
-                break
+            if isinstance(outcome, FATAL_ERRORS):
+                return outcome, None
         error = last_error or ProviderUnavailable("the model has no usable route")
-        message = error.message
-        if len(model.routes) > 1 and not isinstance(error, ProviderInputError):
-            message = f"Every route failed; the last error was: {message}"
-        await self._finish(job, Status.FAILED, error={"code": error.code, "message": message})
+        return error, (None if tried else reopen_at)
 
     async def _run_route(
         self,
@@ -99,39 +139,57 @@ class JobRunner:
         deadline: float,
     ) -> ProviderError | None:
         """Try one route (with retries); None when the job reached a terminal state."""
+        breaker = self.breakers.get(route.name)
         tries = 0
-        while True:
-            tries += 1
-            attempt = self._open_attempt(job, index, route)
-            try:
-                ref = await self._ensure_submitted(job, attempt, route, provider)
-                state = await self._follow(job, attempt, route, provider, ref, deadline)
-                if state.kind is StateKind.SUCCEEDED:
-                    await self._complete(job, model, attempt, state)
-                    return None
-            except ProviderError as exc:
-                state = ProviderState(StateKind.FAILED, error=exc)
-            error = state.error or ProviderUnavailable("the provider cancelled the request")
-            self._close_attempt(attempt, "failed", error)
-            delay = self.policy.decide(error, tries)
-            if delay is None or time.time() + delay > deadline:
+        try:
+            while True:
+                tries += 1
+                attempt = await self._open_attempt(job, index, route)
+                try:
+                    ref = await self._ensure_submitted(job, attempt, route, provider)
+                    state = await self._follow(job, attempt, route, provider, ref, deadline)
+                    if state.kind is StateKind.SUCCEEDED:
+                        await self._complete(job, model, attempt, state)
+                        breaker.record(ok=True)
+                        return None
+                except ProviderError as exc:
+                    state = ProviderState(StateKind.FAILED, error=exc)
+                error = state.error or ProviderUnavailable("the provider cancelled the request")
+                self._close_attempt(attempt, "failed", error)
+                if isinstance(error, HEALTH_ERRORS):
+                    breaker.record(ok=False)
+                delay = self.policy.decide(error, tries)
+                if delay is None or time.time() + delay > deadline or not breaker.allow():
+                    await self._save_attempts(job)
+                    return error
+                log.info(
+                    "job %s: retrying %s in %.2fs after %s",
+                    job.id,
+                    route.name,
+                    delay,
+                    error.code,
+                    extra={"job_id": job.id},
+                )
                 await self._save_attempts(job)
-                return error
-            log.info(
-                "job %s: retrying %s in %.2fs after %s",
-                job.id,
-                route.name,
-                delay,
-                error.code,
-                extra={"job_id": job.id},
-            )
-            await self._save_attempts(job)
-            await asyncio.sleep(delay)
+                await asyncio.sleep(delay)
+        finally:
+            breaker.release_probe()
 
-    def _open_attempt(self, job: Job, index: int, route: RouteSpec) -> dict[str, Any]:
+    async def _open_attempt(self, job: Job, index: int, route: RouteSpec) -> dict[str, Any]:
+        """The attempt to work on: an open one with a provider reference is resumed; an open
+        one without is closed as interrupted (its submit may or may not have reached the
+        provider: the one window documented in the README); otherwise a new one is logged,
+        persisted *before* the submit so a job cancelled meanwhile is never submitted."""
         last = job.attempts[-1] if job.attempts else None
-        if last is not None and last.get("ended_at") is None and last["route_index"] == index:
-            return last  # resume an attempt interrupted by a crash or a shutdown
+        if last is not None and last.get("ended_at") is None:
+            if last.get("request_id") and last["route_index"] == index:
+                return last
+            last["ended_at"] = time.time()
+            last["outcome"] = "interrupted"
+            last["error"] = {
+                "code": "interrupted",
+                "message": "the gateway stopped before the provider's answer was recorded",
+            }
         attempt: dict[str, Any] = {
             "n": len(job.attempts) + 1,
             "route": route.name,
@@ -145,6 +203,9 @@ class JobRunner:
             "error": None,
         }
         job.attempts.append(attempt)
+        await asyncio.shield(
+            self.store.save_attempts(job.id, job.lease_token, job.attempts, active_only=True)
+        )
         return attempt
 
     @staticmethod

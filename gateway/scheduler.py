@@ -208,6 +208,8 @@ class Scheduler:
         except asyncio.CancelledError:
             reason = self._reasons.get(job.id, _SHUTDOWN)
             await asyncio.shield(self._after_cancel(job, reason))
+        except StaleLease:
+            log.info("job %s: cancelled or taken over before it was submitted", job.id)
         except Exception as exc:
             log.exception("job %s: unexpected error", job.id)
             with contextlib.suppress(StaleLease):

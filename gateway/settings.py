@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(0.5, ge=0)
     retry_max_seconds: float = Field(30.0, ge=0)
 
+    # circuit breakers (per route) and waiting when every route is paused
+    breaker_failure_threshold: int = Field(5, ge=1)
+    breaker_failure_ratio: float = Field(0.5, gt=0, le=1)
+    breaker_min_calls: int = Field(10, ge=1)
+    breaker_window_seconds: float = Field(60.0, gt=0)
+    breaker_cooldown_seconds: float = Field(30.0, gt=0)
+    breaker_max_wait_seconds: float = Field(120.0, ge=0)
+
     # storage of results
     file_url_ttl_seconds: int = Field(24 * 3600, ge=60)
     max_output_bytes: int = Field(200 * 1024 * 1024, ge=1024)

@@ -16,6 +16,7 @@ from gateway.errors import (
     ProviderLostRequest,
     ProviderTransientError,
     ProviderUnavailable,
+    StaleLease,
 )
 from gateway.jobs import Job, JobService, Status
 from gateway.retry import RetryPolicy
@@ -510,7 +511,7 @@ async def test_resumed_fallback_attempt_stays_on_its_route(
     assert got.provider == "fake2"
 
 
-async def test_resumed_attempt_without_a_reference_is_submitted_again(
+async def test_resumed_attempt_without_a_reference_is_closed_and_submitted_again(
     runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
 ) -> None:
     job, model = await claimed(store)
@@ -521,8 +522,43 @@ async def test_resumed_attempt_without_a_reference_is_submitted_again(
     got = await final(store, job.id)
     assert got.status is Status.COMPLETED
     assert len(fake.submits) == 1
-    assert len(got.attempts) == 1
-    assert got.attempts[0]["request_id"] == fake.submits[0].request_id
+    # the interrupted attempt stays in the log, so submissions never exceed attempts
+    assert [a["outcome"] for a in got.attempts] == ["interrupted", "succeeded"]
+    assert got.attempts[1]["request_id"] == fake.submits[0].request_id
+
+
+async def test_attempt_is_logged_before_the_submit_reaches_the_provider(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    job, model = await claimed(store)
+    seen: list[list[dict[str, object]]] = []
+    original = fake.submit
+
+    async def spying_submit(*args: Any, **kwargs: Any) -> ProviderRef:
+        stored_job = await store.get_job(job.id)
+        assert stored_job is not None
+        seen.append(stored_job.attempts)
+        return await original(*args, **kwargs)
+
+    fake.submit = spying_submit  # type: ignore[method-assign]
+    await runner.run(job, model)
+
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert seen[0][0]["request_id"] is None and seen[0][0]["ended_at"] is None
+
+
+async def test_job_cancelled_before_its_submit_never_reaches_the_provider(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    job, model = await claimed(store)
+    await store.cancel(job.id)
+
+    with pytest.raises(StaleLease):
+        await runner.run(job, model)
+
+    assert fake.submits == []
+    got = await final(store, job.id)
+    assert got.status is Status.CANCELLED
 
 
 async def test_resumed_reference_the_provider_forgot_is_resubmitted(

@@ -286,7 +286,11 @@ async def test_cancel_through_another_replica_is_noticed_by_the_heartbeat(
 
     await eventually(provider_told, what="provider.cancel after the lease was lost")
     assert await status_of(store, job.id) is Status.CANCELLED
-    assert scheduler.inflight() == 0
+
+    async def slot_freed() -> bool:
+        return scheduler.inflight() == 0
+
+    await eventually(slot_freed, what="the cancelled job's slot to be freed")
 
 
 async def test_cancel_of_a_queued_job_never_reaches_the_provider(

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.common import json, principal
+from gateway.breaker import Breakers, BreakerState
 from gateway.catalog import Catalog, CatalogModel
 from gateway.errors import InvalidRequest
 from gateway.kinds import KINDS
@@ -16,9 +17,12 @@ from providers.base import Provider
 
 
 class ModelsAPI:
-    def __init__(self, catalog: Catalog, providers: dict[str, Provider]) -> None:
+    def __init__(
+        self, catalog: Catalog, providers: dict[str, Provider], breakers: Breakers | None = None
+    ) -> None:
         self.catalog = catalog
         self.providers = providers
+        self.breakers = breakers or Breakers()
 
     def routes(self) -> list[Route]:
         return [
@@ -35,6 +39,9 @@ class ModelsAPI:
                 ok, reason = False, f"the '{route.provider}' provider is not enabled"
             else:
                 ok, reason = provider.availability(route)
+            circuit = self.breakers.state(route.name)
+            if ok and circuit is BreakerState.OPEN:
+                ok, reason = False, "paused after repeated failures (circuit open)"
             out.append(
                 {
                     "provider": route.provider,
@@ -42,6 +49,7 @@ class ModelsAPI:
                     "role": "primary" if i == 0 else "fallback",
                     "available": ok,
                     "reason": reason,
+                    "circuit": circuit.value,
                 }
             )
         return out

@@ -84,8 +84,19 @@ class JobStore(ABC):
         """Persist progress of a PROCESSING job; ignored when the token is stale."""
 
     @abstractmethod
-    async def save_attempts(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
-        """Persist the attempt log (provider references first of all); StaleLease if stale."""
+    async def save_attempts(
+        self,
+        job_id: str,
+        token: int,
+        attempts: list[dict[str, Any]],
+        *,
+        active_only: bool = False,
+    ) -> None:
+        """Persist the attempt log (provider references first of all); StaleLease if stale.
+
+        With ``active_only`` the job must also still be PROCESSING: used before a submit, so
+        a job cancelled in the meantime is never sent to a provider.
+        """
 
     @abstractmethod
     async def finish(

@@ -336,18 +336,27 @@ class SQLiteJobStore(JobStore):
 
         await self._write(op)
 
-    async def save_attempts(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
+    async def save_attempts(
+        self,
+        job_id: str,
+        token: int,
+        attempts: list[dict[str, Any]],
+        *,
+        active_only: bool = False,
+    ) -> None:
         now = time.time()
+        status_sql = " AND status = 'PROCESSING'" if active_only else ""
 
         async def op(conn: aiosqlite.Connection) -> int:
             cur = await conn.execute(
-                "UPDATE jobs SET attempts = ?, updated_at = ? WHERE id = ? AND lease_token = ?",
+                f"UPDATE jobs SET attempts = ?, updated_at = ? WHERE id = ? AND lease_token = ?"
+                f"{status_sql}",
                 (_dumps(attempts), now, job_id, token),
             )
             return cur.rowcount
 
         if await self._write(op) == 0:
-            raise StaleLease(f"job {job_id}: lease token {token} is stale")
+            raise StaleLease(f"job {job_id}: lease token {token} is stale or the job ended")
 
     async def finish(
         self,

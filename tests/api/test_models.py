@@ -95,6 +95,7 @@ async def test_model_routes_report_availability(client: httpx.AsyncClient) -> No
             "role": "primary",
             "available": True,
             "reason": None,
+            "circuit": "closed",
         }
     ]
 
