@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONCURRENCY = {"sandbox": 8, "fal": 16, "replicate": 16, "local": 1}
@@ -12,7 +12,11 @@ DEFAULT_CONCURRENCY = {"sandbox": 8, "fal": 16, "replicate": 16, "local": 1}
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="BACKSERV_", env_file=".env", extra="ignore", validate_default=True
+        env_prefix="BACKSERV_",
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+        populate_by_name=True,
     )
 
     host: str = "0.0.0.0"
@@ -50,6 +54,16 @@ class Settings(BaseSettings):
     # storage of results
     file_url_ttl_seconds: int = Field(24 * 3600, ge=60)
     max_output_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+
+    # hosted providers: credentials under the vendors' own variable names
+    fal_key: str | None = Field(None, validation_alias=AliasChoices("FAL_KEY", "BACKSERV_FAL_KEY"))
+    fal_queue_url: str = "https://queue.fal.run"
+    replicate_api_token: str | None = Field(
+        None, validation_alias=AliasChoices("REPLICATE_API_TOKEN", "BACKSERV_REPLICATE_API_TOKEN")
+    )
+    replicate_base_url: str = "https://api.replicate.com"
+    provider_timeout_seconds: float = Field(30.0, gt=0)
+    provider_poll_seconds: float = Field(2.0, gt=0)
 
     # the sandbox provider
     sandbox_latency: float = Field(0.5, ge=0)

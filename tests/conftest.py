@@ -29,6 +29,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("BACKSERV_") and name != "BACKSERV_TEST_POSTGRES_URL":
             monkeypatch.delenv(name)
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "REPLICATE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
