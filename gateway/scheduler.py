@@ -86,6 +86,7 @@ class Scheduler:
 
     async def start(self) -> None:
         self._stopping = False
+        self.store.subscribe(self.wake, self.job_cancelled)
         await self.store.requeue_expired(time.time())
         self._tasks = [
             self._supervise("claim-loop", self._claim_loop),
@@ -154,7 +155,9 @@ class Scheduler:
             free = self.limit(lane) - self.inflight(lane)
             if free <= 0:
                 continue
-            jobs = await self.store.claim(lane, free, self.worker_id, self.lease_seconds)
+            jobs = await self.store.claim(
+                lane, free, self.worker_id, self.lease_seconds, lane_limit=self.limit(lane)
+            )
             for job in jobs:
                 self._start(job)
             claimed += len(jobs)

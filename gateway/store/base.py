@@ -9,6 +9,7 @@ job raises ``StaleLease`` (or is ignored, where the docstring says so).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,11 +66,25 @@ class JobStore(ABC):
     # -- jobs: the scheduler ------------------------------------------------------------
 
     @abstractmethod
-    async def claim(self, lane: str, limit: int, worker: str, lease_seconds: float) -> list[Job]:
+    async def claim(
+        self,
+        lane: str,
+        limit: int,
+        worker: str,
+        lease_seconds: float,
+        *,
+        lane_limit: int | None = None,
+    ) -> list[Job]:
         """Take up to ``limit`` QUEUED jobs of ``lane`` (priority, then age) and lease them.
 
-        Each claimed job's ``lease_token`` is incremented: it is the fencing token.
+        With ``lane_limit``, never let the lane's PROCESSING jobs (every worker's, on every
+        replica) exceed it. Each claimed job's ``lease_token`` is incremented: it is the
+        fencing token.
         """
+
+    def subscribe(self, on_work: Callable[[], None], on_cancel: Callable[[str], None]) -> None:
+        """Be told when another process queues work or cancels a job (no-op by default:
+        the scheduler's periodic claim and the heartbeat notice those anyway)."""
 
     @abstractmethod
     async def heartbeat(

@@ -282,19 +282,35 @@ class SQLiteJobStore(JobStore):
 
     # -- jobs: the scheduler ------------------------------------------------------------
 
-    async def claim(self, lane: str, limit: int, worker: str, lease_seconds: float) -> list[Job]:
+    async def claim(
+        self,
+        lane: str,
+        limit: int,
+        worker: str,
+        lease_seconds: float,
+        *,
+        lane_limit: int | None = None,
+    ) -> list[Job]:
         if limit <= 0:
             return []
         now = time.time()
 
         async def op(conn: aiosqlite.Connection) -> list[Job]:
+            take = limit
+            if lane_limit is not None:
+                rows = await conn.execute_fetchall(
+                    "SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND lane = ?", (lane,)
+                )
+                take = min(take, lane_limit - int(next(iter(rows))[0]))
+                if take <= 0:
+                    return []
             rows = await conn.execute_fetchall(
                 f"UPDATE jobs SET status = 'PROCESSING', lease_token = lease_token + 1, "
                 f"lease_owner = ?, lease_expires = ?, updated_at = ?, "
                 f"started_at = COALESCE(started_at, ?) "
                 f"WHERE seq IN (SELECT seq FROM jobs WHERE status = 'QUEUED' AND lane = ? "
                 f"ORDER BY priority DESC, seq LIMIT ?) RETURNING {JOB_COLUMNS}",
-                (worker, now + lease_seconds, now, now, lane, limit),
+                (worker, now + lease_seconds, now, now, lane, take),
             )
             return [row_to_job(r) for r in rows]
 

@@ -48,4 +48,8 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: counting a lane's running jobs (concurrency limits that hold across processes)
+    """
+    CREATE INDEX jobs_lane_running ON jobs (lane) WHERE status = 'PROCESSING';
+    """,
 )
