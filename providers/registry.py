@@ -1,20 +1,32 @@
-"""Which providers exist, and building the enabled ones from settings."""
+"""Which providers exist, and building them from settings.
+
+Every provider is built; one without credentials reports its routes as unavailable (with the
+reason) instead of being left out, so ``GET /v1/models`` can say why a route is off.
+"""
 
 from __future__ import annotations
 
 from gateway.settings import Settings
 from providers.base import Provider
+from providers.replicate import ReplicateProvider
 from providers.sandbox import Fetch, SandboxProvider
 
-#: every provider name a catalog route may use; routes of ones not built show as unavailable
+#: every provider name a catalog route may use
 KNOWN_PROVIDERS = ("sandbox", "fal", "replicate", "local")
 
 
 def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[str, Provider]:
-    return {
+    providers: dict[str, Provider] = {
         "sandbox": SandboxProvider(
             latency=settings.sandbox_latency,
             failure_rate=settings.sandbox_failure_rate,
             fetch=fetch,
         ),
+        "replicate": ReplicateProvider(
+            token=settings.replicate_api_token,
+            base_url=settings.replicate_base_url,
+            timeout=settings.provider_timeout_seconds,
+            poll_interval=settings.provider_poll_seconds,
+        ),
     }
+    return providers

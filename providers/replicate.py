@@ -1,0 +1,348 @@
+"""The Replicate provider: predictions through the ``replicate`` client's async API.
+
+A route's ``target`` names what to run: ``owner/name`` (a model: ``POST /v1/models/owner/name/
+predictions``), ``owner/name:version`` (a version: ``POST /v1/predictions``) or
+``deployments/owner/name`` (a deployment; ``options.deployment = true`` does the same for a
+plain ``owner/name``). The input is the route's declarative mapping of the job's input.
+
+**Ambiguous submits.** The client never retries a POST, and neither may the gateway when it
+cannot tell whether Replicate created the prediction: a second one would be paid for twice.
+A submit that failed before anything was sent (connect error, connect or pool timeout) is a
+``ProviderTransientError``; one that failed after sending (read or write timeout, a dropped
+connection, our own deadline) is a ``ProviderSubmitUncertain``, which is never resubmitted.
+Pre-send timeouts (connect + pool, at most ``timeout``) are shorter than the deadline around
+each call (``2 * timeout``), so the deadline only ever fires after the request went out.
+
+Every call goes through ``_edge``, which translates vendor exceptions into ours (``from exc``).
+The client caches its httpx client, which breaks on another event loop, so there is one
+``replicate.Client`` per running loop. ``wait`` polls each request on a growing interval:
+``poll_interval / 4``, then x1.5 per call, capped at ``poll_interval * 4``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import posixpath
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from replicate.client import Client
+from replicate.exceptions import ReplicateError, ReplicateException
+from replicate.prediction import Prediction
+
+from gateway.errors import ConfigError
+from providers.base import (
+    Output,
+    Provider,
+    ProviderError,
+    ProviderInputError,
+    ProviderLostRequest,
+    ProviderRef,
+    ProviderState,
+    ProviderSubmitUncertain,
+    ProviderTransientError,
+    ProviderUnavailable,
+    RouteSpec,
+    StateKind,
+)
+from providers.mapping import map_input
+
+__all__ = ["ReplicateProvider"]
+
+Operation = Literal["submit", "get", "cancel"]
+
+NO_TOKEN = "REPLICATE_API_TOKEN is not set"
+#: how many request ids ``wait`` remembers the poll interval of (least recently used go first)
+_MAX_TRACKED = 10_000
+_TARGET = re.compile(
+    r"^(?P<deployment>deployments/)?(?P<name>[^/:\s]+/[^/:\s]+)(?::(?P<version>[^/:\s]+))?$"
+)
+_THROTTLED = re.compile(r"available in\s+(\d+(?:\.\d+)?)\s*second", re.IGNORECASE)
+_SEED_LOG = re.compile(r"^\s*Using seed:\s*(\d+)\s*$", re.IGNORECASE | re.MULTILINE)
+#: a failed prediction whose error reads like this blames the input (Replicate gives no code)
+_INPUT_FAILURE = re.compile(r"invalid|validation|\binput\b", re.IGNORECASE)
+#: transport errors raised before any byte of the request was sent
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+_CONTENT_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+}
+
+
+class ReplicateProvider(Provider):
+    """Runs routes on Replicate; see the module docstring."""
+
+    name = "replicate"
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        base_url: str = "https://api.replicate.com",
+        timeout: float = 30.0,
+        poll_interval: float = 1.0,
+    ) -> None:
+        if urlsplit(base_url).scheme not in ("http", "https"):
+            raise ConfigError("replicate: 'base_url' must be an http(s) URL.")
+        if not timeout > 0:
+            raise ConfigError("replicate: 'timeout' must be more than 0 seconds.")
+        if not poll_interval > 0:
+            raise ConfigError("replicate: 'poll_interval' must be more than 0 seconds.")
+        self._token = token or None
+        self._base_url = base_url
+        self._timeout = httpx.Timeout(timeout, connect=timeout / 2, pool=timeout / 2)
+        self._deadline = 2 * timeout
+        self.poll_interval = poll_interval
+        self._clients: dict[asyncio.AbstractEventLoop, Client] = {}
+        self._delays: OrderedDict[str, float] = OrderedDict()
+
+    # -- the seam ------------------------------------------------------------------------
+
+    def availability(self, route: RouteSpec) -> tuple[bool, str | None]:
+        return (True, None) if self._token else (False, NO_TOKEN)
+
+    async def submit(
+        self, route: RouteSpec, job_input: dict[str, Any], *, job_id: str, kind: str
+    ) -> ProviderRef:
+        deployment, name, version = _parse_target(route)
+        try:
+            payload = map_input(route, job_input)
+        except ValueError as exc:
+            raise ProviderUnavailable(f"Route {route.name}: {exc}") from exc
+        client = self._client()
+        async with self._edge("submit"):
+            if deployment:
+                create = client.deployments.predictions.async_create
+                prediction = await create(deployment=name, input=payload)
+            elif version is not None:
+                prediction = await client.predictions.async_create(version=version, input=payload)
+            else:
+                prediction = await client.models.predictions.async_create(model=name, input=payload)
+        if not prediction.id:
+            raise ProviderUnavailable("Replicate created a prediction without an id.")
+        urls = prediction.urls or {}
+        get, cancel = urls.get("get"), urls.get("cancel")
+        return ProviderRef(
+            prediction.id, {"get": get, "cancel": cancel, "target": route.target, "kind": kind}
+        )
+
+    async def poll(self, route: RouteSpec, ref: ProviderRef) -> ProviderState:
+        client = self._client()
+        async with self._edge("get"):
+            try:
+                prediction = await client.predictions.async_get(ref.request_id)
+            except ValueError as exc:
+                if _aborted(exc):
+                    return ProviderState(StateKind.CANCELLED)
+                raise
+        return _state(prediction, str(ref.data.get("kind") or ""))
+
+    async def wait(self, route: RouteSpec, ref: ProviderRef, timeout: float) -> ProviderState:
+        await asyncio.sleep(max(0.0, min(timeout, self._next_delay(ref.request_id))))
+        state = await self.poll(route, ref)
+        if state.terminal:
+            self._delays.pop(ref.request_id, None)
+        return state
+
+    async def cancel(self, route: RouteSpec, ref: ProviderRef) -> None:
+        """Cancel; a prediction Replicate no longer knows (404) or that is over is fine."""
+        client = self._client()
+        self._delays.pop(ref.request_id, None)
+        with contextlib.suppress(ProviderLostRequest):
+            async with self._edge("cancel"):
+                # a 2xx the client cannot parse (e.g. an ``aborted`` status) was still accepted
+                with contextlib.suppress(ValueError):
+                    await client.predictions.async_cancel(ref.request_id)
+
+    async def aclose(self) -> None:
+        """Close this loop's client; drop the others (they cannot be closed from this loop)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        self._clients.clear()
+        self._delays.clear()
+        if client is not None and (http := _cached_httpx_client(client)) is not None:
+            await http.aclose()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _client(self) -> Client:
+        """The running loop's client (made on first use; clients of closed loops dropped)."""
+        if not self._token:
+            raise ProviderUnavailable(NO_TOKEN, code="provider_auth")
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            for stale in [other for other in self._clients if other.is_closed()]:
+                del self._clients[stale]
+            client = Client(api_token=self._token, base_url=self._base_url, timeout=self._timeout)
+            self._clients[loop] = client
+        return client
+
+    def _next_delay(self, request_id: str) -> float:
+        delay = self._delays.pop(request_id, self.poll_interval / 4)
+        self._delays[request_id] = min(delay * 1.5, self.poll_interval * 4)
+        while len(self._delays) > _MAX_TRACKED:
+            self._delays.popitem(last=False)
+        return delay
+
+    @contextlib.asynccontextmanager
+    async def _edge(self, operation: Operation) -> AsyncIterator[None]:
+        """Bound one client call by the deadline and translate what it raises."""
+        try:
+            async with asyncio.timeout(self._deadline):
+                yield
+        except ReplicateError as exc:
+            raise _from_status(exc, operation) from exc
+        except httpx.TransportError as exc:
+            raise _from_transport(exc, operation) from exc
+        except TimeoutError as exc:
+            if operation == "submit":
+                raise ProviderSubmitUncertain(
+                    f"Replicate did not answer the submission within {self._deadline:g} s."
+                ) from exc
+            raise ProviderTransientError(
+                f"Replicate did not answer within {self._deadline:g} s."
+            ) from exc
+        except (ReplicateException, httpx.HTTPError, ValueError, TypeError, KeyError) as exc:
+            message = f"Replicate sent an answer the client could not read ({type(exc).__name__})."
+            if operation == "submit":
+                raise ProviderUnavailable(message) from exc
+            raise ProviderTransientError(message) from exc
+
+
+def _parse_target(route: RouteSpec) -> tuple[bool, str, str | None]:
+    """``(is_deployment, "owner/name", version or None)`` for the route's target."""
+    match = _TARGET.match(route.target.strip())
+    if match is None:
+        raise ProviderUnavailable(
+            f"Route {route.name}: the target must be 'owner/name', 'owner/name:version' or "
+            "'deployments/owner/name'."
+        )
+    deployment = bool(match["deployment"]) or route.options.get("deployment") is True
+    if deployment and match["version"]:
+        raise ProviderUnavailable(f"Route {route.name}: a deployment target takes no version.")
+    return deployment, match["name"], match["version"]
+
+
+def _from_status(exc: ReplicateError, operation: Operation) -> ProviderError:
+    status = exc.status or 0
+    detail = (exc.detail or exc.title or "").strip() or f"HTTP {status}"
+    message = f"Replicate answered {status}: {detail}"
+    if status in (400, 422) and operation == "submit":
+        return ProviderInputError(detail)
+    if status in (401, 403):
+        return ProviderUnavailable(message, code="provider_auth")
+    if status == 402:
+        return ProviderUnavailable(message, code="provider_out_of_credit")
+    if status == 404:
+        if operation == "submit":
+            return ProviderUnavailable(f"Replicate does not know this model or version: {detail}")
+        return ProviderLostRequest(message)
+    if status == 429:
+        found = _THROTTLED.search(detail)
+        return ProviderTransientError(message, retry_after=float(found[1]) if found else None)
+    if status in (408, 409, 425) or status >= 500:
+        return ProviderTransientError(message)
+    return ProviderUnavailable(message)
+
+
+def _from_transport(exc: httpx.TransportError, operation: Operation) -> ProviderError:
+    name = type(exc).__name__
+    if operation == "submit" and not isinstance(exc, _NOT_SENT):
+        return ProviderSubmitUncertain(
+            f"The submission to Replicate failed after it was sent ({name}); it may have "
+            "created a prediction, so it is not sent again."
+        )
+    return ProviderTransientError(f"Could not reach Replicate ({name}).")
+
+
+def _aborted(exc: ValueError) -> bool:
+    """Whether the client rejected a prediction because its status was ``aborted``.
+
+    replicate 1.0.7 types ``status`` as a Literal without ``aborted`` (set when a
+    ``Cancel-After`` deadline passes before start), so its pydantic v1 model refuses it.
+    """
+    errors = getattr(exc, "errors", None)
+    found = errors() if callable(errors) else []
+    return any(
+        isinstance(e, dict)
+        and e.get("loc") == ("status",)
+        and (e.get("ctx") or {}).get("given") == "aborted"
+        for e in found
+    )
+
+
+def _cached_httpx_client(client: Client) -> httpx.AsyncClient | None:
+    """The httpx client ``client`` made, if any.
+
+    replicate 1.0.7 offers no way to close its async client: it lives in the name-mangled
+    private attribute ``Client.__async_client``, created on first use by ``_async_client``.
+    """
+    found = getattr(client, "_Client__async_client", None)
+    return found if isinstance(found, httpx.AsyncClient) else None
+
+
+def _state(prediction: Prediction, kind: str) -> ProviderState:
+    status = prediction.status
+    if status == "starting":
+        return ProviderState(StateKind.QUEUED)
+    if status == "processing":
+        found = prediction.progress
+        progress = None if found is None else max(0, min(100, round(found.percentage * 100)))
+        return ProviderState(StateKind.RUNNING, progress=progress)
+    if status == "succeeded":
+        outputs = tuple(_outputs(prediction.output, kind))
+        return ProviderState(
+            StateKind.SUCCEEDED, progress=100, outputs=outputs, seed=_seed(prediction)
+        )
+    if status == "failed":
+        text = str(prediction.error or "").strip()[:2000] or "The prediction failed."
+        error_class = ProviderInputError if _INPUT_FAILURE.search(text) else ProviderUnavailable
+        return ProviderState(StateKind.FAILED, error=error_class(text))
+    if status == "canceled":
+        return ProviderState(StateKind.CANCELLED)
+    raise ProviderTransientError(f"Replicate answered an unknown status {status!r}.")
+
+
+def _outputs(output: object, kind: str, name: str | None = None) -> Iterator[Output]:
+    """Every URL in ``output``: a URL, a list of them, or a dict of them (nested at will)."""
+    if isinstance(output, str):
+        if output.startswith(("http://", "https://", "data:")):
+            extra = {} if name is None else {"name": name}
+            yield Output(_content_type(output, kind), url=output, extra=extra)
+    elif isinstance(output, list | tuple):
+        for item in output:
+            yield from _outputs(item, kind, name)
+    elif isinstance(output, dict):
+        for key, value in output.items():
+            yield from _outputs(value, kind, str(key))
+
+
+def _content_type(url: str, kind: str) -> str:
+    if url.startswith("data:"):
+        declared = url[5:].partition(",")[0].partition(";")[0].strip().lower()
+        if declared:
+            return declared
+    else:
+        extension = posixpath.splitext(urlsplit(url).path)[1].lstrip(".").lower()
+        if extension in _CONTENT_TYPES:
+            return _CONTENT_TYPES[extension]
+    return "video/mp4" if kind == "video" else "image/png"
+
+
+def _seed(prediction: Prediction) -> int | None:
+    """The prediction's ``input.seed``, else a ``Using seed: N`` log line (random seeds)."""
+    seed = (prediction.input or {}).get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    found = _SEED_LOG.search(prediction.logs or "")
+    return int(found[1]) if found else None
