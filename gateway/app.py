@@ -26,6 +26,7 @@ from gateway.api.files import FilesAPI
 from gateway.api.jobs import JobsAPI
 from gateway.api.models import ModelsAPI
 from gateway.auth import KeyRing
+from gateway.availability import Availability
 from gateway.breaker import BreakerPolicy, Breakers
 from gateway.catalog import Catalog, load_catalog
 from gateway.errors import GatewayError
@@ -35,8 +36,8 @@ from gateway.runner import JobRunner
 from gateway.scheduler import Scheduler
 from gateway.settings import Settings
 from gateway.storage import OwnFiles, ResultStorage, UrlSigner
+from gateway.store import create_store
 from gateway.store.base import JobStore
-from gateway.store.sqlite import SQLiteJobStore
 from providers.base import Provider
 from providers.registry import KNOWN_PROVIDERS, build_providers
 
@@ -69,7 +70,7 @@ def create_app(
 ) -> Starlette:
     settings = settings or Settings()
     catalog = catalog or load_catalog(settings.catalog_path, KNOWN_PROVIDERS)
-    store = store or SQLiteJobStore(settings.sqlite_path)
+    store = store or create_store(settings.database_url)
     storage = ResultStorage(settings.storage_dir, max_bytes=settings.max_output_bytes)
     signer = UrlSigner(b"", settings.base_url)  # keyed at start-up, from the store
     if providers is None:
@@ -103,7 +104,8 @@ def create_app(
         heartbeat_seconds=settings.heartbeat_seconds,
         poll_seconds=settings.scheduler_poll_seconds,
     )
-    service = JobService(store, catalog, scheduler)
+    availability = Availability(providers, breakers)
+    service = JobService(store, catalog, scheduler, availability)
     keyring = KeyRing(store, settings.static_api_keys())
     gw = Gateway(
         settings=settings,
@@ -142,7 +144,7 @@ def create_app(
     ttl = settings.file_url_ttl_seconds
     routes: list[BaseRoute] = [
         *JobsAPI(service, signer, ttl, settings.max_body_bytes).routes(),
-        *ModelsAPI(catalog, providers, breakers).routes(),
+        *ModelsAPI(catalog, availability).routes(),
         *FilesAPI(storage, signer).routes(),
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz, methods=["GET"]),

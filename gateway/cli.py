@@ -16,15 +16,15 @@ from gateway.auth import new_key_record
 from gateway.catalog import load_catalog
 from gateway.errors import ConfigError
 from gateway.settings import Settings
+from gateway.store import create_store
 from gateway.store.base import JobStore
-from gateway.store.sqlite import SQLiteJobStore
 from providers.registry import KNOWN_PROVIDERS
 
 T = TypeVar("T")
 
 
 def _store(settings: Settings) -> JobStore:
-    return SQLiteJobStore(settings.sqlite_path)
+    return create_store(settings.database_url)
 
 
 async def _with_store(settings: Settings, fn: Callable[[JobStore], Awaitable[T]]) -> T:

@@ -21,6 +21,7 @@
         ├── ProviderTransientError    429/5xx/timeouts: retry the same route
         ├── ProviderUnavailable       down, out of credit, bad credentials: next route
         ├── ProviderLostRequest       the provider no longer knows the request: resubmit
+        │   └── ProviderResultLost    ... and resubmitting would be paid again: fail the job
         └── ProviderSubmitUncertain   a submit that may or may not have created a (paid)
                                       request (timeout after sending): never resubmitted
 
@@ -199,6 +200,14 @@ class ProviderUnavailable(ProviderError):
 class ProviderLostRequest(ProviderError):
     default_message = "The provider no longer knows this request."
     default_code = "provider_lost_request"
+
+
+class ProviderResultLost(ProviderLostRequest):
+    default_message = (
+        "The provider no longer has this request or its result (results expire), and running "
+        "it again would be paid for twice; submit the job again."
+    )
+    default_code = "provider_result_lost"
 
 
 class ProviderSubmitUncertain(ProviderError):

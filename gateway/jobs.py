@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway.errors import Conflict, InvalidRequest, NotFound
 
 if TYPE_CHECKING:
+    from gateway.availability import Availability
     from gateway.catalog import Catalog, CatalogModel
     from gateway.store.base import JobStore
 
@@ -117,10 +118,17 @@ class Waker(Protocol):
 class JobService:
     """What every face calls: submit, read, list and cancel jobs."""
 
-    def __init__(self, store: JobStore, catalog: Catalog, waker: Waker | None = None) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        catalog: Catalog,
+        waker: Waker | None = None,
+        availability: Availability | None = None,
+    ) -> None:
         self.store = store
         self.catalog = catalog
         self.waker = waker
+        self.availability = availability
 
     def resolve(self, model_id: Any, kind: str | None = None) -> CatalogModel:
         if model_id is None or model_id == "":
@@ -153,6 +161,8 @@ class JobService:
         meta: dict[str, Any] | None = None,
         param_prefix: str = "",
     ) -> Job:
+        if self.availability is not None:
+            self.availability.require_configured(model)
         job = Job(
             id=new_job_id(),
             owner=owner,

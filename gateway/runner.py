@@ -21,6 +21,7 @@ from gateway.errors import (
     ProviderError,
     ProviderInputError,
     ProviderLostRequest,
+    ProviderResultLost,
     ProviderSubmitUncertain,
     ProviderTransientError,
     ProviderUnavailable,
@@ -37,7 +38,7 @@ log = logging.getLogger("backserv.runner")
 PROGRESS_SAVE_INTERVAL = 0.25
 #: errors that end the job at once: no retry, no fallback (a fallback cannot fix a bad
 #: prompt, and a submit that may have been accepted must not be paid for twice)
-FATAL_ERRORS = (ProviderInputError, ProviderSubmitUncertain)
+FATAL_ERRORS = (ProviderInputError, ProviderSubmitUncertain, ProviderResultLost)
 #: errors that say something about a route's health (they feed its circuit breaker)
 HEALTH_ERRORS = (ProviderTransientError, ProviderUnavailable, ProviderSubmitUncertain)
 
@@ -158,6 +159,13 @@ class JobRunner:
                 self._close_attempt(attempt, "failed", error)
                 if isinstance(error, HEALTH_ERRORS):
                     breaker.record(ok=False)
+                if isinstance(error, ProviderLostRequest) and not provider.free_resubmit:
+                    # e.g. a result expired while the gateway was down: running it again
+                    # would be paid for twice, so the job fails and says why
+                    await self._save_attempts(job)
+                    return ProviderResultLost(
+                        f"{error.message} {ProviderResultLost.default_message}"
+                    )
                 delay = self.policy.decide(error, tries)
                 if delay is None or time.time() + delay > deadline or not breaker.allow():
                     await self._save_attempts(job)

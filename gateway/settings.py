@@ -72,12 +72,16 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("must be sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                "must be sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+                "postgresql://user@host:port/database"
+            )
         return value
 
     @property
     def sqlite_path(self) -> Path:
+        """The SQLite file (only meaningful with a sqlite:/// URL)."""
         return Path(self.database_url[len("sqlite:///") :])
 
     @property

@@ -19,6 +19,7 @@ from gateway.errors import (
     ProviderError,
     ProviderInputError,
     ProviderLostRequest,
+    ProviderSubmitUncertain,
     ProviderTransientError,
     ProviderUnavailable,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "ProviderLostRequest",
     "ProviderRef",
     "ProviderState",
+    "ProviderSubmitUncertain",
     "ProviderTransientError",
     "ProviderUnavailable",
     "RouteSpec",
@@ -103,6 +105,9 @@ class Provider(ABC):
     name: str = ""
     #: seconds between polls when the provider offers nothing better
     poll_interval: float = 1.0
+    #: whether a request the provider forgot (ProviderLostRequest) may simply be submitted
+    #: again: true where a run costs nothing (sandbox, local); a paid provider fails the job
+    free_resubmit: bool = False
 
     def availability(self, route: RouteSpec) -> tuple[bool, str | None]:
         """Whether ``route`` can run now, and if not, why (e.g. missing credentials)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gateway.settings import Settings
 from providers.base import Provider
+from providers.fal import FalProvider
 from providers.replicate import ReplicateProvider
 from providers.sandbox import Fetch, SandboxProvider
 
@@ -21,6 +22,13 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             latency=settings.sandbox_latency,
             failure_rate=settings.sandbox_failure_rate,
             fetch=fetch,
+        ),
+        "fal": FalProvider(
+            key=settings.fal_key,
+            queue_url=settings.fal_queue_url,
+            submit_timeout=settings.provider_timeout_seconds,
+            poll_timeout=settings.provider_timeout_seconds,
+            poll_interval=settings.provider_poll_seconds,
         ),
         "replicate": ReplicateProvider(
             token=settings.replicate_api_token,

@@ -79,6 +79,7 @@ class SandboxProvider(Provider):
     """Renders placeholder media locally; see the module docstring."""
 
     name = "sandbox"
+    free_resubmit = True
 
     def __init__(
         self,

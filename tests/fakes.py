@@ -116,6 +116,7 @@ class FakeProvider(Provider):
         default: Callable[[], Script] = succeed,
     ) -> None:
         self.name = name
+        self.free_resubmit = True  # like the sandbox; tests of paid providers turn it off
         self.scripts = list(scripts or [])
         self.default = default
         self.available = True

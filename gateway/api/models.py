@@ -9,20 +9,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.common import json, principal
-from gateway.breaker import Breakers, BreakerState
+from gateway.availability import Availability
 from gateway.catalog import Catalog, CatalogModel
 from gateway.errors import InvalidRequest
 from gateway.kinds import KINDS
-from providers.base import Provider
 
 
 class ModelsAPI:
-    def __init__(
-        self, catalog: Catalog, providers: dict[str, Provider], breakers: Breakers | None = None
-    ) -> None:
+    def __init__(self, catalog: Catalog, availability: Availability) -> None:
         self.catalog = catalog
-        self.providers = providers
-        self.breakers = breakers or Breakers()
+        self.availability = availability
 
     def routes(self) -> list[Route]:
         return [
@@ -30,32 +26,8 @@ class ModelsAPI:
             Route("/v1/models/{model_id:path}", self.get_model, methods=["GET"]),
         ]
 
-    def route_status(self, model: CatalogModel) -> list[dict[str, Any]]:
-        out = []
-        for i, route in enumerate(model.routes):
-            provider = self.providers.get(route.provider)
-            reason: str | None
-            if provider is None:
-                ok, reason = False, f"the '{route.provider}' provider is not enabled"
-            else:
-                ok, reason = provider.availability(route)
-            circuit = self.breakers.state(route.name)
-            if ok and circuit is BreakerState.OPEN:
-                ok, reason = False, "paused after repeated failures (circuit open)"
-            out.append(
-                {
-                    "provider": route.provider,
-                    "target": route.target,
-                    "role": "primary" if i == 0 else "fallback",
-                    "available": ok,
-                    "reason": reason,
-                    "circuit": circuit.value,
-                }
-            )
-        return out
-
     def describe(self, model: CatalogModel) -> dict[str, Any]:
-        routes = self.route_status(model)
+        routes = self.availability.routes(model)
         return {
             "id": model.id,
             "object": "model",

@@ -242,17 +242,22 @@ async def test_upscale_of_something_that_is_not_an_image_fails_with_an_error(
     assert done["error"]["message"]
 
 
-async def test_job_whose_only_route_is_unavailable_fails_with_an_error(tmp_path: Path) -> None:
+async def test_job_for_a_model_no_route_can_run_is_refused_with_the_reason(
+    tmp_path: Path,
+) -> None:
     route = {"provider": "fal", "target": "fal-ai/flux/schnell"}
     raw = {"models": [{"id": "hosted", "kind": "image", "routes": [route]}]}
     catalog = parse_catalog(raw, KNOWN_PROVIDERS, source="test-catalog")
     async with running(make_settings(tmp_path), catalog=catalog) as (client, _gw):
-        job = await submit_image(client, model="hosted")
-        done = await wait_for(client, job["id"])
-    assert done["status"] == "FAILED", done
-    assert "result" not in done
-    assert isinstance(done["error"]["code"], str) and done["error"]["code"]
-    assert isinstance(done["error"]["message"], str) and done["error"]["message"]
+        resp = await client.post(
+            "/v1/jobs/images", json={"model": "hosted", "prompt": "x"}, headers=AUTH_A
+        )
+        listed = await client.get("/v1/jobs", headers=AUTH_A)
+    error = assert_error(resp, 503)
+    assert error["code"] == "model_unavailable" and error["param"] == "model"
+    assert "FAL_KEY" in error["message"]
+    assert resp.headers["retry-after"]
+    assert listed.json()["jobs"] == []  # nothing was accepted
 
 
 # -- listing -------------------------------------------------------------------------------

@@ -1,0 +1,447 @@
+"""The replicated JobStore: PostgreSQL through asyncpg, for several gateway replicas.
+
+Each replica holds a connection pool; nothing is shared in memory, the database arbitrates:
+
+- **Inserts are group-committed.** ``insert_job`` enqueues its row and awaits; one writer
+  task drains the queue and stores everything pending in one transaction with a single
+  ``executemany``. A row that fails (a duplicate id) is isolated by replaying that batch row
+  by row under savepoints, so its neighbours still commit. A job is acknowledged only after
+  the commit that holds it.
+- **Everything else is one statement, or one short transaction, on the pool.** Claims take
+  rows with ``FOR UPDATE SKIP LOCKED``; with a lane limit they first take the lane's advisory
+  lock, so replicas count and claim a lane's running jobs one at a time. Every write that ends
+  or changes an attempt is fenced by ``lease_token``, as in the SQLite store.
+- **Wake-ups ride LISTEN/NOTIFY.** A committed insert batch, a release and a requeue notify
+  ``backserv_work``; a cancel notifies ``backserv_cancel`` with the job id. Subscribers are
+  served by a dedicated, supervised listener connection (``Listener``).
+
+Every statement has a deadline (``command_timeout``). Pool connections are handed back
+without asyncpg's ``RESET ALL``/``UNLISTEN``/``pg_advisory_unlock_all`` round trip: the store
+never changes session state (``search_path`` is a start-up setting, advisory locks are
+transaction-scoped), so a read such as ``get_job`` is one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import StaleLease
+from gateway.jobs import Job, Status
+from gateway.store import postgres_schema as sql
+from gateway.store.base import ApiKeyRecord, JobStore
+from gateway.store.postgres_schema import dumps, job_row, migrate, quote_ident, row_to_job, rowcount
+
+log = logging.getLogger("backserv.store")
+
+COMMAND_TIMEOUT = 30.0  # seconds, for every statement on every connection
+CLOSE_GRACE = 10.0  # seconds close() waits for pending inserts, then for busy connections
+MAX_BATCH = 512
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 10.0  # seconds between the listener's reconnection attempts
+PING_SECONDS = 15.0  # an idle listener checks its connection this often
+
+OnWork = Callable[[], None]
+OnCancel = Callable[[str], None]
+
+
+async def _keep_session(conn: Any) -> None:
+    """Pool reset hook: asyncpg still rolls back an open transaction; nothing else to undo."""
+
+
+class _Insert:
+    __slots__ = ("future", "row")
+
+    def __init__(self, row: tuple[Any, ...], future: asyncio.Future[None]) -> None:
+        self.row = row
+        self.future = future
+
+
+def _settle(batch: list[_Insert], failures: dict[int, BaseException]) -> None:
+    for i, w in enumerate(batch):
+        if not w.future.done():
+            if i in failures:
+                w.future.set_exception(failures[i])
+            else:
+                w.future.set_result(None)
+
+
+class Listener:
+    """A dedicated LISTEN connection, supervised: reconnects with backoff, pings while idle.
+
+    Notifications sent while it was away are lost, so after a reconnect it calls ``on_work``
+    once; a lost cancel is caught by the scheduler's heartbeat instead.
+    """
+
+    def __init__(self, url: str, on_work: OnWork, on_cancel: OnCancel) -> None:
+        self.url = url
+        self.on_work = on_work
+        self.on_cancel = on_cancel
+        self.pid: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._delay = BACKOFF_MIN
+        self._was_connected = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="pg-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._listen()
+                log.warning("the listener connection was lost; reconnecting")
+            except Exception as exc:
+                log.warning("listener: %r; reconnecting in %.1f s", exc, self._delay)
+            await asyncio.sleep(self._delay)
+            self._delay = min(self._delay * 2, BACKOFF_MAX)
+
+    async def _listen(self) -> None:
+        """Listen until the connection is lost (returns) or fails a ping (raises)."""
+        conn = await asyncpg.connect(
+            self.url,
+            timeout=COMMAND_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+            server_settings={"application_name": "backserv-listener"},
+        )
+        lost = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(sql.WORK_CHANNEL, self._notified)
+            await conn.add_listener(sql.CANCEL_CHANNEL, self._notified)
+            self.pid = conn.get_server_pid()
+            self._delay = BACKOFF_MIN
+            if self._was_connected:
+                self.on_work()  # whatever was queued while we were away
+            self._was_connected = True
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), PING_SECONDS)
+                if not lost.is_set():
+                    await conn.execute("SELECT 1")
+        finally:
+            self.pid = None
+            if not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 2.0)
+                conn.terminate()
+
+    def _notified(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        if channel == sql.CANCEL_CHANNEL:
+            self.on_cancel(payload)
+        else:
+            self.on_work()
+
+
+class PostgresJobStore(JobStore):
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 2,
+        max_connections: int = 10,
+        schema: str | None = None,
+    ) -> None:
+        self.url = url
+        self.schema = schema
+        self.min_connections = min_connections
+        self.max_connections = max_connections
+        self._pool: Any = None
+        self._queue: asyncio.Queue[_Insert | None] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._subscribers: list[tuple[OnWork, OnCancel]] = []
+        self._listener: Listener | None = None
+        self._lane_lock_prefix = f"backserv.lane:{schema or ''}:"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        settings = {"application_name": "backserv"}
+        if self.schema is not None:
+            settings["search_path"] = quote_ident(self.schema)
+        pool = await asyncpg.create_pool(
+            self.url,
+            min_size=self.min_connections,
+            max_size=self.max_connections,
+            command_timeout=COMMAND_TIMEOUT,
+            server_settings=settings,
+            reset=_keep_session,
+        )
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, self.schema)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        self._queue = asyncio.Queue()
+        self._writer_task = asyncio.create_task(self._write_loop(self._queue), name="pg-writer")
+        self._start_listener()
+
+    async def close(self) -> None:
+        queue, self._queue = self._queue, None  # from now on insert_job refuses
+        if self._writer_task is not None and queue is not None:
+            queue.put_nowait(None)  # the writer commits what is ahead of this, then stops
+            with contextlib.suppress(TimeoutError):  # on timeout wait_for cancels the writer
+                await asyncio.wait_for(self._writer_task, CLOSE_GRACE)
+            self._writer_task = None
+        while queue is not None and not queue.empty():
+            pending = queue.get_nowait()
+            if pending is not None and not pending.future.done():
+                pending.future.set_exception(RuntimeError("the store is closed"))
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_GRACE)
+            except TimeoutError:
+                log.warning("closing the pool timed out; terminating its connections")
+                pool.terminate()
+
+    @property
+    def pool(self) -> Any:
+        """The asyncpg pool (``RuntimeError`` while the store is not open)."""
+        if self._pool is None:
+            raise RuntimeError("the store is not open")
+        return self._pool
+
+    # -- notifications ------------------------------------------------------------------
+
+    def subscribe(self, on_work: OnWork, on_cancel: OnCancel) -> None:
+        """Call ``on_work()`` when any replica queues work, ``on_cancel(id)`` on a cancel.
+
+        Callbacks run on the event loop and must not block. Subscribing the same pair again
+        (a restarted scheduler) registers it once. The listener starts now if the store is
+        open, else in ``open()``.
+        """
+        if (on_work, on_cancel) not in self._subscribers:
+            self._subscribers.append((on_work, on_cancel))
+        self._start_listener()
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The server pid of the listener connection while it is connected, else None."""
+        return None if self._listener is None else self._listener.pid
+
+    def _start_listener(self) -> None:
+        if self._listener is None and self._subscribers and self._pool is not None:
+            self._listener = Listener(self.url, self._work, self._cancelled)
+            self._listener.start()
+
+    def _work(self) -> None:
+        for on_work, _ in list(self._subscribers):
+            try:
+                on_work()
+            except Exception:
+                log.exception("a work subscriber failed")
+
+    def _cancelled(self, job_id: str) -> None:
+        for _, on_cancel in list(self._subscribers):
+            try:
+                on_cancel(job_id)
+            except Exception:
+                log.exception("a cancel subscriber failed")
+
+    # -- the group-committing writer ----------------------------------------------------
+
+    async def _write_loop(self, queue: asyncio.Queue[_Insert | None]) -> None:
+        stop = False
+        while not stop:
+            first = await queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH and not queue.empty():
+                item = queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                _settle(batch, await self._commit(batch))
+            except asyncio.CancelledError:
+                _settle(batch, dict.fromkeys(range(len(batch)), RuntimeError("store closed")))
+                raise
+            except Exception as exc:  # the connection or the commit failed: nothing holds
+                log.exception("insert batch of %d failed", len(batch))
+                _settle(batch, dict.fromkeys(range(len(batch)), exc))
+
+    async def _commit(self, batch: list[_Insert]) -> dict[int, BaseException]:
+        """Insert the batch; return the failure of each row that could not be stored."""
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.executemany(sql.INSERT_JOB, [w.row for w in batch])
+                    await conn.execute(sql.NOTIFY_WORK)
+                return {}
+            except asyncpg.PostgresError:  # one bad row: replay one by one to isolate it
+                pass
+            failures: dict[int, BaseException] = {}
+            async with conn.transaction():
+                for i, w in enumerate(batch):
+                    try:
+                        async with conn.transaction():  # a savepoint per row
+                            await conn.execute(sql.INSERT_JOB, *w.row)
+                    except asyncpg.PostgresError as exc:
+                        failures[i] = exc
+                if len(failures) < len(batch):
+                    await conn.execute(sql.NOTIFY_WORK)
+            return failures
+
+    # -- jobs: faces --------------------------------------------------------------------
+
+    async def insert_job(self, job: Job) -> None:
+        if self._queue is None:
+            raise RuntimeError("the store is not open")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Insert(job_row(job), future))
+        await future
+
+    async def get_job(self, job_id: str) -> Job | None:
+        row = await self.pool.fetchrow(sql.SELECT_JOB, job_id)
+        return None if row is None else row_to_job(row)
+
+    async def list_jobs(
+        self,
+        owner: str | None,
+        *,
+        limit: int,
+        after: str | None = None,
+        status: Status | None = None,
+        model: str | None = None,
+    ) -> tuple[list[Job], bool]:
+        statement, params = sql.list_jobs_query(owner, after, status, model, limit + 1)
+        rows = await self.pool.fetch(statement, *params)
+        return [row_to_job(r) for r in rows[:limit]], len(rows) > limit
+
+    async def cancel(self, job_id: str) -> Job | None:
+        row = await self.pool.fetchrow(sql.CANCEL, time.time(), job_id)
+        return None if row is None else row_to_job(row)
+
+    # -- jobs: the scheduler ------------------------------------------------------------
+
+    async def claim(
+        self,
+        lane: str,
+        limit: int,
+        worker: str,
+        lease_seconds: float,
+        *,
+        lane_limit: int | None = None,
+    ) -> list[Job]:
+        if limit <= 0:
+            return []
+        now = time.time()
+        args = (lane, worker, now + lease_seconds, now)
+        async with self.pool.acquire() as conn:
+            if lane_limit is None:
+                rows = await conn.fetch(sql.CLAIM, *args, limit)
+            else:
+                async with conn.transaction():
+                    # The count is a statement of its own, after the lock: in READ COMMITTED
+                    # a statement sees what committed before it began, so only then does it
+                    # see the claims of whichever replica held the lock before us.
+                    await conn.execute(sql.LANE_LOCK, self._lane_lock_prefix + lane)
+                    running = int(await conn.fetchval(sql.COUNT_RUNNING, lane))
+                    take = min(limit, lane_limit - running)
+                    if take <= 0:
+                        return []
+                    rows = await conn.fetch(sql.CLAIM, *args, take)
+        return [row_to_job(r) for r in rows]
+
+    async def heartbeat(
+        self, worker: str, tokens: dict[str, int], lease_seconds: float
+    ) -> set[str]:
+        if not tokens:
+            return set()
+        expires = time.time() + lease_seconds
+        rows = await self.pool.fetch(
+            sql.HEARTBEAT, expires, list(tokens), list(tokens.values()), worker
+        )
+        return {r[0] for r in rows}
+
+    async def save_progress(
+        self, job_id: str, token: int, progress: int, queue_position: int | None
+    ) -> None:
+        now = time.time()
+        await self.pool.execute(sql.SAVE_PROGRESS, progress, queue_position, now, job_id, token)
+
+    async def save_attempts(
+        self,
+        job_id: str,
+        token: int,
+        attempts: list[dict[str, Any]],
+        *,
+        active_only: bool = False,
+    ) -> None:
+        statement = sql.SAVE_ATTEMPTS_ACTIVE if active_only else sql.SAVE_ATTEMPTS
+        done = await self.pool.execute(statement, dumps(attempts), time.time(), job_id, token)
+        if rowcount(done) == 0:
+            raise StaleLease(f"job {job_id}: lease token {token} is stale or the job ended")
+
+    async def finish(
+        self,
+        job_id: str,
+        token: int,
+        status: Status,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        attempts: list[dict[str, Any]] | None = None,
+    ) -> None:
+        done = await self.pool.execute(
+            sql.FINISH,
+            status.value,
+            None if result is None else dumps(result),
+            None if error is None else dumps(error),
+            None if attempts is None else dumps(attempts),
+            time.time(),
+            job_id,
+            token,
+        )
+        if rowcount(done) == 0:
+            raise StaleLease(f"job {job_id}: not PROCESSING under lease token {token}")
+
+    async def release(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
+        await self.pool.fetchval(sql.RELEASE, dumps(attempts), time.time(), job_id, token)
+
+    async def requeue_expired(self, now: float) -> int:
+        return int(await self.pool.fetchval(sql.REQUEUE_EXPIRED, now))
+
+    # -- api keys and metadata ----------------------------------------------------------
+
+    async def create_key(self, record: ApiKeyRecord) -> None:
+        r = record
+        await self.pool.execute(
+            sql.INSERT_KEY, r.id, r.name, r.key_hash, r.prefix, r.created_at, r.revoked_at, r.scopes
+        )
+
+    async def find_key(self, key_hash: str) -> ApiKeyRecord | None:
+        row = await self.pool.fetchrow(sql.FIND_KEY, key_hash)
+        return None if row is None else ApiKeyRecord(*row)
+
+    async def list_keys(self) -> list[ApiKeyRecord]:
+        return [ApiKeyRecord(*r) for r in await self.pool.fetch(sql.LIST_KEYS)]
+
+    async def revoke_key(self, key_id: str, now: float) -> bool:
+        return rowcount(await self.pool.execute(sql.REVOKE_KEY, now, key_id)) > 0
+
+    async def get_meta(self, key: str) -> str | None:
+        value = await self.pool.fetchval(sql.GET_META, key)
+        return None if value is None else str(value)
+
+    async def set_meta_if_absent(self, key: str, value: str) -> str:
+        return str(await self.pool.fetchval(sql.SET_META_IF_ABSENT, key, value))

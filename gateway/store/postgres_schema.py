@@ -1,0 +1,298 @@
+"""The PostgreSQL side of the store: its migrations and every statement run against them.
+
+The tables and the SQL that reads and writes them live together, so a column change is one
+file; ``postgres.py`` holds the connections, the writer and the listener.
+
+Migrations are versioned rows of ``schema_migrations``. ``migrate`` runs them in one
+transaction under a transaction-scoped advisory lock keyed on the schema, so replicas that
+start together take turns: the first applies what is pending, the others find nothing to do.
+
+The columns mirror SQLite's (``sqlite_schema.py``): text ids, a ``bigserial`` ``seq`` for
+ordering and cursors, epoch seconds as ``double precision``. JSON documents are ``json``, not
+``jsonb``: ``json`` keeps the text orjson wrote byte for byte (key order, and ``\\u0000``
+escapes, which ``jsonb`` rejects: a prompt SQLite stores would fail here), costs no
+re-encoding on the insert path, and still checks the syntax and answers ``->``/``->>`` for
+ad-hoc queries. Nothing in the gateway queries inside a document, so jsonb's indexable binary
+form would buy nothing today; orjson encodes and decodes in Python, as for SQLite.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from gateway.jobs import Job, Status
+
+log = logging.getLogger("backserv.store")
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, api keys, metadata (the SQLite schema's migrations 1 and 2 together)
+    """
+    CREATE TABLE jobs (
+        seq            bigserial PRIMARY KEY,
+        id             text NOT NULL UNIQUE,
+        owner          text NOT NULL,
+        kind           text NOT NULL,
+        model          text NOT NULL,
+        lane           text NOT NULL,
+        status         text NOT NULL CHECK (status IN
+                           ('QUEUED', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED')),
+        priority       integer NOT NULL DEFAULT 0,
+        progress       integer NOT NULL DEFAULT 0,
+        queue_position integer,
+        input          json NOT NULL,
+        result         json,
+        error          json,
+        attempts       json NOT NULL DEFAULT '[]',
+        meta           json NOT NULL DEFAULT '{}',
+        created_at     double precision NOT NULL,
+        updated_at     double precision,
+        started_at     double precision,
+        completed_at   double precision,
+        lease_token    bigint NOT NULL DEFAULT 0,
+        lease_owner    text,
+        lease_expires  double precision
+    );
+    CREATE INDEX jobs_owner_seq ON jobs (owner, seq);
+    CREATE INDEX jobs_claim ON jobs (lane, priority DESC, seq) WHERE status = 'QUEUED';
+    CREATE INDEX jobs_lease ON jobs (lease_expires) WHERE status = 'PROCESSING';
+    CREATE INDEX jobs_lane_running ON jobs (lane) WHERE status = 'PROCESSING';
+
+    CREATE TABLE api_keys (
+        id          text PRIMARY KEY,
+        name        text NOT NULL,
+        key_hash    text NOT NULL UNIQUE,
+        prefix      text NOT NULL,
+        scopes      text NOT NULL DEFAULT '',
+        created_at  double precision NOT NULL,
+        revoked_at  double precision
+    );
+
+    CREATE TABLE meta (
+        key   text PRIMARY KEY,
+        value text NOT NULL
+    );
+    """,
+)
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as an SQL identifier, whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def migrate(conn: Any, schema: str | None) -> list[int]:
+    """Create ``schema`` if needed and apply pending migrations; return the numbers applied.
+
+    ``conn`` is an asyncpg connection whose ``search_path`` already names ``schema``.
+    """
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"backserv.migrate:{schema or ''}",
+        )
+        # look before creating: CREATE ... IF NOT EXISTS checks the CREATE privilege first,
+        # which a least-privileged runtime role need not hold once the tables exist
+        exists = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
+        if schema is not None and not await conn.fetchval(exists, schema):
+            await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
+        if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+            await conn.execute(
+                "CREATE TABLE schema_migrations ("
+                "version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+            )
+        current = int(
+            await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        )
+        if current > len(MIGRATIONS):
+            log.warning(
+                "the database is at schema version %d, newer than this code's %d",
+                current,
+                len(MIGRATIONS),
+            )
+        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            log.info("applying schema migration %d", number)
+            await conn.execute(script)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) "
+                "VALUES ($1, extract(epoch FROM clock_timestamp()))",
+                number,
+            )
+            applied.append(number)
+    return applied
+
+
+# -- statements ---------------------------------------------------------------------------
+
+WORK_CHANNEL, CANCEL_CHANNEL = "backserv_work", "backserv_cancel"
+NOTIFY_WORK = f"NOTIFY {WORK_CHANNEL}"
+
+JOB_COLUMNS = (
+    "id, owner, kind, model, lane, status, priority, progress, queue_position, input, result, "
+    "error, attempts, meta, created_at, updated_at, started_at, completed_at, lease_token, "
+    "lease_owner, lease_expires"
+)
+INSERT_JOB = (
+    "INSERT INTO jobs (id, owner, kind, model, lane, status, priority, progress, input, "
+    "attempts, meta, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
+)
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+CANCEL = f"""
+    WITH cancelled AS (
+        UPDATE jobs SET status = 'CANCELLED', completed_at = $1, updated_at = $1,
+            lease_owner = NULL, lease_expires = NULL
+        WHERE id = $2 AND status IN ('QUEUED', 'PROCESSING') RETURNING {JOB_COLUMNS}
+    )
+    SELECT {JOB_COLUMNS}, pg_notify('{CANCEL_CHANNEL}', id)::text FROM cancelled
+"""
+
+LANE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+COUNT_RUNNING = "SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND lane = $1"
+# The picked rows are materialized once: a plain ``seq IN (subquery)`` may be planned as a
+# rescanned semi-join, and a rescanned LIMIT ... SKIP LOCKED can pick more than LIMIT rows.
+CLAIM = f"""
+    WITH picked AS MATERIALIZED (
+        SELECT seq FROM jobs WHERE status = 'QUEUED' AND lane = $1
+        ORDER BY priority DESC, seq LIMIT $5 FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE jobs SET status = 'PROCESSING', lease_token = lease_token + 1,
+            lease_owner = $2, lease_expires = $3, updated_at = $4,
+            started_at = COALESCE(started_at, $4)
+        FROM picked WHERE jobs.seq = picked.seq
+        RETURNING jobs.seq AS seq, {JOB_COLUMNS}
+    )
+    SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, seq
+"""
+HEARTBEAT = """
+    UPDATE jobs SET lease_expires = $1 FROM unnest($2::text[], $3::bigint[]) AS held(id, token)
+    WHERE jobs.id = held.id AND jobs.lease_token = held.token AND jobs.lease_owner = $4
+        AND jobs.status = 'PROCESSING'
+    RETURNING jobs.id
+"""
+SAVE_PROGRESS = """
+    UPDATE jobs SET progress = $1, queue_position = $2, updated_at = $3
+    WHERE id = $4 AND lease_token = $5 AND status = 'PROCESSING'
+"""
+SAVE_ATTEMPTS = "UPDATE jobs SET attempts = $1, updated_at = $2 WHERE id = $3 AND lease_token = $4"
+SAVE_ATTEMPTS_ACTIVE = SAVE_ATTEMPTS + " AND status = 'PROCESSING'"
+FINISH = """
+    UPDATE jobs SET status = $1, result = $2, error = $3, attempts = COALESCE($4, attempts),
+        completed_at = $5, updated_at = $5, queue_position = NULL, lease_owner = NULL,
+        lease_expires = NULL, progress = CASE WHEN $1 = 'COMPLETED' THEN 100 ELSE progress END
+    WHERE id = $6 AND lease_token = $7 AND status = 'PROCESSING'
+"""
+
+
+def _counting_notify(update: str) -> str:
+    """``update`` returning how many rows it changed, and waking workers if any."""
+    return (
+        f"WITH done AS ({update} RETURNING 1) SELECT count(*), CASE WHEN count(*) > 0 "
+        f"THEN pg_notify('{WORK_CHANNEL}', '')::text END FROM done"
+    )
+
+
+RELEASE = _counting_notify(
+    "UPDATE jobs SET status = 'QUEUED', attempts = $1, updated_at = $2, lease_owner = NULL, "
+    "lease_expires = NULL WHERE id = $3 AND lease_token = $4 AND status = 'PROCESSING'"
+)
+REQUEUE_EXPIRED = _counting_notify(
+    "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires = NULL, "
+    "updated_at = $1 WHERE status = 'PROCESSING' AND lease_expires < $1"
+)
+
+
+def list_jobs_query(
+    owner: str | None, after: str | None, status: Status | None, model: str | None, limit: int
+) -> tuple[str, list[Any]]:
+    """A page of jobs, newest first; only the filters given become predicates (so each
+    combination gets a plan that can use its index)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for condition, value in (
+        ("owner = $", owner),
+        ("seq < COALESCE((SELECT seq FROM jobs WHERE id = $), -1)", after),
+        ("status = $", None if status is None else status.value),
+        ("model = $", model),
+    ):
+        if value is not None:
+            params.append(value)
+            where.append(condition.replace("$", f"${len(params)}"))
+    clause = ("WHERE " + " AND ".join(where)) if where else ""
+    params.append(limit)
+    return f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ${len(params)}", params
+
+
+KEY_COLUMNS = "id, name, key_hash, prefix, created_at, revoked_at, scopes"
+INSERT_KEY = f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7)"
+FIND_KEY = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
+LIST_KEYS = f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at"
+REVOKE_KEY = "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
+GET_META = "SELECT value FROM meta WHERE key = $1"
+# DO UPDATE (to the stored value) waits for and returns a row a concurrent insert committed;
+# DO NOTHING then SELECT in one statement would not see that row (an older snapshot)
+SET_META_IF_ABSENT = (
+    "INSERT INTO meta (key, value) VALUES ($1, $2) "
+    "ON CONFLICT (key) DO UPDATE SET value = meta.value RETURNING value"
+)
+
+
+def rowcount(tag: str) -> int:
+    """The row count of a command tag such as ``UPDATE 3``."""
+    return int(tag.rpartition(" ")[2] or 0)
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_JOB`` for a new job."""
+    return (
+        job.id,
+        job.owner,
+        job.kind,
+        job.model,
+        job.lane,
+        job.status.value,
+        job.priority,
+        job.progress,
+        dumps(job.input),
+        dumps(job.attempts),
+        dumps(job.meta),
+        job.created_at,
+        job.updated_at,
+    )
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+def row_to_job(row: Any) -> Job:
+    """A job from a row of ``JOB_COLUMNS``."""
+    return Job(
+        id=row[0],
+        owner=row[1],
+        kind=row[2],
+        model=row[3],
+        lane=row[4],
+        status=Status(row[5]),
+        priority=row[6],
+        progress=row[7],
+        queue_position=row[8],
+        input=orjson.loads(row[9]),
+        result=_loads(row[10]),
+        error=_loads(row[11]),
+        attempts=orjson.loads(row[12]),
+        meta=orjson.loads(row[13]),
+        created_at=row[14],
+        updated_at=row[15],
+        started_at=row[16],
+        completed_at=row[17],
+        lease_token=row[18],
+        lease_owner=row[19],
+        lease_expires=row[20],
+    )
