@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from gateway.errors import StaleLease
+from gateway.errors import ServiceUnavailable, StaleLease
 from gateway.jobs import Job, Status
 from gateway.store.base import ApiKeyRecord, JobStore
 from gateway.store.sqlite_schema import MIGRATIONS
@@ -40,6 +40,11 @@ INSERT_JOB = (
     "attempts, meta, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 MAX_BATCH = 512
+CLOSE_GRACE = 10.0  # seconds close() waits for queued writes to commit
+
+
+def _closed_error() -> ServiceUnavailable:
+    return ServiceUnavailable("The gateway is shutting down; try again.", code="shutting_down")
 
 
 def _dumps(value: Any) -> str:
@@ -92,10 +97,12 @@ class SQLiteJobStore(JobStore):
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
+        self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
+        self._closed = False
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
@@ -127,7 +134,11 @@ class SQLiteJobStore(JobStore):
             raise
 
     async def close(self) -> None:
+        """Commit what is already queued (up to ``CLOSE_GRACE`` seconds), then close."""
+        self._closed = True
         if self._writer_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), CLOSE_GRACE)
             self._writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
@@ -135,7 +146,7 @@ class SQLiteJobStore(JobStore):
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():
-                pending.future.set_exception(RuntimeError("the store is closed"))
+                pending.future.set_exception(_closed_error())
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -157,6 +168,9 @@ class SQLiteJobStore(JobStore):
                 with contextlib.suppress(Exception):
                     await conn.rollback()
                 self._fail_all(batch, exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
     @staticmethod
     def _fail_all(batch: list[_Write], exc: Exception) -> None:
@@ -197,9 +211,14 @@ class SQLiteJobStore(JobStore):
             else:
                 w.future.set_result(value)
 
+    def _enqueue(self, write: _Write) -> None:
+        if self._closed:
+            raise _closed_error()
+        self._queue.put_nowait(write)
+
     async def _write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Write(fn, None, future))
+        self._enqueue(_Write(fn, None, future))
         return await future
 
     async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -225,7 +244,7 @@ class SQLiteJobStore(JobStore):
             job.created_at,
             job.updated_at,
         )
-        self._queue.put_nowait(_Write(None, row, future))
+        self._enqueue(_Write(None, row, future))
         await future
 
     async def get_job(self, job_id: str) -> Job | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import StaleLease
+from gateway.errors import ServiceUnavailable, StaleLease
 from gateway.jobs import Job, Status, new_job_id
 from gateway.store.base import ApiKeyRecord, JobStore
 
@@ -671,3 +671,22 @@ async def test_concurrent_meta_set_if_absent_agrees_on_one_value(store: JobStore
     values = await asyncio.gather(*(store.set_meta_if_absent("k", f"v{i}") for i in range(20)))
     assert len(set(values)) == 1
     assert await store.get_meta("k") == values[0]
+
+
+async def test_close_commits_the_writes_already_queued(store: JobStore) -> None:
+    jobs = [make_job() for _ in range(50)]
+    pending = [asyncio.ensure_future(store.insert_job(j)) for j in jobs]
+    await asyncio.sleep(0)  # every insert is queued before the store closes
+    await store.close()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert results == [None] * len(jobs)
+    await store.open()
+    for job in jobs:
+        assert await store.get_job(job.id) is not None
+
+
+async def test_a_write_after_close_is_refused_at_once(store: JobStore) -> None:
+    await store.close()
+    with pytest.raises(ServiceUnavailable):
+        await asyncio.wait_for(store.insert_job(make_job()), 5)
+    await store.open()  # leave it open for the fixture's teardown

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from gateway.errors import ServiceUnavailable
 from gateway.jobs import Status
 from gateway.store.postgres import PostgresJobStore
 from gateway.store.postgres_schema import MIGRATIONS, quote_ident
@@ -187,7 +188,7 @@ async def test_close_commits_inserts_already_queued_then_refuses_new_ones(
     await first.close()
 
     assert await asyncio.gather(*pending) == [None] * 50
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ServiceUnavailable):
         await first.insert_job(make_job())
     second = replicas()
     await second.open()
