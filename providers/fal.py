@@ -146,6 +146,7 @@ class FalProvider(Provider):
         except ValueError as exc:
             raise ProviderUnavailable(f"Route {route.name}: {exc}") from exc
         url, headers = _submit_request(route)
+        headers["X-Backserv-Job-Id"] = job_id  # lets an operator (and tests) match requests
         sent = SendTracker()
         with translate_errors("submit", sent):
             async with asyncio.timeout(self._submit_timeout):
