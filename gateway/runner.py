@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -60,6 +61,7 @@ class JobRunner:
         breaker_wait: float = 60.0,
     ) -> None:
         self.breakers = breakers or Breakers()
+        self._submitting: dict[str, asyncio.Future[ProviderRef]] = {}
         self.breaker_wait = breaker_wait
         self.store = store
         self.providers = providers
@@ -227,11 +229,35 @@ class JobRunner:
     ) -> ProviderRef:
         if attempt.get("request_id"):
             return ProviderRef(attempt["request_id"], attempt.get("ref") or {})
+        # A submit in flight is not interrupted by a cancel or a shutdown: the provider may
+        # be accepting (and billing) it, so its reference must be recorded, to be cancelled
+        # or handed on. ``settle_submit`` lets the canceller wait for it.
+        task = asyncio.ensure_future(self._submit_and_record(job, attempt, route, provider))
+        self._submitting[job.id] = task
+        task.add_done_callback(functools.partial(self._submit_done, job.id))
+        return await asyncio.shield(task)
+
+    async def _submit_and_record(
+        self, job: Job, attempt: dict[str, Any], route: RouteSpec, provider: Provider
+    ) -> ProviderRef:
         ref = await provider.submit(route, job.input, job_id=job.id, kind=job.kind)
         attempt["request_id"] = ref.request_id
         attempt["ref"] = ref.data
-        await self._save_attempts(job)  # the reference is persisted before anything else
+        await self.store.save_attempts(job.id, job.lease_token, job.attempts)
         return ref
+
+    def _submit_done(self, job_id: str, task: asyncio.Future[ProviderRef]) -> None:
+        if self._submitting.get(job_id) is task:
+            del self._submitting[job_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: the awaiting runner (or nobody) handles it
+
+    async def settle_submit(self, job: Job, timeout: float = 60.0) -> None:
+        """Wait (bounded) for a submit of ``job`` still in flight, so its reference is known."""
+        task = self._submitting.get(job.id)
+        if task is not None:
+            with contextlib.suppress(Exception, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
 
     async def _follow(
         self,

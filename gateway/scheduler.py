@@ -225,6 +225,7 @@ class Scheduler:
                 )
 
     async def _after_cancel(self, job: Job, reason: str) -> None:
+        await self.runner.settle_submit(job)
         model = self.catalog.models.get(job.model)
         if reason == _LOST:
             latest = await self.store.get_job(job.id)

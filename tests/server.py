@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,8 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    workdir: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -37,10 +39,30 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout)
+
+    def kill(self) -> int:
+        """``kill -9``: no shutdown code runs; returns once the process is reaped."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        return self.process.wait(10)
+
+    def restart(self) -> Server:
+        """Start a new process on the same port, workdir (database, files) and env."""
+        if self.process.poll() is None:
+            raise RuntimeError("the server is still running; stop or kill it first")
+        assert self.workdir is not None
+        return start_server(self.workdir, self.env, port=self.port)
 
 
 def start_server(workdir: Path, env: dict[str, str], port: int | None = None) -> Server:
@@ -59,6 +81,8 @@ def start_server(workdir: Path, env: dict[str, str], port: int | None = None) ->
     full_env.update(env)
     log_path = workdir / f"server-{port}.log"
     with log_path.open("ab") as log:
+        log.write(f"---- backserv serve started at {time.time():.3f} ----\n".encode())
+        log.flush()
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve"],
             cwd=workdir,
@@ -66,7 +90,7 @@ def start_server(workdir: Path, env: dict[str, str], port: int | None = None) ->
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(process, port, log_path)
+    server = Server(process, port, log_path, workdir, dict(env))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -75,7 +99,7 @@ def start_server(workdir: Path, env: dict[str, str], port: int | None = None) ->
             if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
                 return server
         time.sleep(0.05)
-    server.stop(signal.SIGKILL)
+    server.kill()
     raise RuntimeError(f"the server did not become healthy:\n{server.log()}")
 
 

@@ -260,3 +260,26 @@ async def test_many_jobs_with_flaky_providers_never_submit_more_than_logged(rig:
 
     assert all(j["status"] == "COMPLETED" for j in jobs), [j["status"] for j in jobs]
     assert_no_unlogged_submissions(rig, await rig.all_jobs())
+
+
+async def test_cancel_during_a_slow_submit_still_cancels_the_accepted_request(rig: Rig) -> None:
+    rig.fal.configure(latency=30.0)
+    rig.fal.script("submit", {"kind": "timeout", "hang_seconds": 1.0})  # slow, then accepted
+    job_id = await rig.submit()
+    await wait_for(rig.client, job_id, until=lambda j: j["status"] == "PROCESSING")
+    await asyncio.sleep(0.3)  # the submit is in flight
+
+    resp = await rig.client.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A)
+    assert resp.status_code == 200
+
+    deadline = time.monotonic() + 10
+    while True:
+        job = (await rig.client.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+        if job["attempts"] and job["attempts"][-1]["outcome"] == "cancelled":
+            break
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.05)
+    [submit] = rig.fal.requests("submit")
+    assert job["status"] == "CANCELLED"
+    assert job["attempts"][-1]["request_id"] == submit.request_id  # recorded, not lost
+    assert [r for r in rig.fal.requests("cancel") if submit.request_id in r.path]
