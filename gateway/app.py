@@ -30,6 +30,7 @@ from gateway.availability import Availability
 from gateway.breaker import BreakerPolicy, Breakers
 from gateway.catalog import Catalog, load_catalog
 from gateway.errors import GatewayError
+from gateway.janitor import Janitor
 from gateway.jobs import JobService
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
@@ -58,6 +59,7 @@ class Gateway:
     scheduler: Scheduler
     signer: UrlSigner
     breakers: Breakers
+    janitor: Janitor
 
 
 def create_app(
@@ -107,6 +109,13 @@ def create_app(
     availability = Availability(providers, breakers)
     service = JobService(store, catalog, scheduler, availability)
     keyring = KeyRing(store, settings.static_api_keys())
+    janitor = Janitor(
+        store,
+        storage,
+        file_ttl=settings.file_ttl_seconds,
+        record_ttl=settings.record_ttl_seconds,
+        interval=settings.purge_interval_seconds,
+    )
     gw = Gateway(
         settings=settings,
         store=store,
@@ -118,6 +127,7 @@ def create_app(
         scheduler=scheduler,
         signer=signer,
         breakers=breakers,
+        janitor=janitor,
     )
 
     @contextlib.asynccontextmanager
@@ -133,19 +143,21 @@ def create_app(
                 announce_first_key(first_key)
             if start_scheduler:
                 await scheduler.start()
+                janitor.start()
             yield
         finally:
+            await janitor.stop()
             await scheduler.stop(grace=10.0)
             for provider in providers.values():
                 with contextlib.suppress(Exception):
                     await provider.aclose()
             await store.close()
 
-    ttl = settings.file_url_ttl_seconds
+    ttl = settings.file_ttl_seconds
     routes: list[BaseRoute] = [
         *JobsAPI(service, signer, ttl, settings.max_body_bytes).routes(),
         *ModelsAPI(catalog, availability).routes(),
-        *FilesAPI(storage, signer).routes(),
+        *FilesAPI(storage, signer, store).routes(),
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz, methods=["GET"]),
     ]

@@ -9,9 +9,11 @@
     ├── PermissionDenied              403 permission_error
     ├── NotFound                      404 not_found_error
     ├── Conflict                      409 conflict_error        (illegal status transition)
+    │   └── DuplicateIdempotencyKey   the store refused a job: its idempotency key is taken
     ├── Gone                          410 invalid_request_error (expired result file)
     ├── PayloadTooLarge               413 invalid_request_error
     ├── UnsupportedMediaType          415 invalid_request_error
+    ├── IdempotencyKeyReused          422 invalid_request_error (same key, different request)
     ├── RateLimited                   429 rate_limit_error      (carries Retry-After)
     ├── ServiceUnavailable            503 service_unavailable   (carries Retry-After)
     ├── ConfigError                   raised at start-up: bad settings or catalog
@@ -109,6 +111,16 @@ class Conflict(GatewayError):
     default_message = "The request conflicts with the current state of the resource."
 
 
+class DuplicateIdempotencyKey(Conflict):
+    """Raised by a store when a job's (owner, idempotency key) is already taken.
+
+    The job service answers it by replaying the job that holds the key, so clients see it
+    only as a replay (or an ``IdempotencyKeyReused``), never as a 409 of its own.
+    """
+
+    default_message = "A job with this idempotency key already exists."
+
+
 class Gone(GatewayError):
     status_code = 410
     error_type = "invalid_request_error"
@@ -125,6 +137,18 @@ class UnsupportedMediaType(GatewayError):
     status_code = 415
     error_type = "invalid_request_error"
     default_message = "The request body must be JSON (Content-Type: application/json)."
+
+
+class IdempotencyKeyReused(GatewayError):
+    status_code = 422
+    error_type = "invalid_request_error"
+    default_message = (
+        "This Idempotency-Key was already used with a different request; use a new key for "
+        "a new request."
+    )
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, param="Idempotency-Key", code="idempotency_key_reused")
 
 
 class _RetryAfter(GatewayError):

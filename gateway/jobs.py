@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.errors import (
+    Conflict,
+    DuplicateIdempotencyKey,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    NotFound,
+)
 
 if TYPE_CHECKING:
     from gateway.availability import Availability
@@ -95,6 +101,12 @@ class Job:
     lease_token: int = 0
     lease_owner: str | None = None
     lease_expires: float | None = None
+    #: the client's ``Idempotency-Key`` (unique per owner) and the hash of the request it
+    #: came with; stored in the job's own row, so the job and its key are one insert
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    #: when the retention janitor deleted the job's result files (None: not yet)
+    files_purged_at: float | None = None
 
     @property
     def provider(self) -> str | None:
@@ -107,6 +119,16 @@ class Job:
     @property
     def fallback_used(self) -> bool:
         return any(a.get("route_index", 0) > 0 for a in self.attempts)
+
+
+def _replay(existing: Job, request_hash: str | None) -> Job:
+    """``existing`` if it was created by the same request, else ``IdempotencyKeyReused``."""
+    if existing.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            f"The Idempotency-Key '{existing.idempotency_key}' was already used with a "
+            f"different request (it created job {existing.id}); use a new key for a new request."
+        )
+    return existing
 
 
 class Waker(Protocol):
@@ -161,6 +183,41 @@ class JobService:
         meta: dict[str, Any] | None = None,
         param_prefix: str = "",
     ) -> Job:
+        """Validate and store a new QUEUED job, and wake the scheduler."""
+        job, _ = await self.submit_or_replay(
+            owner=owner,
+            model=model,
+            raw_input=raw_input,
+            priority=priority,
+            meta=meta,
+            param_prefix=param_prefix,
+        )
+        return job
+
+    async def submit_or_replay(
+        self,
+        *,
+        owner: str,
+        model: CatalogModel,
+        raw_input: Any,
+        priority: int = 0,
+        meta: dict[str, Any] | None = None,
+        param_prefix: str = "",
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> tuple[Job, bool]:
+        """``submit``, honouring an idempotency key; returns ``(job, replayed)``.
+
+        Without a key this is ``submit``. With one, the owner's job that already holds the
+        key is returned (``replayed``) when it came with the same ``request_hash``, and a
+        different hash is ``IdempotencyKeyReused`` (422). A twin request that inserts first
+        makes our insert fail on the unique index; we then replay the twin's job, so
+        concurrent requests with one key create one job.
+        """
+        if idempotency_key is not None:
+            existing = await self.store.find_by_idempotency_key(owner, idempotency_key)
+            if existing is not None:
+                return _replay(existing, request_hash), True
         if self.availability is not None:
             self.availability.require_configured(model)
         job = Job(
@@ -172,12 +229,25 @@ class JobService:
             lane=model.lane,
             priority=priority,
             meta=meta or {},
+            idempotency_key=idempotency_key,
+            request_hash=request_hash if idempotency_key is not None else None,
         )
         job.updated_at = job.created_at
-        await self.store.insert_job(job)
+        try:
+            await self.store.insert_job(job)
+        except DuplicateIdempotencyKey:
+            if idempotency_key is None:  # only a keyed job can collide on its key
+                raise
+            existing = await self.store.find_by_idempotency_key(owner, idempotency_key)
+            if existing is None:  # the twin was purged in between: vanishingly rare
+                raise Conflict(
+                    "A request with this Idempotency-Key was being processed; try again.",
+                    code="idempotency_key_in_use",
+                ) from None
+            return _replay(existing, request_hash), True
         if self.waker is not None:
             self.waker.wake()
-        return job
+        return job, False
 
     async def get(self, owner: str | None, job_id: str) -> Job:
         """``owner=None`` reads any job (admin); otherwise another owner's job is a 404."""

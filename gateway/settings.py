@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONCURRENCY = {"sandbox": 8, "fal": 16, "replicate": 16, "local": 1}
+MIN_RECORD_TTL = 24 * 3600
 
 
 class Settings(BaseSettings):
@@ -51,8 +52,22 @@ class Settings(BaseSettings):
     breaker_cooldown_seconds: float = Field(30.0, gt=0)
     breaker_max_wait_seconds: float = Field(120.0, ge=0)
 
-    # storage of results
-    file_url_ttl_seconds: int = Field(24 * 3600, ge=60)
+    # storage of results, and retention: how long finished jobs and their files are kept
+    #: result files (and their signed URLs) live this long after the job finished; then the
+    #: janitor deletes them and their URLs answer 410. (Formerly file_url_ttl_seconds; the
+    #: old variable name is still read.)
+    file_ttl_seconds: int = Field(
+        24 * 3600,
+        ge=60,
+        validation_alias=AliasChoices(
+            "file_ttl_seconds", "BACKSERV_FILE_TTL_SECONDS", "BACKSERV_FILE_URL_TTL_SECONDS"
+        ),
+    )
+    #: finished job records live this long; at least one day, because a job's record also
+    #: holds its Idempotency-Key, which must be kept for at least 24 h
+    record_ttl_seconds: int = 7 * 24 * 3600
+    #: how often the janitor looks for expired files and records
+    purge_interval_seconds: float = Field(300.0, gt=0)
     max_output_bytes: int = Field(200 * 1024 * 1024, ge=1024)
 
     # hosted providers: credentials under the vendors' own variable names
@@ -76,6 +91,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be sqlite:///relative/path.db, sqlite:////absolute/path.db or "
                 "postgresql://user@host:port/database"
+            )
+        return value
+
+    @field_validator("record_ttl_seconds")
+    @classmethod
+    def _records_outlive_idempotency_keys(cls, value: int) -> int:
+        if value < MIN_RECORD_TTL:
+            raise ValueError(
+                f"must be at least {MIN_RECORD_TTL} (one day): a job's record holds its "
+                f"Idempotency-Key, and keys are kept for at least 24 hours"
             )
         return value
 

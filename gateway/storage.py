@@ -3,7 +3,7 @@
 A result URL is ``{public_url}/files/{job_id}/{name}?expires={unix}&sig={hmac}``. The signature
 (HMAC-SHA256 with the gateway's secret over job id, file name and expiry) lets the URL open in
 a browser without an Authorization header, while nobody can forge or extend one. The expiry is
-fixed when the job completes (completion + ``file_url_ttl_seconds``), so a job's URL does not
+fixed when the job completes (completion + ``file_ttl_seconds``), so a job's URL does not
 change from one poll to the next.
 """
 

@@ -1,4 +1,9 @@
-"""Result files: ``GET /files/{job_id}/{name}?expires=…&sig=…`` (no Authorization needed)."""
+"""Result files: ``GET /files/{job_id}/{name}?expires=…&sig=…`` (no Authorization needed).
+
+A URL past its expiry answers 410 Gone. So does a signed, unexpired URL whose file the
+retention janitor already deleted (the file lifetime was shortened after the URL was made),
+or whose job record is gone: the file existed and has expired, which 404 would not say.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,20 @@ from starlette.routing import Route
 
 from gateway.errors import Gone, NotFound, PermissionDenied
 from gateway.storage import ResultStorage, UrlSigner
+from gateway.store.base import JobStore
+
+_EXPIRED = (
+    "This result file has expired: results are kept for a limited time after the job completes."
+)
 
 
 class FilesAPI:
-    def __init__(self, storage: ResultStorage, signer: UrlSigner) -> None:
+    def __init__(
+        self, storage: ResultStorage, signer: UrlSigner, store: JobStore | None = None
+    ) -> None:
         self.storage = storage
         self.signer = signer
+        self.store = store
 
     def routes(self) -> list[Route]:
         return [Route("/files/{job_id}/{name}", self.get_file, methods=["GET", "HEAD"])]
@@ -34,12 +47,19 @@ class FilesAPI:
         if not self.signer.verify(job_id, name, expires, sig):
             raise PermissionDenied("This file URL's signature is not valid.", code="bad_signature")
         if expires < time.time():
-            raise Gone(
-                "This result file has expired: results are kept for a limited time after the job "
-                "completes.",
-                code="url_expired",
-            )
+            raise Gone(_EXPIRED, code="url_expired")
         path = self.storage.path(job_id, name)
-        if path is None or not path.is_file():
+        if path is None:
+            raise NotFound("The file no longer exists.", code="file_not_found")
+        if not path.is_file():
+            if await self._purged(job_id):
+                raise Gone(_EXPIRED, code="file_expired")
             raise NotFound("The file no longer exists.", code="file_not_found")
         return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+    async def _purged(self, job_id: str) -> bool:
+        """Whether retention removed the job's files (or its whole record)."""
+        if self.store is None:
+            return False
+        job = await self.store.get_job(job_id)
+        return job is None or job.files_purged_at is not None

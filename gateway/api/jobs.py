@@ -1,7 +1,8 @@
 """The Jobs API face (seed: jobs-api.md), under ``/v1``.
 
 ``POST /v1/jobs/images`` and the generic ``POST /v1/jobs``; ``GET /v1/jobs/{id}``;
-``GET /v1/jobs`` (newest first, cursor pagination); ``POST /v1/jobs/{id}/cancel``.
+``GET /v1/jobs`` (newest first, cursor pagination); ``POST /v1/jobs/{id}/cancel``. Both POSTs
+honour an ``Idempotency-Key`` header (gateway/idempotency.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from starlette.routing import Route
 
 from gateway.api.common import body_int, json, principal, query_int, read_json
 from gateway.errors import InvalidRequest
+from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, JobService, Status
 from gateway.storage import UrlSigner
 
@@ -45,6 +47,8 @@ def render_result(job: Job, signer: UrlSigner, ttl: int) -> dict[str, Any] | Non
         if key in job.result:
             out[key] = job.result[key]
     out["expires_at"] = expires
+    if job.files_purged_at is not None:  # the retention janitor deleted the files: URLs are 410
+        out["expired"] = True
     if job.kind == "video":
         out["videos"] = files
     else:
@@ -109,24 +113,30 @@ class JobsAPI:
     def _render(self, job: Job) -> dict[str, Any]:
         return render_job(job, self.signer, self.ttl)
 
-    def _accepted(self, job: Job) -> Response:
-        return json(self._render(job), 202, {"Location": f"/v1/jobs/{job.id}"})
+    def _accepted(self, job: Job, replayed: bool = False) -> Response:
+        """202 and the job; a replay of an earlier request answers the same way, marked."""
+        headers = {"Location": f"/v1/jobs/{job.id}", **replay_headers(replayed)}
+        return json(self._render(job), 202, headers)
 
     async def create_image(self, request: Request) -> Response:
         who = await principal(request)
         body = await read_json(request, self.max_body)
+        idem = read_idempotency(request.headers, request.url.path, body)
         model = self.service.resolve(body.get("model"), kind="image")
-        job = await self.service.submit(
+        job, replayed = await self.service.submit_or_replay(
             owner=who.owner,
             model=model,
             raw_input={k: v for k, v in body.items() if k not in _IMAGE_ENVELOPE},
             priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
+            idempotency_key=None if idem is None else idem.key,
+            request_hash=None if idem is None else idem.request_hash,
         )
-        return self._accepted(job)
+        return self._accepted(job, replayed)
 
     async def create_generic(self, request: Request) -> Response:
         who = await principal(request)
         body = await read_json(request, self.max_body)
+        idem = read_idempotency(request.headers, request.url.path, body)
         for key in body:
             if key not in _GENERIC_FIELDS:
                 raise InvalidRequest(
@@ -141,14 +151,16 @@ class JobsAPI:
             raise InvalidRequest(
                 "Missing required parameter 'input'.", param="input", code="missing_parameter"
             )
-        job = await self.service.submit(
+        job, replayed = await self.service.submit_or_replay(
             owner=who.owner,
             model=model,
             raw_input=raw,
             priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
             param_prefix="input.",
+            idempotency_key=None if idem is None else idem.key,
+            request_hash=None if idem is None else idem.request_hash,
         )
-        return self._accepted(job)
+        return self._accepted(job, replayed)
 
     async def get_job(self, request: Request) -> Response:
         who = await principal(request)

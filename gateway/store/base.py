@@ -39,7 +39,15 @@ class JobStore(ABC):
 
     @abstractmethod
     async def insert_job(self, job: Job) -> None:
-        """Durably store a new QUEUED job before returning (group-committed)."""
+        """Durably store a new QUEUED job before returning (group-committed).
+
+        A job whose ``idempotency_key`` another job of the same owner holds is refused with
+        ``DuplicateIdempotencyKey``; the other jobs of its batch are stored all the same.
+        """
+
+    @abstractmethod
+    async def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        """The owner's job created with this ``Idempotency-Key``, if any (one indexed read)."""
 
     @abstractmethod
     async def get_job(self, job_id: str) -> Job | None: ...
@@ -133,6 +141,23 @@ class JobStore(ABC):
     @abstractmethod
     async def requeue_expired(self, now: float) -> int:
         """Hand back every PROCESSING job whose lease expired; return how many."""
+
+    # -- retention (the janitor) ------------------------------------------------------------
+
+    @abstractmethod
+    async def jobs_with_files_before(self, cutoff: float, limit: int) -> list[str]:
+        """Ids of up to ``limit`` finished jobs completed before ``cutoff`` whose files have
+        not been purged yet, oldest first."""
+
+    @abstractmethod
+    async def mark_files_purged(self, job_ids: list[str], now: float) -> int:
+        """Record that these jobs' files are gone (``files_purged_at``); return how many
+        were not marked before."""
+
+    @abstractmethod
+    async def delete_jobs_before(self, cutoff: float, limit: int) -> list[str]:
+        """Delete up to ``limit`` finished jobs completed before ``cutoff``, oldest first;
+        return their ids. Jobs that are QUEUED or PROCESSING are never deleted."""
 
     # -- api keys and metadata ----------------------------------------------------------
 

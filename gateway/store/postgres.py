@@ -4,9 +4,10 @@ Each replica holds a connection pool; nothing is shared in memory, the database 
 
 - **Inserts are group-committed.** ``insert_job`` enqueues its row and awaits; one writer
   task drains the queue and stores everything pending in one transaction with a single
-  ``executemany``. A row that fails (a duplicate id) is isolated by replaying that batch row
-  by row under savepoints, so its neighbours still commit. A job is acknowledged only after
-  the commit that holds it.
+  ``executemany``. A row that fails (a duplicate id, or an idempotency key its owner already
+  used: ``DuplicateIdempotencyKey``) is isolated by replaying that batch row by row under
+  savepoints, so its neighbours still commit. A job is acknowledged only after the commit
+  that holds it.
 - **Everything else is one statement, or one short transaction, on the pool.** Claims take
   rows with ``FOR UPDATE SKIP LOCKED``; with a lane limit they first take the lane's advisory
   lock, so replicas count and claim a lane's running jobs one at a time. Every write that ends
@@ -31,7 +32,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.errors import ServiceUnavailable, StaleLease
+from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Job, Status
 from gateway.store import postgres_schema as sql
 from gateway.store.base import ApiKeyRecord, JobStore
@@ -55,6 +56,16 @@ class _Insert:
     def __init__(self, row: tuple[Any, ...], future: asyncio.Future[None]) -> None:
         self.row = row
         self.future = future
+
+
+def _row_failure(exc: Exception) -> Exception:
+    """A taken idempotency key becomes ``DuplicateIdempotencyKey``; anything else stays."""
+    if (
+        isinstance(exc, asyncpg.UniqueViolationError)
+        and exc.constraint_name == sql.IDEMPOTENCY_INDEX
+    ):
+        return DuplicateIdempotencyKey()
+    return exc
 
 
 def _settle(batch: list[_Insert], failures: dict[int, BaseException]) -> None:
@@ -220,7 +231,7 @@ class PostgresJobStore(JobStore):
                         async with conn.transaction():  # a savepoint per row
                             await conn.execute(sql.INSERT_JOB, *w.row)
                     except asyncpg.PostgresError as exc:
-                        failures[i] = exc
+                        failures[i] = _row_failure(exc)
                 if len(failures) < len(batch):
                     await conn.execute(sql.NOTIFY_WORK)
             return failures
@@ -239,6 +250,10 @@ class PostgresJobStore(JobStore):
 
     async def get_job(self, job_id: str) -> Job | None:
         row = await self.pool.fetchrow(sql.SELECT_JOB, job_id)
+        return None if row is None else row_to_job(row)
+
+    async def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        row = await self.pool.fetchrow(sql.FIND_BY_IDEMPOTENCY_KEY, owner, key)
         return None if row is None else row_to_job(row)
 
     async def list_jobs(
@@ -347,6 +362,22 @@ class PostgresJobStore(JobStore):
 
     async def requeue_expired(self, now: float) -> int:
         return int(await self.pool.fetchval(sql.REQUEUE_EXPIRED, now))
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def jobs_with_files_before(self, cutoff: float, limit: int) -> list[str]:
+        rows = await self.pool.fetch(sql.JOBS_WITH_FILES_BEFORE, cutoff, limit)
+        return [r[0] for r in rows]
+
+    async def mark_files_purged(self, job_ids: list[str], now: float) -> int:
+        if not job_ids:
+            return 0
+        return rowcount(await self.pool.execute(sql.MARK_FILES_PURGED, now, job_ids))
+
+    async def delete_jobs_before(self, cutoff: float, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        return [r[0] for r in await self.pool.fetch(sql.DELETE_JOBS_BEFORE, cutoff, limit)]
 
     # -- api keys and metadata ----------------------------------------------------------
 

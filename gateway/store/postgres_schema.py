@@ -75,7 +75,26 @@ MIGRATIONS: tuple[str, ...] = (
         value text NOT NULL
     );
     """,
+    # 2: idempotency keys, unique per owner, in the job's own row (SQLite's migration 3).
+    # Adding nullable columns without a default rewrites nothing; the index build does block
+    # writes to jobs while it runs (once, at the upgrade).
+    """
+    ALTER TABLE jobs ADD COLUMN idempotency_key text, ADD COLUMN request_hash text;
+    CREATE UNIQUE INDEX jobs_owner_idempotency_key ON jobs (owner, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    """,
+    # 3: retention (SQLite's migration 4): both indexes are partial on completed_at, so a
+    # new job's insert touches neither
+    """
+    ALTER TABLE jobs ADD COLUMN files_purged_at double precision;
+    CREATE INDEX jobs_files_due ON jobs (completed_at)
+        WHERE files_purged_at IS NULL AND completed_at IS NOT NULL;
+    CREATE INDEX jobs_finished ON jobs (completed_at) WHERE completed_at IS NOT NULL;
+    """,
 )
+
+#: the unique index that holds idempotency keys (asyncpg reports it as ``constraint_name``)
+IDEMPOTENCY_INDEX = "jobs_owner_idempotency_key"
 
 
 def quote_ident(name: str) -> str:
@@ -133,13 +152,17 @@ NOTIFY_WORK = f"NOTIFY {WORK_CHANNEL}"
 JOB_COLUMNS = (
     "id, owner, kind, model, lane, status, priority, progress, queue_position, input, result, "
     "error, attempts, meta, created_at, updated_at, started_at, completed_at, lease_token, "
-    "lease_owner, lease_expires"
+    "lease_owner, lease_expires, idempotency_key, request_hash, files_purged_at"
 )
 INSERT_JOB = (
     "INSERT INTO jobs (id, owner, kind, model, lane, status, priority, progress, input, "
-    "attempts, meta, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
+    "attempts, meta, created_at, updated_at, idempotency_key, request_hash) "
+    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
 )
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+FIND_BY_IDEMPOTENCY_KEY = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = $1 AND idempotency_key = $2"
+)
 CANCEL = f"""
     WITH cancelled AS (
         UPDATE jobs SET status = 'CANCELLED', completed_at = $1, updated_at = $1,
@@ -204,6 +227,24 @@ REQUEUE_EXPIRED = _counting_notify(
 )
 
 
+_FINISHED = "status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+JOBS_WITH_FILES_BEFORE = f"""
+    SELECT id FROM jobs WHERE files_purged_at IS NULL AND completed_at < $1 AND {_FINISHED}
+    ORDER BY completed_at LIMIT $2
+"""
+MARK_FILES_PURGED = (
+    "UPDATE jobs SET files_purged_at = $1 WHERE id = ANY($2::text[]) AND files_purged_at IS NULL"
+)
+# SKIP LOCKED: the janitors of several replicas take different rows instead of queueing
+DELETE_JOBS_BEFORE = f"""
+    WITH picked AS MATERIALIZED (
+        SELECT seq FROM jobs WHERE completed_at < $1 AND {_FINISHED}
+        ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM jobs USING picked WHERE jobs.seq = picked.seq RETURNING jobs.id
+"""
+
+
 def list_jobs_query(
     owner: str | None, after: str | None, status: Status | None, model: str | None, limit: int
 ) -> tuple[str, list[Any]]:
@@ -264,6 +305,8 @@ def job_row(job: Job) -> tuple[Any, ...]:
         dumps(job.meta),
         job.created_at,
         job.updated_at,
+        job.idempotency_key,
+        job.request_hash,
     )
 
 
@@ -295,4 +338,7 @@ def row_to_job(row: Any) -> Job:
         lease_token=row[18],
         lease_owner=row[19],
         lease_expires=row[20],
+        idempotency_key=row[21],
+        request_hash=row[22],
+        files_purged_at=row[23],
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from gateway.errors import ServiceUnavailable, StaleLease
+from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Job, Status
 from gateway.store.base import ApiKeyRecord, JobStore
 from gateway.store.sqlite_schema import MIGRATIONS
@@ -33,12 +34,16 @@ Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
 JOB_COLUMNS = (
     "id, owner, kind, model, lane, status, priority, progress, queue_position, input, result, "
     "error, attempts, meta, created_at, updated_at, started_at, completed_at, lease_token, "
-    "lease_owner, lease_expires"
+    "lease_owner, lease_expires, idempotency_key, request_hash, files_purged_at"
 )
 INSERT_JOB = (
     "INSERT INTO jobs (id, owner, kind, model, lane, status, priority, progress, input, "
-    "attempts, meta, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "attempts, meta, created_at, updated_at, idempotency_key, request_hash) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_KEY_TAKEN = "SELECT 1 FROM jobs WHERE owner = ? AND idempotency_key = ?"
+_FINISHED = "status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+_ID_CHUNK = 500  # ids per ``IN (...)``, well under SQLite's bound-parameter limit
 MAX_BATCH = 512
 CLOSE_GRACE = 10.0  # seconds close() waits for queued writes to commit
 
@@ -78,7 +83,26 @@ def row_to_job(row: Any) -> Job:
         lease_token=row[18],
         lease_owner=row[19],
         lease_expires=row[20],
+        idempotency_key=row[21],
+        request_hash=row[22],
+        files_purged_at=row[23],
     )
+
+
+async def _insert_failure(
+    conn: aiosqlite.Connection, row: tuple[Any, ...], exc: Exception
+) -> Exception:
+    """The error to report for a row of ``INSERT_JOB`` that failed with ``exc``: a taken
+    idempotency key becomes ``DuplicateIdempotencyKey`` (looked up, not read off the
+    message text)."""
+    owner, key = row[1], row[13]
+    if (
+        key is not None
+        and isinstance(exc, sqlite3.IntegrityError)
+        and list(await conn.execute_fetchall(_KEY_TAKEN, (owner, key)))
+    ):
+        return DuplicateIdempotencyKey()
+    return exc
 
 
 class _Write:
@@ -194,7 +218,8 @@ class SQLiteJobStore(JobStore):
                         await conn.execute(INSERT_JOB, w.insert)
                         results.append((w, None, None))
                     except Exception as exc:
-                        results.append((w, None, exc))
+                        assert w.insert is not None
+                        results.append((w, None, await _insert_failure(conn, w.insert, exc)))
         for w in batch:
             if w.fn is None:
                 continue
@@ -243,12 +268,21 @@ class SQLiteJobStore(JobStore):
             _dumps(job.meta),
             job.created_at,
             job.updated_at,
+            job.idempotency_key,
+            job.request_hash,
         )
         self._enqueue(_Write(None, row, future))
         await future
 
     async def get_job(self, job_id: str) -> Job | None:
         rows = await self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return row_to_job(rows[0]) if rows else None
+
+    async def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        rows = await self._read(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND idempotency_key = ?",
+            (owner, key),
+        )
         return row_to_job(rows[0]) if rows else None
 
     async def list_jobs(
@@ -451,6 +485,50 @@ class SQLiteJobStore(JobStore):
             return cur.rowcount
 
         return int(await self._write(op))
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def jobs_with_files_before(self, cutoff: float, limit: int) -> list[str]:
+        # without ANALYZE statistics SQLite prefers jobs_finished, which also holds every
+        # job whose files are already gone: name the partial index that holds only the due
+        rows = await self._read(
+            f"SELECT id FROM jobs INDEXED BY jobs_files_due WHERE files_purged_at IS NULL "
+            f"AND completed_at < ? AND {_FINISHED} ORDER BY completed_at LIMIT ?",
+            (cutoff, limit),
+        )
+        return [r[0] for r in rows]
+
+    async def mark_files_purged(self, job_ids: list[str], now: float) -> int:
+        if not job_ids:
+            return 0
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            marked = 0
+            for start in range(0, len(job_ids), _ID_CHUNK):
+                chunk = job_ids[start : start + _ID_CHUNK]
+                cur = await conn.execute(
+                    f"UPDATE jobs SET files_purged_at = ? WHERE files_purged_at IS NULL "
+                    f"AND id IN ({','.join('?' * len(chunk))})",
+                    (now, *chunk),
+                )
+                marked += cur.rowcount
+            return marked
+
+        return await self._write(op)
+
+    async def delete_jobs_before(self, cutoff: float, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+
+        async def op(conn: aiosqlite.Connection) -> list[str]:
+            rows = await conn.execute_fetchall(
+                f"DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE completed_at < ? "
+                f"AND {_FINISHED} ORDER BY completed_at LIMIT ?) RETURNING id",
+                (cutoff, limit),
+            )
+            return [r[0] for r in rows]
+
+        return await self._write(op)
 
     # -- api keys and metadata ----------------------------------------------------------
 

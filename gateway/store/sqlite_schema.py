@@ -52,4 +52,19 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX jobs_lane_running ON jobs (lane) WHERE status = 'PROCESSING';
     """,
+    # 3: idempotency keys, unique per owner, in the job's own row (one insert holds both)
+    """
+    ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE jobs ADD COLUMN request_hash TEXT;
+    CREATE UNIQUE INDEX jobs_owner_idempotency_key ON jobs (owner, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    """,
+    # 4: retention: finished jobs whose files are due, and finished jobs by age. Both are
+    # partial on completed_at, so a new (unfinished) job's insert touches neither.
+    """
+    ALTER TABLE jobs ADD COLUMN files_purged_at REAL;
+    CREATE INDEX jobs_files_due ON jobs (completed_at)
+        WHERE files_purged_at IS NULL AND completed_at IS NOT NULL;
+    CREATE INDEX jobs_finished ON jobs (completed_at) WHERE completed_at IS NOT NULL;
+    """,
 )

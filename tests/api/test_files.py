@@ -131,3 +131,44 @@ async def test_files_route_needs_no_api_key_but_job_route_does(client: httpx.Asy
     job = await finished_job(client)
     assert (await client.get(local_path(job["result"]["url"]))).status_code == 200
     assert_error(await client.get(f"/v1/jobs/{job['id']}"), 401)
+
+
+async def test_purged_file_behind_a_still_valid_url_is_gone(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    job = await finished_job(client, num_images=2)
+    url = job["result"]["url"]
+    assert split(url)[2] > time.time(), "the URL itself has not expired"
+    file_ttl = gateway.settings.file_ttl_seconds
+
+    counts = await gateway.janitor.run_once(time.time() + file_ttl + 1)
+
+    assert counts.files == 1
+    error = assert_error(await download(client, url), 410, code="file_expired")
+    assert "expired" in error["message"]
+    after = (await client.get(f"/v1/jobs/{job['id']}", headers=AUTH_A)).json()
+    assert after["status"] == "COMPLETED"
+    assert after["result"]["expired"] is True
+    assert after["result"]["url"] == url
+    for image in after["result"]["images"]:
+        assert_error(await download(client, image["url"]), 410)
+
+
+async def test_result_of_a_job_whose_files_remain_is_not_marked_expired(
+    client: httpx.AsyncClient,
+) -> None:
+    job = await finished_job(client)
+    assert "expired" not in job["result"]
+
+
+async def test_file_of_a_deleted_job_record_is_gone(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    job = await finished_job(client)
+    url = job["result"]["url"]
+
+    counts = await gateway.janitor.run_once(time.time() + gateway.settings.record_ttl_seconds + 1)
+
+    assert counts.records == 1
+    assert_error(await download(client, url), 410)
+    assert_error(await client.get(f"/v1/jobs/{job['id']}", headers=AUTH_A), 404)

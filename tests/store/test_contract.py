@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import ServiceUnavailable, StaleLease
+from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Job, Status, new_job_id
 from gateway.store.base import ApiKeyRecord, JobStore
 
@@ -690,3 +690,171 @@ async def test_a_write_after_close_is_refused_at_once(store: JobStore) -> None:
     with pytest.raises(ServiceUnavailable):
         await asyncio.wait_for(store.insert_job(make_job()), 5)
     await store.open()  # leave it open for the fixture's teardown
+
+
+# -- idempotency keys -------------------------------------------------------------------------
+
+
+async def test_job_without_idempotency_key_or_purge_reads_back_with_them_unset(
+    store: JobStore,
+) -> None:
+    job = await insert(store)
+    got = await stored(store, job.id)
+    assert (got.idempotency_key, got.request_hash, got.files_purged_at) == (None, None, None)
+
+
+async def test_find_by_idempotency_key_finds_only_the_owners_job(store: JobStore) -> None:
+    job = await insert(store, idempotency_key="key-1", request_hash="hash-1")
+    await insert(store, owner="bob", idempotency_key="key-2", request_hash="hash-2")
+
+    got = await store.find_by_idempotency_key("alice", "key-1")
+
+    assert got is not None
+    assert (got.id, got.idempotency_key, got.request_hash) == (job.id, "key-1", "hash-1")
+    assert await store.find_by_idempotency_key("bob", "key-1") is None
+    assert await store.find_by_idempotency_key("alice", "key-2") is None
+    assert await store.find_by_idempotency_key("alice", "unknown") is None
+
+
+async def test_idempotency_key_is_unique_per_owner_and_a_taken_one_fails_only_its_row(
+    store: JobStore,
+) -> None:
+    first = await insert(store, idempotency_key="k", request_hash="h")
+    before, twin, other_owner, after = (
+        make_job(),
+        make_job(idempotency_key="k", request_hash="h2"),
+        make_job(owner="bob", idempotency_key="k", request_hash="h"),
+        make_job(),
+    )
+
+    results = await asyncio.gather(
+        *(store.insert_job(j) for j in (before, twin, other_owner, after)),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[1], DuplicateIdempotencyKey), results[1]
+    assert [results[0], results[2], results[3]] == [None, None, None], results
+    assert await store.get_job(twin.id) is None
+    for job in (first, before, other_owner, after):
+        assert (await stored(store, job.id)).id == job.id
+    found = await store.find_by_idempotency_key("alice", "k")
+    assert found is not None and found.id == first.id
+
+
+async def test_concurrent_inserts_with_one_key_store_exactly_one_job(store: JobStore) -> None:
+    jobs = [make_job(idempotency_key="same", request_hash="h") for _ in range(20)]
+
+    results = await asyncio.gather(*(store.insert_job(j) for j in jobs), return_exceptions=True)
+
+    winners = [j for j, r in zip(jobs, results, strict=True) if r is None]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, DuplicateIdempotencyKey) for r in results if r is not None)
+    listed, _ = await store.list_jobs("alice", limit=100)
+    assert [j.id for j in listed] == [winners[0].id]
+
+
+async def test_jobs_without_a_key_never_collide_on_it(store: JobStore) -> None:
+    for _ in range(3):
+        await insert(store, idempotency_key=None)
+    listed, _ = await store.list_jobs("alice", limit=10)
+    assert len(listed) == 3
+
+
+# -- retention --------------------------------------------------------------------------------
+
+_lanes = itertools.count(1)
+
+
+async def finished_job(store: JobStore, status: Status = Status.COMPLETED, **overrides: Any) -> Job:
+    """A job that ran and ended in ``status`` now (CANCELLED: cancelled while QUEUED)."""
+    job = await insert(store, lane=f"retention-{next(_lanes)}", **overrides)
+    if status is Status.CANCELLED:
+        await store.cancel(job.id)
+    else:
+        claimed = await claim_one(store, lane=job.lane)
+        await store.finish(job.id, claimed.lease_token, status, result={"files": []})
+    return await stored(store, job.id)
+
+
+async def unfinished_jobs(store: JobStore) -> tuple[Job, Job]:
+    """A QUEUED and a PROCESSING job, both created long ago."""
+    queued = await insert(store, lane="idle", created_at=BASE_TIME - 10**6)
+    running = await insert(store, lane="busy", created_at=BASE_TIME - 10**6)
+    await claim_one(store, lane="busy")
+    return queued, running
+
+
+async def _tick() -> float:
+    """A moment strictly between what finished before and what finishes after."""
+    await asyncio.sleep(0.02)
+    mark = time.time()
+    await asyncio.sleep(0.02)
+    return mark
+
+
+async def test_jobs_with_files_before_lists_finished_jobs_completed_before_the_cutoff(
+    store: JobStore,
+) -> None:
+    queued, running = await unfinished_jobs(store)
+    completed = await finished_job(store)
+    failed = await finished_job(store, Status.FAILED)
+    cancelled = await finished_job(store, Status.CANCELLED)
+    cutoff = await _tick()
+    late = await finished_job(store)
+
+    due = await store.jobs_with_files_before(cutoff, 10)
+
+    assert due == [completed.id, failed.id, cancelled.id]  # oldest first
+    assert await store.jobs_with_files_before(cutoff, 2) == [completed.id, failed.id]
+    everything = await store.jobs_with_files_before(time.time() + 10**6, 100)
+    assert everything == [completed.id, failed.id, cancelled.id, late.id]
+    assert queued.id not in everything and running.id not in everything
+
+
+async def test_mark_files_purged_takes_jobs_off_the_files_due_list(store: JobStore) -> None:
+    first = await finished_job(store)
+    second = await finished_job(store)
+    later = time.time() + 10**6
+
+    assert await store.mark_files_purged([first.id], BASE_TIME + 5) == 1
+    assert await store.mark_files_purged([first.id, second.id], BASE_TIME + 9) == 1
+    assert await store.mark_files_purged([], BASE_TIME) == 0
+
+    assert (await stored(store, first.id)).files_purged_at == pytest.approx(BASE_TIME + 5)
+    assert (await stored(store, second.id)).files_purged_at == pytest.approx(BASE_TIME + 9)
+    assert await store.jobs_with_files_before(later, 10) == []
+    got = await stored(store, first.id)
+    assert got.status is Status.COMPLETED and got.result == {"files": []}
+
+
+async def test_mark_files_purged_handles_more_ids_than_one_statement_binds(
+    store: JobStore,
+) -> None:
+    job = await finished_job(store)
+    ids = [new_job_id() for _ in range(1200)] + [job.id]
+    assert await store.mark_files_purged(ids, BASE_TIME) == 1
+
+
+async def test_delete_jobs_before_deletes_only_finished_jobs_completed_before_the_cutoff(
+    store: JobStore,
+) -> None:
+    queued, running = await unfinished_jobs(store)
+    purged = await finished_job(store, idempotency_key="k", request_hash="h")
+    await store.mark_files_purged([purged.id], BASE_TIME)
+    failed = await finished_job(store, Status.FAILED)
+    cancelled = await finished_job(store, Status.CANCELLED)
+    cutoff = await _tick()
+    late = await finished_job(store)
+
+    assert await store.delete_jobs_before(cutoff, 2) == [purged.id, failed.id]
+    assert await store.delete_jobs_before(cutoff, 10) == [cancelled.id]
+    assert await store.delete_jobs_before(cutoff, 10) == []
+
+    for gone in (purged, failed, cancelled):
+        assert await store.get_job(gone.id) is None
+    assert (await stored(store, late.id)).status is Status.COMPLETED
+    assert await store.delete_jobs_before(time.time() + 10**6, 10) == [late.id]
+    assert (await stored(store, queued.id)).status is Status.QUEUED
+    assert (await stored(store, running.id)).status is Status.PROCESSING
+    assert await store.find_by_idempotency_key("alice", "k") is None
+    await insert(store, idempotency_key="k", request_hash="h")  # the key is free again

@@ -1,0 +1,125 @@
+"""Retention: a background loop that deletes expired result files, then expired job records.
+
+Every ``purge_interval_seconds`` (and once at start-up) the janitor
+
+1. deletes the files of jobs that finished more than ``file_ttl_seconds`` ago (off the event
+   loop) and then marks those jobs ``files_purged_at``: their record stays readable, their
+   result says ``"expired": true`` and its URLs answer 410;
+2. deletes the records of jobs that finished more than ``record_ttl_seconds`` ago, and any
+   files they still had (when files outlive records).
+
+Work goes in batches of ``batch_size`` ids, so no statement holds the database for long and
+submits are served in between. Jobs that are QUEUED or PROCESSING are never touched. Several
+replicas may run a janitor each: deleting a file twice is harmless, and PostgreSQL hands
+each replica different records to delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.storage import ResultStorage
+from gateway.store.base import JobStore
+
+log = logging.getLogger("backserv.janitor")
+
+BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class PurgeCounts:
+    """What one pass did: jobs whose files were deleted, and job records deleted."""
+
+    files: int = 0
+    records: int = 0
+
+
+class Janitor:
+    def __init__(
+        self,
+        store: JobStore,
+        storage: ResultStorage,
+        *,
+        file_ttl: float,
+        record_ttl: float,
+        interval: float = 300.0,
+        batch_size: int = BATCH_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.store = store
+        self.storage = storage
+        self.file_ttl = file_ttl
+        self.record_ttl = record_ttl
+        self.interval = interval
+        self.batch_size = batch_size
+        self.clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # -- one pass ---------------------------------------------------------------------------
+
+    async def run_once(self, now: float | None = None) -> PurgeCounts:
+        """Purge what expired by ``now`` (default: the clock); return the counts."""
+        now = self.clock() if now is None else now
+        files = await self._purge_files(now - self.file_ttl, now)
+        records = await self._purge_records(now - self.record_ttl)
+        if files or records:
+            log.info(
+                "retention: deleted the files of %d job(s) and %d job record(s)", files, records
+            )
+        return PurgeCounts(files, records)
+
+    async def _purge_files(self, cutoff: float, now: float) -> int:
+        total = 0
+        while True:
+            ids = await self.store.jobs_with_files_before(cutoff, self.batch_size)
+            for job_id in ids:
+                await self.storage.delete(job_id)  # in a worker thread
+            await self.store.mark_files_purged(ids, now)
+            total += len(ids)
+            if len(ids) < self.batch_size:
+                return total
+
+    async def _purge_records(self, cutoff: float) -> int:
+        total = 0
+        while True:
+            ids = await self.store.delete_jobs_before(cutoff, self.batch_size)
+            for job_id in ids:  # files outlive records when file_ttl > record_ttl
+                await self.storage.delete(job_id)
+            total += len(ids)
+            if len(ids) < self.batch_size:
+                return total
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.create_task(self._supervised(), name="janitor")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _supervised(self) -> None:
+        """Run a pass now and then every ``interval``; a failed pass is logged, not fatal."""
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention pass failed; trying again in %.0f s", self.interval)
+            await asyncio.sleep(self.interval)
