@@ -8,12 +8,15 @@ job raises ``StaleLease`` (or is ignored, where the docstring says so).
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.jobs import Job, Status
+
+log = logging.getLogger("backserv.store")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,22 @@ class ApiKeyRecord:
 
 
 class JobStore(ABC):
+    def __init__(self) -> None:
+        self._change_listeners: list[Callable[[str], None]] = []
+
+    def watch_changes(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(job_id)`` after every committed change of a job's status, progress
+        or queue position (on PostgreSQL, also for changes made by other replicas)."""
+        self._change_listeners.append(listener)
+
+    def _changed(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            for listener in self._change_listeners:
+                try:
+                    listener(job_id)
+                except Exception:
+                    log.exception("a job-change listener failed")
+
     @abstractmethod
     async def open(self) -> None:
         """Connect and apply pending schema migrations."""

@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -86,7 +88,11 @@ class PostgresJobStore(JobStore):
         max_connections: int = 10,
         schema: str | None = None,
     ) -> None:
+        super().__init__()
         self.url = url
+        self._instance = secrets.token_hex(6)
+        self._notify_pending: set[str] = set()
+        self._notify_task: asyncio.Task[None] | None = None
         self.schema = schema
         self.min_connections = min_connections
         self.max_connections = max_connections
@@ -172,9 +178,37 @@ class PostgresJobStore(JobStore):
         return None if self._listener is None else self._listener.pid
 
     def _start_listener(self) -> None:
-        if self._listener is None and self._subscribers and self._pool is not None:
-            self._listener = Listener(self.url, self._work, self._cancelled)
+        wanted = self._subscribers or self._change_listeners
+        if self._listener is None and wanted and self._pool is not None:
+            self._listener = Listener(self.url, self._work, self._cancelled, self._remote_change)
             self._listener.start()
+
+    def watch_changes(self, listener: Callable[[str], None]) -> None:
+        super().watch_changes(listener)
+        self._start_listener()
+
+    def _publish(self, job_ids: list[str]) -> None:
+        """Tell local listeners now, and other replicas through one coalesced NOTIFY."""
+        if not job_ids:
+            return
+        self._changed(job_ids)
+        self._notify_pending.update(job_ids)
+        if self._notify_task is None or self._notify_task.done():
+            self._notify_task = asyncio.get_running_loop().create_task(self._flush_notify())
+
+    async def _flush_notify(self) -> None:
+        await asyncio.sleep(0)  # let the changes of this loop turn gather
+        while self._notify_pending and self._pool is not None:
+            ids, self._notify_pending = list(self._notify_pending), set()
+            try:
+                await self._pool.execute(sql.NOTIFY_CHANGED, self._instance, ids)
+            except Exception:
+                log.exception("notifying %d job changes failed", len(ids))
+
+    def _remote_change(self, payload: str) -> None:
+        instance, _, job_id = payload.partition(":")
+        if instance != self._instance and job_id:
+            self._changed([job_id])
 
     def _work(self) -> None:
         for on_work, _ in list(self._subscribers):
@@ -271,7 +305,10 @@ class PostgresJobStore(JobStore):
 
     async def cancel(self, job_id: str) -> Job | None:
         row = await self.pool.fetchrow(sql.CANCEL, time.time(), job_id)
-        return None if row is None else row_to_job(row)
+        if row is None:
+            return None
+        self._publish([job_id])
+        return row_to_job(row)
 
     # -- jobs: the scheduler ------------------------------------------------------------
 
@@ -302,7 +339,9 @@ class PostgresJobStore(JobStore):
                     if take <= 0:
                         return []
                     rows = await conn.fetch(sql.CLAIM, *args, take)
-        return [row_to_job(r) for r in rows]
+        jobs = [row_to_job(r) for r in rows]
+        self._publish([j.id for j in jobs])
+        return jobs
 
     async def heartbeat(
         self, worker: str, tokens: dict[str, int], lease_seconds: float
@@ -319,7 +358,11 @@ class PostgresJobStore(JobStore):
         self, job_id: str, token: int, progress: int, queue_position: int | None
     ) -> None:
         now = time.time()
-        await self.pool.execute(sql.SAVE_PROGRESS, progress, queue_position, now, job_id, token)
+        done = await self.pool.execute(
+            sql.SAVE_PROGRESS, progress, queue_position, now, job_id, token
+        )
+        if rowcount(done):
+            self._publish([job_id])
 
     async def save_attempts(
         self,
@@ -356,12 +399,18 @@ class PostgresJobStore(JobStore):
         )
         if rowcount(done) == 0:
             raise StaleLease(f"job {job_id}: not PROCESSING under lease token {token}")
+        self._publish([job_id])
 
     async def release(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
-        await self.pool.fetchval(sql.RELEASE, dumps(attempts), time.time(), job_id, token)
+        if await self.pool.fetchval(sql.RELEASE, dumps(attempts), time.time(), job_id, token):
+            self._publish([job_id])
 
     async def requeue_expired(self, now: float) -> int:
-        return int(await self.pool.fetchval(sql.REQUEUE_EXPIRED, now))
+        ids = [r[0] for r in await self.pool.fetch(sql.REQUEUE_EXPIRED, now)]
+        if ids:
+            await self.pool.execute(sql.NOTIFY_WORK)
+            self._publish(ids)
+        return len(ids)
 
     # -- retention ----------------------------------------------------------------------
 

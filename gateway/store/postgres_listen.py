@@ -29,10 +29,11 @@ class Listener:
     once; a lost cancel is caught by the scheduler's heartbeat instead.
     """
 
-    def __init__(self, url: str, on_work: OnWork, on_cancel: OnCancel) -> None:
+    def __init__(self, url: str, on_work: OnWork, on_cancel: OnCancel, on_change: OnCancel) -> None:
         self.url = url
         self.on_work = on_work
         self.on_cancel = on_cancel
+        self.on_change = on_change
         self.pid: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._delay = BACKOFF_MIN
@@ -71,6 +72,7 @@ class Listener:
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(sql.WORK_CHANNEL, self._notified)
             await conn.add_listener(sql.CANCEL_CHANNEL, self._notified)
+            await conn.add_listener(sql.JOB_CHANNEL, self._notified)
             self.pid = conn.get_server_pid()
             self._delay = BACKOFF_MIN
             if self._was_connected:
@@ -91,5 +93,7 @@ class Listener:
     def _notified(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         if channel == sql.CANCEL_CHANNEL:
             self.on_cancel(payload)
+        elif channel == sql.JOB_CHANNEL:
+            self.on_change(payload)
         else:
             self.on_work()

@@ -147,6 +147,9 @@ async def migrate(conn: Any, schema: str | None) -> list[int]:
 # -- statements ---------------------------------------------------------------------------
 
 WORK_CHANNEL, CANCEL_CHANNEL = "backserv_work", "backserv_cancel"
+#: payload "<store instance>:<job id>": a job's status or progress changed
+JOB_CHANNEL = "backserv_job"
+NOTIFY_CHANGED = f"SELECT pg_notify('{JOB_CHANNEL}', $1 || ':' || x) FROM unnest($2::text[]) AS x"
 NOTIFY_WORK = f"NOTIFY {WORK_CHANNEL}"
 
 JOB_COLUMNS = (
@@ -221,9 +224,9 @@ RELEASE = _counting_notify(
     "UPDATE jobs SET status = 'QUEUED', attempts = $1, updated_at = $2, lease_owner = NULL, "
     "lease_expires = NULL WHERE id = $3 AND lease_token = $4 AND status = 'PROCESSING'"
 )
-REQUEUE_EXPIRED = _counting_notify(
+REQUEUE_EXPIRED = (
     "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires = NULL, "
-    "updated_at = $1 WHERE status = 'PROCESSING' AND lease_expires < $1"
+    "updated_at = $1 WHERE status = 'PROCESSING' AND lease_expires < $1 RETURNING id"
 )
 
 

@@ -116,6 +116,7 @@ class _Write:
 
 class SQLiteJobStore(JobStore):
     def __init__(self, path: Path | str) -> None:
+        super().__init__()
         self.path = Path(path)
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -331,7 +332,10 @@ class SQLiteJobStore(JobStore):
             )
             return row_to_job(rows[0]) if rows else None
 
-        return await self._write(op)
+        job = await self._write(op)
+        if job is not None:
+            self._changed([job.id])
+        return job
 
     # -- jobs: the scheduler ------------------------------------------------------------
 
@@ -369,6 +373,7 @@ class SQLiteJobStore(JobStore):
 
         jobs = await self._write(op)
         jobs.sort(key=lambda j: (-j.priority, j.created_at))
+        self._changed(j.id for j in jobs)
         return jobs
 
     async def heartbeat(
@@ -396,14 +401,16 @@ class SQLiteJobStore(JobStore):
     ) -> None:
         now = time.time()
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        async def op(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
                 "UPDATE jobs SET progress = ?, queue_position = ?, updated_at = ? "
                 "WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
                 (progress, queue_position, now, job_id, token),
             )
+            return cur.rowcount
 
-        await self._write(op)
+        if await self._write(op):
+            self._changed([job_id])
 
     async def save_attempts(
         self,
@@ -461,30 +468,35 @@ class SQLiteJobStore(JobStore):
 
         if await self._write(op) == 0:
             raise StaleLease(f"job {job_id}: not PROCESSING under lease token {token}")
+        self._changed([job_id])
 
     async def release(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
         now = time.time()
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        async def op(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
                 "UPDATE jobs SET status = 'QUEUED', attempts = ?, updated_at = ?, "
                 "lease_owner = NULL, lease_expires = NULL "
                 "WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
                 (_dumps(attempts), now, job_id, token),
             )
-
-        await self._write(op)
-
-    async def requeue_expired(self, now: float) -> int:
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
-                "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires = NULL, "
-                "updated_at = ? WHERE status = 'PROCESSING' AND lease_expires < ?",
-                (now, now),
-            )
             return cur.rowcount
 
-        return int(await self._write(op))
+        if await self._write(op):
+            self._changed([job_id])
+
+    async def requeue_expired(self, now: float) -> int:
+        async def op(conn: aiosqlite.Connection) -> list[str]:
+            rows = await conn.execute_fetchall(
+                "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires = NULL, "
+                "updated_at = ? WHERE status = 'PROCESSING' AND lease_expires < ? RETURNING id",
+                (now, now),
+            )
+            return [r[0] for r in rows]
+
+        ids = await self._write(op)
+        self._changed(ids)
+        return len(ids)
 
     # -- retention ----------------------------------------------------------------------
 

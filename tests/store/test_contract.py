@@ -858,3 +858,40 @@ async def test_delete_jobs_before_deletes_only_finished_jobs_completed_before_th
     assert (await stored(store, running.id)).status is Status.PROCESSING
     assert await store.find_by_idempotency_key("alice", "k") is None
     await insert(store, idempotency_key="k", request_hash="h")  # the key is free again
+
+
+async def test_watchers_hear_every_status_and_progress_change(store: JobStore) -> None:
+    heard: list[str] = []
+    store.watch_changes(heard.append)
+    done, cancelled, handed_back = await insert(store), await insert(store), await insert(store)
+
+    first = await claim_one(store)
+    assert heard.count(first.id) == 1
+    await store.save_progress(first.id, first.lease_token, 40, None)
+    await store.finish(first.id, first.lease_token, Status.COMPLETED, result={"files": []})
+    assert heard.count(first.id) == 3
+    second = await claim_one(store)
+    await store.cancel(second.id)
+    third = await claim_one(store)
+    await store.release(third.id, third.lease_token, [])
+    assert {first.id, second.id, third.id} == {done.id, cancelled.id, handed_back.id}
+    assert heard.count(second.id) == 2 and heard.count(third.id) == 2
+
+
+async def test_watchers_hear_a_stale_write_not_at_all(store: JobStore) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+    heard: list[str] = []
+    store.watch_changes(heard.append)
+    await store.save_progress(job.id, claimed.lease_token + 7, 50, None)
+    assert heard == []
+
+
+async def test_watchers_hear_jobs_recovered_from_expired_leases(store: JobStore) -> None:
+    job = await insert(store)
+    await store.claim("sandbox", 1, "gone", 0.01)
+    heard: list[str] = []
+    store.watch_changes(heard.append)
+    await asyncio.sleep(0.05)
+    assert await store.requeue_expired(time.time()) == 1
+    assert heard == [job.id]

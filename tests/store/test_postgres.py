@@ -300,6 +300,28 @@ async def test_cancel_through_one_replica_reaches_the_others_on_cancel(
     assert signals.cancelled == [job.id]
 
 
+async def test_a_change_through_one_replica_reaches_the_others_watchers_once(
+    replicas: Callable[[], PostgresJobStore],
+) -> None:
+    a, b = await _open_pair(replicas)
+    heard_a: list[str] = []
+    heard_b: list[str] = []
+    a.watch_changes(heard_a.append)
+    b.watch_changes(heard_b.append)
+    await asyncio.sleep(0.2)  # b's listener connects
+    job = await insert(a)
+    claimed = (await a.claim("sandbox", 1, "w1", 30.0))[0]
+
+    await a.save_progress(job.id, claimed.lease_token, 30, None)
+
+    deadline = time.monotonic() + 2
+    while heard_b.count(job.id) < 2:
+        assert time.monotonic() < deadline, heard_b
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # a's own notification echoes back: it must be ignored
+    assert heard_a.count(job.id) == 2
+
+
 async def test_subscribing_before_open_listens_once_open(
     replicas: Callable[[], PostgresJobStore],
 ) -> None:
