@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -23,15 +24,20 @@ from gateway.api.common import (
     unhandled_error_handler,
 )
 from gateway.api.files import FilesAPI
-from gateway.api.jobs import JobsAPI
+from gateway.api.images import ImagesAPI
+from gateway.api.job_events import JobEventsAPI
+from gateway.api.jobs import JobsAPI, render_job
 from gateway.api.models import ModelsAPI
+from gateway.api.request_id import RequestIdMiddleware
 from gateway.auth import KeyRing
 from gateway.availability import Availability
 from gateway.breaker import BreakerPolicy, Breakers
 from gateway.catalog import Catalog, load_catalog
 from gateway.errors import GatewayError
+from gateway.events import JobEvents
 from gateway.janitor import Janitor
 from gateway.jobs import JobService
+from gateway.ratelimit import RateLimiter
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.scheduler import Scheduler
@@ -60,6 +66,7 @@ class Gateway:
     signer: UrlSigner
     breakers: Breakers
     janitor: Janitor
+    events: JobEvents
 
 
 def create_app(
@@ -73,6 +80,8 @@ def create_app(
     settings = settings or Settings()
     catalog = catalog or load_catalog(settings.catalog_path, KNOWN_PROVIDERS)
     store = store or create_store(settings.database_url)
+    events = JobEvents()
+    store.watch_changes(events.publish)
     storage = ResultStorage(settings.storage_dir, max_bytes=settings.max_output_bytes)
     signer = UrlSigner(b"", settings.base_url)  # keyed at start-up, from the store
     if providers is None:
@@ -107,7 +116,8 @@ def create_app(
         poll_seconds=settings.scheduler_poll_seconds,
     )
     availability = Availability(providers, breakers)
-    service = JobService(store, catalog, scheduler, availability)
+    limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    service = JobService(store, catalog, scheduler, availability, limiter)
     keyring = KeyRing(store, settings.static_api_keys())
     janitor = Janitor(
         store,
@@ -128,6 +138,7 @@ def create_app(
         signer=signer,
         breakers=breakers,
         janitor=janitor,
+        events=events,
     )
 
     @contextlib.asynccontextmanager
@@ -155,7 +166,14 @@ def create_app(
 
     ttl = settings.file_ttl_seconds
     routes: list[BaseRoute] = [
-        *JobsAPI(service, signer, ttl, settings.max_body_bytes).routes(),
+        *JobsAPI(service, signer, ttl, settings.max_body_bytes, events).routes(),
+        *ImagesAPI(gw).routes(),
+        *JobEventsAPI(
+            service,
+            events,
+            lambda job: render_job(job, signer, ttl),
+            max_seconds=settings.job_timeout_seconds,
+        ).routes(),
         *ModelsAPI(catalog, availability).routes(),
         *FilesAPI(storage, signer, store).routes(),
         Route("/healthz", _healthz, methods=["GET"]),
@@ -166,7 +184,12 @@ def create_app(
         HTTPException: http_error_handler,
         Exception: unhandled_error_handler,
     }
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        exception_handlers=handlers,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestIdMiddleware)],
+    )
     app.state.gateway = gw
     app.state.keyring = keyring
     return app

@@ -16,6 +16,8 @@
     ├── IdempotencyKeyReused          422 invalid_request_error (same key, different request)
     ├── RateLimited                   429 rate_limit_error      (carries Retry-After)
     ├── ServiceUnavailable            503 service_unavailable   (carries Retry-After)
+    ├── JobFailedUpstream             502 server_error          (a synchronous job failed)
+    ├── JobStillRunning               504 timeout               (a synchronous wait ran out)
     ├── ConfigError                   raised at start-up: bad settings or catalog
     ├── StaleLease                    a write from an owner that lost the job (fencing)
     └── ProviderError                 raised by providers, never seen by HTTP clients
@@ -177,6 +179,33 @@ class ServiceUnavailable(_RetryAfter):
     status_code = 503
     error_type = "service_unavailable"
     default_message = "The service is temporarily unavailable."
+
+
+class _JobOutcome(GatewayError):
+    """A synchronous endpoint's job did not end well; the body names the job so the client
+    can keep polling it, and the OpenAI SDK is told not to retry (that would pay again)."""
+
+    def __init__(self, message: str, *, job_id: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.job_id = job_id
+
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "false", "Location": f"/v1/jobs/{self.job_id}"}
+
+    def body(self) -> dict[str, Any]:
+        out = super().body()
+        out["error"]["job_id"] = self.job_id
+        return out
+
+
+class JobFailedUpstream(_JobOutcome):
+    status_code = 502
+    error_type = "server_error"
+
+
+class JobStillRunning(_JobOutcome):
+    status_code = 504
+    error_type = "timeout"
 
 
 class ConfigError(GatewayError):

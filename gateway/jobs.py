@@ -20,6 +20,7 @@ from gateway.errors import (
 if TYPE_CHECKING:
     from gateway.availability import Availability
     from gateway.catalog import Catalog, CatalogModel
+    from gateway.ratelimit import RateLimiter
     from gateway.store.base import JobStore
 
 
@@ -146,7 +147,9 @@ class JobService:
         catalog: Catalog,
         waker: Waker | None = None,
         availability: Availability | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self.limiter = limiter
         self.store = store
         self.catalog = catalog
         self.waker = waker
@@ -214,6 +217,8 @@ class JobService:
         makes our insert fail on the unique index; we then replay the twin's job, so
         concurrent requests with one key create one job.
         """
+        if self.limiter is not None:
+            self.limiter.take(owner)
         if idempotency_key is not None:
             existing = await self.store.find_by_idempotency_key(owner, idempotency_key)
             if existing is not None:

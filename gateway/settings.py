@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     log_level: str = "info"
     secret_key: str | None = None
 
+    # how long POST /v1/images/generations waits for its job before answering 504 with the
+    # job id (the job goes on; the client can poll it)
+    sync_wait_seconds: float = Field(60.0, gt=0, le=600)
+
+    # per-key limit on job creation (token bucket); 0 turns it off
+    rate_limit_per_second: float = Field(0.0, ge=0)
+    rate_limit_burst: int = Field(20, ge=1)
+
     # request limits
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
 

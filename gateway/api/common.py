@@ -156,4 +156,6 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return json(GatewayError().body(), 500)
+    # this answer is made outside the request-id middleware, so it adds the header itself
+    rid = request.scope.get("state", {}).get("request_id")
+    return json(GatewayError().body(), 500, {"x-request-id": rid} if rid else None)

@@ -1,7 +1,8 @@
 """The Jobs API face (seed: jobs-api.md), under ``/v1``.
 
 ``POST /v1/jobs/images`` and the generic ``POST /v1/jobs``; ``GET /v1/jobs/{id}``;
-``GET /v1/jobs`` (newest first, cursor pagination); ``POST /v1/jobs/{id}/cancel``. Both POSTs
+``GET /v1/jobs`` (newest first, cursor pagination); ``POST /v1/jobs/{id}/cancel``. A GET may
+long-poll with ``?wait=N``. Both POSTs
 honour an ``Idempotency-Key`` header (gateway/idempotency.py).
 """
 
@@ -15,9 +16,11 @@ from starlette.routing import Route
 
 from gateway.api.common import body_int, json, principal, query_int, read_json
 from gateway.errors import InvalidRequest
+from gateway.events import JobEvents
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, JobService, Status
 from gateway.storage import UrlSigner
+from gateway.waiting import wait_until_terminal
 
 PRIORITY_RANGE = (-100, 100)
 #: top-level fields of POST /v1/jobs/images that are not part of the image input
@@ -94,12 +97,23 @@ def render_job(job: Job, signer: UrlSigner, ttl: int) -> dict[str, Any]:
     return body
 
 
+MAX_WAIT_SECONDS = 60
+
+
 class JobsAPI:
-    def __init__(self, service: JobService, signer: UrlSigner, ttl: int, max_body: int) -> None:
+    def __init__(
+        self,
+        service: JobService,
+        signer: UrlSigner,
+        ttl: int,
+        max_body: int,
+        events: JobEvents,
+    ) -> None:
         self.service = service
         self.signer = signer
         self.ttl = ttl
         self.max_body = max_body
+        self.events = events
 
     def routes(self) -> list[Route]:
         return [
@@ -163,8 +177,13 @@ class JobsAPI:
         return self._accepted(job, replayed)
 
     async def get_job(self, request: Request) -> Response:
+        """The job; with ``?wait=N`` (N <= 60) the answer waits until the job is terminal or
+        N seconds passed, whichever comes first, without polling the database."""
         who = await principal(request)
+        wait = query_int(request, "wait", 0, 0, MAX_WAIT_SECONDS)
         job = await self.service.get(who.owner, request.path_params["job_id"])
+        if wait and not job.status.terminal:
+            job = await wait_until_terminal(self.service.store, self.events, job, wait)
         return json(self._render(job))
 
     async def list_jobs(self, request: Request) -> Response:

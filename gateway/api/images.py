@@ -1,0 +1,139 @@
+"""The OpenAI images face: ``POST /v1/images/generations``, for the official ``openai`` SDK.
+
+The request is OpenAI's (``model``, ``prompt``, ``n``, ``size`` ``"WxH"``, ``response_format``
+``url``/``b64_json``, ``user``) plus the image kind's own fields as pass-through extras
+(``negative_prompt``, ``seed``, ``steps``, ``cfg_scale``, ``sampler``). It submits a job and
+waits for it (``BACKSERV_SYNC_WAIT_SECONDS``); a job still running then answers 504 with its
+id, a failed one 502 (or 400 when the provider rejected the input), both with
+``x-should-retry: false`` so the SDK does not pay for the job again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.common import body_int, body_str, json, principal, read_json
+from gateway.errors import Conflict, InvalidRequest, JobFailedUpstream, JobStillRunning
+from gateway.idempotency import read_idempotency, replay_headers
+from gateway.jobs import Job, Status
+from gateway.waiting import wait_until_terminal
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+#: OpenAI parameters without a meaning here; accepted and ignored so SDK defaults pass
+_IGNORED = frozenset(
+    {"quality", "style", "background", "moderation", "output_compression", "output_format"}
+)
+_OPENAI = frozenset({"model", "prompt", "n", "size", "response_format", "user"})
+#: canonical input fields reported under the OpenAI name the client sent
+_PARAM_NAMES = {"num_images": "n", "width": "size", "height": "size"}
+
+
+class ImagesAPI:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/images/generations", self.generate, methods=["POST"])]
+
+    async def generate(self, request: Request) -> Response:
+        gw = self.gw
+        who = await principal(request)
+        body = await read_json(request, gw.settings.max_body_bytes)
+        idem = read_idempotency(request.headers, request.url.path, body)
+        model = gw.service.resolve(body.get("model"), kind="image")
+        if model.jobs_only:
+            raise InvalidRequest(
+                f"The model '{model.id}' is jobs-only: create the job with POST "
+                "/v1/jobs/images and poll GET /v1/jobs/{id}.",
+                param="model",
+                code="jobs_only_model",
+            )
+        fmt = body.get("response_format") or "url"
+        if fmt not in ("url", "b64_json"):
+            raise InvalidRequest(
+                "Invalid 'response_format': must be 'url' or 'b64_json'.",
+                param="response_format",
+                code="invalid_value",
+            )
+        user = body_str(body, "user", required=False)
+        raw: dict[str, Any] = {
+            k: v for k, v in body.items() if k not in _OPENAI and k not in _IGNORED
+        }
+        raw["prompt"] = body_str(body, "prompt")
+        raw["num_images"] = body_int(body, "n", 1, 1, 10)
+        raw.update(_size(body.get("size")))
+        try:
+            job, replayed = await gw.service.submit_or_replay(
+                owner=who.owner,
+                model=model,
+                raw_input=raw,
+                meta={"face": "openai", **({"user": user} if user else {})},
+                idempotency_key=None if idem is None else idem.key,
+                request_hash=None if idem is None else idem.request_hash,
+            )
+        except InvalidRequest as exc:
+            if exc.param in _PARAM_NAMES:
+                exc.param = _PARAM_NAMES[exc.param]
+            raise
+        job = await wait_until_terminal(gw.store, gw.events, job, gw.settings.sync_wait_seconds)
+        headers = {"x-backserv-job-id": job.id, **replay_headers(replayed)}
+        if job.status is Status.COMPLETED:
+            data = await self._data(job, fmt, str(raw["prompt"]))
+            return json({"created": int(job.created_at), "data": data}, 200, headers)
+        raise _outcome_error(job)
+
+    async def _data(self, job: Job, fmt: str, prompt: str) -> list[dict[str, Any]]:
+        gw = self.gw
+        files = (job.result or {}).get("files", [])
+        out = []
+        for f in files:
+            item: dict[str, Any] = {"revised_prompt": prompt}
+            if fmt == "b64_json":
+                path = gw.storage.path(job.id, f["name"])
+                raw = await asyncio.to_thread(path.read_bytes) if path is not None else b""
+                item["b64_json"] = base64.b64encode(raw).decode()
+            else:
+                expires = int((job.completed_at or job.created_at) + gw.settings.file_ttl_seconds)
+                item["url"] = gw.signer.url(job.id, f["name"], expires)
+            out.append(item)
+        return out
+
+
+def _size(value: Any) -> dict[str, int]:
+    if value is None or value == "auto":
+        return {}
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidRequest(
+            "Invalid 'size': must be 'WIDTHxHEIGHT', e.g. '1024x1024'.",
+            param="size",
+            code="invalid_value",
+        )
+    return {"width": int(match.group(1)), "height": int(match.group(2))}
+
+
+def _outcome_error(job: Job) -> Exception:
+    if job.status is Status.FAILED:
+        error = job.error or {}
+        message = str(error.get("message") or "The job failed.")
+        code = str(error.get("code") or "job_failed")
+        if code == "invalid_input":
+            return InvalidRequest(message, code=code)
+        return JobFailedUpstream(f"{message} (job {job.id})", job_id=job.id, code=code)
+    if job.status is Status.CANCELLED:
+        return Conflict(f"Job {job.id} was cancelled before it finished.", code="job_cancelled")
+    return JobStillRunning(
+        f"The image is still being generated. Poll GET /v1/jobs/{job.id} for it.",
+        job_id=job.id,
+        code="job_still_running",
+    )
