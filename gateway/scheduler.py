@@ -170,10 +170,14 @@ class Scheduler:
             held = await self.store.heartbeat(self.worker_id, tokens, self.lease_seconds)
             for job_id in tokens.keys() - held:
                 entry = self._inflight.get(job_id)
-                if entry is not None:
-                    log.warning("job %s: lease lost; stopping local work", job_id)
-                    self._reasons.setdefault(job_id, _LOST)
-                    entry[0].cancel()
+                if entry is None:
+                    continue
+                latest = await self.store.get_job(job_id)
+                if latest is not None and latest.status in (Status.COMPLETED, Status.FAILED):
+                    continue  # it finished between our snapshot and the heartbeat: not lost
+                log.warning("job %s: lease lost; stopping local work", job_id)
+                self._reasons.setdefault(job_id, _LOST)
+                entry[0].cancel()
 
     async def _recovery_loop(self) -> None:
         while not self._stopping:
