@@ -6,7 +6,7 @@ from typing import Any
 
 from gateway.breaker import Breakers, BreakerState
 from gateway.catalog import CatalogModel
-from gateway.errors import ServiceUnavailable
+from gateway.errors import ModelUnavailable
 from providers.base import Provider
 
 
@@ -54,7 +54,7 @@ class Availability:
             if ok:
                 return
             reasons.append(f"{route.name}: {reason}")
-        raise ServiceUnavailable(
+        raise ModelUnavailable(
             f"The model '{model.id}' cannot run on this gateway now: {'; '.join(reasons)}.",
             param="model",
             code="model_unavailable",

@@ -4,7 +4,9 @@
 
     GatewayError                      500 server_error
     ├── InvalidRequest                400 invalid_request_error   (names the field in ``param``)
-    │   └── UnknownModel              404 invalid_request_error / model_not_found
+    │   ├── UnknownModel              404 invalid_request_error / model_not_found
+    │   ├── UnsafeURL                 a URL the gateway must not fetch (private address: SSRF)
+    │   └── UnresolvableHost          a URL whose host name does not resolve (may be transient)
     ├── AuthenticationFailed          401 authentication_error
     ├── PermissionDenied              403 permission_error
     ├── NotFound                      404 not_found_error
@@ -16,8 +18,10 @@
     ├── IdempotencyKeyReused          422 invalid_request_error (same key, different request)
     ├── RateLimited                   429 rate_limit_error      (carries Retry-After)
     ├── ServiceUnavailable            503 service_unavailable   (carries Retry-After)
+    │   └── ModelUnavailable          ... no route of the model can run (not retried)
     ├── JobFailedUpstream             502 server_error          (a synchronous job failed)
     ├── JobStillRunning               504 timeout               (a synchronous wait ran out)
+    ├── JobCancelledMeanwhile         409 conflict_error        (cancelled during that wait)
     ├── ConfigError                   raised at start-up: bad settings or catalog
     ├── StaleLease                    a write from an owner that lost the job (fencing)
     └── ProviderError                 raised by providers, never seen by HTTP clients
@@ -84,6 +88,25 @@ class UnknownModel(InvalidRequest):
             param="model",
             code="model_not_found",
         )
+
+
+class UnsafeURL(InvalidRequest):
+    """A URL whose host is, or resolves to, an address the gateway must not reach
+    (loopback, private, link-local, ...) and that the operator did not allow-list."""
+
+    default_message = "The URL points to an address the gateway may not reach."
+
+    def __init__(self, message: str | None = None, *, param: str | None = None) -> None:
+        super().__init__(message, param=param, code="url_not_allowed")
+
+
+class UnresolvableHost(InvalidRequest):
+    """A URL whose host name did not resolve (in time); at send time, worth a retry."""
+
+    default_message = "The URL's host name does not resolve."
+
+    def __init__(self, message: str | None = None, *, param: str | None = None) -> None:
+        super().__init__(message, param=param, code="unresolvable_host")
 
 
 class AuthenticationFailed(GatewayError):
@@ -206,6 +229,18 @@ class JobFailedUpstream(_JobOutcome):
 class JobStillRunning(_JobOutcome):
     status_code = 504
     error_type = "timeout"
+
+
+class JobCancelledMeanwhile(_JobOutcome):
+    status_code = 409
+    error_type = "conflict_error"
+
+
+class ModelUnavailable(ServiceUnavailable):
+    """No route of the model can run (missing credentials): retrying will not help soon."""
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "x-should-retry": "false"}
 
 
 class ConfigError(GatewayError):

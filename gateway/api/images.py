@@ -20,7 +20,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.common import body_int, body_str, json, principal, read_json
-from gateway.errors import Conflict, InvalidRequest, JobFailedUpstream, JobStillRunning
+from gateway.errors import (
+    InvalidRequest,
+    JobCancelledMeanwhile,
+    JobFailedUpstream,
+    JobStillRunning,
+)
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, Status
 from gateway.waiting import wait_until_terminal
@@ -31,7 +36,17 @@ if TYPE_CHECKING:
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 #: OpenAI parameters without a meaning here; accepted and ignored so SDK defaults pass
 _IGNORED = frozenset(
-    {"quality", "style", "background", "moderation", "output_compression", "output_format"}
+    {
+        "quality",
+        "style",
+        "background",
+        "moderation",
+        "output_compression",
+        "output_format",
+        "safety_identifier",
+        "stream",
+        "partial_images",
+    }
 )
 _OPENAI = frozenset({"model", "prompt", "n", "size", "response_format", "user"})
 #: canonical input fields reported under the OpenAI name the client sent
@@ -131,7 +146,9 @@ def _outcome_error(job: Job) -> Exception:
             return InvalidRequest(message, code=code)
         return JobFailedUpstream(f"{message} (job {job.id})", job_id=job.id, code=code)
     if job.status is Status.CANCELLED:
-        return Conflict(f"Job {job.id} was cancelled before it finished.", code="job_cancelled")
+        return JobCancelledMeanwhile(
+            f"Job {job.id} was cancelled before it finished.", job_id=job.id, code="job_cancelled"
+        )
     return JobStillRunning(
         f"The image is still being generated. Poll GET /v1/jobs/{job.id} for it.",
         job_id=job.id,

@@ -58,6 +58,8 @@ class JobEventsAPI:
         who = await principal(request)
         job = await self.service.get(who.owner, request.path_params["job_id"])
         last_seen = request.headers.get("last-event-id", "")
+        if not (len(last_seen) == 20 and last_seen.isdigit()):
+            last_seen = ""  # not an id this server issued: start over
         return StreamingResponse(
             self._events(job, who.owner, last_seen),
             media_type="text/event-stream",
