@@ -2,13 +2,16 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# BACKSERV_LOCAL=1 also installs the local extra (torch, diffusers), so its tests run too
+COMMA  := ,
+EXTRAS := dev$(if $(filter 1,$(BACKSERV_LOCAL)),$(COMMA)local)
+STAMP  := $(VENV)/.installed-$(subst $(COMMA),-,$(EXTRAS))-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint format install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

@@ -13,22 +13,23 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from gateway.api.backserv_tasks import BackServTasksAPI
 from gateway.api.common import (
     gateway_error_handler,
     http_error_handler,
-    json,
     unhandled_error_handler,
 )
 from gateway.api.files import FilesAPI
+from gateway.api.health import HealthAPI
 from gateway.api.images import ImagesAPI
 from gateway.api.job_events import JobEventsAPI
 from gateway.api.jobs import JobsAPI, render_job
 from gateway.api.models import ModelsAPI
 from gateway.api.request_id import RequestIdMiddleware
+from gateway.api.tasks import TasksAPI
+from gateway.api.webhook_secrets import WebhookSecretsAPI
 from gateway.auth import KeyRing
 from gateway.availability import Availability
 from gateway.breaker import BreakerPolicy, Breakers
@@ -37,6 +38,9 @@ from gateway.errors import GatewayError
 from gateway.events import JobEvents
 from gateway.janitor import Janitor
 from gateway.jobs import JobService
+from gateway.metrics import Metrics
+from gateway.metrics_hooks import JobObserver
+from gateway.metrics_http import HttpMetricsMiddleware
 from gateway.ratelimit import RateLimiter
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
@@ -45,6 +49,8 @@ from gateway.settings import Settings
 from gateway.storage import OwnFiles, ResultStorage, UrlSigner
 from gateway.store import create_store
 from gateway.store.base import JobStore
+from gateway.web import WebPages
+from gateway.webhooks import WebhookDispatcher
 from providers.base import Provider
 from providers.registry import KNOWN_PROVIDERS, build_providers
 
@@ -67,6 +73,9 @@ class Gateway:
     breakers: Breakers
     janitor: Janitor
     events: JobEvents
+    webhooks: WebhookDispatcher
+    #: the app's Prometheus metrics (None with BACKSERV_METRICS_ENABLED=false)
+    metrics: Metrics | None = None
 
 
 def create_app(
@@ -95,6 +104,8 @@ def create_app(
             cooldown_seconds=settings.breaker_cooldown_seconds,
         )
     )
+    metrics = Metrics() if settings.metrics_enabled else None
+    observer = metrics or JobObserver()
     runner = JobRunner(
         store,
         providers,
@@ -105,6 +116,8 @@ def create_app(
         job_timeout=settings.job_timeout_seconds,
         breakers=breakers,
         breaker_wait=settings.breaker_max_wait_seconds,
+        lease_margin=settings.lease_seconds * 0.2,
+        observer=observer,
     )
     scheduler = Scheduler(
         catalog,
@@ -115,9 +128,11 @@ def create_app(
         heartbeat_seconds=settings.heartbeat_seconds,
         poll_seconds=settings.scheduler_poll_seconds,
     )
+    if metrics is not None:
+        metrics.watch(store=store, scheduler=scheduler, breakers=breakers, catalog=catalog)
     availability = Availability(providers, breakers)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-    service = JobService(store, catalog, scheduler, availability, limiter)
+    service = JobService(store, catalog, scheduler, availability, limiter, observer=observer)
     keyring = KeyRing(store, settings.static_api_keys())
     janitor = Janitor(
         store,
@@ -125,6 +140,9 @@ def create_app(
         file_ttl=settings.file_ttl_seconds,
         record_ttl=settings.record_ttl_seconds,
         interval=settings.purge_interval_seconds,
+    )
+    webhooks = WebhookDispatcher.from_settings(
+        settings, store, lambda job: render_job(job, signer, settings.file_ttl_seconds), events
     )
     gw = Gateway(
         settings=settings,
@@ -139,6 +157,8 @@ def create_app(
         breakers=breakers,
         janitor=janitor,
         events=events,
+        webhooks=webhooks,
+        metrics=metrics,
     )
 
     @contextlib.asynccontextmanager
@@ -155,10 +175,12 @@ def create_app(
             if start_scheduler:
                 await scheduler.start()
                 janitor.start()
+                webhooks.start()
             yield
         finally:
             await janitor.stop()
             await scheduler.stop(grace=10.0)
+            await webhooks.stop()
             for provider in providers.values():
                 with contextlib.suppress(Exception):
                     await provider.aclose()
@@ -166,8 +188,17 @@ def create_app(
 
     ttl = settings.file_ttl_seconds
     routes: list[BaseRoute] = [
-        *JobsAPI(service, signer, ttl, settings.max_body_bytes, events).routes(),
+        *JobsAPI(service, signer, ttl, settings.max_body_bytes, events, settings).routes(),
         *ImagesAPI(gw).routes(),
+        *BackServTasksAPI(
+            service,
+            signer,
+            ttl,
+            settings.max_body_bytes,
+            models=settings.submit_task_models,
+            auth=settings.submit_task_auth,
+            trusted_owner=settings.submit_task_owner,
+        ).routes(),
         *JobEventsAPI(
             service,
             events,
@@ -176,42 +207,35 @@ def create_app(
         ).routes(),
         *ModelsAPI(catalog, availability).routes(),
         *FilesAPI(storage, signer, store).routes(),
-        Route("/healthz", _healthz, methods=["GET"]),
-        Route("/readyz", _readyz, methods=["GET"]),
+        *WebhookSecretsAPI(store).routes(),
+        *TasksAPI(gw).routes(),
+        *HealthAPI(
+            store,
+            scheduler,
+            catalog,
+            providers,
+            metrics=metrics,
+            metrics_token=settings.metrics_token,
+        ).routes(),
+        *WebPages(catalog, availability, settings).routes(),
     ]
     handlers: dict[Any, Any] = {
         GatewayError: gateway_error_handler,
         HTTPException: http_error_handler,
         Exception: unhandled_error_handler,
     }
+    middleware = [Middleware(RequestIdMiddleware)]
+    if metrics is not None:
+        middleware.append(Middleware(HttpMetricsMiddleware, histogram=metrics.http_latency))
     app = Starlette(
         routes=routes,
         exception_handlers=handlers,
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=middleware,
     )
     app.state.gateway = gw
     app.state.keyring = keyring
     return app
-
-
-async def _healthz(request: Request) -> Response:
-    return json({"status": "ok"})
-
-
-async def _readyz(request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
-    checks: dict[str, Any] = {"scheduler": gw.scheduler.running}
-    try:
-        await gw.store.get_meta("secret_key")
-        checks["database"] = True
-    except Exception as exc:
-        checks["database"] = False
-        checks["database_error"] = type(exc).__name__
-    ready = bool(checks["scheduler"] and checks["database"])
-    return json(
-        {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
-    )
 
 
 def announce_first_key(key: str) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,19 @@ class CatalogModel:
     def lane(self) -> str:
         """The provider whose concurrency a job of this model is counted against."""
         return self.routes[0].provider
+
+    def with_routes(self, routes: Sequence[RouteSpec]) -> CatalogModel:
+        """This model run through other routes (a per-job override of the chain)."""
+        if not routes:
+            raise ValueError("a route chain needs at least one route")
+        return dataclasses.replace(self, routes=tuple(routes))
+
+    def for_job(self, meta: dict[str, Any]) -> CatalogModel:
+        """The model as a job runs it: with the job's own route chain, if it has one."""
+        override = meta.get("routes")
+        if not override:
+            return self
+        return self.with_routes([RouteSpec.from_dict(r) for r in override])
 
     def validate_input(self, raw: Any, param_prefix: str = "") -> dict[str, Any]:
         return self.kind.validate(

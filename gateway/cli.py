@@ -1,21 +1,26 @@
-"""The ``backserv`` command: ``serve``, ``keys create|list|revoke``, ``models``."""
+"""The ``backserv`` command: ``serve``, ``keys create|list|revoke``, ``jobs list|show|cancel``,
+``models``, ``doctor``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import dataclasses
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+import orjson
 from pydantic import ValidationError
 
 from gateway.auth import new_key_record
 from gateway.catalog import load_catalog
-from gateway.errors import ConfigError
+from gateway.doctor import Doctor
+from gateway.errors import ConfigError, Conflict
+from gateway.jobs import Job, Status, check_transition
+from gateway.logging_setup import configure_logging
 from gateway.settings import Settings
 from gateway.store import create_store
 from gateway.store.base import JobStore
@@ -38,18 +43,22 @@ async def _with_store(settings: Settings, fn: Callable[[JobStore], Awaitable[T]]
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.app import create_app
-
     if args.host:
         settings.host = args.host
     if args.port:
         settings.port = args.port
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    undo_logging = configure_logging(settings.log_level, settings.log_format)
+    try:
+        return _serve(settings)
+    finally:
+        undo_logging()  # a serve that stopped, or never started, leaves logging as it was
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -59,6 +68,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         http="auto",
         lifespan="on",
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers propagate to ours (configure_logging)
         timeout_graceful_shutdown=15,
         access_log=False,
     )
@@ -119,6 +129,79 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+JOBS_PAGE = 100
+
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    command = {"list": _jobs_list, "show": _jobs_show, "cancel": _jobs_cancel}[args.jobs_cmd]
+    return asyncio.run(_with_store(settings, lambda store: command(store, args)))
+
+
+async def _jobs_list(store: JobStore, args: argparse.Namespace) -> int:
+    status = Status(args.status) if args.status else None
+    jobs: list[Job] = []
+    after: str | None = None
+    more = True
+    while more and len(jobs) < args.limit:
+        size = min(JOBS_PAGE, args.limit - len(jobs))
+        page, more = await store.list_jobs(args.owner, limit=size, after=after, status=status)
+        if not page:
+            break
+        jobs.extend(page)
+        after = page[-1].id
+        if more and len(jobs) < args.limit:  # a long listing shows that it is progressing
+            print(f"read {len(jobs)} jobs...", file=sys.stderr, flush=True)
+    if not jobs:
+        print("No jobs.")
+    for job in jobs:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
+        note = job.error.get("code", "") if job.error else f"{job.progress}%"
+        print(
+            f"{job.id}  {job.status.value:10}  {created}  {job.model:24} "
+            f"{job.provider or job.lane:10} {job.owner:20} {note}"
+        )
+    if more:
+        print(f"(more jobs follow; raise --limit past {args.limit})", file=sys.stderr)
+    return 0
+
+
+async def _jobs_show(store: JobStore, args: argparse.Namespace) -> int:
+    job = await store.get_job(args.job_id)
+    if job is None:
+        print(f"No job with id {args.job_id}.", file=sys.stderr)
+        return 1
+    document = dataclasses.asdict(job)
+    document.update(
+        provider=job.provider, retry_count=job.retry_count, fallback_used=job.fallback_used
+    )
+    print(orjson.dumps(document, option=orjson.OPT_INDENT_2, default=str).decode())
+    return 0
+
+
+async def _jobs_cancel(store: JobStore, args: argparse.Namespace) -> int:
+    job = await store.get_job(args.job_id)
+    if job is None:
+        print(f"No job with id {args.job_id}.", file=sys.stderr)
+        return 1
+    try:
+        check_transition(job.status, Status.CANCELLED, job.id)
+    except Conflict as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    if await store.cancel(job.id) is None:
+        print(f"Job {job.id} finished while it was being cancelled.", file=sys.stderr)
+        return 1
+    print(f"Cancelled {job.id} (it was {job.status.value}).")
+    return 0
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backserv", description="Back.Serv jobs gateway")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -133,19 +216,37 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list", help="list stored keys (never the keys themselves)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+    jobs = sub.add_parser("jobs", help="list, show and cancel jobs of every owner (admin)")
+    jobs_sub = jobs.add_subparsers(dest="jobs_cmd", required=True)
+    listing = jobs_sub.add_parser("list", help="list jobs, newest first")
+    listing.add_argument("--status", type=str.upper, choices=[s.value for s in Status])
+    listing.add_argument("--limit", type=_positive, default=50, help="at most N (default 50)")
+    listing.add_argument("--owner", metavar="KEY_ID", help="only this owner's jobs")
+    show = jobs_sub.add_parser("show", help="print one job as JSON, with its attempts")
+    show.add_argument("job_id")
+    cancel = jobs_sub.add_parser(
+        "cancel", help="cancel a queued or running job (a running gateway stops it)"
+    )
+    cancel.add_argument("job_id")
     sub.add_parser("models", help="list the catalog's models")
+    sub.add_parser(
+        "doctor", help="check settings, database, catalog, credentials, storage and public URL"
+    )
     return parser
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "keys": cmd_keys,
+    "jobs": cmd_jobs,
     "models": cmd_models,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "doctor":  # it reports bad settings itself, with the rest
+        return asyncio.run(Doctor(sys.stdout).run())
     try:
         settings = Settings()
         return COMMANDS[args.cmd](settings, args)

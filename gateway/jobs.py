@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,12 +17,14 @@ from gateway.errors import (
     InvalidRequest,
     NotFound,
 )
+from gateway.metrics_hooks import JobObserver
 
 if TYPE_CHECKING:
     from gateway.availability import Availability
     from gateway.catalog import Catalog, CatalogModel
     from gateway.ratelimit import RateLimiter
     from gateway.store.base import JobStore
+    from providers.base import RouteSpec
 
 
 class Status(StrEnum):
@@ -148,7 +151,9 @@ class JobService:
         waker: Waker | None = None,
         availability: Availability | None = None,
         limiter: RateLimiter | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
+        self.observer = observer or JobObserver()
         self.limiter = limiter
         self.store = store
         self.catalog = catalog
@@ -208,6 +213,7 @@ class JobService:
         param_prefix: str = "",
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        routes: Sequence[RouteSpec] | None = None,
     ) -> tuple[Job, bool]:
         """``submit``, honouring an idempotency key; returns ``(job, replayed)``.
 
@@ -223,6 +229,13 @@ class JobService:
             existing = await self.store.find_by_idempotency_key(owner, idempotency_key)
             if existing is not None:
                 return _replay(existing, request_hash), True
+        meta = dict(meta or {})
+        listed = self.catalog.models.get(model.id)
+        if routes is None and listed is not None and listed.routes != model.routes:
+            routes = model.routes  # a face composed this model's chain for this job
+        if routes:  # a per-job route chain, persisted with the job for whoever runs it
+            model = model.with_routes(routes)
+            meta["routes"] = [r.to_dict() for r in routes]
         if self.availability is not None:
             self.availability.require_configured(model)
         job = Job(
@@ -233,7 +246,7 @@ class JobService:
             input=model.validate_input(raw_input, param_prefix),
             lane=model.lane,
             priority=priority,
-            meta=meta or {},
+            meta=meta,
             idempotency_key=idempotency_key,
             request_hash=request_hash if idempotency_key is not None else None,
         )
@@ -250,6 +263,7 @@ class JobService:
                     code="idempotency_key_in_use",
                 ) from None
             return _replay(existing, request_hash), True
+        self.observer.job_submitted(job)
         if self.waker is not None:
             self.waker.wake()
         return job, False
@@ -269,6 +283,7 @@ class JobService:
         after: str | None,
         status: Status | None,
         model: str | None,
+        meta: dict[str, str] | None = None,
     ) -> tuple[list[Job], bool]:
         if after is not None:
             cursor = await self.store.get_job(after)
@@ -280,7 +295,7 @@ class JobService:
                     code="invalid_cursor",
                 )
         return await self.store.list_jobs(
-            owner, limit=limit, after=after, status=status, model=model
+            owner, limit=limit, after=after, status=status, model=model, meta=meta
         )
 
     async def cancel(self, owner: str | None, job_id: str) -> Job:
@@ -291,6 +306,7 @@ class JobService:
             latest = await self.get(owner, job_id)
             check_transition(latest.status, Status.CANCELLED, job_id)
             raise Conflict(f"Job {job_id} changed while it was being cancelled; try again.")
+        self.observer.job_finished(job, Status.CANCELLED)
         if self.waker is not None:
             self.waker.job_cancelled(job_id)
         return job

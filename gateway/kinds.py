@@ -10,9 +10,16 @@ from __future__ import annotations
 import random
 import secrets
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from gateway.errors import InvalidRequest
 
@@ -75,6 +82,154 @@ class FaceSwapInput(KindInput):
     target_image: str = Field(description="The image the face is put into (URL).")
 
     _url = field_validator("source_image", "target_image")(lambda v: _check_url(v))
+
+
+# -- kinds of the Tasks API's task types (gateway/api/tasks/) ---------------------------------
+
+ImageSide = Annotated[int | None, Field(default=None, ge=64, le=4096)]
+LongText = Annotated[str, Field(min_length=1, max_length=32000)]
+
+
+def _check_urls(values: list[str]) -> list[str]:
+    return [_check_url(v) for v in values]
+
+
+class EditInput(KindInput):
+    image_url: str = Field(description="The image to edit (http(s) or data: URL).")
+    prompt: Prompt
+    reference_image_urls: list[str] = Field(
+        default_factory=list, max_length=4, description="Reference images (URLs)."
+    )
+    width: ImageSide = Field(None, description="Output width; the input's when omitted.")
+    height: ImageSide = Field(None, description="Output height; the input's when omitted.")
+    seed: Seed = Field(None, description="Random seed; one is chosen when omitted.")
+
+    _url = field_validator("image_url")(lambda v: _check_url(v))
+    _urls = field_validator("reference_image_urls")(_check_urls)
+
+
+class RefineInput(KindInput):
+    image_url: str = Field(description="The image to refine (http(s) or data: URL).")
+    prompt: OptionalText = None
+    scale_factor: float | None = Field(None, ge=1, le=8, description="Upscale factor.")
+    width: ImageSide = Field(None, description="Target width (with height).")
+    height: ImageSide = Field(None, description="Target height (with width).")
+    steps: int | None = Field(None, ge=1, le=150, description="Number of inference steps.")
+    denoise: float | None = Field(None, ge=0, le=1, description="Denoise strength.")
+    face_detail: bool = Field(False, description="Also enhance face details.")
+    face_detail_prompt: OptionalText = None
+    seed: Seed = Field(None, description="Random seed; one is chosen when omitted.")
+
+    _url = field_validator("image_url")(lambda v: _check_url(v))
+
+
+class DetailEnhanceInput(KindInput):
+    image_url: str = Field(description="The image to enhance (http(s) or data: URL).")
+    reference_image_url: str = Field(description="The image whose details are transferred.")
+    label: str | None = Field(None, max_length=200, description="What to enhance (e.g. logos).")
+
+    _url = field_validator("image_url", "reference_image_url")(lambda v: _check_url(v))
+
+
+class BackgroundFixInput(KindInput):
+    image_url: str = Field(description="The image whose background is fixed (URL).")
+    palette_image_url: str = Field(description="An image of the target background colour.")
+    strategy: str | None = Field(None, max_length=64, description="Processing strategy.")
+    edge_blur_sigma: float = Field(20.0, ge=0, le=200, description="Edge blur (Gaussian sigma).")
+    light_threshold: int = Field(220, ge=0, le=255, description="Full shift above this.")
+    shadow_threshold: int = Field(
+        150, ge=0, le=255, validate_default=True, description="No shift below this."
+    )
+    mask_expansion: float = Field(0.005, ge=0, le=1, description="Mask growth (fraction).")
+
+    _url = field_validator("image_url", "palette_image_url")(lambda v: _check_url(v))
+
+    @field_validator("shadow_threshold")
+    @classmethod
+    def _below_light(cls, value: int, info: ValidationInfo) -> int:
+        light = info.data.get("light_threshold")
+        if isinstance(light, int) and value > light:
+            raise ValueError(f"must not be above 'light_threshold' ({light})")
+        return value
+
+
+class FaceEnhanceInput(KindInput):
+    image_url: str = Field(description="The image whose faces are enhanced (URL).")
+
+    _url = field_validator("image_url")(lambda v: _check_url(v))
+
+
+class BackgroundRemovalInput(KindInput):
+    image_urls: list[str] = Field(
+        min_length=1, max_length=16, description="The images to cut out (URLs), one result each."
+    )
+
+    _urls = field_validator("image_urls")(_check_urls)
+
+
+class ImageAdjustInput(KindInput):
+    image_url: str = Field(description="The image to adjust (http(s) or data: URL).")
+    mode: Literal["auto", "crop", "pad", "scale"] = Field(
+        "auto", description="auto: crop when the ratios differ by 5% or less, else pad."
+    )
+    aspect_ratio: float | None = Field(None, gt=0, le=20, description="Target width/height.")
+    target_width: int | None = Field(None, ge=1, le=8192, description="Target width.")
+    target_height: int | None = Field(
+        None, ge=1, le=8192, validate_default=True, description="Target height."
+    )
+    cropping_position: Literal[
+        "center",
+        "top",
+        "bottom",
+        "left",
+        "right",
+        "top_left",
+        "top_right",
+        "bottom_left",
+        "bottom_right",
+    ] = Field("center", description="Where the kept box sits (crop mode).")
+    resampling: Literal["lanczos", "bicubic", "bilinear", "nearest", "box", "hamming"] = Field(
+        "lanczos", description="Resampling filter."
+    )
+    scaling_proportions: Literal["width", "height"] = Field(
+        "height", description="Scale mode: the side matched exactly."
+    )
+    tolerance: float = Field(0.0, ge=0, le=1, description="Ratio difference left as it is.")
+    margin_top: float | None = Field(None, ge=0, le=1, description="Needs subject detection.")
+    margin_bottom: float | None = Field(None, ge=0, le=1, description="Needs subject detection.")
+    margin_left: float | None = Field(None, ge=0, le=1, description="Needs subject detection.")
+    margin_right: float | None = Field(None, ge=0, le=1, description="Needs subject detection.")
+    reference_image_url: str | None = Field(None, description="Subject margins from this image.")
+
+    _url = field_validator("image_url")(lambda v: _check_url(v))
+    _ref = field_validator("reference_image_url")(lambda v: None if v is None else _check_url(v))
+
+    @field_validator("target_height")
+    @classmethod
+    def _one_target(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """Checked last of the three (``validate_default``): exactly one target is given."""
+        width, ratio = info.data.get("target_width"), info.data.get("aspect_ratio")
+        if (width is None) != (value is None):
+            raise ValueError("'target_width' and 'target_height' go together")
+        if ratio is not None and value is not None:
+            raise ValueError("give either 'aspect_ratio' or 'target_width' and 'target_height'")
+        if ratio is None and value is None and "aspect_ratio" in info.data:
+            raise ValueError("give 'aspect_ratio', or 'target_width' and 'target_height'")
+        return value
+
+
+class LLMInput(KindInput):
+    prompt: LongText
+    system_prompt: str | None = Field(None, max_length=32000, description="System prompt.")
+    image_urls: list[str] = Field(default_factory=list, max_length=8, description="Images.")
+
+    _urls = field_validator("image_urls")(_check_urls)
+
+
+class FalAppInput(KindInput):
+    """Whatever the fal app takes: the fields are passed to it as they are."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
 
 @dataclass(frozen=True)
@@ -197,5 +352,19 @@ KINDS: dict[str, Kind] = {
         Kind("video", VideoInput, "image/gif", "Text (or image) to video."),
         Kind("upscale", UpscaleInput, "image/png", "Make an image larger."),
         Kind("face_swap", FaceSwapInput, "image/png", "Put a face from one image into another."),
+        Kind("edit", EditInput, "image/png", "Edit an image as a prompt says."),
+        Kind("refine", RefineInput, "image/png", "Upscale and refine an image."),
+        Kind("detail_enhance", DetailEnhanceInput, "image/png", "Enhance details of an image."),
+        Kind("background_fix", BackgroundFixInput, "image/png", "Recolour an image's background."),
+        Kind("face_enhance", FaceEnhanceInput, "image/png", "Enhance the faces in an image."),
+        Kind(
+            "background_removal",
+            BackgroundRemovalInput,
+            "image/png",
+            "Cut the subject out of images.",
+        ),
+        Kind("image_adjust", ImageAdjustInput, "image/png", "Crop, pad or scale an image."),
+        Kind("llm", LLMInput, "text/plain", "Answer a prompt with text."),
+        Kind("fal_app", FalAppInput, "image/png", "Run a fal app with its own parameters."),
     )
 }

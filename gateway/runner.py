@@ -29,6 +29,7 @@ from gateway.errors import (
     StaleLease,
 )
 from gateway.jobs import Job, Status
+from gateway.metrics_hooks import JobObserver
 from gateway.retry import RetryPolicy
 from gateway.storage import ResultStorage
 from gateway.store.base import JobStore
@@ -59,7 +60,11 @@ class JobRunner:
         job_timeout: float,
         breakers: Breakers | None = None,
         breaker_wait: float = 60.0,
+        lease_margin: float = 0.0,
+        observer: JobObserver | None = None,
     ) -> None:
+        self.observer = observer or JobObserver()
+        self.lease_margin = lease_margin
         self.breakers = breakers or Breakers()
         self._submitting: dict[str, asyncio.Future[ProviderRef]] = {}
         self.breaker_wait = breaker_wait
@@ -123,6 +128,8 @@ class JobRunner:
                 )
                 continue
             tried = True
+            if index > 0 and (not job.attempts or job.attempts[-1]["route_index"] != index):
+                self.observer.fell_back(job, route.name)
             outcome = await self._run_route(job, model, index, route, provider, deadline)
             if outcome is None:
                 return None, None
@@ -172,6 +179,7 @@ class JobRunner:
                 if delay is None or time.time() + delay > deadline or not breaker.allow():
                     await self._save_attempts(job)
                     return error
+                self.observer.retried(job, route.provider, route.name)
                 log.info(
                     "job %s: retrying %s in %.2fs after %s",
                     job.id,
@@ -218,17 +226,22 @@ class JobRunner:
         )
         return attempt
 
-    @staticmethod
-    def _close_attempt(attempt: dict[str, Any], outcome: str, error: ProviderError | None) -> None:
+    def _close_attempt(
+        self, attempt: dict[str, Any], outcome: str, error: ProviderError | None
+    ) -> None:
         attempt["ended_at"] = time.time()
         attempt["outcome"] = outcome
         attempt["error"] = None if error is None else error_dict(error)
+        if outcome != "cancelled":  # a user's cancel is no verdict on the provider
+            seconds = attempt["ended_at"] - attempt["started_at"]
+            self.observer.provider_done(attempt["provider"], outcome, seconds)
 
     async def _ensure_submitted(
         self, job: Job, attempt: dict[str, Any], route: RouteSpec, provider: Provider
     ) -> ProviderRef:
         if attempt.get("request_id"):
             return ProviderRef(attempt["request_id"], attempt.get("ref") or {})
+        self._check_lease(job)
         # A submit in flight is not interrupted by a cancel or a shutdown: the provider may
         # be accepting (and billing) it, so its reference must be recorded, to be cancelled
         # or handed on. ``settle_submit`` lets the canceller wait for it.
@@ -270,6 +283,7 @@ class JobRunner:
     ) -> ProviderState:
         last_saved = 0.0
         dirty = False  # progress changed but was not saved yet (saves are throttled)
+        self._check_lease(job)
         state = await self._poll_once(provider, route, ref, None)
         while not state.terminal:
             if (state.progress, state.queue_position) != (job.progress, job.queue_position):
@@ -289,8 +303,23 @@ class JobRunner:
                     "the job did not finish within the time limit", code="timeout"
                 )
             wait = min(remaining, 30.0, PROGRESS_SAVE_INTERVAL if dirty else 30.0)
+            wait = min(wait, max(0.0, self._lease_left(job)))
+            self._check_lease(job)
             state = await self._poll_once(provider, route, ref, wait)
         return state
+
+    def _lease_left(self, job: Job) -> float:
+        """Seconds until this worker must assume its lease of ``job`` ran out (the heartbeat
+        moves ``job.lease_expires`` on; under overload it may not have)."""
+        if job.lease_expires is None:
+            return float("inf")
+        return job.lease_expires - self.lease_margin - time.time()
+
+    def _check_lease(self, job: Job) -> None:
+        """Stop working on a job whose lease may have passed to another worker, so two
+        workers never follow one job at once; it is resumed from the log by its next owner."""
+        if self._lease_left(job) <= 0:
+            raise StaleLease(f"job {job.id}: the lease ran out before it could be renewed")
 
     @staticmethod
     async def _poll_once(
@@ -348,6 +377,8 @@ class JobRunner:
             await asyncio.shield(write)
         except StaleLease:
             log.info("job %s: finished elsewhere or cancelled; result dropped", job.id)
+            return
+        self.observer.job_finished(job, status)
 
     async def _save_attempts(self, job: Job) -> None:
         await asyncio.shield(self.store.save_attempts(job.id, job.lease_token, job.attempts))

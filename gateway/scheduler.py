@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from gateway.catalog import Catalog
 from gateway.errors import StaleLease
 from gateway.jobs import Job, Status
+from gateway.logging_setup import current_job_id
 from gateway.runner import JobRunner
 
 log = logging.getLogger("backserv.scheduler")
@@ -72,7 +73,9 @@ class Scheduler:
 
     @property
     def lanes(self) -> list[str]:
-        return sorted({m.lane for m in self.catalog})
+        """Every provider a job may be queued for: the catalog's primaries, and any other
+        provider (a job's own route chain may start anywhere)."""
+        return sorted({m.lane for m in self.catalog} | set(self.runner.providers))
 
     def limit(self, lane: str) -> int:
         return self.concurrency.get(lane, self.default_concurrency)
@@ -167,7 +170,12 @@ class Scheduler:
         while not self._stopping:
             await asyncio.sleep(self.heartbeat_seconds)
             tokens = {job_id: job.lease_token for job_id, (_, job) in self._inflight.items()}
+            renewed_from = time.time()
             held = await self.store.heartbeat(self.worker_id, tokens, self.lease_seconds)
+            for job_id in held:
+                entry = self._inflight.get(job_id)
+                if entry is not None:  # the runner stops on its own when this runs out
+                    entry[1].lease_expires = renewed_from + self.lease_seconds
             for job_id in tokens.keys() - held:
                 entry = self._inflight.get(job_id)
                 if entry is None:
@@ -190,6 +198,7 @@ class Scheduler:
     # -- one job ----------------------------------------------------------------------------
 
     def _start(self, job: Job) -> None:
+        self.runner.observer.job_claimed(job)
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self._inflight[job.id] = (task, job)
         self._lane_count[job.lane] = self._lane_count.get(job.lane, 0) + 1
@@ -205,8 +214,9 @@ class Scheduler:
             self.wake()
 
     async def _run(self, job: Job) -> None:
+        current_job_id.set(job.id)  # this task's own context: its log lines carry the id
         try:
-            model = self.catalog.get(job.model)
+            model = self.catalog.get(job.model).for_job(job.meta)
         except Exception:
             await self._fail_unknown_model(job)
             return
@@ -227,10 +237,12 @@ class Scheduler:
                     error={"code": "internal_error", "message": f"internal error: {exc}"},
                     attempts=job.attempts,
                 )
+                self.runner.observer.job_finished(job, Status.FAILED)
 
     async def _after_cancel(self, job: Job, reason: str) -> None:
         await self.runner.settle_submit(job)
-        model = self.catalog.models.get(job.model)
+        base = self.catalog.models.get(job.model)
+        model = None if base is None else base.for_job(job.meta)
         if reason == _LOST:
             latest = await self.store.get_job(job.id)
             if latest is None or latest.status is not Status.CANCELLED:
@@ -254,3 +266,4 @@ class Scheduler:
                     "message": f"The model '{job.model}' is no longer in the catalog.",
                 },
             )
+            self.runner.observer.job_finished(job, Status.FAILED)

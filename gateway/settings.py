@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.logging_setup import check_level
+from gateway.netguard import AllowList
 
 DEFAULT_CONCURRENCY = {"sandbox": 8, "fal": 16, "replicate": 16, "local": 1}
 MIN_RECORD_TTL = 24 * 3600
@@ -27,7 +31,14 @@ class Settings(BaseSettings):
     storage_dir: Path = Path("data/files")
     public_url: str | None = None
     api_keys: str = ""
+    #: critical, error, warning, info or debug (any case)
     log_level: str = "info"
+    #: json: one JSON object per line (ts, level, logger, message, request_id, job_id, ...);
+    #: text: the classic human-readable line
+    log_format: Literal["json", "text"] = "json"
+    #: serve GET /metrics (Prometheus); with metrics_token set, it asks for that Bearer token
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
     secret_key: str | None = None
 
     # how long POST /v1/images/generations waits for its job before answering 504 with the
@@ -40,6 +51,17 @@ class Settings(BaseSettings):
 
     # request limits
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+    # the Back.Serv task face (POST /submit_task, GET /query_task/<id>, ...): "key" asks for
+    # a Bearer key as every other face does; "none" is for a trusted network: no key, and
+    # every request acts as submit_task_owner
+    submit_task_auth: Literal["key", "none"] = "key"
+    submit_task_owner: str = Field("trusted-network", min_length=1, max_length=128)
+    #: task_type -> catalog model id (JSON), e.g. {"image_creation": "flux-dev"}; start-up
+    #: refuses a model that is missing or of another kind. A task type not named here runs
+    #: its default (sandbox-image, sandbox-upscale, sandbox-face-swap, sandbox-video) or, in
+    #: a catalog without it, the catalog's first model of the task's kind
+    submit_task_models: dict[str, str] = Field(default_factory=dict)
 
     # scheduler
     provider_concurrency: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_CONCURRENCY))
@@ -92,6 +114,74 @@ class Settings(BaseSettings):
     sandbox_latency: float = Field(0.5, ge=0)
     sandbox_failure_rate: float = Field(0.0, ge=0, le=1)
 
+    # the local PyTorch provider (pip install '.[local]'); routes may override device/dtype
+    #: where relative route targets (model directories) are found; the working directory
+    #: when unset
+    local_models_dir: Path | None = None
+    #: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
+    local_device: str = "auto"
+    #: auto (float16 on a GPU, float32 on the CPU), float32, float16 or bfloat16
+    local_dtype: str = "auto"
+    #: how many loaded pipelines stay in memory; the least recently used is unloaded
+    local_max_pipelines: int = Field(1, ge=1)
+    #: model directories (comma-separated) loaded at start-up rather than on first use
+    local_preload: str = ""
+    #: CPU threads torch may use; 0: one fewer than the cores, so the event loop keeps one
+    local_cpu_threads: int = Field(0, ge=0)
+
+    # outgoing webhooks (gateway/webhooks/)
+    #: hosts and networks a webhook may target although they are not public addresses:
+    #: comma-separated host names (``hooks.internal``, ``*.corp.example``) and CIDRs
+    webhook_allow: str = ""
+    #: how long a delivery is retried (from its creation) before it is marked failed
+    webhook_retry_seconds: float = Field(24 * 3600, gt=0)
+    #: the first retry's delay; each next one doubles (with jitter), up to 10 minutes
+    webhook_retry_base_seconds: float = Field(5.0, gt=0)
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_concurrency: int = Field(16, ge=1)
+
+    # the Tasks API (/api/v1/tasks, gateway/api/tasks/): JWT bearer tokens signed with HS256
+    #: the HS256 secret of its tokens (at least 32 bytes); unset, the Tasks API answers 503
+    tasks_jwt_secret: str | None = None
+    #: when set, a token's ``iss`` / ``aud`` must match
+    tasks_jwt_issuer: str | None = None
+    tasks_jwt_audience: str | None = None
+    #: clock skew allowed when checking ``exp`` and ``nbf``
+    tasks_jwt_leeway_seconds: float = Field(30.0, ge=0, le=300)
+    #: task type -> catalog model id, e.g. {"GENERATION": "flux-dev"} (checked at start-up);
+    #: a task type not named runs the first catalog model of its kind
+    tasks_models: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("submit_task_auth", mode="before")
+    @classmethod
+    def _auth_mode_any_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format_any_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        return check_level(value)
+
+    @field_validator("tasks_jwt_secret")
+    @classmethod
+    def _strong_jwt_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) < 32:
+            raise ValueError(
+                "must be at least 32 bytes: an HS256 secret shorter than the hash is guessable"
+            )
+        return value
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _valid_allow_list(cls, value: str) -> str:
+        AllowList.parse(value)  # a ValueError names the bad entry
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
@@ -122,6 +212,10 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         return f"http://localhost:{self.port}"
+
+    @property
+    def webhook_allow_list(self) -> AllowList:
+        return AllowList.parse(self.webhook_allow)
 
     def concurrency_for(self, provider: str) -> int:
         return self.provider_concurrency.get(provider, self.default_concurrency)

@@ -54,6 +54,25 @@ class RouteSpec:
     def name(self) -> str:
         return f"{self.provider}:{self.target}"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "target": self.target,
+            "options": dict(self.options),
+            "input_map": dict(self.input_map),
+            "constants": dict(self.constants),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RouteSpec:
+        return cls(
+            str(data["provider"]),
+            str(data["target"]),
+            dict(data.get("options") or {}),
+            dict(data.get("input_map") or {}),
+            dict(data.get("constants") or {}),
+        )
+
 
 @dataclass(frozen=True)
 class ProviderRef:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from gateway.settings import Settings
 from providers.base import Provider
 from providers.fal import FalProvider
+from providers.local_torch import LocalTorchProvider
 from providers.replicate import ReplicateProvider
 from providers.sandbox import Fetch, SandboxProvider
 
@@ -35,6 +36,15 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             base_url=settings.replicate_base_url,
             timeout=settings.provider_timeout_seconds,
             poll_interval=settings.provider_poll_seconds,
+        ),
+        "local": LocalTorchProvider(
+            models_dir=settings.local_models_dir,
+            device=settings.local_device,
+            dtype=settings.local_dtype,
+            max_pipelines=settings.local_max_pipelines,
+            preload=[p.strip() for p in settings.local_preload.split(",") if p.strip()],
+            cpu_threads=settings.local_cpu_threads,
+            fetch=fetch,
         ),
     }
     return providers

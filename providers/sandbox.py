@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from gateway.errors import ConfigError
+from providers import sandbox_edits as edits
 from providers import sandbox_media as media
 from providers.base import (
     Output,
@@ -46,7 +47,7 @@ log = logging.getLogger("backserv.providers.sandbox")
 #: fetches the bytes behind an input URL, or answers None to leave it to the default fetcher
 Fetch = Callable[[str], Awaitable[bytes | None]]
 
-TARGETS = ("image", "video", "upscale", "face_swap")
+TARGETS = ("image", "video", "upscale", "face_swap", *edits.TARGETS)
 #: how many job ids the failure draw remembers the submit count of
 _MAX_REMEMBERED_JOBS = 100_000
 
@@ -193,6 +194,8 @@ class SandboxProvider(Provider):
     async def _render(
         self, target: str, job_input: dict[str, Any]
     ) -> tuple[tuple[Output, ...], int | None]:
+        if target in edits.TARGETS:  # the Tasks API's kinds (providers/sandbox_edits.py)
+            return await edits.render(target, job_input, self._input)
         if target == "image":
             prompt, negative = _text(job_input, "prompt"), job_input.get("negative_prompt")
             seed, count = _int(job_input, "seed", 0), _int(job_input, "num_images", 1)

@@ -10,6 +10,7 @@ from gateway.catalog import Catalog, load_catalog
 from gateway.errors import ConfigError, UnknownModel
 from gateway.kinds import KINDS
 from providers.registry import KNOWN_PROVIDERS
+from tests.test_kinds import MINIMAL
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "catalog.toml"
@@ -65,17 +66,8 @@ def test_shipped_sandbox_models_say_they_are_for_development_and_testing(
 
 
 def test_shipped_defaults_are_valid_inputs(shipped: Catalog) -> None:
-    minimal = {
-        "image": {"prompt": "x"},
-        "video": {"prompt": "x"},
-        "upscale": {"image_url": "https://example.com/a.png"},
-        "face_swap": {
-            "source_image": "https://example.com/s.png",
-            "target_image": "https://example.com/t.png",
-        },
-    }
     for m in shipped:
-        m.validate_input(minimal[m.kind.name])
+        m.validate_input(MINIMAL[m.kind.name])
 
 
 # -- loading a catalog ------------------------------------------------------------------------

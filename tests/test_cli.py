@@ -1,16 +1,26 @@
-"""The ``backserv`` command (gateway/cli.py): keys create|list|revoke, models, config errors."""
+"""The ``backserv`` command (gateway/cli.py): keys create|list|revoke, jobs list|show|cancel,
+models, serve's logging, config errors."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import re
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.cli import main
+from gateway.jobs import Job, Status
+from gateway.logging_setup import UVICORN_LOGGERS, JsonFormatter
+from gateway.store.sqlite import SQLiteJobStore
 from tests.api.support import assert_error, running
 from tests.conftest import ROOT, make_settings
+from tests.store.test_contract import make_job
 
 KEY = re.compile(r"\bbsk_[A-Za-z0-9_-]{20,}")
 KEY_ID = re.compile(r"\bkey_[0-9a-f]{16}\b")
@@ -151,3 +161,203 @@ def test_invalid_setting_exits_2_naming_it(
     code, _out, err = run(capsys, "models")
     assert code == 2
     assert "BACKSERV_DATABASE_URL" in err
+
+
+# -- jobs list | show | cancel ----------------------------------------------------------------
+
+
+def seed(tmp_path: Path, *jobs: Job, cancel: int = 0) -> list[Job]:
+    """Store ``jobs`` in the CLI's database (and cancel the first ``cancel`` of them)."""
+
+    async def go() -> None:
+        store = SQLiteJobStore(tmp_path / "backserv.db")
+        await store.open()
+        try:
+            for job in jobs:
+                await store.insert_job(job)
+            for job in jobs[:cancel]:
+                await store.cancel(job.id)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    return list(jobs)
+
+
+def stored_status(tmp_path: Path, job_id: str) -> Status:
+    async def go() -> Status:
+        store = SQLiteJobStore(tmp_path / "backserv.db")
+        await store.open()
+        try:
+            job = await store.get_job(job_id)
+            assert job is not None
+            return job.status
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def listed_ids(out: str) -> list[str]:
+    return [line.split()[0] for line in out.splitlines() if line.startswith("job-")]
+
+
+def test_jobs_list_shows_newest_first_across_owners(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = seed(tmp_path, make_job(owner="alice"), make_job(owner="bob", model="sandbox-video"))
+
+    code, out, _err = run(capsys, "jobs", "list")
+
+    assert code == 0
+    assert listed_ids(out) == [jobs[1].id, jobs[0].id]
+    [bob] = [line for line in out.splitlines() if jobs[1].id in line]
+    assert "QUEUED" in bob and "sandbox-video" in bob and "bob" in bob
+
+
+def test_jobs_list_filters_by_status_and_owner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = seed(tmp_path, make_job(), make_job(), make_job(owner="bob"), cancel=1)
+
+    code, out, _err = run(capsys, "jobs", "list", "--status", "cancelled")
+    assert code == 0
+    assert listed_ids(out) == [jobs[0].id]
+
+    code, out, _err = run(capsys, "jobs", "list", "--owner", "bob")
+    assert listed_ids(out) == [jobs[2].id]
+
+
+def test_jobs_list_of_many_pages_shows_progress_and_stops_at_the_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = seed(tmp_path, *(make_job() for _ in range(260)))
+
+    code, out, err = run(capsys, "jobs", "list", "--limit", "250")
+
+    assert code == 0
+    assert listed_ids(out) == [j.id for j in reversed(jobs)][:250]
+    assert "read 100 jobs" in err and "read 200 jobs" in err
+    assert "more jobs follow" in err
+
+
+def test_jobs_list_of_an_empty_database_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _err = run(capsys, "jobs", "list")
+    assert code == 0
+    assert "No jobs." in out
+
+
+def test_jobs_list_refuses_an_unknown_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run(capsys, "jobs", "list", "--status", "DONE")
+    assert exc.value.code == 2
+
+
+def test_jobs_show_prints_the_job_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [job] = seed(tmp_path, make_job(meta={"face": "jobs"}))
+
+    code, out, _err = run(capsys, "jobs", "show", job.id)
+
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["id"] == job.id
+    assert shown["status"] == "QUEUED"
+    assert shown["input"] == job.input
+    assert shown["meta"] == {"face": "jobs"}
+    assert shown["attempts"] == [] and shown["retry_count"] == 0
+
+
+def test_jobs_show_of_an_unknown_job_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(capsys, "jobs", "show", "job-nope")
+    assert code == 1
+    assert "job-nope" in err
+
+
+def test_jobs_cancel_cancels_a_queued_job_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [job] = seed(tmp_path, make_job())
+
+    code, out, _err = run(capsys, "jobs", "cancel", job.id)
+    assert code == 0
+    assert job.id in out
+    assert stored_status(tmp_path, job.id) is Status.CANCELLED
+
+    code, _out, err = run(capsys, "jobs", "cancel", job.id)
+    assert code == 1
+    assert "already CANCELLED" in err
+
+
+def test_jobs_cancel_of_an_unknown_job_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(capsys, "jobs", "cancel", "job-nope")
+    assert code == 1
+    assert "job-nope" in err
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_logging_and_signals() -> Iterator[None]:
+    root = logging.getLogger()
+    saved_root = (root.handlers[:], root.level)
+    loggers = [logging.getLogger(name) for name in UVICORN_LOGGERS]
+    saved = {lg.name: (lg.handlers[:], lg.propagate, lg.level) for lg in loggers}
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved_root[0]
+        root.setLevel(saved_root[1])
+        for name, (hs, propagate, level) in saved.items():
+            logging.getLogger(name).handlers[:] = hs
+            logging.getLogger(name).propagate = propagate
+            logging.getLogger(name).setLevel(level)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.usefixtures("restore_logging_and_signals")
+def test_serve_logs_json_at_the_set_level_through_uvicorn_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    root = logging.getLogger()
+    seen: list[tuple[Any, int, bool, bool]] = []
+
+    def run_server(server: uvicorn.Server) -> None:  # what uvicorn would run under
+        json_handler = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+        propagate = logging.getLogger("uvicorn.error").propagate
+        seen.append((server.config, root.level, json_handler, propagate))
+
+    monkeypatch.setattr(uvicorn.Server, "run", run_server)
+    monkeypatch.setenv("BACKSERV_LOG_LEVEL", "WARNING")
+    level_before = root.level
+
+    code, _out, _err = run(capsys, "serve", "--port", "4999")
+
+    assert code == 0
+    [(config, level, json_handler, propagate)] = seen
+    assert config.log_config is None  # uvicorn installs no logging config of its own
+    assert level == logging.WARNING
+    assert json_handler and propagate
+    # once serve returns, logging is as it was
+    assert root.level == level_before
+    assert not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+
+
+@pytest.mark.usefixtures("restore_logging_and_signals")
+def test_a_serve_that_cannot_start_leaves_logging_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BACKSERV_SUBMIT_TASK_MODELS", '{"face_swap": "no-such-model"}')
+    handlers = logging.getLogger().handlers[:]
+
+    code, _out, err = run(capsys, "serve")
+
+    assert code == 2
+    assert "no-such-model" in err
+    assert logging.getLogger().handlers == handlers

@@ -223,7 +223,10 @@ async def test_cancel_of_a_running_job_reaches_the_provider(rig: Rig) -> None:
     while not [r for r in rig.fal.requests("cancel") if request_id in r.path]:
         assert time.monotonic() < deadline, "the provider was never told to cancel"
         await asyncio.sleep(0.02)
-    final = await rig.finished(job_id)
+    # the attempt is closed once the provider answered the cancel
+    final = await wait_for(
+        rig.client, job_id, until=lambda j: j["attempts"][-1]["outcome"] is not None
+    )
     assert final["status"] == "CANCELLED"
     assert final["attempts"][-1]["outcome"] == "cancelled"
 

@@ -17,7 +17,7 @@ from gateway.runner import JobRunner
 from gateway.scheduler import Scheduler
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
-from providers.base import Provider
+from providers.base import Provider, RouteSpec
 from tests.fakes import FakeProvider, Script, submit_fails, succeed
 
 POLICY = RetryPolicy(max_attempts=3, base=0.001, cap=0.01)
@@ -466,3 +466,23 @@ async def test_provider_raising_an_unexpected_exception_does_not_stop_burst_mode
     assert got.status is Status.FAILED
     assert got.error is not None and got.error["code"] == "internal_error"
     assert await status_of(store, fine.id) is Status.COMPLETED
+
+
+async def test_a_job_with_its_own_route_chain_runs_on_those_routes(
+    store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider, make_scheduler: MakeScheduler
+) -> None:
+    scheduler = make_scheduler()
+    service = JobService(store, scheduler.catalog, scheduler)
+    model = scheduler.catalog.get("one")
+    override = [RouteSpec(fake2.name, "other-target")]
+
+    job, _ = await service.submit_or_replay(
+        owner="alice", model=model, raw_input={"prompt": "x"}, routes=override
+    )
+    await scheduler.run_until_idle(timeout=10)
+
+    done = await store.get_job(job.id)
+    assert done is not None and done.status is Status.COMPLETED
+    assert fake.submits == [] and len(fake2.submits) == 1
+    assert done.attempts[0]["route"] == f"{fake2.name}:other-target"
+    assert done.lane == fake2.name

@@ -29,6 +29,7 @@ from gateway.errors import (
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, Status
 from gateway.waiting import wait_until_terminal
+from gateway.webhooks import validate_webhook
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -48,7 +49,9 @@ _IGNORED = frozenset(
         "partial_images",
     }
 )
-_OPENAI = frozenset({"model", "prompt", "n", "size", "response_format", "user"})
+_OPENAI = frozenset(
+    {"model", "prompt", "n", "size", "response_format", "user", "webhook_url", "webhook_events"}
+)
 #: canonical input fields reported under the OpenAI name the client sent
 _PARAM_NAMES = {"num_images": "n", "width": "size", "height": "size"}
 
@@ -92,7 +95,7 @@ class ImagesAPI:
                 owner=who.owner,
                 model=model,
                 raw_input=raw,
-                meta={"face": "openai", **({"user": user} if user else {})},
+                meta=await _meta(body, user, gw),
                 idempotency_key=None if idem is None else idem.key,
                 request_hash=None if idem is None else idem.request_hash,
             )
@@ -122,6 +125,16 @@ class ImagesAPI:
                 item["url"] = gw.signer.url(job.id, f["name"], expires)
             out.append(item)
         return out
+
+
+async def _meta(body: dict[str, Any], user: str | None, gw: Gateway) -> dict[str, Any]:
+    meta: dict[str, Any] = {"face": "openai"}
+    if user:
+        meta["user"] = user
+    hook = await validate_webhook(body.get("webhook_url"), body.get("webhook_events"), gw.settings)
+    if hook is not None:
+        meta["webhook"] = hook
+    return meta
 
 
 def _size(value: Any) -> dict[str, int]:

@@ -19,13 +19,15 @@ from gateway.errors import InvalidRequest
 from gateway.events import JobEvents
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, JobService, Status
+from gateway.settings import Settings
 from gateway.storage import UrlSigner
 from gateway.waiting import wait_until_terminal
+from gateway.webhooks import job_webhook, validate_webhook
 
 PRIORITY_RANGE = (-100, 100)
 #: top-level fields of POST /v1/jobs/images that are not part of the image input
-_IMAGE_ENVELOPE = {"model", "priority"}
-_GENERIC_FIELDS = {"model", "input", "priority"}
+_IMAGE_ENVELOPE = {"model", "priority", "webhook_url", "webhook_events"}
+_GENERIC_FIELDS = {"model", "input", "priority", "webhook_url", "webhook_events"}
 
 
 def _iso_or_none(value: float | None) -> int | None:
@@ -100,6 +102,12 @@ def render_job(job: Job, signer: UrlSigner, ttl: int) -> dict[str, Any]:
 MAX_WAIT_SECONDS = 60
 
 
+def _meta_filters(request: Request) -> dict[str, str] | None:
+    """``user_id`` (recorded by the Back.Serv task API) filters a listing too."""
+    user_id = request.query_params.get("user_id")
+    return {"user_id": user_id} if user_id else None
+
+
 class JobsAPI:
     def __init__(
         self,
@@ -108,7 +116,9 @@ class JobsAPI:
         ttl: int,
         max_body: int,
         events: JobEvents,
+        settings: Settings,
     ) -> None:
+        self.settings = settings
         self.service = service
         self.signer = signer
         self.ttl = ttl
@@ -142,6 +152,7 @@ class JobsAPI:
             model=model,
             raw_input={k: v for k, v in body.items() if k not in _IMAGE_ENVELOPE},
             priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
+            meta=await self._webhook_meta(body),
             idempotency_key=None if idem is None else idem.key,
             request_hash=None if idem is None else idem.request_hash,
         )
@@ -154,8 +165,8 @@ class JobsAPI:
         for key in body:
             if key not in _GENERIC_FIELDS:
                 raise InvalidRequest(
-                    f"Unknown parameter '{key}'. POST /v1/jobs takes 'model', 'input' and "
-                    f"'priority'.",
+                    f"Unknown parameter '{key}'. POST /v1/jobs takes 'model', 'input', "
+                    f"'priority', 'webhook_url' and 'webhook_events'.",
                     param=key,
                     code="unknown_parameter",
                 )
@@ -171,6 +182,7 @@ class JobsAPI:
             raw_input=raw,
             priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
             param_prefix="input.",
+            meta=await self._webhook_meta(body),
             idempotency_key=None if idem is None else idem.key,
             request_hash=None if idem is None else idem.request_hash,
         )
@@ -184,7 +196,16 @@ class JobsAPI:
         job = await self.service.get(who.owner, request.path_params["job_id"])
         if wait and not job.status.terminal:
             job = await wait_until_terminal(self.service.store, self.events, job, wait)
-        return json(self._render(job))
+        body = self._render(job)
+        if (hook := await job_webhook(self.service.store, job)) is not None:
+            body["webhook"] = hook
+        return json(body)
+
+    async def _webhook_meta(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        hook = await validate_webhook(
+            body.get("webhook_url"), body.get("webhook_events"), self.settings
+        )
+        return None if hook is None else {"webhook": hook}
 
     async def list_jobs(self, request: Request) -> Response:
         who = await principal(request)
@@ -206,6 +227,7 @@ class JobsAPI:
             after=request.query_params.get("after") or None,
             status=status,
             model=request.query_params.get("model") or None,
+            meta=_meta_filters(request),
         )
         data = [self._render(j) for j in jobs]
         return json(

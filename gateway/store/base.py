@@ -9,6 +9,7 @@ job raises ``StaleLease`` (or is ignored, where the docstring says so).
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from typing import Any
 from gateway.jobs import Job, Status
 
 log = logging.getLogger("backserv.store")
+
+#: the meta keys a listing may filter on are plain names (they become JSON paths in SQL)
+META_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,37 @@ class ApiKeyRecord:
     created_at: float
     revoked_at: float | None = None
     scopes: str = ""
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One webhook message for one event of one job (a row of the outbox).
+
+    ``id`` (``msg_…``) is the ``webhook-id`` header, the same on every attempt; ``event_key``
+    (``started``, ``progress:40``, ``completed``) is unique per job, which makes creating a
+    delivery idempotent. ``status`` is ``pending``, ``delivered`` or ``failed``.
+    """
+
+    id: str
+    job_id: str
+    owner: str
+    event_key: str
+    url: str
+    payload: str
+    created_at: float
+    next_attempt_at: float
+    status: str = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    last_status_code: int | None = None
+    delivered_at: float | None = None
+
+
+@dataclass(frozen=True)
+class WebhookSecret:
+    owner: str
+    secret: str
+    created_at: float
 
 
 class JobStore(ABC):
@@ -80,8 +115,10 @@ class JobStore(ABC):
         after: str | None = None,
         status: Status | None = None,
         model: str | None = None,
+        meta: dict[str, str] | None = None,
     ) -> tuple[list[Job], bool]:
-        """Newest first; ``after`` is the id of the last job of the previous page.
+        """Newest first; ``after`` is the id of the last job of the previous page; ``meta``
+        keeps jobs whose ``meta[key] == value`` for each item (keys match ``META_KEY``).
 
         Returns the page and whether more jobs follow it.
         """
@@ -161,6 +198,16 @@ class JobStore(ABC):
     async def requeue_expired(self, now: float) -> int:
         """Hand back every PROCESSING job whose lease expired; return how many."""
 
+    @abstractmethod
+    async def count_by_status_and_lane(self) -> dict[tuple[Status, str], int]:
+        """How many QUEUED and PROCESSING jobs each lane holds (every worker's, on every
+        replica): ``{(status, lane): count}``, with no entry for a count of zero.
+
+        Finished jobs are not counted: they pile up until retention deletes them, and
+        counting them would read the table; these two counts read only the partial indexes
+        of claims and running jobs. Used by the metrics (cached between scrapes).
+        """
+
     # -- retention (the janitor) ------------------------------------------------------------
 
     @abstractmethod
@@ -198,3 +245,54 @@ class JobStore(ABC):
     @abstractmethod
     async def set_meta_if_absent(self, key: str, value: str) -> str:
         """Store ``value`` unless the key exists; return whichever value is stored."""
+
+    # -- webhooks (gateway/webhooks/): the outbox of deliveries, and each owner's secret -----
+
+    @abstractmethod
+    async def create_delivery(self, delivery: WebhookDelivery) -> bool:
+        """Store a pending delivery unless its job already has one with its ``event_key``;
+        True if this call stored it."""
+
+    @abstractmethod
+    async def claim_due_deliveries(
+        self, now: float, limit: int, lease: float
+    ) -> list[WebhookDelivery]:
+        """Take up to ``limit`` pending deliveries due by ``now`` (oldest due first) and push
+        their ``next_attempt_at`` to ``now + lease``, so no other sender takes them meanwhile."""
+
+    @abstractmethod
+    async def record_delivery_result(
+        self,
+        delivery_id: str,
+        attempt: int,
+        *,
+        status: str,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: float,
+        now: float,
+    ) -> bool:
+        """Record attempt number ``attempt`` (``attempts`` becomes it) and the new ``status``;
+        fenced: ignored (False) unless the delivery is pending with ``attempt - 1`` attempts."""
+
+    @abstractmethod
+    async def deliveries_for_job(self, job_id: str) -> list[WebhookDelivery]:
+        """The job's deliveries, in the order they were created."""
+
+    @abstractmethod
+    async def jobs_missing_completed_delivery(self, since: float, limit: int) -> list[str]:
+        """Ids of up to ``limit`` jobs with a webhook (``meta.webhook``) subscribed to
+        ``completed`` (or to no event list: the default) that finished at or after ``since``
+        and have no ``completed`` delivery yet, the earliest finished first."""
+
+    @abstractmethod
+    async def purge_deliveries_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to ``limit`` delivered or failed deliveries created before ``cutoff``."""
+
+    @abstractmethod
+    async def get_or_create_webhook_secret(self, owner: str) -> WebhookSecret:
+        """The owner's signing secret (``whsec_…``), created on first use."""
+
+    @abstractmethod
+    async def rotate_webhook_secret(self, owner: str) -> WebhookSecret:
+        """Replace the owner's secret with a new one and return it."""

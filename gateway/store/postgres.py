@@ -40,6 +40,7 @@ from gateway.store import postgres_schema as sql
 from gateway.store.base import ApiKeyRecord, JobStore
 from gateway.store.postgres_listen import Listener, OnCancel, OnWork
 from gateway.store.postgres_schema import dumps, job_row, migrate, quote_ident, row_to_job, rowcount
+from gateway.store.postgres_webhooks import PostgresWebhooks
 
 log = logging.getLogger("backserv.store")
 
@@ -79,7 +80,7 @@ def _settle(batch: list[_Insert], failures: dict[int, BaseException]) -> None:
                 w.future.set_result(None)
 
 
-class PostgresJobStore(JobStore):
+class PostgresJobStore(PostgresWebhooks, JobStore):
     def __init__(
         self,
         url: str,
@@ -298,8 +299,9 @@ class PostgresJobStore(JobStore):
         after: str | None = None,
         status: Status | None = None,
         model: str | None = None,
+        meta: dict[str, str] | None = None,
     ) -> tuple[list[Job], bool]:
-        statement, params = sql.list_jobs_query(owner, after, status, model, limit + 1)
+        statement, params = sql.list_jobs_query(owner, after, status, model, limit + 1, meta)
         rows = await self.pool.fetch(statement, *params)
         return [row_to_job(r) for r in rows[:limit]], len(rows) > limit
 
@@ -411,6 +413,10 @@ class PostgresJobStore(JobStore):
             await self.pool.execute(sql.NOTIFY_WORK)
             self._publish(ids)
         return len(ids)
+
+    async def count_by_status_and_lane(self) -> dict[tuple[Status, str], int]:
+        rows = await self.pool.fetch(sql.COUNT_BY_STATUS_AND_LANE)
+        return {(Status(status), lane): int(n) for status, lane, n in rows}
 
     # -- retention ----------------------------------------------------------------------
 

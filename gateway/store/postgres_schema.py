@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from gateway.jobs import Job, Status
+from gateway.store.base import META_KEY
 
 log = logging.getLogger("backserv.store")
 
@@ -90,6 +91,37 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_files_due ON jobs (completed_at)
         WHERE files_purged_at IS NULL AND completed_at IS NOT NULL;
     CREATE INDEX jobs_finished ON jobs (completed_at) WHERE completed_at IS NOT NULL;
+    """,
+    # 4: webhooks (SQLite's migration 5): the outbox of deliveries, one per job and event,
+    # and each owner's signing secret
+    """
+    CREATE TABLE webhook_deliveries (
+        seq              bigserial PRIMARY KEY,
+        id               text NOT NULL UNIQUE,
+        job_id           text NOT NULL,
+        owner            text NOT NULL,
+        event_key        text NOT NULL,
+        url              text NOT NULL,
+        payload          text NOT NULL,
+        status           text NOT NULL DEFAULT 'pending'
+                             CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts         integer NOT NULL DEFAULT 0,
+        next_attempt_at  double precision NOT NULL,
+        last_error       text,
+        last_status_code integer,
+        created_at       double precision NOT NULL,
+        delivered_at     double precision
+    );
+    CREATE UNIQUE INDEX webhook_deliveries_job_event ON webhook_deliveries (job_id, event_key);
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+        WHERE status = 'pending';
+    CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at);
+
+    CREATE TABLE webhook_secrets (
+        owner      text PRIMARY KEY,
+        secret     text NOT NULL,
+        created_at double precision NOT NULL
+    );
     """,
 )
 
@@ -228,6 +260,12 @@ REQUEUE_EXPIRED = (
     "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires = NULL, "
     "updated_at = $1 WHERE status = 'PROCESSING' AND lease_expires < $1 RETURNING id"
 )
+#: each half reads one partial index (claims, running jobs), never the whole table
+COUNT_BY_STATUS_AND_LANE = (
+    "SELECT 'QUEUED', lane, count(*) FROM jobs WHERE status = 'QUEUED' GROUP BY lane "
+    "UNION ALL "
+    "SELECT 'PROCESSING', lane, count(*) FROM jobs WHERE status = 'PROCESSING' GROUP BY lane"
+)
 
 
 _FINISHED = "status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
@@ -249,12 +287,22 @@ DELETE_JOBS_BEFORE = f"""
 
 
 def list_jobs_query(
-    owner: str | None, after: str | None, status: Status | None, model: str | None, limit: int
+    owner: str | None,
+    after: str | None,
+    status: Status | None,
+    model: str | None,
+    limit: int,
+    meta: dict[str, str] | None = None,
 ) -> tuple[str, list[Any]]:
     """A page of jobs, newest first; only the filters given become predicates (so each
-    combination gets a plan that can use its index)."""
+    combination gets a plan that can use its index). ``meta`` keys are checked names."""
     where: list[str] = []
     params: list[Any] = []
+    for key, wanted in (meta or {}).items():
+        if not META_KEY.match(key):
+            raise ValueError(f"not a filterable meta key: {key!r}")
+        params.append(wanted)
+        where.append(f"meta->>'{key}' = ${len(params)}")
     for condition, value in (
         ("owner = $", owner),
         ("seq < COALESCE((SELECT seq FROM jobs WHERE id = $), -1)", after),

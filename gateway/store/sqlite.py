@@ -23,8 +23,9 @@ import orjson
 
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Job, Status
-from gateway.store.base import ApiKeyRecord, JobStore
+from gateway.store.base import META_KEY, ApiKeyRecord, JobStore
 from gateway.store.sqlite_schema import MIGRATIONS
+from gateway.store.sqlite_webhooks import SQLiteWebhooks
 
 log = logging.getLogger("backserv.store")
 
@@ -42,6 +43,12 @@ INSERT_JOB = (
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _KEY_TAKEN = "SELECT 1 FROM jobs WHERE owner = ? AND idempotency_key = ?"
+#: one scan of each partial index (claims, running jobs), not of the table
+COUNT_BY_STATUS_AND_LANE = (
+    "SELECT 'QUEUED', lane, count(*) FROM jobs WHERE status = 'QUEUED' GROUP BY lane "
+    "UNION ALL "
+    "SELECT 'PROCESSING', lane, count(*) FROM jobs WHERE status = 'PROCESSING' GROUP BY lane"
+)
 _FINISHED = "status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
 _ID_CHUNK = 500  # ids per ``IN (...)``, well under SQLite's bound-parameter limit
 MAX_BATCH = 512
@@ -114,7 +121,7 @@ class _Write:
         self.future = future
 
 
-class SQLiteJobStore(JobStore):
+class SQLiteJobStore(SQLiteWebhooks, JobStore):
     def __init__(self, path: Path | str) -> None:
         super().__init__()
         self.path = Path(path)
@@ -294,9 +301,15 @@ class SQLiteJobStore(JobStore):
         after: str | None = None,
         status: Status | None = None,
         model: str | None = None,
+        meta: dict[str, str] | None = None,
     ) -> tuple[list[Job], bool]:
         where: list[str] = []
         params: list[Any] = []
+        for key, value in (meta or {}).items():
+            if not META_KEY.match(key):
+                raise ValueError(f"not a filterable meta key: {key!r}")
+            where.append(f"json_extract(meta, '$.{key}') = ?")
+            params.append(value)
         if owner is not None:
             where.append("owner = ?")
             params.append(owner)
@@ -497,6 +510,10 @@ class SQLiteJobStore(JobStore):
         ids = await self._write(op)
         self._changed(ids)
         return len(ids)
+
+    async def count_by_status_and_lane(self) -> dict[tuple[Status, str], int]:
+        rows = await self._read(COUNT_BY_STATUS_AND_LANE)
+        return {(Status(status), lane): int(n) for status, lane, n in rows}
 
     # -- retention ----------------------------------------------------------------------
 

@@ -67,4 +67,34 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE files_purged_at IS NULL AND completed_at IS NOT NULL;
     CREATE INDEX jobs_finished ON jobs (completed_at) WHERE completed_at IS NOT NULL;
     """,
+    # 5: webhooks: the outbox of deliveries (one per job and event: the unique index makes
+    # creating one idempotent), and each owner's signing secret
+    """
+    CREATE TABLE webhook_deliveries (
+        seq              INTEGER PRIMARY KEY,
+        id               TEXT NOT NULL UNIQUE,
+        job_id           TEXT NOT NULL,
+        owner            TEXT NOT NULL,
+        event_key        TEXT NOT NULL,
+        url              TEXT NOT NULL,
+        payload          TEXT NOT NULL,
+        status           TEXT NOT NULL DEFAULT 'pending',
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  REAL NOT NULL,
+        last_error       TEXT,
+        last_status_code INTEGER,
+        created_at       REAL NOT NULL,
+        delivered_at     REAL
+    );
+    CREATE UNIQUE INDEX webhook_deliveries_job_event ON webhook_deliveries (job_id, event_key);
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+        WHERE status = 'pending';
+    CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at);
+
+    CREATE TABLE webhook_secrets (
+        owner      TEXT PRIMARY KEY,
+        secret     TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 )

@@ -895,3 +895,23 @@ async def test_watchers_hear_jobs_recovered_from_expired_leases(store: JobStore)
     await asyncio.sleep(0.05)
     assert await store.requeue_expired(time.time()) == 1
     assert heard == [job.id]
+
+
+async def test_listing_filters_on_meta_values(store: JobStore) -> None:
+    alice = await insert(store, meta={"user_id": "alice", "origin_zone": "eu"})
+    await insert(store, meta={"user_id": "bob", "origin_zone": "eu"})
+    await insert(store, meta={})
+
+    jobs, _ = await store.list_jobs("alice", limit=10, meta={"user_id": "alice"})
+    assert [j.id for j in jobs] == [alice.id]
+    both, _ = await store.list_jobs(
+        "alice", limit=10, meta={"user_id": "alice", "origin_zone": "eu"}
+    )
+    assert [j.id for j in both] == [alice.id]
+    eu, _ = await store.list_jobs("alice", limit=10, meta={"origin_zone": "eu"})
+    assert len(eu) == 2
+
+
+async def test_listing_refuses_a_meta_key_that_is_not_a_plain_name(store: JobStore) -> None:
+    with pytest.raises(ValueError):
+        await store.list_jobs(None, limit=10, meta={"x') OR 1=1 --": "y"})

@@ -23,6 +23,8 @@ from gateway.store.postgres import PostgresJobStore
 from gateway.store.postgres_schema import MIGRATIONS, quote_ident
 from tests.store.test_contract import *  # noqa: F403 - the contract suite, run against PostgreSQL
 from tests.store.test_contract import insert, make_job, stored
+from tests.store.test_counts_contract import *  # noqa: F403 - job counts, on PostgreSQL
+from tests.store.test_webhook_contract import *  # noqa: F403 - webhooks, on PostgreSQL
 
 URL = os.environ.get("BACKSERV_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

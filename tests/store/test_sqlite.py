@@ -13,6 +13,8 @@ from gateway.store.sqlite import SQLiteJobStore
 from gateway.store.sqlite_schema import MIGRATIONS
 from tests.store.test_contract import *  # noqa: F403 - the contract suite, run against SQLite
 from tests.store.test_contract import insert, stored
+from tests.store.test_counts_contract import *  # noqa: F403 - job counts, on SQLite
+from tests.store.test_webhook_contract import *  # noqa: F403 - webhooks, on SQLite
 
 
 @pytest.fixture

@@ -1,0 +1,142 @@
+"""Prometheus metrics of one gateway app, in a registry of its own (``GET /metrics``).
+
+Every app gets its own ``CollectorRegistry``, never prometheus-client's global one, so
+several apps in one process (the tests) never collide, and nothing is registered at import.
+
+``Metrics`` is the ``JobObserver`` the core calls as jobs move (counters and histograms),
+plus the gauges read at scrape time (``metrics_state.GatewayState``) and the HTTP latency
+histogram the ASGI middleware feeds (``metrics_http``). The metric families:
+
+==========================================  ============================================
+backserv_jobs_submitted_total               model, kind, provider (the job's lane)
+backserv_jobs_finished_total                model, kind, provider, status
+backserv_queue_time_seconds                 provider: created -> first claim
+backserv_provider_latency_seconds           provider, outcome: submit -> verdict
+backserv_retries_total                      provider, route
+backserv_fallbacks_total                    model, route (the fallback route taken)
+backserv_queue_depth                        provider: QUEUED jobs, every replica
+backserv_jobs_processing                    provider: PROCESSING jobs, every replica
+backserv_inflight_jobs                      provider: this replica's running jobs
+backserv_provider_concurrency_limit         provider
+backserv_breaker_state                      route: 0 closed, 1 half-open, 2 open
+backserv_http_request_duration_seconds      method, route (the template), status
+==========================================  ============================================
+
+A finished job's ``provider`` is the provider of its last attempt (the one that produced the
+outcome), or its lane when it never reached one (e.g. cancelled while QUEUED). Labels are
+bounded: models and routes come from the catalog (a route outside it is ``other``), HTTP
+routes are templates, never raw paths.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
+
+from gateway.breaker import Breakers
+from gateway.catalog import Catalog
+from gateway.jobs import Job, Status
+from gateway.metrics_hooks import JobObserver
+from gateway.metrics_state import GatewayState
+from gateway.scheduler import Scheduler
+from gateway.store.base import JobStore
+
+#: generation takes seconds to many minutes
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+QUEUE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+OTHER_ROUTE = "other"
+
+
+class Metrics(JobObserver):
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.state: GatewayState | None = None
+        self._routes: frozenset[str] = frozenset()
+        r = self.registry
+        self.submitted = Counter(
+            "backserv_jobs_submitted",
+            "Jobs stored QUEUED (idempotent replays excluded).",
+            ["model", "kind", "provider"],
+            registry=r,
+        )
+        self.finished = Counter(
+            "backserv_jobs_finished",
+            "Jobs this replica moved to a terminal status.",
+            ["model", "kind", "provider", "status"],
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "backserv_queue_time_seconds",
+            "Time from a job's creation to its first claim by a scheduler.",
+            ["provider"],
+            buckets=QUEUE_BUCKETS,
+            registry=r,
+        )
+        self.provider_latency = Histogram(
+            "backserv_provider_latency_seconds",
+            "Time from an attempt's submit to the provider's verdict (succeeded or failed).",
+            ["provider", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "backserv_retries",
+            "Retries of a route after a retryable failure.",
+            ["provider", "route"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "backserv_fallbacks",
+            "Moves of a job on to a fallback route.",
+            ["model", "route"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "backserv_http_request_duration_seconds",
+            "HTTP request latency, by route template.",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+
+    def watch(
+        self, *, store: JobStore, scheduler: Scheduler, breakers: Breakers, catalog: Catalog
+    ) -> None:
+        """Register the scrape-time gauges of this app's store, scheduler and breakers."""
+        self._routes = frozenset(r.name for m in catalog for r in m.routes)
+        self.state = GatewayState(store, scheduler, breakers, catalog)
+        self.registry.register(self.state)
+
+    async def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition for a scrape (text format, or OpenMetrics when asked for), and its
+        content type. Refreshes the cached job counts first."""
+        if self.state is not None:
+            await self.state.refresh()
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
+    def _route(self, name: str) -> str:
+        return name if name in self._routes else OTHER_ROUTE
+
+    # -- JobObserver ------------------------------------------------------------------------
+
+    def job_submitted(self, job: Job) -> None:
+        self.submitted.labels(job.model, job.kind, job.lane).inc()
+
+    def job_finished(self, job: Job, status: Status) -> None:
+        provider = job.provider or job.lane
+        self.finished.labels(job.model, job.kind, provider, status.value).inc()
+
+    def job_claimed(self, job: Job) -> None:
+        if job.lease_token == 1 and job.started_at is not None:  # the first claim
+            self.queue_time.labels(job.lane).observe(max(0.0, job.started_at - job.created_at))
+
+    def provider_done(self, provider: str, outcome: str, seconds: float) -> None:
+        self.provider_latency.labels(provider, outcome).observe(max(0.0, seconds))
+
+    def retried(self, job: Job, provider: str, route: str) -> None:
+        self.retries.labels(provider, self._route(route)).inc()
+
+    def fell_back(self, job: Job, route: str) -> None:
+        self.fallbacks.labels(job.model, self._route(route)).inc()

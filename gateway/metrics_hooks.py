@@ -1,0 +1,42 @@
+"""What the core tells an observer as jobs move: the seam between the core and the metrics.
+
+``JobService``, ``JobRunner`` and ``Scheduler`` take a ``JobObserver`` in their constructors
+and call it where things happen; this base class ignores every call, so a core built without
+metrics (most unit tests, the CLI) pays one empty method call. ``gateway.metrics.Metrics``
+is the implementation that counts. Nothing here imports prometheus-client.
+
+Each call is made once per event, by the process that caused it, so summing a counter over
+every replica counts each event once: a submit by the replica that stored the job, a finish
+by the replica whose write ended it, a cancel by the replica that answered the request.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.jobs import Job, Status
+
+
+class JobObserver:
+    """Receives job events; every method is a no-op here (override the ones you need)."""
+
+    def job_submitted(self, job: Job) -> None:
+        """A new job was stored QUEUED (an idempotent replay is not a new job)."""
+
+    def job_finished(self, job: Job, status: Status) -> None:
+        """This process moved ``job`` to the terminal ``status`` (COMPLETED, FAILED or
+        CANCELLED)."""
+
+    def job_claimed(self, job: Job) -> None:
+        """The scheduler claimed ``job`` (``job.lease_token == 1`` on its first claim)."""
+
+    def provider_done(self, provider: str, outcome: str, seconds: float) -> None:
+        """An attempt on ``provider`` reached a verdict (``succeeded``, its outputs stored, or
+        ``failed``) ``seconds`` after it was opened for its submit."""
+
+    def retried(self, job: Job, provider: str, route: str) -> None:
+        """The runner is about to retry ``route`` after a retryable failure."""
+
+    def fell_back(self, job: Job, route: str) -> None:
+        """The runner moved ``job`` on to the fallback ``route`` of its chain."""
