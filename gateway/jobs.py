@@ -298,6 +298,29 @@ class JobService:
             owner, limit=limit, after=after, status=status, model=model, meta=meta
         )
 
+    async def set_priority(self, owner: str | None, job_id: str, priority: int) -> Job:
+        """Reorder a job that still waits; a job already running or done is a 409."""
+        job = await self.get(owner, job_id)
+        if not await self.store.set_priority(job_id, priority):
+            latest = await self.get(owner, job_id)
+            raise Conflict(
+                f"Job {job_id} is {latest.status.value}; only a QUEUED job's priority can change.",
+                code="job_not_queued",
+            )
+        return await self.get(owner, job.id)
+
+    async def delete(self, owner: str | None, job_id: str) -> Job:
+        """Remove a finished job's record (its files are the caller's to delete first)."""
+        job = await self.get(owner, job_id)
+        if not job.status.terminal:
+            raise Conflict(
+                f"Job {job_id} is {job.status.value}; cancel it before deleting it.",
+                code="job_not_finished",
+            )
+        if not await self.store.delete_job(job_id):
+            raise NotFound(f"No job with id '{job_id}'.", param="id", code="job_not_found")
+        return job
+
     async def cancel(self, owner: str | None, job_id: str) -> Job:
         current = await self.get(owner, job_id)
         check_transition(current.status, Status.CANCELLED, job_id)

@@ -225,6 +225,14 @@ class JobStore(ABC):
         """Delete up to ``limit`` finished jobs completed before ``cutoff``, oldest first;
         return their ids. Jobs that are QUEUED or PROCESSING are never deleted."""
 
+    @abstractmethod
+    async def set_priority(self, job_id: str, priority: int) -> bool:
+        """Change a QUEUED job's priority; False when it is unknown or no longer QUEUED."""
+
+    @abstractmethod
+    async def delete_job(self, job_id: str) -> bool:
+        """Delete one finished job's record; False when it is unknown or not finished."""
+
     # -- api keys and metadata ----------------------------------------------------------
 
     @abstractmethod

@@ -434,6 +434,13 @@ class PostgresJobStore(PostgresWebhooks, JobStore):
             return []
         return [r[0] for r in await self.pool.fetch(sql.DELETE_JOBS_BEFORE, cutoff, limit)]
 
+    async def set_priority(self, job_id: str, priority: int) -> bool:
+        done = await self.pool.execute(sql.SET_PRIORITY, priority, time.time(), job_id)
+        return rowcount(done) > 0
+
+    async def delete_job(self, job_id: str) -> bool:
+        return await self.pool.fetchval(sql.DELETE_JOB, job_id) is not None
+
     # -- api keys and metadata ----------------------------------------------------------
 
     async def create_key(self, record: ApiKeyRecord) -> None:

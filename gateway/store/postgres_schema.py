@@ -286,6 +286,10 @@ DELETE_JOBS_BEFORE = f"""
 """
 
 
+SET_PRIORITY = "UPDATE jobs SET priority = $1, updated_at = $2 WHERE id = $3 AND status = 'QUEUED'"
+DELETE_JOB = f"DELETE FROM jobs WHERE id = $1 AND {_FINISHED} RETURNING id"
+
+
 def list_jobs_query(
     owner: str | None,
     after: str | None,

@@ -559,6 +559,27 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
 
         return await self._write(op)
 
+    async def set_priority(self, job_id: str, priority: int) -> bool:
+        now = time.time()
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ? AND status = 'QUEUED'",
+                (priority, now, job_id),
+            )
+            return cur.rowcount
+
+        return bool(await self._write(op))
+
+    async def delete_job(self, job_id: str) -> bool:
+        async def op(conn: aiosqlite.Connection) -> bool:
+            rows = await conn.execute_fetchall(
+                f"DELETE FROM jobs WHERE id = ? AND {_FINISHED} RETURNING id", (job_id,)
+            )
+            return bool(list(rows))
+
+        return await self._write(op)
+
     # -- api keys and metadata ----------------------------------------------------------
 
     async def create_key(self, record: ApiKeyRecord) -> None:

@@ -472,13 +472,16 @@ async def test_put_cancels_and_refuses_what_the_document_does_not_let_a_client_c
     assert_validation_error(await put({"progress": 50}, gen), ["body", "progress"])  # read-only
     assert_validation_error(await put({"status": "RUNNING"}), ["body", "status"])
     assert_validation_error(await put({"priority": "high"}), ["body", "priority"])
-    for change in ({"priority": 9}, {"config": {"team": "b"}}):
-        assert "not supported yet" in assert_detail(await put(change), 501)
+    assert "not supported yet" in assert_detail(await put({"config": {"team": "b"}}), 501)
     assert (await idle.get(task["id"]))["status"] == "PENDING"
+    raised = await put({"priority": 9})
+    assert raised.status_code == 200 and raised.json()["priority"] == 9
+    assert (await idle.get(task["id"]))["priority"] == 9
 
     cancelled = await put({"status": "CANCELLED"})
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
     assert (await put({"status": "CANCELLED"})).status_code == 200  # already so: no-op
+    assert "QUEUED" in assert_detail(await put({"priority": 1}), 409)  # too late to reorder
 
 
 async def test_generation_routes_do_not_show_other_task_types(idle: Tasks) -> None:
@@ -521,7 +524,7 @@ async def test_cleanup_deletes_the_files_and_keeps_the_record_marked(tasks: Task
     assert kept["status"] == "COMPLETED" and kept["is_deleted"] is True
 
 
-async def test_delete_removes_the_files(tasks: Tasks) -> None:
+async def test_delete_removes_the_files_and_the_record(tasks: Tasks) -> None:
     task = await tasks.finished((await tasks.create(body()))["id"])
 
     resp = await tasks.client.delete(f"/api/v1/tasks/{task['id']}", headers=ALICE)
@@ -530,6 +533,10 @@ async def test_delete_removes_the_files(tasks: Tasks) -> None:
     assert (await tasks.download(task["result_image_path"])).status_code == 410
     job_id = task["service_task_id"]
     assert not (tasks.gw.storage.root / job_id[4:6] / job_id).exists()
+    assert_detail(await tasks.client.get(f"/api/v1/tasks/{task['id']}", headers=ALICE), 404)
+    assert await tasks.gw.store.get_job(job_id) is None
+    listed = (await tasks.client.get("/api/v1/tasks/", headers=ALICE)).json()
+    assert task["id"] not in str(listed)
 
 
 async def test_cleanup_and_delete_of_an_unfinished_task_are_409(idle: Tasks) -> None:

@@ -915,3 +915,23 @@ async def test_listing_filters_on_meta_values(store: JobStore) -> None:
 async def test_listing_refuses_a_meta_key_that_is_not_a_plain_name(store: JobStore) -> None:
     with pytest.raises(ValueError):
         await store.list_jobs(None, limit=10, meta={"x') OR 1=1 --": "y"})
+
+
+async def test_delete_job_removes_only_a_finished_job(store: JobStore) -> None:
+    queued = await insert(store)
+    assert await store.delete_job(queued.id) is False
+    assert await store.get_job(queued.id) is not None
+    claimed = await claim_one(store)
+    await store.finish(claimed.id, claimed.lease_token, Status.COMPLETED, result={"files": []})
+    assert await store.delete_job(claimed.id) is True
+    assert await store.get_job(claimed.id) is None
+    assert await store.delete_job(claimed.id) is False
+
+
+async def test_set_priority_changes_only_a_queued_job(store: JobStore) -> None:
+    low, high = await insert(store, priority=0), await insert(store, priority=0)
+    assert await store.set_priority(high.id, 5) is True
+    first = await claim_one(store)
+    assert first.id == high.id and first.priority == 5
+    assert await store.set_priority(high.id, 9) is False  # running now
+    assert (await stored(store, low.id)).priority == 0

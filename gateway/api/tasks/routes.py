@@ -257,7 +257,10 @@ class TasksAPI:
         body = await self._body(request)
         current = await self.renderer.task(job) or {}
         task_type = TaskType(current["task_type"])
-        if wants_cancel(task_type, body, current, generation=generation):
+        cancel, priority = wants_cancel(task_type, body, current, generation=generation)
+        if priority is not None:
+            job = await self.service.set_priority(claims.sub, job.id, priority)
+        if cancel:
             job = await self._cancel(claims, job)
         return await self._answer(job)
 
@@ -267,10 +270,12 @@ class TasksAPI:
         return await self._answer(await self._purge(claims, await self._job(request, claims)))
 
     async def delete(self, request: Request) -> Response:
-        """Delete the task's files. The record should go too, but the core cannot delete one
-        job yet: it stays, marked as after a cleanup, until retention removes it."""
+        """Delete the task's files and its record; answers the task as it was last."""
         claims = self._claims(request)
-        return await self._answer(await self._purge(claims, await self._job(request, claims)))
+        purged = await self._purge(claims, await self._job(request, claims))
+        answer = await self._answer(purged)
+        await self.service.delete(claims.sub, purged.id)
+        return answer
 
     async def _purge(self, claims: Claims, job: Job) -> Job:
         if not job.status.terminal:

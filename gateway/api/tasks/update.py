@@ -6,7 +6,8 @@ the rest:
 
 - ``status`` may only become ``CANCELLED``: that cancels the task, as ``POST …/cancel``;
 - ``priority``, ``config``, ``fal_app_id``, ``fal_parameters`` are the client's to change, but
-  the core cannot change a stored job yet: 501, saying so (nothing is changed);
+  of them ``priority`` changes (while the task is PENDING, else 409); the others cannot
+  change on a stored job yet: 501, saying so (nothing is changed);
 - every other field the document lists (``errors``, ``executor_*``, timestamps, ...) is the
   gateway's own: 422;
 - a field the task type's update schema does not have: 422 ``extra_forbidden``.
@@ -30,8 +31,9 @@ from gateway.api.tasks.schemas import (
 
 def wants_cancel(
     task_type: TaskType, body: dict[str, Any], current: dict[str, Any], *, generation: bool
-) -> bool:
-    """Whether the update cancels the task; raises for anything it may not do."""
+) -> tuple[bool, int | None]:
+    """Whether the update cancels the task, and the new priority (None: unchanged); raises
+    for anything it may not do."""
     allowed = GENERATION_UPDATE if generation else UPDATE_FIELDS[task_type]
     extra = [
         {"loc": ["body", name], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
@@ -68,10 +70,11 @@ def wants_cancel(
         )
     if read_only:
         raise TaskValidationError(read_only)
-    later = [name for name in changed if name != "status"]
+    later = [name for name in changed if name not in ("status", "priority")]
     if later:
         raise NotSupportedYet(
             f"Changing {', '.join(repr(n) for n in later)} of an existing task is not supported "
-            "yet: the gateway's job store cannot change a stored job. Nothing was changed."
+            "yet (only 'status' and 'priority' are). Nothing was changed."
         )
-    return "status" in changed
+    priority = changed.get("priority")
+    return "status" in changed, None if priority is None else int(priority)
