@@ -298,6 +298,15 @@ class JobService:
             owner, limit=limit, after=after, status=status, model=model, meta=meta
         )
 
+    async def annotate(
+        self, owner: str | None, job_id: str, path: tuple[str, ...], value: Any
+    ) -> Job:
+        """Set a client-owned value in the job's ``meta`` (a face's extra fields)."""
+        await self.get(owner, job_id)
+        if not await self.store.set_meta_value(job_id, path, value):
+            raise NotFound(f"No job with id '{job_id}'.", param="id", code="job_not_found")
+        return await self.get(owner, job_id)
+
     async def set_priority(self, owner: str | None, job_id: str, priority: int) -> Job:
         """Reorder a job that still waits; a job already running or done is a 409."""
         job = await self.get(owner, job_id)

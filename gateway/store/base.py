@@ -226,6 +226,11 @@ class JobStore(ABC):
         return their ids. Jobs that are QUEUED or PROCESSING are never deleted."""
 
     @abstractmethod
+    async def set_meta_value(self, job_id: str, path: tuple[str, ...], value: Any) -> bool:
+        """Set ``job.meta[path[0]][path[1]]…`` to ``value`` (JSON) in one atomic write; the
+        path's names match ``META_KEY``. False when the job is unknown."""
+
+    @abstractmethod
     async def set_priority(self, job_id: str, priority: int) -> bool:
         """Change a QUEUED job's priority; False when it is unknown or no longer QUEUED."""
 

@@ -33,11 +33,12 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import orjson
 
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Job, Status
 from gateway.store import postgres_schema as sql
-from gateway.store.base import ApiKeyRecord, JobStore
+from gateway.store.base import META_KEY, ApiKeyRecord, JobStore
 from gateway.store.postgres_listen import Listener, OnCancel, OnWork
 from gateway.store.postgres_schema import dumps, job_row, migrate, quote_ident, row_to_job, rowcount
 from gateway.store.postgres_webhooks import PostgresWebhooks
@@ -433,6 +434,25 @@ class PostgresJobStore(PostgresWebhooks, JobStore):
         if limit <= 0:
             return []
         return [r[0] for r in await self.pool.fetch(sql.DELETE_JOBS_BEFORE, cutoff, limit)]
+
+    async def set_meta_value(self, job_id: str, path: tuple[str, ...], value: Any) -> bool:
+        if not path or not all(META_KEY.match(p) for p in path):
+            raise ValueError(f"not a meta path of plain names: {path!r}")
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(sql.LOCK_META, job_id)
+            if row is None:
+                return False
+            meta = orjson.loads(row[0]) if isinstance(row[0], str | bytes) else dict(row[0])
+            node = meta
+            for name in path[:-1]:
+                child = node.get(name)
+                if not isinstance(child, dict):
+                    child = {}
+                    node[name] = child
+                node = child
+            node[path[-1]] = value
+            await conn.execute(sql.SET_META, dumps(meta), time.time(), job_id)
+        return True
 
     async def set_priority(self, job_id: str, priority: int) -> bool:
         done = await self.pool.execute(sql.SET_PRIORITY, priority, time.time(), job_id)

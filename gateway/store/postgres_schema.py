@@ -286,6 +286,8 @@ DELETE_JOBS_BEFORE = f"""
 """
 
 
+LOCK_META = "SELECT meta FROM jobs WHERE id = $1 FOR UPDATE"
+SET_META = "UPDATE jobs SET meta = $1, updated_at = $2 WHERE id = $3"
 SET_PRIORITY = "UPDATE jobs SET priority = $1, updated_at = $2 WHERE id = $3 AND status = 'QUEUED'"
 DELETE_JOB = f"DELETE FROM jobs WHERE id = $1 AND {_FINISHED} RETURNING id"
 

@@ -559,6 +559,30 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
 
         return await self._write(op)
 
+    async def set_meta_value(self, job_id: str, path: tuple[str, ...], value: Any) -> bool:
+        if not path or not all(META_KEY.match(p) for p in path):
+            raise ValueError(f"not a meta path of plain names: {path!r}")
+        json_path = "$." + ".".join(path)
+        now = time.time()
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            # json_set creates missing objects along the path only for the last step, so the
+            # parents are created first, each as {} when absent
+            for depth in range(1, len(path)):
+                parent = "$." + ".".join(path[:depth])
+                await conn.execute(
+                    "UPDATE jobs SET meta = json_set(meta, ?, json('{}')) "
+                    "WHERE id = ? AND json_type(meta, ?) IS NOT 'object'",
+                    (parent, job_id, parent),
+                )
+            cur = await conn.execute(
+                "UPDATE jobs SET meta = json_set(meta, ?, json(?)), updated_at = ? WHERE id = ?",
+                (json_path, _dumps(value), now, job_id),
+            )
+            return cur.rowcount
+
+        return bool(await self._write(op))
+
     async def set_priority(self, job_id: str, priority: int) -> bool:
         now = time.time()
 

@@ -472,7 +472,9 @@ async def test_put_cancels_and_refuses_what_the_document_does_not_let_a_client_c
     assert_validation_error(await put({"progress": 50}, gen), ["body", "progress"])  # read-only
     assert_validation_error(await put({"status": "RUNNING"}), ["body", "status"])
     assert_validation_error(await put({"priority": "high"}), ["body", "priority"])
-    assert "not supported yet" in assert_detail(await put({"config": {"team": "b"}}), 501)
+    reconfigured = await put({"config": {"team": "b"}})
+    assert reconfigured.status_code == 200 and reconfigured.json()["config"] == {"team": "b"}
+    assert (await idle.get(task["id"]))["config"] == {"team": "b"}
     assert (await idle.get(task["id"]))["status"] == "PENDING"
     raised = await put({"priority": 9})
     assert raised.status_code == 200 and raised.json()["priority"] == 9

@@ -935,3 +935,18 @@ async def test_set_priority_changes_only_a_queued_job(store: JobStore) -> None:
     assert first.id == high.id and first.priority == 5
     assert await store.set_priority(high.id, 9) is False  # running now
     assert (await stored(store, low.id)).priority == 0
+
+
+async def test_set_meta_value_sets_a_nested_value_and_keeps_the_rest(store: JobStore) -> None:
+    job = await insert(store, meta={"user_id": "alice", "task": {"workflow": "w1"}})
+    assert await store.set_meta_value(job.id, ("task", "config"), {"team": "b", "n": 2}) is True
+    assert await store.set_meta_value(job.id, ("extra", "deep"), [1, 2]) is True
+    meta = (await stored(store, job.id)).meta
+    assert meta == {
+        "user_id": "alice",
+        "task": {"workflow": "w1", "config": {"team": "b", "n": 2}},
+        "extra": {"deep": [1, 2]},
+    }
+    assert await store.set_meta_value("job-" + "0" * 24, ("x",), 1) is False
+    with pytest.raises(ValueError):
+        await store.set_meta_value(job.id, ("a') OR 1=1",), 1)

@@ -30,7 +30,7 @@ from gateway.api.tasks.listing import MAX_LIMIT, MAX_SKIP, TaskFilter, list_task
 from gateway.api.tasks.render import Renderer, task_type_of
 from gateway.api.tasks.routing import ModelChooser
 from gateway.api.tasks.schemas import JOB_STATUS, TASK_STATUS, TaskType
-from gateway.api.tasks.update import wants_cancel
+from gateway.api.tasks.update import requested_changes
 from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFound, PermissionDenied
 from gateway.idempotency import replay_headers
 from gateway.jobs import Job
@@ -257,10 +257,14 @@ class TasksAPI:
         body = await self._body(request)
         current = await self.renderer.task(job) or {}
         task_type = TaskType(current["task_type"])
-        cancel, priority = wants_cancel(task_type, body, current, generation=generation)
-        if priority is not None:
-            job = await self.service.set_priority(claims.sub, job.id, priority)
-        if cancel:
+        changes = requested_changes(task_type, body, current, generation=generation)
+        if changes.priority is not None:
+            job = await self.service.set_priority(claims.sub, job.id, changes.priority)
+        if changes.config is not None:
+            job = await self.service.annotate(
+                claims.sub, job.id, ("task", "config"), changes.config
+            )
+        if changes.cancel:
             job = await self._cancel(claims, job)
         return await self._answer(job)
 

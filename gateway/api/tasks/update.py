@@ -6,8 +6,8 @@ the rest:
 
 - ``status`` may only become ``CANCELLED``: that cancels the task, as ``POST …/cancel``;
 - ``priority``, ``config``, ``fal_app_id``, ``fal_parameters`` are the client's to change, but
-  of them ``priority`` changes (while the task is PENDING, else 409); the others cannot
-  change on a stored job yet: 501, saying so (nothing is changed);
+  of them ``priority`` changes (while the task is PENDING, else 409) and ``config`` is stored;
+  the fal fields cannot change on a stored job yet: 501, saying so (nothing is changed);
 - every other field the document lists (``errors``, ``executor_*``, timestamps, ...) is the
   gateway's own: 422;
 - a field the task type's update schema does not have: 422 ``extra_forbidden``.
@@ -15,6 +15,7 @@ the rest:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,11 +30,18 @@ from gateway.api.tasks.schemas import (
 )
 
 
-def wants_cancel(
+@dataclass(frozen=True)
+class Changes:
+    cancel: bool = False
+    priority: int | None = None
+    config: dict[str, Any] | None = None
+
+
+def requested_changes(
     task_type: TaskType, body: dict[str, Any], current: dict[str, Any], *, generation: bool
-) -> tuple[bool, int | None]:
-    """Whether the update cancels the task, and the new priority (None: unchanged); raises
-    for anything it may not do."""
+) -> Changes:
+    """What the update changes (cancel, priority, config); raises for anything it may not
+    do."""
     allowed = GENERATION_UPDATE if generation else UPDATE_FIELDS[task_type]
     extra = [
         {"loc": ["body", name], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
@@ -70,11 +78,15 @@ def wants_cancel(
         )
     if read_only:
         raise TaskValidationError(read_only)
-    later = [name for name in changed if name not in ("status", "priority")]
+    later = [name for name in changed if name not in ("status", "priority", "config")]
     if later:
         raise NotSupportedYet(
             f"Changing {', '.join(repr(n) for n in later)} of an existing task is not supported "
-            "yet (only 'status' and 'priority' are). Nothing was changed."
+            "yet (only 'status', 'priority' and 'config' are). Nothing was changed."
         )
-    priority = changed.get("priority")
-    return "status" in changed, None if priority is None else int(priority)
+    priority, config = changed.get("priority"), changed.get("config")
+    return Changes(
+        cancel="status" in changed,
+        priority=None if priority is None else int(priority),
+        config=dict(config) if isinstance(config, dict) else None,
+    )
