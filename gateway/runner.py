@@ -154,6 +154,9 @@ class JobRunner:
         try:
             while True:
                 tries += 1
+                # checked before an attempt is logged: one logged without a submit would
+                # look like a crash in the submit window to the job's next owner
+                self._check_lease(job)
                 attempt = await self._open_attempt(job, index, route)
                 try:
                     ref = await self._ensure_submitted(job, attempt, route, provider)
@@ -241,7 +244,6 @@ class JobRunner:
     ) -> ProviderRef:
         if attempt.get("request_id"):
             return ProviderRef(attempt["request_id"], attempt.get("ref") or {})
-        self._check_lease(job)
         # A submit in flight is not interrupted by a cancel or a shutdown: the provider may
         # be accepting (and billing) it, so its reference must be recorded, to be cancelled
         # or handed on. ``settle_submit`` lets the canceller wait for it.

@@ -594,3 +594,18 @@ async def test_cancel_provider_stops_the_request_and_closes_the_attempt(
     got = await final(store, job.id)
     assert got.status is Status.CANCELLED
     assert got.attempts[0]["outcome"] == "cancelled"
+
+
+async def test_a_job_whose_lease_ran_out_is_left_alone_without_a_logged_attempt(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
+) -> None:
+    job, model = await claimed(store)
+    job.lease_expires = time.time() - 1  # the heartbeat could not renew it in time
+
+    with pytest.raises(StaleLease):
+        await runner.run(job, model)
+
+    assert fake.submits == []
+    got = await final(store, job.id)
+    assert got.attempts == []  # nothing that would look like a crash in the submit window
+    assert got.status is Status.PROCESSING  # its next owner takes it once the lease expires
