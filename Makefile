@@ -7,7 +7,7 @@ COMMA  := ,
 EXTRAS := dev$(if $(filter 1,$(BACKSERV_LOCAL)),$(COMMA)local)
 STAMP  := $(VENV)/.installed-$(subst $(COMMA),-,$(EXTRAS))-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint format install clean
+.PHONY: run test lint format install clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,14 +22,18 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# the benchmark harness (wrk; see bench/RESULTS.md, which it rewrites); a few minutes
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
 lint: $(STAMP)
-	$(BIN)/ruff check gateway providers tests
-	$(BIN)/ruff format --check gateway providers tests
+	$(BIN)/ruff check gateway providers tests bench
+	$(BIN)/ruff format --check gateway providers tests bench
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format gateway providers tests
-	$(BIN)/ruff check --fix gateway providers tests
+	$(BIN)/ruff format gateway providers tests bench
+	$(BIN)/ruff check --fix gateway providers tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

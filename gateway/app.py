@@ -91,7 +91,9 @@ def create_app(
     store = store or create_store(settings.database_url)
     events = JobEvents()
     store.watch_changes(events.publish)
-    storage = ResultStorage(settings.storage_dir, max_bytes=settings.max_output_bytes)
+    storage = ResultStorage(
+        settings.storage_dir, max_bytes=settings.max_output_bytes, allow=settings.fetch_allow_list
+    )
     signer = UrlSigner(b"", settings.base_url)  # keyed at start-up, from the store
     if providers is None:
         providers = build_providers(settings, fetch=OwnFiles(storage, signer))
@@ -132,7 +134,15 @@ def create_app(
         metrics.watch(store=store, scheduler=scheduler, breakers=breakers, catalog=catalog)
     availability = Availability(providers, breakers)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-    service = JobService(store, catalog, scheduler, availability, limiter, observer=observer)
+    service = JobService(
+        store,
+        catalog,
+        scheduler,
+        availability,
+        limiter,
+        observer=observer,
+        max_active=settings.max_active_jobs_per_key,
+    )
     keyring = KeyRing(store, settings.static_api_keys())
     janitor = Janitor(
         store,

@@ -16,6 +16,7 @@ from gateway.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
     NotFound,
+    RateLimited,
 )
 from gateway.metrics_hooks import JobObserver
 
@@ -141,6 +142,10 @@ class Waker(Protocol):
     def job_cancelled(self, job_id: str) -> None: ...
 
 
+#: the Retry-After of a submit refused by the active-jobs cap (when a job ends is unknown)
+ACTIVE_RETRY_AFTER = 5.0
+
+
 class JobService:
     """What every face calls: submit, read, list and cancel jobs."""
 
@@ -152,9 +157,12 @@ class JobService:
         availability: Availability | None = None,
         limiter: RateLimiter | None = None,
         observer: JobObserver | None = None,
+        max_active: int = 0,
     ) -> None:
         self.observer = observer or JobObserver()
         self.limiter = limiter
+        #: most QUEUED + PROCESSING jobs one owner may have (0: no cap)
+        self.max_active = max_active
         self.store = store
         self.catalog = catalog
         self.waker = waker
@@ -180,6 +188,21 @@ class JobService:
                 code="wrong_model_kind",
             )
         return model
+
+    async def _check_active(self, owner: str) -> None:
+        """``RateLimited`` (429) when ``owner`` already has ``max_active`` unfinished jobs.
+
+        Counted in the store, so the cap holds across replicas; two submits racing past
+        the count may each get in (the cap is a guard rail, not an exact quota)."""
+        active = await self.store.count_active(owner)
+        if active >= self.max_active:
+            raise RateLimited(
+                f"Too many active jobs: this API key already has {active} queued or processing "
+                f"job(s); the limit is {self.max_active} (BACKSERV_MAX_ACTIVE_JOBS_PER_KEY). "
+                f"Wait for some to finish, or cancel some, and retry.",
+                retry_after=ACTIVE_RETRY_AFTER,
+                code="too_many_active_jobs",
+            )
 
     async def submit(
         self,
@@ -229,6 +252,8 @@ class JobService:
             existing = await self.store.find_by_idempotency_key(owner, idempotency_key)
             if existing is not None:
                 return _replay(existing, request_hash), True
+        if self.max_active > 0:  # a replay above creates nothing: never refused by the cap
+            await self._check_active(owner)
         meta = dict(meta or {})
         listed = self.catalog.models.get(model.id)
         if routes is None and listed is not None and listed.routes != model.routes:

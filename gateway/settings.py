@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # per-key limit on job creation (token bucket); 0 turns it off
     rate_limit_per_second: float = Field(0.0, ge=0)
     rate_limit_burst: int = Field(20, ge=1)
+    #: most jobs one API key may have QUEUED or PROCESSING at once (on every replica); a
+    #: submit over it is a 429 (code too_many_active_jobs); 0 turns the cap off
+    max_active_jobs_per_key: int = Field(0, ge=0)
 
     # request limits
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
@@ -140,6 +143,12 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(10.0, gt=0)
     webhook_concurrency: int = Field(16, ge=1)
 
+    # URLs the gateway fetches itself (input images of sandbox and local routes, provider
+    # outputs it mirrors): every one goes through the SSRF guard (gateway/fetch.py)
+    #: hosts and networks such a URL may reach although they are not public addresses;
+    #: same syntax as webhook_allow
+    fetch_allow: str = ""
+
     # the Tasks API (/api/v1/tasks, gateway/api/tasks/): JWT bearer tokens signed with HS256
     #: the HS256 secret of its tokens (at least 32 bytes); unset, the Tasks API answers 503
     tasks_jwt_secret: str | None = None
@@ -176,7 +185,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("webhook_allow")
+    @field_validator("webhook_allow", "fetch_allow")
     @classmethod
     def _valid_allow_list(cls, value: str) -> str:
         AllowList.parse(value)  # a ValueError names the bad entry
@@ -216,6 +225,10 @@ class Settings(BaseSettings):
     @property
     def webhook_allow_list(self) -> AllowList:
         return AllowList.parse(self.webhook_allow)
+
+    @property
+    def fetch_allow_list(self) -> AllowList:
+        return AllowList.parse(self.fetch_allow)
 
     def concurrency_for(self, provider: str) -> int:
         return self.provider_concurrency.get(provider, self.default_concurrency)

@@ -19,9 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from gateway.errors import ProviderInputError, ProviderTransientError, ProviderUnavailable
+from gateway.errors import (
+    InvalidRequest,
+    ProviderInputError,
+    ProviderTransientError,
+    ProviderUnavailable,
+    UnresolvableHost,
+)
+from gateway.fetch import FetchFailed, fetch_guarded
+from gateway.netguard import AllowList
 from providers.base import Output
 
 EXTENSIONS = {
@@ -66,10 +72,19 @@ class UrlSigner:
 
 
 class ResultStorage:
-    def __init__(self, root: Path, *, max_bytes: int, download_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_bytes: int,
+        download_timeout: float = 60.0,
+        allow: AllowList | None = None,
+    ) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.download_timeout = download_timeout
+        #: non-public hosts and networks outputs may be fetched from (BACKSERV_FETCH_ALLOW)
+        self.allow = allow or AllowList()
 
     def path(self, job_id: str, name: str) -> Path | None:
         """The file's path, or None when the names are not ones this storage produces."""
@@ -97,33 +112,36 @@ class ResultStorage:
         return StoredFile(name, content_type, len(data), output.width, output.height)
 
     async def download(self, url: str, expected_type: str) -> tuple[bytes, str]:
+        """A provider's output, fetched through the SSRF guard (``gateway.fetch``)."""
         try:
-            async with (
-                httpx.AsyncClient(timeout=self.download_timeout, follow_redirects=True) as client,
-                client.stream("GET", url) as resp,
-            ):
-                if not resp.is_success:
-                    raise ProviderTransientError(
-                        f"downloading the provider's output failed with HTTP {resp.status_code}"
-                    )
-                content_type = resp.headers.get("content-type", expected_type).split(";")[0]
-                if not content_type.startswith(("image/", "video/")):
-                    raise ProviderUnavailable(
-                        f"the provider's output has content type '{content_type}', not media"
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise ProviderUnavailable(
-                            f"the provider's output exceeds the {self.max_bytes}-byte limit"
-                        )
-                    chunks.append(chunk)
-                return b"".join(chunks), content_type
-        except httpx.HTTPError as exc:
+            return await fetch_guarded(
+                url,
+                allow=self.allow,
+                max_bytes=self.max_bytes,
+                timeout=self.download_timeout,
+                accept=("image/", "video/"),
+                default_type=expected_type,
+                param="output_url",
+            )
+        except UnresolvableHost as exc:
             raise ProviderTransientError(
-                f"downloading the provider's output failed: {type(exc).__name__}"
+                f"downloading the provider's output failed: {exc.message}"
+            ) from None
+        except InvalidRequest as exc:  # not a URL, or a non-public address: not a CDN
+            raise ProviderUnavailable(
+                f"the provider's output URL is refused: {exc.message}"
+            ) from None
+        except FetchFailed as exc:
+            if exc.reason == "content_type":
+                raise ProviderUnavailable(
+                    f"the provider's output is not media: {exc.message}"
+                ) from None
+            if exc.reason == "too_large":
+                raise ProviderUnavailable(
+                    f"the provider's output exceeds the {self.max_bytes}-byte limit"
+                ) from None
+            raise ProviderTransientError(
+                f"downloading the provider's output failed: {exc.message}"
             ) from exc
 
     async def delete(self, job_id: str) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.netguard import AllowList
 from providers.base import (
     Output,
     Provider,
@@ -89,6 +90,7 @@ class LocalTorchProvider(Provider):
         fetch_timeout: float = 30.0,
         keep_finished: float = 300.0,
         step_hook: StepHook | None = None,
+        fetch_allow: AllowList | None = None,
     ) -> None:
         if not valid_device(device):
             raise ConfigError("local: the device must be auto, cpu, cuda, cuda:N or mps.")
@@ -103,6 +105,7 @@ class LocalTorchProvider(Provider):
         self._fetch = fetch
         self._max_input_bytes = max_input_bytes
         self._fetch_timeout = fetch_timeout
+        self._fetch_allow = fetch_allow  # BACKSERV_FETCH_ALLOW
         self._keep_finished = keep_finished
         self.step_hook = step_hook
         self.cache = PipelineCache(max_pipelines)
@@ -220,6 +223,7 @@ class LocalTorchProvider(Provider):
                     fetch=self._fetch,
                     max_bytes=self._max_input_bytes,
                     timeout=self._fetch_timeout,
+                    allow=self._fetch_allow,
                 )
             worker = await self._worker(options.device)
             loop = asyncio.get_running_loop()

@@ -23,6 +23,7 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             latency=settings.sandbox_latency,
             failure_rate=settings.sandbox_failure_rate,
             fetch=fetch,
+            fetch_allow=settings.fetch_allow_list,
         ),
         "fal": FalProvider(
             key=settings.fal_key,
@@ -45,6 +46,7 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             preload=[p.strip() for p in settings.local_preload.split(",") if p.strip()],
             cpu_threads=settings.local_cpu_threads,
             fetch=fetch,
+            fetch_allow=settings.fetch_allow_list,
         ),
     }
     return providers

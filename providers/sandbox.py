@@ -23,7 +23,9 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, InvalidRequest
+from gateway.fetch import FetchFailed, fetch_guarded
+from gateway.netguard import AllowList
 from providers import sandbox_edits as edits
 from providers import sandbox_media as media
 from providers.base import (
@@ -40,7 +42,7 @@ from providers.base import (
     StateKind,
 )
 
-__all__ = ["Fetch", "SandboxProvider"]
+__all__ = ["Fetch", "SandboxProvider", "guarded_download"]
 
 log = logging.getLogger("backserv.providers.sandbox")
 
@@ -91,6 +93,7 @@ class SandboxProvider(Provider):
         max_input_bytes: int = 20 * 1024 * 1024,
         fetch_timeout: float = 30.0,
         keep_finished: float = 300.0,
+        fetch_allow: AllowList | None = None,
     ) -> None:
         self._latency = _latency(latency, ConfigError, "sandbox")
         self._failure_rate = _failure_rate(failure_rate, ConfigError, "sandbox")
@@ -103,6 +106,8 @@ class SandboxProvider(Provider):
         self._fetch = fetch
         self._max_input_bytes = max_input_bytes
         self._fetch_timeout = fetch_timeout
+        #: non-public hosts and networks inputs may be fetched from (BACKSERV_FETCH_ALLOW)
+        self._fetch_allow = fetch_allow or AllowList()
         self._keep_finished = keep_finished
         self._requests: dict[str, _Request] = {}
         self._submits: OrderedDict[str, int] = OrderedDict()
@@ -259,39 +264,13 @@ class SandboxProvider(Provider):
                 raise ProviderInputError(f"'{param}': {exc.message}", param=param) from None
         if scheme not in ("http", "https"):
             raise ProviderInputError(f"'{param}' must be an http(s) or data: URL.", param=param)
-        try:
-            host = httpx.URL(url).host or "?"
-        except httpx.InvalidURL:
-            raise ProviderInputError(f"'{param}' is not a valid URL.", param=param) from None
-        try:
-            async with (
-                asyncio.timeout(self._fetch_timeout),
-                httpx.AsyncClient(timeout=self._fetch_timeout, follow_redirects=True) as client,
-                client.stream("GET", url) as response,
-            ):
-                if not response.is_success:
-                    raise ProviderInputError(
-                        f"Fetching '{param}' from {host} failed with HTTP {response.status_code}.",
-                        param=param,
-                    )
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > self._max_input_bytes:
-                    raise ProviderInputError(self._too_large(param), param=param)
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > self._max_input_bytes:
-                        raise ProviderInputError(self._too_large(param), param=param)
-                return bytes(body)
-        except TimeoutError:
-            raise ProviderInputError(
-                f"Fetching '{param}' from {host} took more than {self._fetch_timeout:g} s.",
-                param=param,
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ProviderInputError(
-                f"Could not fetch '{param}' from {host} ({type(exc).__name__}).", param=param
-            ) from exc
+        return await guarded_download(
+            url,
+            param,
+            allow=self._fetch_allow,
+            max_bytes=self._max_input_bytes,
+            timeout=self._fetch_timeout,
+        )
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -381,3 +360,35 @@ def _text(job_input: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ProviderInputError(f"'{key}' must be a non-empty string.", param=key)
     return value
+
+
+async def guarded_download(
+    url: str, param: str, *, allow: AllowList, max_bytes: int, timeout: float
+) -> bytes:
+    """An input image over http(s), through the SSRF guard; every failure the client's
+    input error naming ``param`` (and the host, never the URL: it may hold a token)."""
+    try:
+        data, _ = await fetch_guarded(
+            url, allow=allow, max_bytes=max_bytes, timeout=timeout, param=param
+        )
+    except InvalidRequest as exc:  # not a URL, a refused address, a name that does not resolve
+        raise ProviderInputError(exc.message, param=param) from None
+    except FetchFailed as exc:
+        if exc.reason == "too_large":
+            raise ProviderInputError(
+                f"'{param}' is larger than {max_bytes} bytes.", param=param
+            ) from None
+        if exc.reason == "timeout":
+            host = _host(url)
+            raise ProviderInputError(
+                f"Fetching '{param}' from {host} took more than {timeout:g} s.", param=param
+            ) from None
+        raise ProviderInputError(f"Fetching '{param}': {exc.message}.", param=param) from exc
+    return data
+
+
+def _host(url: str) -> str:
+    try:
+        return httpx.URL(url).host or "?"
+    except httpx.InvalidURL:
+        return "?"

@@ -123,6 +123,7 @@ async def replicas(
     catalog.write_text(CATALOG)
     env = {
         "BACKSERV_FAL_QUEUE_URL": fal_url,
+        "BACKSERV_FETCH_ALLOW": "127.0.0.1",  # the emulator serves outputs on loopback
         "BACKSERV_DATABASE_URL": database_url,
         "BACKSERV_CATALOG_PATH": str(catalog),
         "BACKSERV_API_KEYS": KEY,

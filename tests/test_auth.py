@@ -91,6 +91,19 @@ async def test_stored_key_works_until_revoked(
     assert_error(resp, 401, error_type="authentication_error")
 
 
+async def test_revocation_takes_effect_at_once_on_every_replica(gateway: Gateway) -> None:
+    """Two key rings on one store stand for two replicas; neither waits out a cache."""
+    key, record = new_key_record("ci")
+    await gateway.store.create_key(record)
+    replicas = [KeyRing(gateway.store, []), KeyRing(gateway.store, [])]
+    for ring in replicas:
+        assert (await ring.authenticate(f"Bearer {key}")).key_id == record.id
+    assert await gateway.store.revoke_key(record.id, time.time())
+    for ring in replicas:
+        with pytest.raises(AuthenticationFailed):
+            await ring.authenticate(f"Bearer {key}")
+
+
 async def test_revoked_key_is_rejected_by_a_fresh_key_ring(gateway: Gateway) -> None:
     key, record = new_key_record("ci")
     await gateway.store.create_key(record)

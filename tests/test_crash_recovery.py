@@ -56,6 +56,7 @@ def gateway_env(workdir: Path, fal_url: str) -> dict[str, str]:
     return {
         "FAL_KEY": "fal-crash-key",
         "BACKSERV_FAL_QUEUE_URL": fal_url,
+        "BACKSERV_FETCH_ALLOW": "127.0.0.1",  # the emulator serves outputs on loopback
         "BACKSERV_CATALOG_PATH": str(catalog),
         "BACKSERV_API_KEYS": API_KEY,
         "BACKSERV_LEASE_SECONDS": "2",

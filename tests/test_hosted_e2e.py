@@ -92,6 +92,7 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
             "provider_timeout_seconds": 5.0,
             "retry_base_seconds": 0.01,
             "max_route_attempts": 3,
+            "fetch_allow": "127.0.0.1",  # the emulators serve their outputs on loopback
         }
         settings = make_settings(tmp_path, **(values | overrides))
         catalog = parse_catalog(CATALOG, KNOWN_PROVIDERS, source="test-catalog")

@@ -11,6 +11,7 @@ import pytest
 import respx
 
 from gateway.errors import ProviderTransientError, ProviderUnavailable
+from gateway.netguard import AllowList
 from gateway.storage import ResultStorage, UrlSigner
 from providers.base import Output
 from tests.fakes import PNG
@@ -95,8 +96,12 @@ def test_url_from_another_secret_is_rejected_and_rekey_takes_effect() -> None:
 # -- ResultStorage.path -----------------------------------------------------------------------
 
 
+#: respx answers for these names; an allow-listed name is connected to by name, not pinned
+CDN_ALLOW = AllowList.parse("*.provider.example")
+
+
 def storage(tmp_path: Path, max_bytes: int = 1_000_000) -> ResultStorage:
-    return ResultStorage(tmp_path / "files", max_bytes=max_bytes)
+    return ResultStorage(tmp_path / "files", max_bytes=max_bytes, allow=CDN_ALLOW)
 
 
 def test_path_of_a_safe_name_is_under_the_root(tmp_path: Path) -> None:

@@ -33,6 +33,10 @@ def json(content: Any, status_code: int = 200, headers: dict[str, str] | None = 
     return FastJSON(content, status_code=status_code, headers=headers)
 
 
+#: how deeply a request body may nest objects and arrays (no API needs more than a few)
+MAX_JSON_DEPTH = 32
+
+
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     """The request body as a JSON object, or a 400/413/415 that says what is wrong."""
     ctype = request.headers.get("content-type")
@@ -70,7 +74,27 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if _deeper_than(data, MAX_JSON_DEPTH):
+        raise InvalidRequest(
+            f"The request body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep.",
+            code="json_too_deep",
+        )
     return data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """True when ``data`` nests dicts/lists more than ``limit`` levels (the top one is 1).
+
+    Iterative (an explicit stack), so no recursion limit is at stake; orjson itself refuses
+    more than 1024 levels while parsing, so what is walked here is already bounded."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 async def principal(request: Request) -> Principal:

@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.common import body_int, json, principal, query_int, read_json
-from gateway.errors import InvalidRequest
+from gateway.auth import Principal
+from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.events import JobEvents
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, JobService, Status
@@ -193,7 +194,8 @@ class JobsAPI:
         N seconds passed, whichever comes first, without polling the database."""
         who = await principal(request)
         wait = query_int(request, "wait", 0, 0, MAX_WAIT_SECONDS)
-        job = await self.service.get(who.owner, request.path_params["job_id"])
+        owner = None if who.is_admin else who.owner  # an admin key reads every owner's jobs
+        job = await self.service.get(owner, request.path_params["job_id"])
         if wait and not job.status.terminal:
             job = await wait_until_terminal(self.service.store, self.events, job, wait)
         body = self._render(job)
@@ -222,7 +224,7 @@ class JobsAPI:
                     code="invalid_value",
                 ) from None
         jobs, has_more = await self.service.list(
-            who.owner,
+            _list_owner(who, request.query_params.get("owner") or None),
             limit=limit,
             after=request.query_params.get("after") or None,
             status=status,
@@ -244,3 +246,17 @@ class JobsAPI:
         who = await principal(request)
         job = await self.service.cancel(who.owner, request.path_params["job_id"])
         return json(self._render(job))
+
+
+def _list_owner(who: Principal, wanted: str | None) -> str | None:
+    """Whose jobs ``GET /v1/jobs`` lists: an admin key every owner's (or ``?owner=``'s), any
+    other key its own; asking for another owner's jobs without ``admin`` is a 403."""
+    if who.is_admin:
+        return wanted
+    if wanted is not None and wanted != who.owner:
+        raise PermissionDenied(
+            "Only an API key with the 'admin' scope may list another owner's jobs.",
+            param="owner",
+            code="admin_required",
+        )
+    return who.owner

@@ -199,6 +199,11 @@ class JobStore(ABC):
         """Hand back every PROCESSING job whose lease expired; return how many."""
 
     @abstractmethod
+    async def count_active(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are QUEUED or PROCESSING, on every replica (the
+        per-key cap on active jobs). Reads a partial index of active jobs by owner."""
+
+    @abstractmethod
     async def count_by_status_and_lane(self) -> dict[tuple[Status, str], int]:
         """How many QUEUED and PROCESSING jobs each lane holds (every worker's, on every
         replica): ``{(status, lane): count}``, with no entry for a count of zero.

@@ -415,6 +415,9 @@ class PostgresJobStore(PostgresWebhooks, JobStore):
             self._publish(ids)
         return len(ids)
 
+    async def count_active(self, owner: str) -> int:
+        return int(await self.pool.fetchval(sql.COUNT_ACTIVE, owner))
+
     async def count_by_status_and_lane(self) -> dict[tuple[Status, str], int]:
         rows = await self.pool.fetch(sql.COUNT_BY_STATUS_AND_LANE)
         return {(Status(status), lane): int(n) for status, lane, n in rows}

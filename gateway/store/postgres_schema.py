@@ -123,6 +123,12 @@ MIGRATIONS: tuple[str, ...] = (
         created_at double precision NOT NULL
     );
     """,
+    # per-key cap on active jobs (BACKSERV_MAX_ACTIVE_JOBS_PER_KEY): count an owner's
+    # QUEUED and PROCESSING jobs from a partial index that holds only those
+    """
+    CREATE INDEX jobs_owner_active ON jobs (owner)
+        WHERE status IN ('QUEUED', 'PROCESSING');
+    """,
 )
 
 #: the unique index that holds idempotency keys (asyncpg reports it as ``constraint_name``)
@@ -261,6 +267,7 @@ REQUEUE_EXPIRED = (
     "updated_at = $1 WHERE status = 'PROCESSING' AND lease_expires < $1 RETURNING id"
 )
 #: each half reads one partial index (claims, running jobs), never the whole table
+COUNT_ACTIVE = "SELECT count(*) FROM jobs WHERE owner = $1 AND status IN ('QUEUED', 'PROCESSING')"
 COUNT_BY_STATUS_AND_LANE = (
     "SELECT 'QUEUED', lane, count(*) FROM jobs WHERE status = 'QUEUED' GROUP BY lane "
     "UNION ALL "

@@ -44,6 +44,7 @@ INSERT_JOB = (
 )
 _KEY_TAKEN = "SELECT 1 FROM jobs WHERE owner = ? AND idempotency_key = ?"
 #: one scan of each partial index (claims, running jobs), not of the table
+COUNT_ACTIVE = "SELECT count(*) FROM jobs WHERE owner = ? AND status IN ('QUEUED', 'PROCESSING')"
 COUNT_BY_STATUS_AND_LANE = (
     "SELECT 'QUEUED', lane, count(*) FROM jobs WHERE status = 'QUEUED' GROUP BY lane "
     "UNION ALL "
@@ -510,6 +511,10 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
         ids = await self._write(op)
         self._changed(ids)
         return len(ids)
+
+    async def count_active(self, owner: str) -> int:
+        rows = await self._read(COUNT_ACTIVE, (owner,))
+        return int(rows[0][0])
 
     async def count_by_status_and_lane(self) -> dict[tuple[Status, str], int]:
         rows = await self._read(COUNT_BY_STATUS_AND_LANE)

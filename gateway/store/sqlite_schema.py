@@ -97,4 +97,10 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    # per-key cap on active jobs (BACKSERV_MAX_ACTIVE_JOBS_PER_KEY): count an owner's
+    # QUEUED and PROCESSING jobs from a partial index that holds only those
+    """
+    CREATE INDEX jobs_owner_active ON jobs (owner)
+        WHERE status IN ('QUEUED', 'PROCESSING');
+    """,
 )

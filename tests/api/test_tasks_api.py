@@ -624,6 +624,7 @@ async def hosted(tmp_path: Path) -> AsyncIterator[Hosted]:
             provider_poll_seconds=0.05,
             provider_timeout_seconds=5.0,
             max_route_attempts=2,
+            fetch_allow="127.0.0.1",  # the emulators serve their outputs on loopback
         ) as server:
             fal, replicate = fal_app.state.emulator, replicate_app.state.emulator
             fal.configure(latency=0.05)

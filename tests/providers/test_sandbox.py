@@ -13,6 +13,7 @@ import respx
 from PIL import Image
 
 from gateway.errors import ConfigError
+from gateway.netguard import AllowList
 from providers.base import (
     ProviderError,
     ProviderInputError,
@@ -36,6 +37,8 @@ async def make() -> AsyncIterator[Make]:
     made: list[SandboxProvider] = []
 
     def factory(**kwargs: Any) -> SandboxProvider:
+        # respx answers for these names; an allow-listed name is connected to by name
+        kwargs.setdefault("fetch_allow", AllowList.parse("img.example, down.example"))
         provider = SandboxProvider(**kwargs)
         made.append(provider)
         return provider

@@ -21,6 +21,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.jobs import Status
 from gateway.store.postgres import PostgresJobStore
 from gateway.store.postgres_schema import MIGRATIONS, quote_ident
+from tests.store.test_active_contract import *  # noqa: F403 - active jobs, on PostgreSQL
 from tests.store.test_contract import *  # noqa: F403 - the contract suite, run against PostgreSQL
 from tests.store.test_contract import insert, make_job, stored
 from tests.store.test_counts_contract import *  # noqa: F403 - job counts, on PostgreSQL

@@ -11,6 +11,7 @@ import pytest
 from gateway.jobs import Status
 from gateway.store.sqlite import SQLiteJobStore
 from gateway.store.sqlite_schema import MIGRATIONS
+from tests.store.test_active_contract import *  # noqa: F403 - active jobs, on SQLite
 from tests.store.test_contract import *  # noqa: F403 - the contract suite, run against SQLite
 from tests.store.test_contract import insert, stored
 from tests.store.test_counts_contract import *  # noqa: F403 - job counts, on SQLite

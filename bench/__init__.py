@@ -1,0 +1,1 @@
+"""The benchmark harness: ``python -m bench`` (``make bench``). See bench/RESULTS.md."""

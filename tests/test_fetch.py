@@ -1,0 +1,215 @@
+"""The fetch guard (gateway/fetch.py) against real loopback servers, and SSRF attempts.
+
+Loopback is what the guard refuses, so tests that must reach the server allow-list it
+(``127.0.0.1`` as a network, or ``localhost`` as a name); the refusals use no allow-list, or
+one that covers the first hop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway import netguard
+from gateway.errors import InvalidRequest, ProviderUnavailable, UnsafeURL
+from gateway.fetch import FetchFailed, fetch_guarded
+from gateway.netguard import AllowList
+from gateway.storage import ResultStorage
+from providers.base import ProviderInputError
+from providers.local_inputs import fetch_input
+from tests.emulators.server import serve
+from tests.fakes import PNG
+
+LOOPBACK = AllowList.parse("127.0.0.1")
+
+
+async def image(request: Request) -> Response:
+    return Response(PNG, media_type="image/png")
+
+
+async def host(request: Request) -> Response:
+    return Response(request.headers.get("host", "").encode(), media_type="text/plain")
+
+
+async def big(request: Request) -> Response:
+    return Response(b"x" * 5000, media_type="image/png")
+
+
+async def endless(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            yield b"x" * 400
+
+    return StreamingResponse(chunks(), media_type="image/png")
+
+
+async def slow(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"x"
+        await asyncio.sleep(10)
+        yield b"y"
+
+    return StreamingResponse(chunks(), media_type="image/png")
+
+
+async def redirect(request: Request) -> Response:
+    return RedirectResponse(request.query_params["to"], status_code=302)
+
+
+async def loop(request: Request) -> Response:
+    return RedirectResponse("/loop", status_code=302)
+
+
+APP = Starlette(
+    routes=[
+        Route("/img", image),
+        Route("/host", host),
+        Route("/big", big),
+        Route("/endless", endless),
+        Route("/slow", slow),
+        Route("/redirect", redirect),
+        Route("/loop", loop),
+    ]
+)
+
+
+@pytest.fixture
+async def base() -> AsyncIterator[str]:
+    async with serve(APP) as url:
+        yield url
+
+
+async def get(url: str, allow: AllowList = LOOPBACK, **kwargs: Any) -> tuple[bytes, str]:
+    options: dict[str, Any] = {"max_bytes": 1000, "timeout": 5.0} | kwargs
+    return await fetch_guarded(url, allow=allow, **options)
+
+
+# -- what is allowed works ---------------------------------------------------------------
+
+
+async def test_an_allow_listed_loopback_address_is_fetched(base: str) -> None:
+    assert await get(f"{base}/img") == (PNG, "image/png")
+
+
+async def test_a_relative_redirect_is_followed_and_checked(base: str) -> None:
+    assert await get(f"{base}/redirect?to=/img") == (PNG, "image/png")
+
+
+async def test_the_connection_goes_to_the_checked_address_not_the_name(
+    base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that only the guard's resolver knows: the request can only reach the server
+    at the address the guard checked (pinned), with the name kept in the Host header."""
+    real = netguard.resolve
+
+    async def fake(name: str, port: int, *, param: str, timeout: float) -> list[netguard.IPAddress]:
+        if name == "pinned.invalid":
+            return [ipaddress.ip_address("127.0.0.1")]
+        return await real(name, port, param=param, timeout=timeout)
+
+    monkeypatch.setattr(netguard, "resolve", fake)
+    port = base.rsplit(":", 1)[1]
+    body, _ = await get(f"http://pinned.invalid:{port}/host")
+    assert body == f"pinned.invalid:{port}".encode()
+
+
+# -- SSRF attempts are refused -------------------------------------------------------------
+
+
+async def test_loopback_without_an_allow_list_is_refused(base: str) -> None:
+    with pytest.raises(UnsafeURL, match=r"127\.0\.0\.1"):
+        await get(f"{base}/img", allow=AllowList())
+
+
+async def test_the_cloud_metadata_address_is_refused() -> None:
+    with pytest.raises(UnsafeURL, match=r"169\.254\.169\.254"):
+        await get("http://169.254.169.254/latest/meta-data/", allow=LOOPBACK)
+
+
+async def test_a_name_resolving_to_loopback_is_refused(base: str) -> None:
+    port = base.rsplit(":", 1)[1]
+    with pytest.raises(UnsafeURL, match="localhost"):
+        await get(f"http://localhost:{port}/img", allow=AllowList())
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "http://127.0.0.1:{port}/img"],
+)
+async def test_a_redirect_to_a_private_address_is_refused(base: str, target: str) -> None:
+    """The first hop is allowed (``localhost`` by name); where it redirects to is not."""
+    port = base.rsplit(":", 1)[1]
+    to = target.format(port=port)
+    with pytest.raises(UnsafeURL, match="redirected"):
+        await get(f"http://localhost:{port}/redirect?to={to}", allow=AllowList.parse("localhost"))
+
+
+async def test_too_many_redirects_are_refused(base: str) -> None:
+    with pytest.raises(FetchFailed) as caught:
+        await get(f"{base}/loop")
+    assert caught.value.reason == "redirects"
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.png", "gopher://x/"])
+async def test_schemes_other_than_http_are_refused(url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        await get(url)
+
+
+# -- size, time and type limits ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/big", "/endless"])
+async def test_a_body_over_the_limit_is_refused(base: str, path: str) -> None:
+    with pytest.raises(FetchFailed) as caught:
+        await get(f"{base}{path}", max_bytes=1000)
+    assert caught.value.reason == "too_large"
+
+
+async def test_a_slow_body_runs_into_the_time_limit(base: str) -> None:
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(FetchFailed) as caught:
+        await get(f"{base}/slow", timeout=0.5)
+    assert caught.value.reason == "timeout"
+    assert asyncio.get_running_loop().time() - started < 3
+
+
+async def test_a_type_outside_accept_is_refused(base: str) -> None:
+    with pytest.raises(FetchFailed) as caught:
+        await get(f"{base}/host", accept=("image/",))
+    assert caught.value.reason == "content_type"
+
+
+# -- the call sites ------------------------------------------------------------------------
+
+
+async def test_local_inputs_refuse_loopback_as_an_input_error(base: str) -> None:
+    with pytest.raises(ProviderInputError) as caught:
+        await fetch_input(f"{base}/img", "image_url", fetch=None, max_bytes=1000, timeout=5)
+    assert caught.value.param == "image_url"
+    assert (
+        await fetch_input(
+            f"{base}/img", "image_url", fetch=None, max_bytes=1000, timeout=5, allow=LOOPBACK
+        )
+        == PNG
+    )
+
+
+async def test_output_mirroring_refuses_the_metadata_address(tmp_path: Path) -> None:
+    storage = ResultStorage(tmp_path, max_bytes=1000)
+    with pytest.raises(ProviderUnavailable, match="refused"):
+        await storage.download("http://169.254.169.254/latest/meta-data/", "image/png")
+
+
+async def test_output_mirroring_from_an_allow_listed_host_works(tmp_path: Path, base: str) -> None:
+    storage = ResultStorage(tmp_path, max_bytes=1000, allow=LOOPBACK)
+    assert await storage.download(f"{base}/img", "image/jpeg") == (PNG, "image/png")
