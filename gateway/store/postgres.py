@@ -40,8 +40,9 @@ from gateway.jobs import Job, Status
 from gateway.store import postgres_schema as sql
 from gateway.store.base import META_KEY, ApiKeyRecord, JobStore
 from gateway.store.postgres_listen import Listener, OnCancel, OnWork
-from gateway.store.postgres_schema import dumps, job_row, migrate, quote_ident, row_to_job, rowcount
+from gateway.store.postgres_schema import dumps, job_row, migrate, quote_ident, rowcount
 from gateway.store.postgres_webhooks import PostgresWebhooks
+from gateway.store.rows import row_to_job
 
 log = logging.getLogger("backserv.store")
 

@@ -372,37 +372,3 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.idempotency_key,
         job.request_hash,
     )
-
-
-def _loads(value: str | None) -> Any:
-    return None if value is None else orjson.loads(value)
-
-
-def row_to_job(row: Any) -> Job:
-    """A job from a row of ``JOB_COLUMNS``."""
-    return Job(
-        id=row[0],
-        owner=row[1],
-        kind=row[2],
-        model=row[3],
-        lane=row[4],
-        status=Status(row[5]),
-        priority=row[6],
-        progress=row[7],
-        queue_position=row[8],
-        input=orjson.loads(row[9]),
-        result=_loads(row[10]),
-        error=_loads(row[11]),
-        attempts=orjson.loads(row[12]),
-        meta=orjson.loads(row[13]),
-        created_at=row[14],
-        updated_at=row[15],
-        started_at=row[16],
-        completed_at=row[17],
-        lease_token=row[18],
-        lease_owner=row[19],
-        lease_expires=row[20],
-        idempotency_key=row[21],
-        request_hash=row[22],
-        files_purged_at=row[23],
-    )

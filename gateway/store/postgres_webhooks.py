@@ -9,6 +9,7 @@ a result is fenced by the attempt count it was claimed with.
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from typing import Any
 
 from gateway.store.base import JobStore, WebhookDelivery, WebhookSecret
@@ -75,8 +76,9 @@ def _rowcount(tag: str) -> int:
 
 class PostgresWebhooks(JobStore):
     @property
-    def pool(self) -> Any:  # overridden by PostgresJobStore
-        raise NotImplementedError
+    @abstractmethod
+    def pool(self) -> Any:
+        """The asyncpg pool (PostgresJobStore's)."""
 
     async def create_delivery(self, delivery: WebhookDelivery) -> bool:
         d = delivery

@@ -24,6 +24,7 @@ import orjson
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Job, Status
 from gateway.store.base import META_KEY, ApiKeyRecord, JobStore
+from gateway.store.rows import row_to_job
 from gateway.store.sqlite_schema import MIGRATIONS
 from gateway.store.sqlite_webhooks import SQLiteWebhooks
 
@@ -62,39 +63,6 @@ def _closed_error() -> ServiceUnavailable:
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-def _loads(value: str | None) -> Any:
-    return None if value is None else orjson.loads(value)
-
-
-def row_to_job(row: Any) -> Job:
-    return Job(
-        id=row[0],
-        owner=row[1],
-        kind=row[2],
-        model=row[3],
-        lane=row[4],
-        status=Status(row[5]),
-        priority=row[6],
-        progress=row[7],
-        queue_position=row[8],
-        input=orjson.loads(row[9]),
-        result=_loads(row[10]),
-        error=_loads(row[11]),
-        attempts=orjson.loads(row[12]),
-        meta=orjson.loads(row[13]),
-        created_at=row[14],
-        updated_at=row[15],
-        started_at=row[16],
-        completed_at=row[17],
-        lease_token=row[18],
-        lease_owner=row[19],
-        lease_expires=row[20],
-        idempotency_key=row[21],
-        request_hash=row[22],
-        files_purged_at=row[23],
-    )
 
 
 async def _insert_failure(
