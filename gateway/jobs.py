@@ -343,6 +343,37 @@ class JobService:
             )
         return await self.get(owner, job.id)
 
+    async def reroute(
+        self, owner: str | None, job: Job, model: CatalogModel, raw_input: Any, meta: dict[str, Any]
+    ) -> Job:
+        """Run a job that still waits on another model or route chain, with another input
+        (a face's update of what the job runs). ``job`` is the job as the caller read it: if
+        anything changed it since, or it left QUEUED, nothing is changed and it is a 409."""
+        meta = {key: value for key, value in meta.items() if key != "routes"}
+        listed = self.catalog.models.get(model.id)
+        if listed is None or listed.routes != model.routes:
+            meta["routes"] = [r.to_dict() for r in model.routes]
+        if self.availability is not None:
+            self.availability.require_configured(model)
+        new_input = model.validate_input(raw_input)
+        if not await self.store.reroute_queued(
+            job, model=model.id, lane=model.lane, input=new_input, meta=meta
+        ):
+            latest = await self.get(owner, job.id)
+            if latest.status is Status.QUEUED:
+                raise Conflict(
+                    f"Job {job.id} changed while this update was made; read it again and retry.",
+                    code="job_changed",
+                )
+            raise Conflict(
+                f"Job {job.id} is {latest.status.value}; only a QUEUED job can change what it "
+                "runs.",
+                code="job_not_queued",
+            )
+        if self.waker is not None:
+            self.waker.wake()
+        return await self.get(owner, job.id)
+
     async def delete(self, owner: str | None, job_id: str) -> Job:
         """Remove a finished job's record (its files are the caller's to delete first)."""
         job = await self.get(owner, job_id)

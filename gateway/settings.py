@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     #: task type -> catalog model id, e.g. {"GENERATION": "flux-dev"} (checked at start-up);
     #: a task type not named runs the first catalog model of its kind
     tasks_models: dict[str, str] = Field(default_factory=dict)
+    #: fal apps a task may name in ``fal_app_id`` although the catalog lists none for it
+    #: (glob patterns, comma- or space-separated): ``*`` any (the document's EXPERIMENTAL_FAL
+    #: passes its app straight to fal), empty none; a token's ``fal_apps`` claim narrows it
+    tasks_fal_apps: str = "*"
 
     @field_validator("submit_task_auth", mode="before")
     @classmethod

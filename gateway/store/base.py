@@ -240,6 +240,13 @@ class JobStore(ABC):
         """Change a QUEUED job's priority; False when it is unknown or no longer QUEUED."""
 
     @abstractmethod
+    async def reroute_queued(
+        self, job: Job, *, model: str, lane: str, input: dict[str, Any], meta: dict[str, Any]
+    ) -> bool:
+        """Give a QUEUED job another model, lane, input and meta, if nothing changed it since
+        ``job`` was read (its ``updated_at``); False when it changed, or is no longer QUEUED."""
+
+    @abstractmethod
     async def delete_job(self, job_id: str) -> bool:
         """Delete one finished job's record; False when it is unknown or not finished."""
 

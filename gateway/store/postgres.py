@@ -462,6 +462,21 @@ class PostgresJobStore(PostgresWebhooks, JobStore):
         done = await self.pool.execute(sql.SET_PRIORITY, priority, time.time(), job_id)
         return rowcount(done) > 0
 
+    async def reroute_queued(
+        self, job: Job, *, model: str, lane: str, input: dict[str, Any], meta: dict[str, Any]
+    ) -> bool:
+        done = await self.pool.execute(
+            sql.REROUTE_QUEUED,
+            model,
+            lane,
+            dumps(input),
+            dumps(meta),
+            time.time(),
+            job.id,
+            job.updated_at,
+        )
+        return rowcount(done) > 0
+
     async def delete_job(self, job_id: str) -> bool:
         return await self.pool.fetchval(sql.DELETE_JOB, job_id) is not None
 

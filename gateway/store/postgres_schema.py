@@ -296,6 +296,10 @@ DELETE_JOBS_BEFORE = f"""
 LOCK_META = "SELECT meta FROM jobs WHERE id = $1 FOR UPDATE"
 SET_META = "UPDATE jobs SET meta = $1, updated_at = $2 WHERE id = $3"
 SET_PRIORITY = "UPDATE jobs SET priority = $1, updated_at = $2 WHERE id = $3 AND status = 'QUEUED'"
+REROUTE_QUEUED = (
+    "UPDATE jobs SET model = $1, lane = $2, input = $3, meta = $4, updated_at = $5 "
+    "WHERE id = $6 AND status = 'QUEUED' AND updated_at IS NOT DISTINCT FROM $7"
+)
 DELETE_JOB = f"DELETE FROM jobs WHERE id = $1 AND {_FINISHED} RETURNING id"
 
 

@@ -568,6 +568,21 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
 
         return bool(await self._write(op))
 
+    async def reroute_queued(
+        self, job: Job, *, model: str, lane: str, input: dict[str, Any], meta: dict[str, Any]
+    ) -> bool:
+        now = time.time()
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE jobs SET model = ?, lane = ?, input = ?, meta = ?, updated_at = ? "
+                "WHERE id = ? AND status = 'QUEUED' AND updated_at IS ?",
+                (model, lane, _dumps(input), _dumps(meta), now, job.id, job.updated_at),
+            )
+            return cur.rowcount
+
+        return bool(await self._write(op))
+
     async def delete_job(self, job_id: str) -> bool:
         async def op(conn: aiosqlite.Connection) -> bool:
             rows = await conn.execute_fetchall(

@@ -251,7 +251,7 @@ INVALID: list[tuple[dict[str, Any], list[Any]]] = [
         ["body", "input_image_paths", 1],
     ),
     (
-        {"task_type": "EXPERIMENTAL_FAL", "fal_app_id": "fal-ai/unknown", **ORIGIN},
+        {"task_type": "EXPERIMENTAL_FAL", "fal_app_id": "fal-ai/../admin", **ORIGIN},
         ["body", "fal_app_id"],
     ),
 ]

@@ -937,6 +937,44 @@ async def test_set_priority_changes_only_a_queued_job(store: JobStore) -> None:
     assert (await stored(store, low.id)).priority == 0
 
 
+async def test_reroute_queued_changes_what_a_waiting_job_runs(store: JobStore) -> None:
+    job = await insert(store, meta={"task": {"fal_app_id": "a/one"}})
+    meta = {"task": {"fal_app_id": "b/two"}, "routes": [{"provider": "fal", "target": "b/two"}]}
+
+    changed = await store.reroute_queued(
+        job, model="other", lane="fal", input={"prompt": "new"}, meta=meta
+    )
+
+    assert changed is True
+    after = await stored(store, job.id)
+    assert (after.model, after.lane, after.input, after.meta) == (
+        "other",
+        "fal",
+        {"prompt": "new"},
+        meta,
+    )
+    [claimed] = await store.claim("fal", 1, "w1", 30.0)  # it waits in its new lane now
+    assert claimed.id == job.id
+
+
+async def test_reroute_queued_refuses_a_job_changed_since_it_was_read(store: JobStore) -> None:
+    job = await insert(store)
+    await asyncio.sleep(0.01)  # updated_at moves on
+    assert await store.set_priority(job.id, 3) is True
+
+    stale = await store.reroute_queued(job, model="x", lane="fal", input={}, meta={})
+
+    assert stale is False
+    fresh = await stored(store, job.id)
+    assert fresh.model == "sandbox-image" and fresh.lane == "sandbox"
+    claimed = await claim_one(store)
+    assert claimed.id == job.id
+    running = await store.reroute_queued(
+        await stored(store, job.id), model="x", lane="fal", input={}, meta={}
+    )
+    assert running is False  # no longer QUEUED
+
+
 async def test_set_meta_value_sets_a_nested_value_and_keeps_the_rest(store: JobStore) -> None:
     job = await insert(store, meta={"user_id": "alice", "task": {"workflow": "w1"}})
     assert await store.set_meta_value(job.id, ("task", "config"), {"team": "b", "n": 2}) is True

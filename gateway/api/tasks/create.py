@@ -9,6 +9,7 @@ back. ``webhook_url`` becomes the job's webhook (the Jobs API's object is what i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from gateway.api.tasks.inputs import Translation, translate
 from gateway.api.tasks.jwt import Claims
 from gateway.api.tasks.routing import ModelChooser, wish_of
 from gateway.api.tasks.schemas import CREATE_SCHEMAS, CreateTask, TaskType
+from gateway.api.tasks.update import Changes
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.idempotency import read_idempotency
 from gateway.jobs import Job, JobService
@@ -92,7 +94,9 @@ class TaskCreator:
                 f"'{task.origin_tenant_id}'."
             )
         translation = translate(task)
-        model = self.chooser.choose(task_type, wish_of(task, task_type, claims.providers))
+        model = self.chooser.choose(
+            task_type, wish_of(task, task_type, claims.providers, claims.fal_apps)
+        )
         meta = await self._meta(task, task_type, tenant, translation)
         idem = read_idempotency(headers, path, body)
         try:
@@ -107,6 +111,30 @@ class TaskCreator:
             )
         except InvalidRequest as exc:
             raise _input_error(exc, translation) from None
+
+    async def reroute(self, claims: Claims, job: Job, task_type: TaskType, changes: Changes) -> Job:
+        """A PENDING task's new ``fal_app_id`` and/or ``fal_parameters`` (a ``PUT``): the model
+        is chosen again, as at creation, from the task's stored wishes and the new app."""
+        task_meta = dict(job.meta.get("task") or {})
+        if changes.fal_app_id is not None:
+            task_meta["fal_app_id"] = changes.fal_app_id
+        wish = SimpleNamespace(
+            **{name: task_meta.get(name) for name in _KEPT},
+            fal_app_id=task_meta.get("fal_app_id"),
+        )
+        model = self.chooser.choose(
+            task_type, wish_of(wish, task_type, claims.providers, claims.fal_apps)
+        )
+        raw_input: Any = job.input
+        if changes.fal_parameters is not None:
+            raw_input = changes.fal_parameters
+        meta = {**job.meta, "task": task_meta}
+        try:
+            return await self.service.reroute(claims.sub, job, model, raw_input, meta)
+        except InvalidRequest as exc:
+            param = (exc.param or "").partition(".")[0]
+            loc = ("body", "fal_parameters", *([param] if param else []))
+            raise invalid(loc, exc.message) from None
 
     async def _meta(
         self, task: CreateTask, task_type: TaskType, tenant: str | None, translation: Translation

@@ -38,13 +38,6 @@ class TaskValidationError(GatewayError):
         return {"detail": self.detail}
 
 
-class NotSupportedYet(GatewayError):
-    """501: the document allows it, this gateway's core cannot do it yet (the detail says why)."""
-
-    status_code = 501
-    error_type = "not_implemented"
-
-
 def invalid(loc: Loc, msg: str, kind: str = "value_error") -> TaskValidationError:
     return TaskValidationError([{"loc": list(loc), "msg": msg, "type": kind}])
 

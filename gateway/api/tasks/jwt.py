@@ -13,6 +13,9 @@ gateway is configured with them. The claims the API uses:
     the token sees and creates only that tenant's tasks.
 ``providers`` (optional)
     the provider types the token may run tasks on (``["sandbox", "fal"]``); all when absent.
+``fal_apps`` (optional)
+    glob patterns of the fal apps the token may name in ``fal_app_id`` (``["fal-ai/flux/*"]``);
+    whatever ``BACKSERV_TASKS_FAL_APPS`` and the catalog allow when absent.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Claims:
     sub: str
     tenant: str | None = None
     providers: frozenset[str] | None = None
+    fal_apps: frozenset[str] | None = None
 
 
 class TokenRejected(AuthenticationFailed):
@@ -135,7 +139,8 @@ class JWTVerifier:
         return Claims(
             sub=sub,
             tenant=_text_claim(claims, "tenant"),
-            providers=self._providers(claims.get("providers")),
+            providers=self._names(claims.get("providers"), "providers", lower=True),
+            fal_apps=self._names(claims.get("fal_apps"), "fal_apps", lower=False),
         )
 
     def _check_times(self, claims: dict[str, Any]) -> None:
@@ -153,9 +158,11 @@ class JWTVerifier:
             raise TokenRejected("Token is not valid yet (nbf).")
 
     @staticmethod
-    def _providers(value: Any) -> frozenset[str] | None:
+    def _names(value: Any, claim: str, *, lower: bool) -> frozenset[str] | None:
         if value is None:
             return None
-        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-            raise TokenRejected("Invalid token: the 'providers' claim must be a list of names.")
-        return frozenset(p.lower() for p in value)
+        if not isinstance(value, list) or not all(
+            isinstance(p, str) and len(p) <= MAX_CLAIM_LENGTH for p in value
+        ):
+            raise TokenRejected(f"Invalid token: the '{claim}' claim must be a list of names.")
+        return frozenset(p.lower() if lower else p for p in value)

@@ -24,6 +24,7 @@ from gateway.api.tasks.errors import (
     http_error_handler,
     invalid,
 )
+from gateway.api.tasks.fal_apps import FalAppPolicy
 from gateway.api.tasks.ids import job_id_of, parse_task_id, task_id_of
 from gateway.api.tasks.jwt import Claims, JWTVerifier
 from gateway.api.tasks.listing import MAX_LIMIT, MAX_SKIP, TaskFilter, list_tasks
@@ -81,7 +82,9 @@ class TasksAPI:
             else None
         )
         self.creator = TaskCreator(
-            gw.service, ModelChooser(gw.catalog, settings.tasks_models), settings
+            gw.service,
+            ModelChooser(gw.catalog, settings.tasks_models, FalAppPolicy(settings.tasks_fal_apps)),
+            settings,
         )
         self.renderer = Renderer(gw.catalog, gw.signer, gw.storage, settings.file_ttl_seconds)
 
@@ -258,6 +261,8 @@ class TasksAPI:
         current = await self.renderer.task(job) or {}
         task_type = TaskType(current["task_type"])
         changes = requested_changes(task_type, body, current, generation=generation)
+        if changes.reroutes:  # first: it checks nothing changed the job since it was read
+            job = await self.creator.reroute(claims, job, task_type, changes)
         if changes.priority is not None:
             job = await self.service.set_priority(claims.sub, job.id, changes.priority)
         if changes.config is not None:

@@ -11,20 +11,25 @@ names for it, else the first of that kind in the catalog. A task may steer this:
   ``provider_config.target`` / ``fallback_provider_config.target``: the routes' targets.
 - ``fal_app_id`` (GENERATION, EDITING, REFINE, EXPERIMENTAL_FAL): a model whose primary
   route is that fal app. EXPERIMENTAL_FAL needs one (it passes its parameters to that app),
-  except with ``provider_type`` SANDBOX, which runs the sandbox stand-in.
-- the token's ``providers`` claim: only chains whose every provider it names.
+  except with ``provider_type`` SANDBOX, which runs the sandbox stand-in. An app no catalog
+  route targets runs when ``fal_apps.FalAppPolicy`` allows it: on a route shaped like the
+  kind's first fal route in the catalog (its input mapping), else passing the input as it is.
+- the token's ``providers`` claim: only chains whose every provider it names; its
+  ``fal_apps`` claim: only those fal apps.
 
-The choice is among the catalog's route chains: a per-task chain the catalog does not have
-needs the core to keep routes on the job (see README, "The Tasks API").
+A chain the catalog does not have is kept on the job (``meta.routes``), under the kind's
+default model (whose id the job shows); the scheduler runs the job's own chain.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.api.tasks.errors import invalid
+from gateway.api.tasks.fal_apps import FalAppPolicy, check_app_id
 from gateway.api.tasks.schemas import TASK_KINDS, TaskType
 from gateway.catalog import Catalog, CatalogModel
 from gateway.errors import ConfigError, PermissionDenied
@@ -45,6 +50,8 @@ class RouteWish:
     fallback_target: str | None = None
     model: str | None = None
     allowed: frozenset[str] | None = None
+    #: the fal app the task names (``fal_app_id``), when it runs on fal
+    fal_app: str | None = None
     #: the request field the wish came from, for the 422's ``loc``
     loc: tuple[str, ...] = ("body", "task_type")
 
@@ -56,8 +63,14 @@ def _config_str(config: Any, key: str, field: str) -> str | None:
     return value
 
 
-def wish_of(task: Any, task_type: TaskType, allowed: frozenset[str] | None) -> RouteWish:
-    """The route wish of a validated create request (``schemas.CreateTask``)."""
+def wish_of(
+    task: Any,
+    task_type: TaskType,
+    allowed: frozenset[str] | None,
+    fal_apps: frozenset[str] | None = None,
+) -> RouteWish:
+    """The route wish of a validated create request (``schemas.CreateTask``); ``allowed`` and
+    ``fal_apps`` are the token's claims."""
     provider, fallback = task.provider_type, task.fallback_provider_type
     target = _config_str(task.provider_config, "target", "provider_config")
     fallback_target = _config_str(
@@ -81,19 +94,29 @@ def wish_of(task: Any, task_type: TaskType, allowed: frozenset[str] | None) -> R
             raise invalid(
                 ("body", "provider_config", "target"), "differs from 'fal_app_id'; send one"
             )
+        check_app_id(fal_app)
+        FalAppPolicy.check_claim(fal_app, fal_apps)
         provider, target, loc = "fal", fal_app, ("body", "fal_app_id")
+    else:
+        fal_app = None
     for name in (provider, fallback):
         if allowed is not None and name is not None and name not in allowed:
             raise PermissionDenied(
                 f"This token may not run tasks on {name.upper()} (it allows: "
                 f"{', '.join(sorted(p.upper() for p in allowed)) or 'none'})."
             )
-    return RouteWish(provider, fallback, target, fallback_target, model, allowed, loc)
+    return RouteWish(provider, fallback, target, fallback_target, model, allowed, fal_app, loc)
 
 
 class ModelChooser:
-    def __init__(self, catalog: Catalog, configured: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        configured: Mapping[str, str],
+        fal_apps: FalAppPolicy | None = None,
+    ) -> None:
         self.catalog = catalog
+        self.fal_apps = fal_apps or FalAppPolicy("")
         self.configured: dict[TaskType, CatalogModel] = {}
         for name, model_id in configured.items():
             try:
@@ -135,6 +158,10 @@ class ModelChooser:
                     ("body", "provider_config", "model"),
                     f"'{wish.model}' is not a catalog model of kind '{kind}'",
                 )
+        if wish.fal_app is not None and not any(
+            r.provider == "fal" and r.target == wish.fal_app for m in models for r in m.routes
+        ):
+            return self._uncatalogued_fal_app(models, wish)
         if wish.allowed is not None:
             allowed = [m for m in models if all(r.provider in wish.allowed for r in m.routes)]
             if not allowed:
@@ -178,6 +205,45 @@ class ModelChooser:
             chain.append(fallback)
         base = next(m for m in models if primary in m.routes)
         return base.with_routes(chain)
+
+    def _uncatalogued_fal_app(self, models: list[CatalogModel], wish: RouteWish) -> CatalogModel:
+        """A chain for a fal app the catalog lacks, if the policy allows it: the app first,
+        then the asked fallback (a route the catalog has). ``wish_of`` has already checked
+        both providers against the token."""
+        assert wish.fal_app is not None
+        self.fal_apps.check(wish.fal_app)
+        template = next(
+            (
+                r
+                for m in self.catalog
+                if m.kind is models[0].kind
+                for r in m.routes
+                if r.provider == "fal"
+            ),
+            RouteSpec("fal", wish.fal_app),
+        )
+        chain = [dataclasses.replace(template, target=wish.fal_app)]
+        if wish.fallback is not None:
+            fallback = next(
+                (
+                    r
+                    for m in models
+                    for r in m.routes
+                    if r.provider == wish.fallback and wish.fallback_target in (None, r.target)
+                ),
+                None,
+            )
+            if fallback is None:
+                raise invalid(("body", "fallback_provider_type"), self._no_fit_fallback(wish))
+            chain.append(fallback)
+        return models[0].with_routes(chain)
+
+    def _no_fit_fallback(self, wish: RouteWish) -> str:
+        target = f" with target '{wish.fallback_target}'" if wish.fallback_target else ""
+        return (
+            f"No catalog route of this task's kind runs on {str(wish.fallback).upper()}{target}: "
+            f"add one to the catalog ({self.catalog.source}) to use it as the fallback."
+        )
 
     @staticmethod
     def _fits(model: CatalogModel, wish: RouteWish) -> bool:

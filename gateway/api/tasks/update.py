@@ -5,9 +5,10 @@ document's all-null example, or update fields sent back as they were read, is a 
 the rest:
 
 - ``status`` may only become ``CANCELLED``: that cancels the task, as ``POST …/cancel``;
-- ``priority``, ``config``, ``fal_app_id``, ``fal_parameters`` are the client's to change, but
-  of them ``priority`` changes (while the task is PENDING, else 409) and ``config`` is stored;
-  the fal fields cannot change on a stored job yet: 501, saying so (nothing is changed);
+- ``priority``, ``config``, ``fal_app_id``, ``fal_parameters`` are the client's to change:
+  ``config`` is stored; the others change while the task is PENDING (else 409): a new
+  ``fal_app_id`` re-routes the task (checked as at creation), new ``fal_parameters`` are
+  EXPERIMENTAL_FAL's new input;
 - every other field the document lists (``errors``, ``executor_*``, timestamps, ...) is the
   gateway's own: 422;
 - a field the task type's update schema does not have: 422 ``extra_forbidden``.
@@ -20,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.api.tasks.errors import NotSupportedYet, TaskValidationError, from_pydantic
+from gateway.api.tasks.errors import TaskValidationError, from_pydantic
 from gateway.api.tasks.schemas import (
     GENERATION_UPDATE,
     UPDATE_FIELDS,
@@ -35,6 +36,12 @@ class Changes:
     cancel: bool = False
     priority: int | None = None
     config: dict[str, Any] | None = None
+    fal_app_id: str | None = None
+    fal_parameters: dict[str, Any] | None = None
+
+    @property
+    def reroutes(self) -> bool:
+        return self.fal_app_id is not None or self.fal_parameters is not None
 
 
 def requested_changes(
@@ -78,15 +85,12 @@ def requested_changes(
         )
     if read_only:
         raise TaskValidationError(read_only)
-    later = [name for name in changed if name not in ("status", "priority", "config")]
-    if later:
-        raise NotSupportedYet(
-            f"Changing {', '.join(repr(n) for n in later)} of an existing task is not supported "
-            "yet (only 'status', 'priority' and 'config' are). Nothing was changed."
-        )
     priority, config = changed.get("priority"), changed.get("config")
+    fal_app_id, fal_parameters = changed.get("fal_app_id"), changed.get("fal_parameters")
     return Changes(
         cancel="status" in changed,
         priority=None if priority is None else int(priority),
         config=dict(config) if isinstance(config, dict) else None,
+        fal_app_id=str(fal_app_id) if fal_app_id is not None else None,
+        fal_parameters=dict(fal_parameters) if isinstance(fal_parameters, dict) else None,
     )
