@@ -309,6 +309,8 @@ class JobService:
         status: Status | None,
         model: str | None,
         meta: dict[str, str] | None = None,
+        kinds: Sequence[str] | None = None,
+        offset: int = 0,
     ) -> tuple[list[Job], bool]:
         if after is not None:
             cursor = await self.store.get_job(after)
@@ -320,7 +322,14 @@ class JobService:
                     code="invalid_cursor",
                 )
         return await self.store.list_jobs(
-            owner, limit=limit, after=after, status=status, model=model, meta=meta
+            owner,
+            limit=limit,
+            after=after,
+            status=status,
+            model=model,
+            meta=meta,
+            kinds=kinds,
+            offset=offset,
         )
 
     async def annotate(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,9 +116,12 @@ class JobStore(ABC):
         status: Status | None = None,
         model: str | None = None,
         meta: dict[str, str] | None = None,
+        kinds: Sequence[str] | None = None,
+        offset: int = 0,
     ) -> tuple[list[Job], bool]:
         """Newest first; ``after`` is the id of the last job of the previous page; ``meta``
-        keeps jobs whose ``meta[key] == value`` for each item (keys match ``META_KEY``).
+        keeps jobs whose ``meta[key] == value`` for each item (keys match ``META_KEY``);
+        ``kinds`` keeps jobs of those kinds; ``offset`` skips that many matching jobs first.
 
         Returns the page and whether more jobs follow it.
         """

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -302,8 +302,12 @@ class PostgresJobStore(PostgresWebhooks, JobStore):
         status: Status | None = None,
         model: str | None = None,
         meta: dict[str, str] | None = None,
+        kinds: Sequence[str] | None = None,
+        offset: int = 0,
     ) -> tuple[list[Job], bool]:
-        statement, params = sql.list_jobs_query(owner, after, status, model, limit + 1, meta)
+        statement, params = sql.list_jobs_query(
+            owner, after, status, model, limit + 1, meta, kinds, offset
+        )
         rows = await self.pool.fetch(statement, *params)
         return [row_to_job(r) for r in rows[:limit]], len(rows) > limit
 

@@ -19,6 +19,7 @@ form would buy nothing today; orjson encodes and decodes in Python, as for SQLit
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -310,6 +311,8 @@ def list_jobs_query(
     model: str | None,
     limit: int,
     meta: dict[str, str] | None = None,
+    kinds: Sequence[str] | None = None,
+    offset: int = 0,
 ) -> tuple[str, list[Any]]:
     """A page of jobs, newest first; only the filters given become predicates (so each
     combination gets a plan that can use its index). ``meta`` keys are checked names."""
@@ -329,9 +332,16 @@ def list_jobs_query(
         if value is not None:
             params.append(value)
             where.append(condition.replace("$", f"${len(params)}"))
+    if kinds is not None:
+        params.append(list(kinds))
+        where.append(f"kind = ANY(${len(params)}::text[])")
     clause = ("WHERE " + " AND ".join(where)) if where else ""
-    params.append(limit)
-    return f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ${len(params)}", params
+    params.extend((limit, max(0, offset)))
+    return (
+        f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC "
+        f"LIMIT ${len(params) - 1} OFFSET ${len(params)}",
+        params,
+    )
 
 
 KEY_COLUMNS = "id, name, key_hash, prefix, created_at, revoked_at, scopes"

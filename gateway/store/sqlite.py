@@ -14,7 +14,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -271,6 +271,8 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
         status: Status | None = None,
         model: str | None = None,
         meta: dict[str, str] | None = None,
+        kinds: Sequence[str] | None = None,
+        offset: int = 0,
     ) -> tuple[list[Job], bool]:
         where: list[str] = []
         params: list[Any] = []
@@ -291,10 +293,13 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
         if model is not None:
             where.append("model = ?")
             params.append(model)
+        if kinds is not None:
+            where.append(f"kind IN ({', '.join('?' * len(kinds)) or 'NULL'})")
+            params.extend(kinds)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         rows = await self._read(
-            f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?",
-            (*params, limit + 1),
+            f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            (*params, limit + 1, max(0, offset)),
         )
         jobs = [row_to_job(r) for r in rows[:limit]]
         return jobs, len(rows) > limit

@@ -439,6 +439,27 @@ async def test_every_filter_and_skip_and_limit(idle: Tasks) -> None:
     assert await listed("/api/v1/tasks/generation", skip=1, limit=1) == "1"
 
 
+async def test_task_type_lists_the_other_faces_jobs_of_its_kinds(idle: Tasks) -> None:
+    generation = await idle.create(body())
+    jobs_api = {"Authorization": f"Bearer {KEY_A}"}
+    made = []
+    for job in (
+        {"model": "sandbox-upscale", "input": {"image_url": DATA_URL, "scale_factor": 2}},
+        {"model": "sandbox-image", "input": {"prompt": "a fox"}},
+    ):
+        resp = await idle.client.post("/v1/jobs", json=job, headers=jobs_api)
+        assert resp.status_code == 202, resp.text
+        made.append(task_id_of(resp.json()["id"]))
+    owner = auth(key_id_for(hash_key(KEY_A)))
+
+    refine = await idle.list(owner, task_type="REFINE")
+    generations = await idle.list(owner, task_type="GENERATION")
+
+    assert [t["id"] for t in refine] == [made[0]]  # an upscale job shows as REFINE
+    assert [t["id"] for t in generations] == [made[1]]
+    assert generation["id"] not in {t["id"] for t in generations}  # alice's, not the key's
+
+
 # -- cancel and PUT ----------------------------------------------------------------------------
 
 

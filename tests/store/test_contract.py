@@ -194,6 +194,28 @@ async def test_list_filters_by_owner(store: JobStore) -> None:
     assert [j.id for j in jobs] == [mine.id]
 
 
+async def test_list_filters_by_kinds_and_skips_an_offset(store: JobStore) -> None:
+    a = await insert(store, kind="image")
+    await insert(store, kind="video")
+    b = await insert(store, kind="upscale")
+    c = await insert(store, kind="image", status=Status.CANCELLED)
+    d = await insert(store, kind="image")
+
+    def ids(jobs: list[Job]) -> list[str]:
+        return [j.id for j in jobs]
+
+    page, more = await store.list_jobs("alice", limit=10, kinds=["image", "upscale"])
+    assert ids(page) == [d.id, c.id, b.id, a.id] and more is False
+    page, more = await store.list_jobs("alice", limit=2, kinds=["image", "upscale"], offset=1)
+    assert ids(page) == [c.id, b.id] and more is True
+    page, _ = await store.list_jobs("alice", limit=10, kinds=["image"], offset=1, status=None)
+    assert ids(page) == [c.id, a.id]
+    page, _ = await store.list_jobs("alice", limit=10, kinds=["image"], status=Status.QUEUED)
+    assert ids(page) == [d.id, a.id]
+    assert (await store.list_jobs("alice", limit=10, kinds=[]))[0] == []
+    assert (await store.list_jobs("alice", limit=10, offset=5))[0] == []
+
+
 async def test_list_without_owner_lists_every_owner(store: JobStore) -> None:
     a = await insert(store, owner="alice")
     b = await insert(store, owner="bob")

@@ -9,7 +9,8 @@ by the other faces have no task meta: they show as the task type of their kind
 Derived fields: ``retry_count`` and ``fallback_used`` from the attempts; ``executor_instance``
 is the worker holding the job's lease (while it runs); ``errors`` lists each
 failed attempt's message; ``provider_type`` / ``fallback_provider_type`` are the task's wish,
-else the first two routes of the job's chain (its own, or its model's); ``service_task_id`` is the job id (``GET /v1/jobs/{id}``);
+else the first two routes of the job's chain (its own, or its model's); ``service_task_id``
+is the job id (``GET /v1/jobs/{id}``);
 ``result_*`` are the gateway's signed file URLs (null once the files were deleted: cleanup,
 DELETE or retention, which also set ``is_deleted`` / ``deleted_at``).
 """

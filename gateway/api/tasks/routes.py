@@ -220,11 +220,10 @@ class TasksAPI:
             raise PermissionDenied(
                 f"This token acts for tenant '{claims.tenant}'; it cannot list another's."
             )
-        jobs, truncated = await list_tasks(
+        jobs = await list_tasks(
             self.service, claims.sub, TaskFilter(status, task_type, meta), skip=skip, limit=limit
         )
-        tasks = [await self.renderer.task(job) for job in jobs]
-        return json(tasks, 200, {"X-Tasks-Scan-Truncated": "true"} if truncated else None)
+        return json([await self.renderer.task(job) for job in jobs])
 
     # -- change ---------------------------------------------------------------------------
 
