@@ -26,6 +26,7 @@ from gateway.api.health import HealthAPI
 from gateway.api.images import ImagesAPI
 from gateway.api.job_events import JobEventsAPI
 from gateway.api.jobs import JobsAPI, render_job
+from gateway.api.keys import KeysAPI
 from gateway.api.models import ModelsAPI
 from gateway.api.request_id import RequestIdMiddleware
 from gateway.api.tasks import TasksAPI
@@ -38,10 +39,11 @@ from gateway.errors import GatewayError
 from gateway.events import JobEvents
 from gateway.janitor import Janitor
 from gateway.jobs import JobService
+from gateway.keys import KeyManager
 from gateway.metrics import Metrics
 from gateway.metrics_hooks import JobObserver
 from gateway.metrics_http import HttpMetricsMiddleware
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import Limits, rate_limiter_for
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.scheduler import Scheduler
@@ -133,15 +135,19 @@ def create_app(
     if metrics is not None:
         metrics.watch(store=store, scheduler=scheduler, breakers=breakers, catalog=catalog)
     availability = Availability(providers, breakers)
-    limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     service = JobService(
         store,
         catalog,
         scheduler,
         availability,
-        limiter,
+        rate_limiter_for(store),  # shared by the replicas on PostgreSQL
         observer=observer,
-        max_active=settings.max_active_jobs_per_key,
+        limits=Limits(
+            rate=settings.rate_limit_per_second,
+            burst=settings.rate_limit_burst,
+            max_active=settings.max_active_jobs_per_key,
+        ),
+        max_input_bytes=settings.max_input_bytes,
     )
     keyring = KeyRing(store, settings.static_api_keys())
     janitor = Janitor(
@@ -218,6 +224,7 @@ def create_app(
         *ModelsAPI(catalog, availability).routes(),
         *FilesAPI(storage, signer, store).routes(),
         *WebhookSecretsAPI(store).routes(),
+        *KeysAPI(KeyManager(store), settings.max_body_bytes).routes(),
         *TasksAPI(gw).routes(),
         *HealthAPI(
             store,

@@ -6,7 +6,9 @@ SHA-256, so a static key keeps its jobs across restarts. Lookups go by hash, and
 confirmed with a constant-time comparison.
 
 A stored key is looked up in the store on every request, so revoking it (``backserv keys
-revoke``) takes effect at once on every replica: there is no cache to wait out. The lookup is
+revoke``, ``DELETE /v1/keys/{id}``) takes effect at once on every replica: there is no cache
+to wait out. The key's own limits (``Principal.limits``) are read with it, so a change to
+them applies from the next request too. The lookup is
 one primary-key-style read by hash (measured on SQLite: tens of microseconds per request, see
 ``_lookup``). Only *unknown* hashes are cached, for a couple of seconds, so a flood of wrong
 keys does not become a flood of queries; a key created from the CLI may therefore take up to
@@ -23,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from gateway.errors import AuthenticationFailed
+from gateway.ratelimit import KeyLimits
 from gateway.store.base import ApiKeyRecord, JobStore
 
 KEY_PREFIX = "bsk_"
@@ -34,6 +37,8 @@ CACHE_SIZE = 10_000
 class Principal:
     key_id: str
     scopes: frozenset[str] = frozenset()
+    #: the key's own limits on job creation, as read with the key (None: the defaults)
+    limits: KeyLimits | None = None
 
     @property
     def owner(self) -> str:
@@ -56,9 +61,12 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def new_key_record(name: str, scopes: str = "") -> tuple[str, ApiKeyRecord]:
+def new_key_record(
+    name: str, scopes: str = "", limits: KeyLimits | None = None
+) -> tuple[str, ApiKeyRecord]:
     key = generate_key()
     digest = hash_key(key)
+    own = limits or KeyLimits()
     record = ApiKeyRecord(
         id=key_id_for(digest),
         name=name,
@@ -66,6 +74,9 @@ def new_key_record(name: str, scopes: str = "") -> tuple[str, ApiKeyRecord]:
         prefix=key[:8],
         created_at=time.time(),
         scopes=scopes,
+        rate_limit=own.rate_limit,
+        rate_burst=own.rate_burst,
+        max_active_jobs=own.max_active_jobs,
     )
     return key, record
 
@@ -117,7 +128,7 @@ class KeyRing:
             and record.revoked_at is None
             and hmac.compare_digest(record.key_hash, digest)
         ):
-            principal = Principal(record.id, frozenset(record.scopes.split()))
+            principal = Principal(record.id, frozenset(record.scopes.split()), record.limits)
         if principal is not None:
             return principal
         self._cache[digest] = (now + CACHE_SECONDS, None)

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import ConfigError, UnknownModel
+from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
 from gateway.kinds import KINDS, Kind
 from providers.base import RouteSpec
 from providers.mapping import validate_route_mapping
@@ -83,9 +84,15 @@ class CatalogModel:
             return self
         return self.with_routes([RouteSpec.from_dict(r) for r in override])
 
-    def validate_input(self, raw: Any, param_prefix: str = "") -> dict[str, Any]:
+    def validate_input(
+        self, raw: Any, param_prefix: str = "", *, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    ) -> dict[str, Any]:
         return self.kind.validate(
-            raw, defaults=self.defaults, limits=self.limits, param_prefix=param_prefix
+            raw,
+            defaults=self.defaults,
+            limits=self.limits,
+            param_prefix=param_prefix,
+            max_input_bytes=max_input_bytes,
         )
 
     def parameters(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The ``backserv`` command: ``serve``, ``keys create|list|revoke``, ``jobs list|show|cancel``,
-``models``, ``doctor``."""
+"""The ``backserv`` command: ``serve``, ``keys create|list|update|revoke``,
+``jobs list|show|cancel``, ``models``, ``doctor``."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from typing import TypeVar
 import orjson
 from pydantic import ValidationError
 
-from gateway.auth import new_key_record
 from gateway.catalog import load_catalog
 from gateway.doctor import Doctor
-from gateway.errors import ConfigError, Conflict
+from gateway.errors import ConfigError, Conflict, GatewayError
 from gateway.jobs import Job, Status, check_transition
+from gateway.keys import KeyManager, limits_of
 from gateway.logging_setup import configure_logging
 from gateway.settings import Settings
 from gateway.store import create_store
-from gateway.store.base import JobStore
+from gateway.store.base import ApiKeyRecord, JobStore
 from providers.registry import KNOWN_PROVIDERS
 
 T = TypeVar("T")
@@ -91,33 +91,74 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    if args.keys_cmd == "create":
-        key, record = new_key_record(args.name, scopes="admin" if args.admin else "")
+    """The same key management as ``/v1/keys`` (gateway/keys.py), against the database."""
+    command = {
+        "create": _keys_create,
+        "list": _keys_list,
+        "update": _keys_update,
+        "revoke": _keys_revoke,
+    }[args.keys_cmd]
+    try:
+        return asyncio.run(_with_store(settings, lambda store: command(KeyManager(store), args)))
+    except GatewayError as exc:  # a bad value or an unknown key, said as the API says it
+        print(f"backserv: {exc.message}", file=sys.stderr)
+        return 1
 
-        async def create(store: JobStore) -> None:
-            await store.create_key(record)
 
-        asyncio.run(_with_store(settings, create))
-        print(f"Created key {record.id} ({record.name}). It is shown only this once:\n")
-        print(f"    {key}\n")
+def _given_limits(args: argparse.Namespace) -> dict[str, float | int | None]:
+    """The limit options given on the command line, under the API's names."""
+    given = vars(args)
+    return {api: given[option] for option, api in _LIMIT_OPTIONS.items() if option in given}
+
+
+async def _keys_create(keys: KeyManager, args: argparse.Namespace) -> int:
+    scopes = ["admin"] if args.admin else []
+    key, record = await keys.create(args.name, scopes=scopes, limits=_given_limits(args))
+    print(f"Created key {record.id} ({record.name}). It is shown only this once:\n")
+    print(f"    {key}\n")
+    return 0
+
+
+def _describe_limits(record: ApiKeyRecord) -> str:
+    own = limits_of(record)
+    parts = [f"{name}={value:g}" for name, value in own.items() if value is not None]
+    return ",".join(parts) or "default-limits"
+
+
+async def _keys_list(keys: KeyManager, args: argparse.Namespace) -> int:
+    records = await keys.list()
+    if not records:
+        print("No stored keys (keys from BACKSERV_API_KEYS are not listed).")
+    for r in records:
+        state = "revoked" if r.revoked_at else "active"
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
+        print(
+            f"{r.id}  {r.prefix}…  {state:8}  {created}  {r.scopes or '-':6}  "
+            f"{_describe_limits(r)}  {r.name}"
+        )
+    return 0
+
+
+async def _keys_update(keys: KeyManager, args: argparse.Namespace) -> int:
+    changes: dict[str, object] = dict(_given_limits(args))
+    if args.name is not None:
+        changes["name"] = args.name
+    if not changes:
+        print("Nothing to change: give --name, --rate, --burst or --max-active.", file=sys.stderr)
+        return 2
+    record = await keys.update(args.key_id, changes)
+    print(f"Updated {record.id}: {_describe_limits(record)}  {record.name}")
+    return 0
+
+
+async def _keys_revoke(keys: KeyManager, args: argparse.Namespace) -> int:
+    record = await keys.get(args.key_id)
+    if record.revoked_at is not None:
+        print(f"{args.key_id} was already revoked.")
         return 0
-    if args.keys_cmd == "list":
-        records = asyncio.run(_with_store(settings, lambda s: s.list_keys()))
-        if not records:
-            print("No stored keys (keys from BACKSERV_API_KEYS are not listed).")
-        for r in records:
-            state = "revoked" if r.revoked_at else "active"
-            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
-            print(f"{r.id}  {r.prefix}…  {state:8}  {created}  {r.scopes or '-':6}  {r.name}")
-        return 0
-    if args.keys_cmd == "revoke":
-        ok = asyncio.run(_with_store(settings, lambda s: s.revoke_key(args.key_id, time.time())))
-        if not ok:
-            print(f"No active key with id {args.key_id}.", file=sys.stderr)
-            return 1
-        print(f"Revoked {args.key_id}.")
-        return 0
-    raise AssertionError(args.keys_cmd)
+    await keys.revoke(args.key_id)
+    print(f"Revoked {args.key_id}.")
+    return 0
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
@@ -202,6 +243,38 @@ def _positive(value: str) -> int:
     return number
 
 
+#: option dest -> the limit's name in gateway/keys.py (and the API)
+_LIMIT_OPTIONS = {
+    "rate": "rate_limit_per_second",
+    "burst": "rate_limit_burst",
+    "max_active": "max_active_jobs",
+}
+
+
+def _limit(text: str) -> float | int | None:
+    """A limit on the command line: a number, or ``default`` (the settings' value)."""
+    if text.strip().lower() == "default":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number or 'default'") from None
+
+
+def _limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The key's own limits; an option left out keeps what the key has (SUPPRESS)."""
+    for flag, what in (
+        ("--rate", "job creations per second (0: no rate limit for this key)"),
+        ("--burst", "the token bucket's size"),
+        ("--max-active", "jobs queued or processing at once (0: no cap for this key)"),
+    ):
+        parser.add_argument(flag, type=_limit, default=argparse.SUPPRESS, help=what)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backserv", description="Back.Serv jobs gateway")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -213,7 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("--name", default="unnamed", help="a label for the key")
     create.add_argument("--admin", action="store_true", help="give the key the admin scope")
+    _limit_arguments(create)
     keys_sub.add_parser("list", help="list stored keys (never the keys themselves)")
+    update = keys_sub.add_parser(
+        "update", help="change a key's name or its own limits ('default': the settings')"
+    )
+    update.add_argument("key_id")
+    update.add_argument("--name", help="a new label")
+    _limit_arguments(update)
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     jobs = sub.add_parser("jobs", help="list, show and cancel jobs of every owner (admin)")

@@ -18,12 +18,14 @@ from gateway.errors import (
     NotFound,
     RateLimited,
 )
+from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
 from gateway.metrics_hooks import JobObserver
+from gateway.ratelimit import Limits
 
 if TYPE_CHECKING:
     from gateway.availability import Availability
     from gateway.catalog import Catalog, CatalogModel
-    from gateway.ratelimit import RateLimiter
+    from gateway.ratelimit import KeyLimits, RateLimiter
     from gateway.store.base import JobStore
     from providers.base import RouteSpec
 
@@ -157,12 +159,17 @@ class JobService:
         availability: Availability | None = None,
         limiter: RateLimiter | None = None,
         observer: JobObserver | None = None,
-        max_active: int = 0,
+        limits: Limits | None = None,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
     ) -> None:
         self.observer = observer or JobObserver()
+        #: the per-key token buckets (None: no rate limit at all)
         self.limiter = limiter
-        #: most QUEUED + PROCESSING jobs one owner may have (0: no cap)
-        self.max_active = max_active
+        #: every key's limits unless the key sets its own: the rate limit, and the most
+        #: QUEUED + PROCESSING jobs one owner may have (0: no cap)
+        self.limits = limits or Limits()
+        #: the most bytes an inline (data: URL or base64) input image may decode to
+        self.max_input_bytes = max_input_bytes
         self.store = store
         self.catalog = catalog
         self.waker = waker
@@ -189,17 +196,20 @@ class JobService:
             )
         return model
 
-    async def _check_active(self, owner: str) -> None:
-        """``RateLimited`` (429) when ``owner`` already has ``max_active`` unfinished jobs.
+    async def _check_active(self, owner: str, cap: int, own: bool) -> None:
+        """``RateLimited`` (429) when ``owner`` already has ``cap`` unfinished jobs.
 
-        Counted in the store, so the cap holds across replicas; two submits racing past
-        the count may each get in (the cap is a guard rail, not an exact quota)."""
+        Counted in the store, so the cap holds across replicas. Submits that race each other
+        past the count may each get in: the cap can be passed by the submits of one key that
+        are in flight at the same moment (no more than its rate limit's burst, when it has
+        one). It is a guard rail on spending, not an exact quota."""
         active = await self.store.count_active(owner)
-        if active >= self.max_active:
+        if active >= cap:
+            source = "this key's max_active_jobs" if own else "BACKSERV_MAX_ACTIVE_JOBS_PER_KEY"
             raise RateLimited(
                 f"Too many active jobs: this API key already has {active} queued or processing "
-                f"job(s); the limit is {self.max_active} (BACKSERV_MAX_ACTIVE_JOBS_PER_KEY). "
-                f"Wait for some to finish, or cancel some, and retry.",
+                f"job(s); the limit is {cap} ({source}). Wait for some to finish, or cancel "
+                f"some, and retry.",
                 retry_after=ACTIVE_RETRY_AFTER,
                 code="too_many_active_jobs",
             )
@@ -213,6 +223,7 @@ class JobService:
         priority: int = 0,
         meta: dict[str, Any] | None = None,
         param_prefix: str = "",
+        limits: KeyLimits | None = None,
     ) -> Job:
         """Validate and store a new QUEUED job, and wake the scheduler."""
         job, _ = await self.submit_or_replay(
@@ -222,6 +233,7 @@ class JobService:
             priority=priority,
             meta=meta,
             param_prefix=param_prefix,
+            limits=limits,
         )
         return job
 
@@ -237,8 +249,12 @@ class JobService:
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         routes: Sequence[RouteSpec] | None = None,
+        limits: KeyLimits | None = None,
     ) -> tuple[Job, bool]:
         """``submit``, honouring an idempotency key; returns ``(job, replayed)``.
+
+        ``limits`` are the submitting key's own limits (its ``Principal.limits``): they
+        override the gateway's defaults for this key's rate limit and active-jobs cap.
 
         Without a key this is ``submit``. With one, the owner's job that already holds the
         key is returned (``replayed``) when it came with the same ``request_hash``, and a
@@ -246,14 +262,16 @@ class JobService:
         makes our insert fail on the unique index; we then replay the twin's job, so
         concurrent requests with one key create one job.
         """
-        if self.limiter is not None:
-            self.limiter.take(owner)
+        own = self.limits.apply(limits)
+        if self.limiter is not None and own.rate > 0:
+            await self.limiter.take(owner, own.rate, own.burst)
         if idempotency_key is not None:
             existing = await self.store.find_by_idempotency_key(owner, idempotency_key)
             if existing is not None:
                 return _replay(existing, request_hash), True
-        if self.max_active > 0:  # a replay above creates nothing: never refused by the cap
-            await self._check_active(owner)
+        if own.max_active > 0:  # a replay above creates nothing: never refused by the cap
+            mine = limits is not None and limits.max_active_jobs is not None
+            await self._check_active(owner, own.max_active, mine)
         meta = dict(meta or {})
         listed = self.catalog.models.get(model.id)
         if routes is None and listed is not None and listed.routes != model.routes:
@@ -268,7 +286,9 @@ class JobService:
             owner=owner,
             kind=model.kind.name,
             model=model.id,
-            input=model.validate_input(raw_input, param_prefix),
+            input=model.validate_input(
+                raw_input, param_prefix, max_input_bytes=self.max_input_bytes
+            ),
             lane=model.lane,
             priority=priority,
             meta=meta,

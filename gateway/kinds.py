@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import secrets
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,10 +22,13 @@ from pydantic import (
 )
 
 from gateway.errors import InvalidRequest
+from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES, decode_data_url, is_data_url
 
 MAX_SEED = 2**32 - 1
 _seeds = random.Random(secrets.randbits(64))
-MAX_URL_LENGTH = 8 * 1024 * 1024  # data: URLs carry whole images
+#: an http(s) URL's longest form; a data: URL is bounded by the size of what it decodes to
+#: (BACKSERV_MAX_INPUT_BYTES), checked by ``Kind.validate``
+MAX_URL_LENGTH = 8 * 1024 * 1024
 
 Prompt = Annotated[str, Field(min_length=1, max_length=4000)]
 OptionalText = Annotated[str | None, Field(default=None, max_length=4000)]
@@ -36,13 +39,17 @@ def _check_url(value: str) -> str:
     scheme = value.split(":", 1)[0].lower() if ":" in value else ""
     if scheme not in ("http", "https", "data"):
         raise ValueError("must be an http(s) URL or a data: URL")
-    if len(value) > MAX_URL_LENGTH:
+    if scheme != "data" and len(value) > MAX_URL_LENGTH:
         raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
     return value
 
 
 class KindInput(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    #: the fields that hold images (a URL, or a list of them): their ``data:`` URLs are
+    #: decoded and checked when the job is submitted (``gateway/inline_media.py``)
+    image_fields: ClassVar[tuple[str, ...]] = ()
 
 
 class ImageInput(KindInput):
@@ -58,6 +65,8 @@ class ImageInput(KindInput):
 
 
 class VideoInput(KindInput):
+    image_fields = ("image_url",)
+
     prompt: Prompt
     negative_prompt: OptionalText = None
     duration: int = Field(4, ge=1, le=60, description="Length in seconds.")
@@ -71,6 +80,8 @@ class VideoInput(KindInput):
 
 
 class UpscaleInput(KindInput):
+    image_fields = ("image_url",)
+
     image_url: str = Field(description="The image to upscale (http(s) or data: URL).")
     scale_factor: int = Field(2, ge=1, le=8, description="How many times larger.")
 
@@ -78,6 +89,8 @@ class UpscaleInput(KindInput):
 
 
 class FaceSwapInput(KindInput):
+    image_fields = ("source_image", "target_image")
+
     source_image: str = Field(description="The image whose face is used (URL).")
     target_image: str = Field(description="The image the face is put into (URL).")
 
@@ -95,6 +108,8 @@ def _check_urls(values: list[str]) -> list[str]:
 
 
 class EditInput(KindInput):
+    image_fields = ("image_url", "reference_image_urls")
+
     image_url: str = Field(description="The image to edit (http(s) or data: URL).")
     prompt: Prompt
     reference_image_urls: list[str] = Field(
@@ -109,6 +124,8 @@ class EditInput(KindInput):
 
 
 class RefineInput(KindInput):
+    image_fields = ("image_url",)
+
     image_url: str = Field(description="The image to refine (http(s) or data: URL).")
     prompt: OptionalText = None
     scale_factor: float | None = Field(None, ge=1, le=8, description="Upscale factor.")
@@ -124,6 +141,8 @@ class RefineInput(KindInput):
 
 
 class DetailEnhanceInput(KindInput):
+    image_fields = ("image_url", "reference_image_url")
+
     image_url: str = Field(description="The image to enhance (http(s) or data: URL).")
     reference_image_url: str = Field(description="The image whose details are transferred.")
     label: str | None = Field(None, max_length=200, description="What to enhance (e.g. logos).")
@@ -132,6 +151,8 @@ class DetailEnhanceInput(KindInput):
 
 
 class BackgroundFixInput(KindInput):
+    image_fields = ("image_url", "palette_image_url")
+
     image_url: str = Field(description="The image whose background is fixed (URL).")
     palette_image_url: str = Field(description="An image of the target background colour.")
     strategy: str | None = Field(None, max_length=64, description="Processing strategy.")
@@ -154,12 +175,16 @@ class BackgroundFixInput(KindInput):
 
 
 class FaceEnhanceInput(KindInput):
+    image_fields = ("image_url",)
+
     image_url: str = Field(description="The image whose faces are enhanced (URL).")
 
     _url = field_validator("image_url")(lambda v: _check_url(v))
 
 
 class BackgroundRemovalInput(KindInput):
+    image_fields = ("image_urls",)
+
     image_urls: list[str] = Field(
         min_length=1, max_length=16, description="The images to cut out (URLs), one result each."
     )
@@ -168,6 +193,8 @@ class BackgroundRemovalInput(KindInput):
 
 
 class ImageAdjustInput(KindInput):
+    image_fields = ("image_url", "reference_image_url")
+
     image_url: str = Field(description="The image to adjust (http(s) or data: URL).")
     mode: Literal["auto", "crop", "pad", "scale"] = Field(
         "auto", description="auto: crop when the ratios differ by 5% or less, else pad."
@@ -219,6 +246,8 @@ class ImageAdjustInput(KindInput):
 
 
 class LLMInput(KindInput):
+    image_fields = ("image_urls",)
+
     prompt: LongText
     system_prompt: str | None = Field(None, max_length=32000, description="System prompt.")
     image_urls: list[str] = Field(default_factory=list, max_length=8, description="Images.")
@@ -255,10 +284,14 @@ class Kind:
         defaults: dict[str, Any] | None = None,
         limits: dict[str, float] | None = None,
         param_prefix: str = "",
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
     ) -> dict[str, Any]:
         """Turn a request's input into the canonical input, or raise ``InvalidRequest``.
 
         ``param_prefix`` is put before field names in errors (``input.`` for nested input).
+        Images sent inline (``data:`` URLs) are decoded and checked here, so a bad one never
+        becomes a job: at most ``max_input_bytes`` (else ``PayloadTooLarge``, 413), strict
+        base64, and a PNG, JPEG, WebP or GIF by its content (``gateway/inline_media.py``).
         """
         if not isinstance(raw, dict):
             raise InvalidRequest(
@@ -292,9 +325,19 @@ class Kind:
         except ValidationError as exc:
             raise validation_to_request_error(exc, param_prefix) from None
         data = parsed.model_dump()
+        self._check_inline_images(data, param_prefix, max_input_bytes)
         if "seed" in data and data["seed"] is None:
             data["seed"] = _seeds.getrandbits(32)
         return data
+
+    def _check_inline_images(self, data: dict[str, Any], prefix: str, max_bytes: int) -> None:
+        for name in self.input_model.image_fields:
+            value = data.get(name)
+            items = value if isinstance(value, list) else [value]
+            for i, url in enumerate(items):
+                if is_data_url(url):
+                    param = prefix + name + (f".{i}" if isinstance(value, list) else "")
+                    decode_data_url(url, param=param, max_bytes=max_bytes, image=True)
 
     def parameters(self, defaults: dict[str, Any], limits: dict[str, float]) -> dict[str, Any]:
         """The input's JSON schema, with the model's own defaults and bounds applied."""

@@ -30,6 +30,8 @@ routes are templates, never raw paths.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 
@@ -53,6 +55,7 @@ class Metrics(JobObserver):
         self.registry = registry or CollectorRegistry()
         self.state: GatewayState | None = None
         self._routes: frozenset[str] = frozenset()
+        self._submitted: dict[tuple[str, str, str], Any] = {}
         r = self.registry
         self.submitted = Counter(
             "backserv_jobs_submitted",
@@ -122,7 +125,11 @@ class Metrics(JobObserver):
     # -- JobObserver ------------------------------------------------------------------------
 
     def job_submitted(self, job: Job) -> None:
-        self.submitted.labels(job.model, job.kind, job.lane).inc()
+        key = (job.model, job.kind, job.lane)
+        counter = self._submitted.get(key)
+        if counter is None:  # prometheus_client's labels() costs more than the inc() itself
+            counter = self._submitted[key] = self.submitted.labels(*key)
+        counter.inc()
 
     def job_finished(self, job: Job, status: Status) -> None:
         provider = job.provider or job.lane

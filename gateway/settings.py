@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
 from gateway.logging_setup import check_level
 from gateway.netguard import AllowList
 
@@ -45,7 +46,9 @@ class Settings(BaseSettings):
     # job id (the job goes on; the client can poll it)
     sync_wait_seconds: float = Field(60.0, gt=0, le=600)
 
-    # per-key limit on job creation (token bucket); 0 turns it off
+    # per-key limit on job creation (token bucket); 0 turns it off. These are the defaults:
+    # a stored key may have its own (POST/PATCH /v1/keys, backserv keys create|update). On
+    # PostgreSQL the buckets live in the database, so the limit holds across replicas.
     rate_limit_per_second: float = Field(0.0, ge=0)
     rate_limit_burst: int = Field(20, ge=1)
     #: most jobs one API key may have QUEUED or PROCESSING at once (on every replica); a
@@ -54,6 +57,9 @@ class Settings(BaseSettings):
 
     # request limits
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    #: the most bytes one input image may have: sent inline (a data: URL or base64, decoded
+    #: and checked when the job is submitted: 413 above it) or downloaded from its URL
+    max_input_bytes: int = Field(DEFAULT_MAX_INPUT_BYTES, ge=1024)
 
     # the Back.Serv task face (POST /submit_task, GET /query_task/<id>, ...): "key" asks for
     # a Bearer key as every other face does; "none" is for a trusted network: no key, and

@@ -21,12 +21,14 @@ from pathlib import Path
 
 from gateway.errors import (
     InvalidRequest,
+    PayloadTooLarge,
     ProviderInputError,
     ProviderTransientError,
     ProviderUnavailable,
     UnresolvableHost,
 )
 from gateway.fetch import FetchFailed, fetch_guarded
+from gateway.inline_media import decode_data_url, is_data_url
 from gateway.netguard import AllowList
 from providers.base import Output
 
@@ -98,7 +100,10 @@ class ResultStorage:
         if data is None:
             if output.url is None:
                 raise ProviderUnavailable("the provider returned an output with no data or URL")
-            data, content_type = await self.download(output.url, content_type)
+            if is_data_url(output.url):
+                data, content_type = self.decode_inline(output.url, content_type)
+            else:
+                data, content_type = await self.download(output.url, content_type)
         if len(data) > self.max_bytes:
             raise ProviderUnavailable(
                 f"the provider's output is {len(data)} bytes; the limit is {self.max_bytes}"
@@ -143,6 +148,24 @@ class ResultStorage:
             raise ProviderTransientError(
                 f"downloading the provider's output failed: {exc.message}"
             ) from exc
+
+    def decode_inline(self, url: str, expected_type: str) -> tuple[bytes, str]:
+        """A provider's output sent as a ``data:`` URL, through the one decoder
+        (``gateway.inline_media``): bounded, strict, typed by its content."""
+        try:
+            media = decode_data_url(url, param="output_url", max_bytes=self.max_bytes)
+        except PayloadTooLarge:
+            raise ProviderUnavailable(
+                f"the provider's output exceeds the {self.max_bytes}-byte limit"
+            ) from None
+        except InvalidRequest as exc:
+            raise ProviderUnavailable(f"the provider's output is refused: {exc.message}") from None
+        content_type = media.media_type
+        if content_type == "application/octet-stream":
+            content_type = expected_type
+        if not content_type.startswith(("image/", "video/")):
+            raise ProviderUnavailable(f"the provider's output is not media: {content_type}")
+        return media.data, content_type
 
     async def delete(self, job_id: str) -> None:
         folder = self.root / job_id[4:6] / job_id

@@ -1,17 +1,17 @@
 """Input media for the local provider: the bytes behind an ``image_url``.
 
-Tried in order: the injected ``fetch`` (the gateway's own result files), a ``data:`` URL,
-then an http(s) download through the SSRF guard (``gateway.fetch``: no loopback, private or
-metadata address unless ``BACKSERV_FETCH_ALLOW`` lists it) with a size cap and a time
-limit. Every failure is the client's input error, naming the parameter.
+Tried in order: the injected ``fetch`` (the gateway's own result files), a ``data:`` URL
+(the gateway's one decoder, ``gateway.inline_media``), then an http(s) download through the
+SSRF guard (``gateway.fetch``: no loopback, private or metadata address unless
+``BACKSERV_FETCH_ALLOW`` lists it) with a size cap and a time limit. Every failure is the
+client's input error, naming the parameter.
 """
 
 from __future__ import annotations
 
 from gateway.errors import ProviderInputError
 from gateway.netguard import AllowList
-from providers.sandbox import Fetch, guarded_download
-from providers.sandbox_media import decode_data_url
+from providers.sandbox import Fetch, decode_inline, guarded_download
 
 __all__ = ["fetch_input"]
 
@@ -32,10 +32,7 @@ async def fetch_input(
     if data is None:
         scheme = url.partition(":")[0].lower()
         if scheme == "data":
-            try:
-                data = decode_data_url(url, max_bytes=max_bytes)
-            except ProviderInputError as exc:
-                raise ProviderInputError(f"'{param}': {exc.message}", param=param) from None
+            data = decode_inline(url, param, max_bytes=max_bytes)
         elif scheme in ("http", "https"):
             data = await guarded_download(
                 url, param, allow=allow or AllowList(), max_bytes=max_bytes, timeout=timeout

@@ -24,6 +24,7 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             failure_rate=settings.sandbox_failure_rate,
             fetch=fetch,
             fetch_allow=settings.fetch_allow_list,
+            max_input_bytes=settings.max_input_bytes,
         ),
         "fal": FalProvider(
             key=settings.fal_key,
@@ -47,6 +48,7 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             cpu_threads=settings.local_cpu_threads,
             fetch=fetch,
             fetch_allow=settings.fetch_allow_list,
+            max_input_bytes=settings.max_input_bytes,
         ),
     }
     return providers

@@ -23,8 +23,9 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import ConfigError, InvalidRequest
+from gateway.errors import ConfigError, InvalidRequest, PayloadTooLarge
 from gateway.fetch import FetchFailed, fetch_guarded
+from gateway.inline_media import decode_data_url
 from gateway.netguard import AllowList
 from providers import sandbox_edits as edits
 from providers import sandbox_media as media
@@ -258,10 +259,7 @@ class SandboxProvider(Provider):
     async def _download(self, url: str, param: str) -> bytes:
         scheme = url.partition(":")[0].lower()
         if scheme == "data":
-            try:
-                return media.decode_data_url(url, max_bytes=self._max_input_bytes)
-            except ProviderInputError as exc:
-                raise ProviderInputError(f"'{param}': {exc.message}", param=param) from None
+            return decode_inline(url, param, max_bytes=self._max_input_bytes)
         if scheme not in ("http", "https"):
             raise ProviderInputError(f"'{param}' must be an http(s) or data: URL.", param=param)
         return await guarded_download(
@@ -360,6 +358,16 @@ def _text(job_input: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ProviderInputError(f"'{key}' must be a non-empty string.", param=key)
     return value
+
+
+def decode_inline(url: str, param: str, *, max_bytes: int) -> bytes:
+    """The image in a ``data:`` input, through the gateway's one decoder
+    (``gateway.inline_media``: size limit, strict base64, PNG/JPEG/WebP/GIF by content);
+    every failure the client's input error naming ``param``."""
+    try:
+        return decode_data_url(url, param=param, max_bytes=max_bytes, image=True).data
+    except (InvalidRequest, PayloadTooLarge) as exc:
+        raise ProviderInputError(exc.message, param=param) from None
 
 
 async def guarded_download(

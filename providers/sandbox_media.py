@@ -2,14 +2,13 @@
 
 Everything here is a function of its arguments alone (no clock, no global random state, no
 network, no font files), so the same input always gives byte-identical output. Inputs that
-come from users (images, ``data:`` URLs) are decoded defensively: bad or oversized input
-raises ``ProviderInputError`` with a message that can be shown to the client.
+come from users (images) are decoded defensively: bad or oversized input raises
+``ProviderInputError`` with a message that can be shown to the client. (``data:`` URLs are
+decoded by the gateway's one decoder, ``gateway.inline_media``, before they get here.)
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 import itertools
@@ -17,7 +16,6 @@ import json
 import math
 import random
 import struct
-from urllib.parse import unquote_to_bytes
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
 
@@ -26,7 +24,6 @@ from gateway.errors import ProviderInputError
 __all__ = [
     "MAX_FRAMES",
     "MAX_INPUT_PIXELS",
-    "decode_data_url",
     "face_swap",
     "render_image",
     "render_video",
@@ -166,34 +163,6 @@ def face_swap(source: bytes, target: bytes) -> tuple[bytes, int, int]:
     y = min(th - rh, max(0, round(th * 0.4 - rh / 2)))
     canvas.paste(patch, (x, y), mask)
     return _png(canvas), tw, th
-
-
-def decode_data_url(url: str, *, max_bytes: int) -> bytes:
-    """The bytes of a ``data:[<mediatype>][;base64],<data>`` URL, at most ``max_bytes`` long."""
-    scheme, sep, rest = url.partition(":")
-    if not sep or scheme.lower() != "data":
-        raise ProviderInputError("Not a data: URL.")
-    header, comma, payload = rest.partition(",")
-    if not comma:
-        raise ProviderInputError("Malformed data: URL: no ',' between the header and the data.")
-    too_large = f"The data: URL holds more than {max_bytes} bytes."
-    if header.lower().endswith(";base64"):
-        if "%" in payload:
-            payload = unquote_to_bytes(payload).decode("ascii", "replace")
-        payload = "".join(payload.split())
-        if len(payload) // 4 * 3 > max_bytes + 2:  # refuse before decoding
-            raise ProviderInputError(too_large)
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise ProviderInputError("Malformed data: URL: the data is not valid base64.") from None
-    else:
-        if len(payload) > 3 * max_bytes + 2 and len(payload) - 2 * payload.count("%") > max_bytes:
-            raise ProviderInputError(too_large)
-        data = unquote_to_bytes(payload)
-    if len(data) > max_bytes:
-        raise ProviderInputError(too_large)
-    return data
 
 
 # -- drawing -------------------------------------------------------------------------------

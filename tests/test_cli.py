@@ -92,6 +92,49 @@ def test_revoking_an_unknown_key_fails(capsys: pytest.CaptureFixture[str]) -> No
     assert "key_0000000000000000" in err
 
 
+def test_keys_get_their_own_limits_on_create_and_update(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _err = run(
+        capsys, "keys", "create", "--name", "batch", "--rate", "0.5", "--max-active", "4"
+    )
+    assert code == 0, out
+    [key_id] = KEY_ID.findall(out)
+    code, out, _err = run(capsys, "keys", "list")
+    [line] = [line for line in out.splitlines() if key_id in line]
+    assert "rate_limit_per_second=0.5" in line and "max_active_jobs=4" in line
+
+    code, out, _err = run(capsys, "keys", "update", key_id, "--rate", "default", "--burst", "9")
+    assert code == 0, out
+    assert "rate_limit_per_second" not in out and "rate_limit_burst=9" in out
+    code, out, _err = run(capsys, "keys", "update", key_id, "--name", "renamed")
+    assert code == 0 and "renamed" in out and "rate_limit_burst=9" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "word"),
+    [
+        (("keys", "create", "--burst", "0"), "rate_limit_burst"),
+        (("keys", "create", "--max-active", "1.5"), "max_active_jobs"),
+        (("keys", "create", "--name", ""), "name"),
+        (("keys", "update", "key_0000000000000000", "--burst", "3"), "key_0000000000000000"),
+    ],
+)
+def test_bad_key_changes_fail_naming_the_field(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], word: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 1, out
+    assert word in err
+    assert KEY.findall(out) == []
+
+
+def test_a_limit_that_is_not_a_number_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        run(capsys, "keys", "create", "--rate", "fast")
+    assert info.value.code == 2
+
+
 def test_models_lists_the_sandbox_models(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _err = run(capsys, "models")
     assert code == 0

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, PayloadTooLarge
 from gateway.kinds import KINDS, MAX_SEED
 
 IMAGE = KINDS["image"]
@@ -357,3 +357,62 @@ def test_parameters_show_optional_fields_plainly_as_nullable() -> None:
 def test_parameters_do_not_change_the_kinds_own_schema() -> None:
     IMAGE.parameters({"steps": 20}, {"max_width": 100})
     assert IMAGE.parameters({}, {})["properties"]["width"]["maximum"] == 4096
+
+
+# -- images sent inline (data: URLs), checked when the job is submitted ------------------------
+
+NOT_AN_IMAGE_URL = "data:image/png;base64,aGVsbG8sIHdvcmxk"  # "hello, world"
+#: every field of every kind that holds images (a URL or a list of them)
+IMAGE_FIELDS = [(k.name, f) for k in KINDS.values() for f in k.input_model.image_fields]
+
+
+def with_image(kind_name: str, field: str, value: str) -> dict[str, Any]:
+    raw = dict(MINIMAL[kind_name])
+    raw[field] = [value] if field.endswith("_urls") else value
+    return raw
+
+
+def test_every_url_field_of_every_kind_is_an_image_field() -> None:
+    """A new URL field left out of ``image_fields`` would let bad inline images through."""
+    urls = {
+        (k.name, name)
+        for k in KINDS.values()
+        for name in k.input_model.model_fields
+        if name.endswith(("_url", "_urls", "_image"))
+    }
+    assert set(IMAGE_FIELDS) == urls
+    assert ("upscale", "image_url") in urls and ("edit", "reference_image_urls") in urls
+
+
+@pytest.mark.parametrize(("kind_name", "field"), IMAGE_FIELDS)
+def test_an_inline_image_that_is_not_one_is_refused_naming_the_field(
+    kind_name: str, field: str
+) -> None:
+    err = invalid(kind_name, with_image(kind_name, field, NOT_AN_IMAGE_URL), param_prefix="input.")
+    suffix = ".0" if field.endswith("_urls") else ""
+    assert err.param == f"input.{field}{suffix}"
+    assert err.code == "media_type_mismatch"
+    assert err.status_code == 400
+
+
+@pytest.mark.parametrize(("kind_name", "field"), IMAGE_FIELDS)
+def test_an_inline_image_over_the_limit_is_a_413_naming_the_field_and_the_limit(
+    kind_name: str, field: str
+) -> None:
+    big = "data:image/png;base64," + "A" * 4000
+    with pytest.raises(PayloadTooLarge) as info:
+        KINDS[kind_name].validate(with_image(kind_name, field, big), max_input_bytes=1024)
+    assert info.value.param is not None and info.value.param.startswith(field)
+    assert "1024" in info.value.message
+
+
+def test_the_item_of_a_list_of_images_is_named() -> None:
+    raw = {**MINIMAL["edit"], "reference_image_urls": [PNG_DATA_URL, NOT_AN_IMAGE_URL]}
+    assert invalid("edit", raw).param == "reference_image_urls.1"
+
+
+def test_inline_images_within_the_limit_and_urls_pass_unchanged() -> None:
+    raw = {"image_url": PNG_DATA_URL, "scale_factor": 2}
+    assert UPSCALE.validate(raw, max_input_bytes=1024)["image_url"] == PNG_DATA_URL
+    long_url = "https://example.com/" + "a" * 5000
+    assert UPSCALE.validate({"image_url": long_url}, max_input_bytes=1024)["image_url"] == long_url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, urlsplit
@@ -201,6 +202,32 @@ async def test_save_downloads_a_url_output(tmp_path: Path) -> None:
     assert stored.name == "0.webp"
     path = s.path(JOB, "0.webp")
     assert path is not None and path.read_bytes() == PNG
+
+
+@respx.mock(assert_all_called=False)
+async def test_save_decodes_a_data_url_output_without_any_request(tmp_path: Path) -> None:
+    s = storage(tmp_path)
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    stored = await s.save(JOB, 0, Output("image/jpeg", url=url))  # a provider's data: output
+    assert (stored.name, stored.content_type, stored.size) == ("0.png", "image/png", len(PNG))
+    path = s.path(JOB, "0.png")
+    assert path is not None and path.read_bytes() == PNG
+
+
+@pytest.mark.parametrize(
+    ("url", "word"),
+    [
+        ("data:image/png;base64,!!!", "base64"),
+        ("data:image/png;base64," + base64.b64encode(b"text").decode(), "image/png"),
+        ("data:text/plain,hello", "not media"),
+        ("data:;base64," + base64.b64encode(b"x" * 11).decode(), "limit"),
+    ],
+)
+async def test_a_bad_data_url_output_is_the_providers_fault(
+    tmp_path: Path, url: str, word: str
+) -> None:
+    with pytest.raises(ProviderUnavailable, match=word):
+        await storage(tmp_path, max_bytes=10).save(JOB, 0, Output("image/png", url=url))
 
 
 # -- ResultStorage.download -------------------------------------------------------------------

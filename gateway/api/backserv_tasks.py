@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from gateway.api.common import body_str, json, principal, read_json
 from gateway.api.jobs import render_result
+from gateway.auth import Principal
 from gateway.catalog import Catalog, CatalogModel
 from gateway.errors import ConfigError, Conflict, GatewayError, InvalidRequest, NotFound
 from gateway.idempotency import read_idempotency, replay_headers
@@ -212,9 +213,13 @@ class BackServTasksAPI:
         return routes
 
     async def _owner(self, request: Request) -> str:
+        return (await self._caller(request)).owner
+
+    async def _caller(self, request: Request) -> Principal:
+        """The key's principal; with ``auth = "none"``, the trusted owner (default limits)."""
         if self.auth == "none":
-            return self.trusted_owner
-        return (await principal(request)).owner
+            return Principal(self.trusted_owner)
+        return await principal(request)
 
     async def _get(self, owner: str, ticket_id: str) -> Job:
         try:
@@ -223,7 +228,7 @@ class BackServTasksAPI:
             raise NotFound(f"No task with ticket_id '{ticket_id}'.") from None
 
     async def submit_task(self, request: Request) -> Response:
-        owner = await self._owner(request)
+        caller = await self._caller(request)
         body = await read_json(request, self.max_body)
         for key in body:
             if key not in _FIELDS:
@@ -253,9 +258,10 @@ class BackServTasksAPI:
                 f"Invalid 'user_id': must be a non-empty string of at most "
                 f"{MAX_USER_ID_LENGTH} characters."
             )
-        idem = read_idempotency(request.headers, request.url.path, body)
+        idem = read_idempotency(request.headers, request.scope["path"], body)
         job, replayed = await self.service.submit_or_replay(
-            owner=owner,
+            owner=caller.owner,
+            limits=caller.limits,
             model=model,
             raw_input=params,
             meta={"user_id": user_id},

@@ -67,7 +67,7 @@ class ImagesAPI:
         gw = self.gw
         who = await principal(request)
         body = await read_json(request, gw.settings.max_body_bytes)
-        idem = read_idempotency(request.headers, request.url.path, body)
+        idem = read_idempotency(request.headers, request.scope["path"], body)
         model = gw.service.resolve(body.get("model"), kind="image")
         if model.jobs_only:
             raise InvalidRequest(
@@ -93,6 +93,7 @@ class ImagesAPI:
         try:
             job, replayed = await gw.service.submit_or_replay(
                 owner=who.owner,
+                limits=who.limits,
                 model=model,
                 raw_input=raw,
                 meta=await _meta(body, user, gw),

@@ -146,10 +146,11 @@ class JobsAPI:
     async def create_image(self, request: Request) -> Response:
         who = await principal(request)
         body = await read_json(request, self.max_body)
-        idem = read_idempotency(request.headers, request.url.path, body)
+        idem = read_idempotency(request.headers, request.scope["path"], body)
         model = self.service.resolve(body.get("model"), kind="image")
         job, replayed = await self.service.submit_or_replay(
             owner=who.owner,
+            limits=who.limits,
             model=model,
             raw_input={k: v for k, v in body.items() if k not in _IMAGE_ENVELOPE},
             priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
@@ -162,7 +163,7 @@ class JobsAPI:
     async def create_generic(self, request: Request) -> Response:
         who = await principal(request)
         body = await read_json(request, self.max_body)
-        idem = read_idempotency(request.headers, request.url.path, body)
+        idem = read_idempotency(request.headers, request.scope["path"], body)
         for key in body:
             if key not in _GENERIC_FIELDS:
                 raise InvalidRequest(
@@ -179,6 +180,7 @@ class JobsAPI:
             )
         job, replayed = await self.service.submit_or_replay(
             owner=who.owner,
+            limits=who.limits,
             model=model,
             raw_input=raw,
             priority=body_int(body, "priority", 0, *PRIORITY_RANGE),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.jobs import Job, Status
+from gateway.ratelimit import KeyLimits
 
 log = logging.getLogger("backserv.store")
 
@@ -32,6 +33,18 @@ class ApiKeyRecord:
     created_at: float
     revoked_at: float | None = None
     scopes: str = ""
+    #: the key's own limits on job creation; None: the gateway's default (settings)
+    rate_limit: float | None = None
+    rate_burst: int | None = None
+    max_active_jobs: int | None = None
+
+    @property
+    def limits(self) -> KeyLimits:
+        return KeyLimits(self.rate_limit, self.rate_burst, self.max_active_jobs)
+
+
+#: the columns of a key ``JobStore.update_key`` may change (the rest never change)
+KEY_UPDATABLE = frozenset({"name", "rate_limit", "rate_burst", "max_active_jobs"})
 
 
 @dataclass(frozen=True)
@@ -265,7 +278,29 @@ class JobStore(ABC):
     async def list_keys(self) -> list[ApiKeyRecord]: ...
 
     @abstractmethod
-    async def revoke_key(self, key_id: str, now: float) -> bool: ...
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    @abstractmethod
+    async def revoke_key(self, key_id: str, now: float) -> bool:
+        """Mark the key revoked; False when it is unknown or already revoked."""
+
+    @abstractmethod
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKeyRecord | None:
+        """Set the given columns (names from ``KEY_UPDATABLE``) of a key that is not revoked,
+        in one write; return the updated key, or None when it is unknown or revoked."""
+
+    # -- per-key rate limits shared by replicas (gateway/ratelimit.py) -------------------
+
+    #: True when several gateway processes share this store, so per-key token buckets must
+    #: live in it (``take_rate_token``); a store one process owns (SQLite) leaves them to
+    #: that process
+    shares_rate_limits = False
+
+    async def take_rate_token(self, bucket: str, rate: float, burst: int) -> float:
+        """Take one token from ``bucket`` (refilled at ``rate`` per second up to ``burst``,
+        by the database's clock) in one atomic statement. Return 0.0 when a token was
+        taken, else the seconds until the next one arrives (nothing is taken)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no rate-limit buckets")
 
     @abstractmethod
     async def get_meta(self, key: str) -> str | None: ...

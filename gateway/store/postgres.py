@@ -38,7 +38,8 @@ import orjson
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Job, Status
 from gateway.store import postgres_schema as sql
-from gateway.store.base import META_KEY, ApiKeyRecord, JobStore
+from gateway.store.base import META_KEY, JobStore
+from gateway.store.postgres_keys import PostgresKeys
 from gateway.store.postgres_listen import Listener, OnCancel, OnWork
 from gateway.store.postgres_schema import dumps, job_row, migrate, quote_ident, rowcount
 from gateway.store.postgres_webhooks import PostgresWebhooks
@@ -82,7 +83,7 @@ def _settle(batch: list[_Insert], failures: dict[int, BaseException]) -> None:
                 w.future.set_result(None)
 
 
-class PostgresJobStore(PostgresWebhooks, JobStore):
+class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
     def __init__(
         self,
         url: str,
@@ -484,23 +485,7 @@ class PostgresJobStore(PostgresWebhooks, JobStore):
     async def delete_job(self, job_id: str) -> bool:
         return await self.pool.fetchval(sql.DELETE_JOB, job_id) is not None
 
-    # -- api keys and metadata ----------------------------------------------------------
-
-    async def create_key(self, record: ApiKeyRecord) -> None:
-        r = record
-        await self.pool.execute(
-            sql.INSERT_KEY, r.id, r.name, r.key_hash, r.prefix, r.created_at, r.revoked_at, r.scopes
-        )
-
-    async def find_key(self, key_hash: str) -> ApiKeyRecord | None:
-        row = await self.pool.fetchrow(sql.FIND_KEY, key_hash)
-        return None if row is None else ApiKeyRecord(*row)
-
-    async def list_keys(self) -> list[ApiKeyRecord]:
-        return [ApiKeyRecord(*r) for r in await self.pool.fetch(sql.LIST_KEYS)]
-
-    async def revoke_key(self, key_id: str, now: float) -> bool:
-        return rowcount(await self.pool.execute(sql.REVOKE_KEY, now, key_id)) > 0
+    # -- metadata (the API keys are in postgres_keys.py) -----------------------------
 
     async def get_meta(self, key: str) -> str | None:
         value = await self.pool.fetchval(sql.GET_META, key)

@@ -130,6 +130,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_owner_active ON jobs (owner)
         WHERE status IN ('QUEUED', 'PROCESSING');
     """,
+    # 6 (SQLite's 7): each key's own limits on job creation (NULL: the settings' default),
+    # and the token buckets every replica shares (postgres_keys.py). Unlogged: a bucket is
+    # seconds of state, not worth a WAL record per submit; a crash refills every bucket.
+    # Each row is rewritten at every submit: room left in each page keeps those updates HOT.
+    """
+    ALTER TABLE api_keys ADD COLUMN rate_limit double precision,
+        ADD COLUMN rate_burst integer, ADD COLUMN max_active_jobs integer;
+    CREATE UNLOGGED TABLE rate_buckets (
+        bucket     text PRIMARY KEY,
+        tokens     double precision NOT NULL,
+        updated_at double precision NOT NULL,
+        granted    boolean NOT NULL
+    ) WITH (fillfactor = 50);
+    """,
 )
 
 #: the unique index that holds idempotency keys (asyncpg reports it as ``constraint_name``)
@@ -344,11 +358,6 @@ def list_jobs_query(
     )
 
 
-KEY_COLUMNS = "id, name, key_hash, prefix, created_at, revoked_at, scopes"
-INSERT_KEY = f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7)"
-FIND_KEY = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
-LIST_KEYS = f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at"
-REVOKE_KEY = "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
 GET_META = "SELECT value FROM meta WHERE key = $1"
 # DO UPDATE (to the stored value) waits for and returns a row a concurrent insert committed;
 # DO NOTHING then SELECT in one statement would not see that row (an older snapshot)

@@ -5,6 +5,13 @@ writer task drains the queue, runs everything pending in one ``BEGIN IMMEDIATE``
 (new jobs in a single ``executemany``) and commits once, so a burst of submits costs one
 commit instead of one each. Reads go through a second connection and never wait for writes
 (WAL). A job is acknowledged only after the commit that holds it.
+
+Point reads by a unique key (a job by id or by idempotency key: every poll) run on the event
+loop itself, through a third, read-only connection: a B-tree lookup takes microseconds,
+far less than handing the query to a thread and waiting for the answer (each such hand-off
+costs a GIL switch, up to ``sys.getswitchinterval()`` under load). That connection never
+waits for a lock (``busy_timeout`` 0): when SQLite answers busy, the read goes through the
+threaded reader instead. Scans and writes stay in threads.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ import orjson
 
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Job, Status
-from gateway.store.base import META_KEY, ApiKeyRecord, JobStore
+from gateway.store.base import META_KEY, JobStore
 from gateway.store.rows import row_to_job
+from gateway.store.sqlite_keys import SQLiteKeys
 from gateway.store.sqlite_schema import MIGRATIONS
 from gateway.store.sqlite_webhooks import SQLiteWebhooks
 
@@ -90,12 +98,13 @@ class _Write:
         self.future = future
 
 
-class SQLiteJobStore(SQLiteWebhooks, JobStore):
+class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
     def __init__(self, path: Path | str) -> None:
         super().__init__()
         self.path = Path(path)
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._point: sqlite3.Connection | None = None
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -109,6 +118,10 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
         self._writer = await self._connect()
         await self._migrate(self._writer)
         self._reader = await self._connect()
+        if str(self.path) != ":memory:":  # a second :memory: connection is another database
+            self._point = sqlite3.connect(str(self.path), isolation_level=None)
+            self._point.execute("PRAGMA query_only=1")
+            self._point.execute("PRAGMA busy_timeout=0")
         self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -151,7 +164,9 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
-        self._reader = self._writer = None
+        if self._point is not None:
+            self._point.close()
+        self._reader = self._writer = self._point = None
 
     # -- the group-committing writer ----------------------------------------------------
 
@@ -227,6 +242,15 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
         assert self._reader is not None, "the store is not open"
         return list(await self._reader.execute_fetchall(sql, params))
 
+    async def _point_read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """A read by a unique key, on the loop (see the module's docstring)."""
+        if self._point is not None:
+            try:
+                return self._point.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:  # busy, locked: never wait on the loop
+                log.debug("point read fell back to the reader thread: %s", exc)
+        return await self._read(sql, params)
+
     # -- jobs: faces --------------------------------------------------------------------
 
     async def insert_job(self, job: Job) -> None:
@@ -252,11 +276,11 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
         await future
 
     async def get_job(self, job_id: str) -> Job | None:
-        rows = await self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        rows = await self._point_read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return row_to_job(rows[0]) if rows else None
 
     async def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        rows = await self._read(
+        rows = await self._point_read(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND idempotency_key = ?",
             (owner, key),
         )
@@ -597,50 +621,7 @@ class SQLiteJobStore(SQLiteWebhooks, JobStore):
 
         return await self._write(op)
 
-    # -- api keys and metadata ----------------------------------------------------------
-
-    async def create_key(self, record: ApiKeyRecord) -> None:
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
-                "INSERT INTO api_keys (id, name, key_hash, prefix, scopes, created_at, revoked_at)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (
-                    record.id,
-                    record.name,
-                    record.key_hash,
-                    record.prefix,
-                    record.scopes,
-                    record.created_at,
-                    record.revoked_at,
-                ),
-            )
-
-        await self._write(op)
-
-    async def find_key(self, key_hash: str) -> ApiKeyRecord | None:
-        rows = await self._read(
-            "SELECT id, name, key_hash, prefix, created_at, revoked_at, scopes FROM api_keys "
-            "WHERE key_hash = ?",
-            (key_hash,),
-        )
-        return ApiKeyRecord(*rows[0]) if rows else None
-
-    async def list_keys(self) -> list[ApiKeyRecord]:
-        rows = await self._read(
-            "SELECT id, name, key_hash, prefix, created_at, revoked_at, scopes FROM api_keys "
-            "ORDER BY created_at"
-        )
-        return [ApiKeyRecord(*r) for r in rows]
-
-    async def revoke_key(self, key_id: str, now: float) -> bool:
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (now, key_id),
-            )
-            return cur.rowcount
-
-        return bool(await self._write(op))
+    # -- metadata (the API keys are in sqlite_keys.py) -------------------------------
 
     async def get_meta(self, key: str) -> str | None:
         rows = await self._read("SELECT value FROM meta WHERE key = ?", (key,))

@@ -103,4 +103,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_owner_active ON jobs (owner)
         WHERE status IN ('QUEUED', 'PROCESSING');
     """,
+    # 7: each key's own limits on job creation (NULL: the settings' default)
+    """
+    ALTER TABLE api_keys ADD COLUMN rate_limit REAL;
+    ALTER TABLE api_keys ADD COLUMN rate_burst INTEGER;
+    ALTER TABLE api_keys ADD COLUMN max_active_jobs INTEGER;
+    """,
 )

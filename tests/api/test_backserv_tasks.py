@@ -365,7 +365,7 @@ async def test_each_task_type_runs_on_its_default_model(
 
 
 async def test_a_failed_task_reports_its_error(tmp_path: Path) -> None:
-    broken = "data:image/png;base64,AAAA"
+    broken = "data:image/png;base64,iVBORw0KGgpnYXJiYWdl"  # a PNG's signature, then garbage
     async with running(make_settings(tmp_path)) as (client, _gw):
         resp = await submit(
             client,

@@ -230,11 +230,21 @@ async def test_face_swap_result_has_the_target_image_size(client: httpx.AsyncCli
     assert (image.format, image.size) == ("PNG", (80, 60))
 
 
-async def test_upscale_of_something_that_is_not_an_image_fails_with_an_error(
+async def test_an_inline_image_that_is_not_one_is_refused_at_submit(
     client: httpx.AsyncClient,
 ) -> None:
     not_an_image = "data:image/png;base64," + base64.b64encode(b"hello, world").decode()
-    job = await submit_generic(client, "sandbox-upscale", {"image_url": not_an_image})
+    body = {"model": "sandbox-upscale", "input": {"image_url": not_an_image}}
+    resp = await client.post("/v1/jobs", json=body, headers=AUTH_A)
+    assert_error(resp, 400, param="input.image_url", code="media_type_mismatch")
+    assert (await client.get("/v1/jobs", headers=AUTH_A)).json()["jobs"] == []  # no job
+
+
+async def test_upscale_of_an_image_that_does_not_decode_fails_with_an_error(
+    client: httpx.AsyncClient,
+) -> None:
+    truncated = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n...").decode()
+    job = await submit_generic(client, "sandbox-upscale", {"image_url": truncated})
     done = await wait_for(client, job["id"])
     assert done["status"] == "FAILED", done
     assert "result" not in done

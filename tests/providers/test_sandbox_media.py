@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import base64
 import io
 import struct
 import zlib
@@ -215,49 +214,3 @@ def test_face_swap_is_deterministic() -> None:
 def test_face_swap_names_the_input_that_is_not_an_image() -> None:
     with pytest.raises(ProviderInputError, match="target image"):
         media.face_swap(_png(10, 10), b"garbage")
-
-
-# -- decode_data_url -----------------------------------------------------------------------
-
-
-def test_decode_data_url_decodes_base64() -> None:
-    payload = b"\x89PNG binary \x00\xff"
-    url = "data:image/png;base64," + base64.b64encode(payload).decode()
-    assert media.decode_data_url(url, max_bytes=100) == payload
-
-
-def test_decode_data_url_accepts_whitespace_and_no_media_type() -> None:
-    url = "data:;base64,aGVs\n bG8="
-    assert media.decode_data_url(url, max_bytes=100) == b"hello"
-
-
-def test_decode_data_url_decodes_percent_encoded_text() -> None:
-    assert media.decode_data_url("data:,a%20b%2Cc", max_bytes=100) == b"a b,c"
-
-
-@pytest.mark.parametrize(
-    "url",
-    ["https://example.com/a.png", "data:image/png;base64", "data:;base64,!!!notbase64", "nodata"],
-)
-def test_decode_data_url_rejects_malformed_urls(url: str) -> None:
-    with pytest.raises(ProviderInputError):
-        media.decode_data_url(url, max_bytes=100)
-
-
-def test_decode_data_url_allows_exactly_max_bytes() -> None:
-    url = "data:;base64," + base64.b64encode(b"x" * 30).decode()
-    assert len(media.decode_data_url(url, max_bytes=30)) == 30
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "data:;base64," + base64.b64encode(b"x" * 31).decode(),
-        "data:;base64," + base64.b64encode(b"x" * 10_000).decode(),
-        "data:," + "x" * 31,
-        "data:," + "%41" * 31,
-    ],
-)
-def test_decode_data_url_rejects_more_than_max_bytes(url: str) -> None:
-    with pytest.raises(ProviderInputError, match="more than 30 bytes"):
-        media.decode_data_url(url, max_bytes=30)

@@ -15,6 +15,7 @@ from tests.store.test_active_contract import *  # noqa: F403 - active jobs, on S
 from tests.store.test_contract import *  # noqa: F403 - the contract suite, run against SQLite
 from tests.store.test_contract import insert, stored
 from tests.store.test_counts_contract import *  # noqa: F403 - job counts, on SQLite
+from tests.store.test_keys_contract import *  # noqa: F403 - api keys, on SQLite
 from tests.store.test_webhook_contract import *  # noqa: F403 - webhooks, on SQLite
 
 
@@ -100,3 +101,36 @@ async def test_open_creates_missing_parent_directories(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert (tmp_path / "a" / "b" / "jobs.db").exists()
+
+
+async def test_a_point_read_never_waits_on_the_loop_when_sqlite_is_busy(
+    store: SQLiteJobStore,
+) -> None:
+    """A job read by id runs on the event loop without waiting for a lock: when SQLite
+    answers busy, the same read goes through the threaded reader and still finds the job."""
+    job = await insert(store)
+
+    class Busy:
+        calls = 0
+
+        def execute(self, *args: object) -> None:
+            Busy.calls += 1
+            raise sqlite3.OperationalError("database is locked")
+
+        def close(self) -> None:
+            pass
+
+    store._point = Busy()  # type: ignore[assignment]
+
+    got = await stored(store, job.id)
+
+    assert got.id == job.id and Busy.calls == 1
+
+
+async def test_point_reads_see_each_committed_write_at_once(store: SQLiteJobStore) -> None:
+    job = await insert(store)
+    assert (await stored(store, job.id)).status is Status.QUEUED
+    [claimed] = await store.claim("sandbox", 1, "w1", 30.0)
+    assert (await stored(store, job.id)).status is Status.PROCESSING
+    await store.finish(job.id, claimed.lease_token, Status.COMPLETED, result={"files": []})
+    assert (await stored(store, job.id)).status is Status.COMPLETED

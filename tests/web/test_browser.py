@@ -191,7 +191,8 @@ async def test_jobs_page_lists_the_keys_jobs_with_their_outcome(
                 "/v1/jobs",
                 json={
                     "model": "sandbox-upscale",
-                    "input": {"image_url": "data:image/png;base64,AAAA"},
+                    # a PNG's signature, then garbage: accepted, and fails when it runs
+                    "input": {"image_url": "data:image/png;base64,iVBORw0KGgpnYXJiYWdl"},
                 },
             )
             other = await client.post(

@@ -93,7 +93,7 @@ class TaskCreator:
                 f"This token acts for tenant '{claims.tenant}'; it cannot create tasks for "
                 f"'{task.origin_tenant_id}'."
             )
-        translation = translate(task)
+        translation = translate(task, self.service.max_input_bytes)
         model = self.chooser.choose(
             task_type, wish_of(task, task_type, claims.providers, claims.fal_apps)
         )

@@ -13,8 +13,7 @@ client.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,19 +33,16 @@ from gateway.api.tasks.schemas import (
     CreateTask,
     CreateVideoGenerationTask,
 )
+from gateway.errors import InvalidRequest
+from gateway.inline_media import decode_base64, decode_data_url, is_data_url, to_data_url
 
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF8", "image/gif"),
-    (b"BM", "image/bmp"),
-    (b"II*\x00", "image/tiff"),
-    (b"MM\x00*", "image/tiff"),
-)
 _NOT_AN_IMAGE = (
-    "must be an http(s) URL, a data: URL or base64-encoded image data (PNG, JPEG, WebP, GIF, "
-    "BMP or TIFF); local paths are not accepted"
+    "must be an http(s) URL, a data: URL or base64-encoded image data (PNG, JPEG, WebP or "
+    "GIF); local paths are not accepted"
 )
+Loc = tuple[str | int, ...]
+#: ``image_ref`` with its size limit: (value, location) -> an http(s) or data: URL
+ImageRef = Callable[[str, Loc], str]
 
 
 @dataclass
@@ -69,37 +65,41 @@ class Translation:
                 self.extras[name] = value
 
 
-def image_ref(value: str, loc: tuple[str | int, ...]) -> str:
-    """An http(s) or data: URL for an image sent as a URL, a data: URL or bare base64."""
+def image_ref(value: str, loc: Loc, *, max_bytes: int) -> str:
+    """An http(s) or data: URL for an image sent as a URL, a data: URL or bare base64.
+
+    Inline images go through the gateway's one decoder (``gateway/inline_media.py``): at
+    most ``max_bytes`` (a 413), strict base64, and a PNG, JPEG, WebP or GIF by content."""
     text = value.strip()
-    if text[:8].lower().startswith(("http://", "https://", "data:")):
+    if text[:8].lower().startswith(("http://", "https://")):
         return text
+    param = ".".join(str(p) for p in loc)
     try:
-        raw = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid(("body", *loc), _NOT_AN_IMAGE) from None
-    mime = next((m for magic, m in _MAGIC if raw.startswith(magic)), None)
-    if mime is None and raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
-        mime = "image/webp"
-    if mime is None:
-        raise invalid(("body", *loc), _NOT_AN_IMAGE)
-    return f"data:{mime};base64,{''.join(text.split())}"
+        if is_data_url(text):
+            decode_data_url(text, param=param, max_bytes=max_bytes, image=True)
+            return text
+        return to_data_url(decode_base64(text, param=param, max_bytes=max_bytes, image=True))
+    except InvalidRequest as exc:
+        if exc.code == "invalid_base64" and not is_data_url(text):
+            raise invalid(("body", *loc), _NOT_AN_IMAGE) from None
+        reason = exc.message.removeprefix(f"Invalid '{param}': ").removesuffix(".")
+        raise invalid(("body", *loc), reason) from None
 
 
-def _first_image(task: CreateTask, *names: str) -> tuple[str | None, str]:
+def _first_image(task: CreateTask, url_of: ImageRef, *names: str) -> tuple[str | None, str]:
     """The first of ``names`` that is set, as an image URL, and its name (else the first)."""
     for name in names:
         value = getattr(task, name)
         if value is not None:
-            return image_ref(value, (name,)), name
+            return url_of(value, (name,)), name
     return None, names[0]
 
 
-def _generation(task: CreateGenerationTask) -> Translation:
+def _generation(task: CreateGenerationTask, url_of: ImageRef) -> Translation:
     out = Translation({})
     for name in ("prompt", "width", "height", "seed"):
         out.put(name, name, getattr(task, name))
-    reference, _ = _first_image(task, "reference_image_url", "reference_image_data")
+    reference, _ = _first_image(task, url_of, "reference_image_url", "reference_image_data")
     if reference is not None:
         out.extras["reference_image_path"] = reference
     out.keep(
@@ -112,30 +112,28 @@ def _generation(task: CreateGenerationTask) -> Translation:
     return out
 
 
-def _video(task: CreateVideoGenerationTask) -> Translation:
+def _video(task: CreateVideoGenerationTask, url_of: ImageRef) -> Translation:
     out = Translation({})
     out.put("prompt", "prompt", task.prompt)
     out.put("negative_prompt", "negative_prompt", task.negative_prompt)
     out.put("duration", "duration_seconds", task.duration_seconds)
-    image, name = _first_image(task, "input_image_url", "input_image_data")
+    image, name = _first_image(task, url_of, "input_image_url", "input_image_data")
     out.put("image_url", name, image)
     out.keep(task, "cfg_scale")
     return out
 
 
-def _editing(task: CreateEditingTask) -> Translation:
+def _editing(task: CreateEditingTask, url_of: ImageRef) -> Translation:
     out = Translation({})
-    image, name = _first_image(task, "base_image", "base_image_data", "base_image_url")
+    image, name = _first_image(task, url_of, "base_image", "base_image_data", "base_image_url")
     if image is None:
         raise invalid(("body", "base_image"), "Field required", "missing")
     out.put("image_url", name, image)
     out.put("prompt", "prompt", task.prompt)
-    refs = [
-        image_ref(r, ("reference_images", i)) for i, r in enumerate(task.reference_images or [])
-    ]
+    refs = [url_of(r, ("reference_images", i)) for i, r in enumerate(task.reference_images or [])]
     for name in ("reference_image_data", "reference_image_url"):
         if (value := getattr(task, name)) is not None:
-            refs.append(image_ref(value, (name,)))
+            refs.append(url_of(value, (name,)))
     out.put("reference_image_urls", "reference_images", refs)
     for name in ("width", "height", "seed"):
         out.put(name, name, getattr(task, name))
@@ -143,9 +141,9 @@ def _editing(task: CreateEditingTask) -> Translation:
     return out
 
 
-def _refine(task: CreateRefineTask) -> Translation:
+def _refine(task: CreateRefineTask, url_of: ImageRef) -> Translation:
     out = Translation({})
-    out.put("image_url", "base_image_url", image_ref(task.base_image_url, ("base_image_url",)))
+    out.put("image_url", "base_image_url", url_of(task.base_image_url, ("base_image_url",)))
     out.put("prompt", "upscale_prompt", task.upscale_prompt)
     out.put("scale_factor", "upscale_factor", task.upscale_factor if task.upscale_enabled else None)
     out.put("width", "target_width", task.target_width)
@@ -167,19 +165,19 @@ def _refine(task: CreateRefineTask) -> Translation:
     return out
 
 
-def _detail(task: CreateDetailEnhancerTask) -> Translation:
+def _detail(task: CreateDetailEnhancerTask, url_of: ImageRef) -> Translation:
     out = Translation({})
-    out.put("image_url", "base_image", image_ref(task.base_image, ("base_image",)))
-    ref = image_ref(task.reference_image, ("reference_image",))
+    out.put("image_url", "base_image", url_of(task.base_image, ("base_image",)))
+    ref = url_of(task.reference_image, ("reference_image",))
     out.put("reference_image_url", "reference_image", ref)
     out.put("label", "detail_label", task.detail_label)
     return out
 
 
-def _background_fix(task: CreateBackgroundFixTask) -> Translation:
+def _background_fix(task: CreateBackgroundFixTask, url_of: ImageRef) -> Translation:
     out = Translation({})
-    out.put("image_url", "base_image", image_ref(task.base_image, ("base_image",)))
-    palette = image_ref(task.palette_image, ("palette_image",))
+    out.put("image_url", "base_image", url_of(task.base_image, ("base_image",)))
+    palette = url_of(task.palette_image, ("palette_image",))
     out.put("palette_image_url", "palette_image", palette)
     for name in ("strategy", "edge_blur_sigma", "light_threshold", "shadow_threshold"):
         out.put(name, name, getattr(task, name))
@@ -187,9 +185,9 @@ def _background_fix(task: CreateBackgroundFixTask) -> Translation:
     return out
 
 
-def _image_adjuster(task: CreateImageAdjusterTask) -> Translation:
+def _image_adjuster(task: CreateImageAdjusterTask, url_of: ImageRef) -> Translation:
     out = Translation({})
-    out.put("image_url", "input_image", image_ref(task.input_image, ("input_image",)))
+    out.put("image_url", "input_image", url_of(task.input_image, ("input_image",)))
     for name in ("mode", "cropping_position", "resampling", "scaling_proportions"):
         value = getattr(task, name)
         out.put(name, name, value.lower() if isinstance(value, str) else None)
@@ -197,34 +195,34 @@ def _image_adjuster(task: CreateImageAdjusterTask) -> Translation:
         out.put(name, name, getattr(task, name))
     for side in ("top", "bottom", "left", "right"):
         out.put(f"margin_{side}", f"margin_{side}", getattr(task, f"margin_{side}"))
-    ref, _ = _first_image(task, "reference_image")
+    ref, _ = _first_image(task, url_of, "reference_image")
     out.put("reference_image_url", "reference_image", ref)
     return out
 
 
-def _face_enhancer(task: CreateFaceEnhancerTask) -> Translation:
+def _face_enhancer(task: CreateFaceEnhancerTask, url_of: ImageRef) -> Translation:
     out = Translation({})
-    out.put("image_url", "input_image", image_ref(task.input_image, ("input_image",)))
+    out.put("image_url", "input_image", url_of(task.input_image, ("input_image",)))
     return out
 
 
-def _background_removal(task: CreateBackgroundRemovalTask) -> Translation:
-    urls = [image_ref(p, ("input_image_paths", i)) for i, p in enumerate(task.input_image_paths)]
+def _background_removal(task: CreateBackgroundRemovalTask, url_of: ImageRef) -> Translation:
+    urls = [url_of(p, ("input_image_paths", i)) for i, p in enumerate(task.input_image_paths)]
     out = Translation({})
     out.put("image_urls", "input_image_paths", urls)
     return out
 
 
-def _llm(task: CreateLLMInteractionTask) -> Translation:
+def _llm(task: CreateLLMInteractionTask, url_of: ImageRef) -> Translation:
     out = Translation({})
     out.put("prompt", "prompt", task.prompt)
     out.put("system_prompt", "system_prompt", task.system_prompt)
-    images = [image_ref(u, ("input_images", i)) for i, u in enumerate(task.input_images or [])]
+    images = [url_of(u, ("input_images", i)) for i, u in enumerate(task.input_images or [])]
     out.put("image_urls", "input_images", images)
     return out
 
 
-def _experimental_fal(task: CreateExperimentalFalTask) -> Translation:
+def _experimental_fal(task: CreateExperimentalFalTask, url_of: ImageRef) -> Translation:
     """``fal_parameters`` is the input, as it is: the fal app's own fields."""
     params = dict(task.fal_parameters or {})
     out = Translation(params, {name: f"fal_parameters.{name}" for name in params})
@@ -232,7 +230,7 @@ def _experimental_fal(task: CreateExperimentalFalTask) -> Translation:
     return out
 
 
-_TRANSLATORS: dict[type[CreateTask], Callable[[Any], Translation]] = {
+_TRANSLATORS: dict[type[CreateTask], Callable[[Any, ImageRef], Translation]] = {
     CreateGenerationTask: _generation,
     CreateVideoGenerationTask: _video,
     CreateEditingTask: _editing,
@@ -247,5 +245,6 @@ _TRANSLATORS: dict[type[CreateTask], Callable[[Any], Translation]] = {
 }
 
 
-def translate(task: CreateTask) -> Translation:
-    return _TRANSLATORS[type(task)](task)
+def translate(task: CreateTask, max_input_bytes: int) -> Translation:
+    """``task``'s kind input; inline images may decode to at most ``max_input_bytes``."""
+    return _TRANSLATORS[type(task)](task, functools.partial(image_ref, max_bytes=max_input_bytes))

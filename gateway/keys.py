@@ -1,0 +1,203 @@
+"""Managing stored API keys: create, list, read, change limits, revoke.
+
+The one implementation behind both ``backserv keys ...`` (gateway/cli.py) and the admin
+endpoints under ``/v1/keys`` (gateway/api/keys.py). Every check lives here and raises the
+gateway's own errors, naming the field, so both say the same thing.
+
+A key is shown once, when it is created; only its SHA-256 is stored. Revoking is immediate
+on every replica (the key ring reads stored keys at every request) and final: a revoked key
+cannot be changed or revived. Keys from ``BACKSERV_API_KEYS`` are not stored, so they are
+neither listed nor managed here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any
+
+from gateway.auth import new_key_record
+from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.ratelimit import KeyLimits
+from gateway.store.base import ApiKeyRecord, JobStore
+
+SCOPES = frozenset({"admin"})
+MAX_NAME_LENGTH = 200
+#: upper bounds that catch typos (a rate of 1e9) rather than limit anyone
+MAX_RATE = 100_000.0
+MAX_BURST = 1_000_000
+MAX_ACTIVE = 1_000_000
+KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
+#: the limit fields, as the API and the CLI name them -> the stored column
+LIMIT_FIELDS = {
+    "rate_limit_per_second": "rate_limit",
+    "rate_limit_burst": "rate_burst",
+    "max_active_jobs": "max_active_jobs",
+}
+
+
+def check_name(value: Any, param: str = "name") -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest(
+            f"Invalid '{param}': must be a string.", param=param, code="invalid_type"
+        )
+    name = value.strip()
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise InvalidRequest(
+            f"Invalid '{param}': must be 1 to {MAX_NAME_LENGTH} printable characters.",
+            param=param,
+            code="invalid_value",
+        )
+    return name
+
+
+def check_scopes(value: Any, param: str = "scopes") -> str:
+    """A list of scope names as stored (space-separated)."""
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise InvalidRequest(
+            f"Invalid '{param}': must be a list of scope names (known: "
+            f"{', '.join(sorted(SCOPES))}).",
+            param=param,
+            code="invalid_type",
+        )
+    unknown = sorted(set(value) - SCOPES)
+    if unknown:
+        raise InvalidRequest(
+            f"Invalid '{param}': unknown scope '{unknown[0]}' (known: "
+            f"{', '.join(sorted(SCOPES))}).",
+            param=param,
+            code="invalid_value",
+        )
+    return " ".join(sorted(set(value)))
+
+
+def _number(value: Any, param: str, *, integer: bool, lo: float, hi: float) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        kind = "an integer" if integer else "a number"
+        raise InvalidRequest(
+            f"Invalid '{param}': must be {kind}, or null for the gateway's default.",
+            param=param,
+            code="invalid_type",
+        )
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise InvalidRequest(
+            f"Invalid '{param}': must be an integer.", param=param, code="invalid_type"
+        )
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise InvalidRequest(
+            f"Invalid '{param}': must be between {lo:g} and {hi:g} (got {value}).",
+            param=param,
+            code="out_of_range",
+        )
+    return int(value) if integer else float(value)
+
+
+def check_limit(field: str, value: Any) -> float | int | None:
+    """One limit field as stored: ``None`` (the default), or a number within its bounds."""
+    if value is None:
+        return None
+    if field == "rate_limit_per_second":
+        return _number(value, field, integer=False, lo=0, hi=MAX_RATE)
+    if field == "rate_limit_burst":
+        return _number(value, field, integer=True, lo=1, hi=MAX_BURST)
+    if field == "max_active_jobs":
+        return _number(value, field, integer=True, lo=0, hi=MAX_ACTIVE)
+    raise ValueError(f"not a limit field: {field!r}")
+
+
+def check_limits(fields: dict[str, Any]) -> dict[str, Any]:
+    """Limit fields (API names) -> stored columns, each checked."""
+    return {LIMIT_FIELDS[f]: check_limit(f, v) for f, v in fields.items()}
+
+
+def limits_of(record: ApiKeyRecord) -> dict[str, float | int | None]:
+    """A key's own limits under the API's names (None: the gateway's default)."""
+    return {api: getattr(record, column) for api, column in LIMIT_FIELDS.items()}
+
+
+class KeyManager:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    async def create(
+        self,
+        name: Any,
+        *,
+        scopes: Any = None,
+        limits: dict[str, Any] | None = None,
+    ) -> tuple[str, ApiKeyRecord]:
+        """A new key (the secret, shown once) and its stored record."""
+        columns = check_limits(limits or {})
+        key, record = new_key_record(
+            check_name(name),
+            scopes=check_scopes([] if scopes is None else scopes),
+            limits=KeyLimits(**columns),
+        )
+        await self.store.create_key(record)
+        return key, record
+
+    async def list(self) -> list[ApiKeyRecord]:
+        return await self.store.list_keys()
+
+    async def get(self, key_id: str) -> ApiKeyRecord:
+        record = await self.store.get_key(key_id) if KEY_ID.match(key_id) else None
+        if record is None:
+            raise NotFound(
+                f"No stored API key with id '{key_id}'.", param="key_id", code="key_not_found"
+            )
+        return record
+
+    async def update(self, key_id: str, changes: dict[str, Any]) -> ApiKeyRecord:
+        """Change a key's name and limits (API names; a limit of None: back to the default)."""
+        columns: dict[str, Any] = {}
+        for field, value in changes.items():
+            if field == "name":
+                columns["name"] = check_name(value)
+            elif field in LIMIT_FIELDS:
+                columns[LIMIT_FIELDS[field]] = check_limit(field, value)
+            else:
+                raise InvalidRequest(
+                    f"Unknown parameter '{field}'. A key's 'name', "
+                    f"{', '.join(repr(f) for f in LIMIT_FIELDS)} can change.",
+                    param=field,
+                    code="unknown_parameter",
+                )
+        record = await self.get(key_id)
+        if record.revoked_at is not None:
+            raise _revoked(key_id)
+        updated = await self.store.update_key(key_id, columns)
+        if updated is None:  # revoked in between
+            raise _revoked(key_id)
+        return updated
+
+    async def revoke(self, key_id: str, *, keep_an_admin: bool = False) -> ApiKeyRecord:
+        """Revoke a key (at once, on every replica); revoking a revoked key changes nothing.
+
+        With ``keep_an_admin`` (the API), the last active admin key is not revoked (409):
+        that would leave nobody able to manage keys over the API. The CLI may.
+        """
+        record = await self.get(key_id)
+        if record.revoked_at is not None:
+            return record
+        if keep_an_admin and "admin" in record.scopes.split():
+            admins = [
+                k
+                for k in await self.store.list_keys()
+                if k.revoked_at is None and "admin" in k.scopes.split()
+            ]
+            if [k.id for k in admins] == [key_id]:
+                raise Conflict(
+                    f"Key {key_id} is the last active admin key; create another admin key "
+                    "first (or revoke it with 'backserv keys revoke').",
+                    code="last_admin_key",
+                )
+        await self.store.revoke_key(key_id, time.time())
+        return await self.get(key_id)
+
+
+def _revoked(key_id: str) -> Conflict:
+    return Conflict(
+        f"Key {key_id} is revoked; a revoked key cannot change. Create a new key.",
+        code="key_revoked",
+    )

@@ -1,0 +1,108 @@
+"""The API-key methods of the PostgreSQL store, and the per-key rate-limit buckets.
+
+A mixin of ``PostgresJobStore`` (every statement runs on its ``pool``).
+
+**Buckets** (``take_rate_token``) are rows of ``rate_buckets``, one per key, refilled and
+spent in a single ``INSERT ... ON CONFLICT DO UPDATE``: the row lock serialises replicas,
+and each statement sees the latest committed row, so no two replicas spend one token. Time
+is the database's ``clock_timestamp()``, read once per statement, so the replicas' clocks
+do not matter. A statement that read the clock before waiting for the lock never moves the
+bucket's clock back (``GREATEST``) and gets no refill for the wait, so the bound only errs on
+the side of refusing. A refused take writes the refilled balance back (it is the same
+balance, counted from a newer moment) and returns the wait until the next token. The table
+is ``UNLOGGED``: a bucket is seconds of state, and after a database crash every bucket
+starts full again (at most one extra burst), which is worth skipping the WAL on every submit.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+from gateway.store.base import KEY_UPDATABLE, ApiKeyRecord, JobStore
+
+#: in ``ApiKeyRecord``'s field order
+COLUMNS = (
+    "id, name, key_hash, prefix, created_at, revoked_at, scopes, rate_limit, rate_burst, "
+    "max_active_jobs"
+)
+INSERT_KEY = f"INSERT INTO api_keys ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+FIND_KEY = f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"
+GET_KEY = f"SELECT {COLUMNS} FROM api_keys WHERE id = $1"
+LIST_KEYS = f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at"
+REVOKE_KEY = "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
+
+# $1 bucket, $2 rate (tokens/s), $3 burst. ``excluded.updated_at`` is the one clock reading.
+_REFILL = (
+    "LEAST($3::float8, b.tokens + GREATEST(0, excluded.updated_at - b.updated_at) * $2::float8)"
+)
+TAKE_TOKEN = f"""
+    INSERT INTO rate_buckets AS b (bucket, tokens, updated_at, granted)
+    VALUES ($1, $3::float8 - 1, extract(epoch FROM clock_timestamp()), true)
+    ON CONFLICT (bucket) DO UPDATE SET
+        tokens = CASE WHEN {_REFILL} >= 1 THEN {_REFILL} - 1 ELSE {_REFILL} END,
+        granted = {_REFILL} >= 1,
+        updated_at = GREATEST(b.updated_at, excluded.updated_at)
+    RETURNING granted, tokens
+"""
+
+
+class PostgresKeys(JobStore):
+    shares_rate_limits = True
+
+    @property
+    @abstractmethod
+    def pool(self) -> Any:
+        """The asyncpg pool (PostgresJobStore's)."""
+
+    async def create_key(self, record: ApiKeyRecord) -> None:
+        r = record
+        await self.pool.execute(
+            INSERT_KEY,
+            r.id,
+            r.name,
+            r.key_hash,
+            r.prefix,
+            r.created_at,
+            r.revoked_at,
+            r.scopes,
+            r.rate_limit,
+            r.rate_burst,
+            r.max_active_jobs,
+        )
+
+    async def find_key(self, key_hash: str) -> ApiKeyRecord | None:
+        row = await self.pool.fetchrow(FIND_KEY, key_hash)
+        return None if row is None else ApiKeyRecord(*row)
+
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        row = await self.pool.fetchrow(GET_KEY, key_id)
+        return None if row is None else ApiKeyRecord(*row)
+
+    async def list_keys(self) -> list[ApiKeyRecord]:
+        return [ApiKeyRecord(*r) for r in await self.pool.fetch(LIST_KEYS)]
+
+    async def revoke_key(self, key_id: str, now: float) -> bool:
+        done: str = await self.pool.execute(REVOKE_KEY, now, key_id)
+        return int(done.rpartition(" ")[2] or 0) > 0
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKeyRecord | None:
+        unknown = set(changes) - KEY_UPDATABLE
+        if unknown:
+            raise ValueError(f"not an updatable key column: {sorted(unknown)}")
+        if not changes:
+            found = await self.get_key(key_id)
+            return found if found is not None and found.revoked_at is None else None
+        names = sorted(changes)
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
+        row = await self.pool.fetchrow(
+            f"UPDATE api_keys SET {assignments} WHERE id = $1 AND revoked_at IS NULL "
+            f"RETURNING {COLUMNS}",
+            key_id,
+            *(changes[n] for n in names),
+        )
+        return None if row is None else ApiKeyRecord(*row)
+
+    async def take_rate_token(self, bucket: str, rate: float, burst: int) -> float:
+        granted, tokens = await self.pool.fetchrow(TAKE_TOKEN, bucket, float(rate), float(burst))
+        return 0.0 if granted else (1.0 - float(tokens)) / rate

@@ -1,0 +1,97 @@
+"""The API-key methods of the SQLite store: keys (by hash, by id), revocation, limits.
+
+A mixin of ``SQLiteJobStore``: writes go through its group-committing ``_write``, reads
+through its reader connection (``_read``). SQLite serves one process, so per-key rate-limit
+buckets stay in that process (``gateway/ratelimit.py``); only the keys' own limits are here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiosqlite
+
+from gateway.store.base import KEY_UPDATABLE, ApiKeyRecord, JobStore
+
+T = TypeVar("T")
+
+#: in ``ApiKeyRecord``'s field order
+COLUMNS = (
+    "id, name, key_hash, prefix, created_at, revoked_at, scopes, rate_limit, rate_burst, "
+    "max_active_jobs"
+)
+
+
+class SQLiteKeys(JobStore):
+    if TYPE_CHECKING:  # provided by SQLiteJobStore
+
+        async def _write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T: ...
+
+        async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
+
+    async def create_key(self, record: ApiKeyRecord) -> None:
+        r = record
+        values = (
+            r.id,
+            r.name,
+            r.key_hash,
+            r.prefix,
+            r.created_at,
+            r.revoked_at,
+            r.scopes,
+            r.rate_limit,
+            r.rate_burst,
+            r.max_active_jobs,
+        )
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                f"INSERT INTO api_keys ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", values
+            )
+
+        await self._write(op)
+
+    async def find_key(self, key_hash: str) -> ApiKeyRecord | None:
+        rows = await self._read(f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
+        return ApiKeyRecord(*rows[0]) if rows else None
+
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        rows = await self._read(f"SELECT {COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return ApiKeyRecord(*rows[0]) if rows else None
+
+    async def list_keys(self) -> list[ApiKeyRecord]:
+        rows = await self._read(f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at")
+        return [ApiKeyRecord(*r) for r in rows]
+
+    async def revoke_key(self, key_id: str, now: float) -> bool:
+        async def op(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now, key_id),
+            )
+            return cur.rowcount
+
+        return bool(await self._write(op))
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKeyRecord | None:
+        unknown = set(changes) - KEY_UPDATABLE
+        if unknown:
+            raise ValueError(f"not an updatable key column: {sorted(unknown)}")
+        if not changes:
+            found = await self.get_key(key_id)
+            return found if found is not None and found.revoked_at is None else None
+        names = sorted(changes)
+        assignments = ", ".join(f"{name} = ?" for name in names)
+
+        async def op(conn: aiosqlite.Connection) -> ApiKeyRecord | None:
+            rows = list(
+                await conn.execute_fetchall(
+                    f"UPDATE api_keys SET {assignments} WHERE id = ? AND revoked_at IS NULL "
+                    f"RETURNING {COLUMNS}",
+                    (*(changes[n] for n in names), key_id),
+                )
+            )
+            return ApiKeyRecord(*rows[0]) if rows else None
+
+        return await self._write(op)

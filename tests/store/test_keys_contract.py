@@ -1,0 +1,86 @@
+"""The JobStore contract for API keys: by id, their own limits, changes and revocation.
+
+Like ``test_contract.py``: functions of a ``store`` fixture, not collected on their own;
+``test_sqlite.py`` and ``test_postgres.py`` star-import them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from gateway.store.base import ApiKeyRecord, JobStore
+from tests.store.test_contract import BASE_TIME, make_key
+
+__test__ = False  # collected through the backend modules that provide ``store``
+
+
+async def test_a_key_reads_back_by_id_with_its_own_limits(store: JobStore) -> None:
+    record = dataclasses.replace(
+        make_key(1, BASE_TIME), rate_limit=2.5, rate_burst=7, max_active_jobs=0
+    )
+    await store.create_key(record)
+
+    assert await store.get_key("key_1") == record
+    assert await store.find_key("hash-1") == record
+    assert (await store.list_keys()) == [record]
+    assert await store.get_key("key_unknown") is None
+
+
+async def test_a_key_without_limits_reads_back_with_none(store: JobStore) -> None:
+    await store.create_key(make_key(1, BASE_TIME))
+    found = await store.get_key("key_1")
+    assert found is not None
+    assert (found.rate_limit, found.rate_burst, found.max_active_jobs) == (None, None, None)
+
+
+async def test_update_key_sets_only_the_given_columns(store: JobStore) -> None:
+    await store.create_key(dataclasses.replace(make_key(1, BASE_TIME), rate_burst=3))
+
+    updated = await store.update_key("key_1", {"rate_limit": 0.5, "name": "renamed"})
+
+    assert updated is not None
+    assert (updated.name, updated.rate_limit, updated.rate_burst) == ("renamed", 0.5, 3)
+    assert await store.get_key("key_1") == updated
+    cleared = await store.update_key("key_1", {"rate_burst": None})
+    assert cleared is not None and cleared.rate_burst is None and cleared.rate_limit == 0.5
+
+
+async def test_update_key_leaves_revoked_and_unknown_keys_alone(store: JobStore) -> None:
+    await store.create_key(make_key(1, BASE_TIME))
+    assert await store.revoke_key("key_1", BASE_TIME + 1)
+
+    assert await store.update_key("key_1", {"rate_limit": 1.0}) is None
+    assert await store.update_key("key_1", {}) is None
+    assert await store.update_key("key_unknown", {"rate_limit": 1.0}) is None
+    found = await store.get_key("key_1")
+    assert found is not None and found.rate_limit is None
+
+
+async def test_update_key_refuses_columns_that_never_change(store: JobStore) -> None:
+    await store.create_key(make_key(1, BASE_TIME))
+    for column in ("key_hash", "scopes", "revoked_at", "id; DROP TABLE api_keys"):
+        with pytest.raises(ValueError):
+            await store.update_key("key_1", {column: "x"})
+    assert await store.get_key("key_1") == make_key(1, BASE_TIME)
+
+
+async def test_concurrent_revocations_revoke_once(store: JobStore) -> None:
+    await store.create_key(make_key(1, BASE_TIME))
+    results = await asyncio.gather(*(store.revoke_key("key_1", BASE_TIME + i) for i in range(5)))
+    assert sorted(results) == [False] * 4 + [True]
+
+
+def _with_limits(record: ApiKeyRecord) -> tuple[float | None, int | None, int | None]:
+    return record.rate_limit, record.rate_burst, record.max_active_jobs
+
+
+async def test_a_keys_limits_are_one_object(store: JobStore) -> None:
+    record = dataclasses.replace(make_key(1, BASE_TIME), rate_limit=1.0, max_active_jobs=4)
+    await store.create_key(record)
+    found = await store.find_key("hash-1")
+    assert found is not None
+    assert _with_limits(found) == (1.0, None, 4)
+    assert found.limits.rate_limit == 1.0 and found.limits.max_active_jobs == 4
