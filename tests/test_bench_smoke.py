@@ -1,8 +1,9 @@
-"""The benchmark harness must not rot: ``python -m bench --smoke`` runs in seconds and writes
-figures. This asserts that the harness works, not any speed."""
+"""The benchmark harness must not rot: ``python -m bench --smoke --only PART`` runs each part
+in seconds and writes its figures. This asserts that the harness works, not any speed."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -12,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import parse_wrk
+from bench.emulator import JOB_HEADER, submits_by_job
+from bench.postgres import reachable
+from bench.run import DEFAULT_PG
+from bench.stats import peak_overlap, percentile
+from bench.wrk import WrkResult, combine, parse_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,15 +47,46 @@ def test_parse_wrk() -> None:
     assert result.bad == 6
 
 
-@pytest.mark.timeout(180)
-def test_bench_smoke_run_writes_figures(tmp_path: Path) -> None:
+def test_two_servers_loads_add_up_and_take_the_worse_percentiles() -> None:
+    both = combine([WrkResult(100.0, 1.0, 9.0, 500, 0), WrkResult(50.0, 2.0, 4.0, 250, 1)])
+    assert (both.rps, both.p50_ms, both.p99_ms, both.requests, both.bad) == (150, 2, 9, 750, 1)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile([7.0], 99) == 7
+
+
+def test_peak_overlap_counts_runs_at_the_provider_at_once() -> None:
+    assert peak_overlap([0.0, 1.0, 2.0, 10.0], 5.0) == 3
+    assert peak_overlap([0.0, 5.0, 10.0], 5.0) == 1  # one ends as the next starts
+    assert peak_overlap([], 5.0) == 0
+
+
+def test_submits_are_matched_to_jobs_by_the_header_fal_submits_carry() -> None:
+    entries = [
+        {"route": "submit", "status": 200, "time": 1.0, "headers": {JOB_HEADER: "job-a"}},
+        {"route": "submit", "status": 500, "time": 2.0, "headers": {JOB_HEADER: "job-b"}},
+        {"route": "status", "status": 202, "time": 3.0, "headers": {JOB_HEADER: "job-a"}},
+    ]
+    assert {k: v["time"] for k, v in submits_by_job(entries).items()} == {"job-a": 1.0}
+
+
+def _need_wrk() -> None:
     if shutil.which("wrk") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("wrk is not installed; CI must install it (apt-get install -y wrk)")
         pytest.skip("wrk is not installed (apt-get install wrk)")
+
+
+def _smoke(tmp_path: Path, parts: str, *extra: str) -> tuple[str, str]:
+    """The figures of the RESULTS.md the smoke run of ``parts`` wrote, and its stderr."""
     out = tmp_path / "RESULTS.md"
+    cmd = [sys.executable, "-m", "bench", "--smoke", "--no-install", "--only", parts]
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--no-install", "--out", str(out)],
+        [*cmd, "--out", str(out), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -59,9 +95,79 @@ def test_bench_smoke_run_writes_figures(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = out.read_text()
-    assert "## Machine" in text and "CPUs (nproc)" in text
+    assert "## Machine" in text and "CPUs (nproc)" in text and "## Setup" in text
+    figures = text.split("## Figures", 1)[1].split("## Profiles", 1)[0]
+    return figures, proc.stderr
+
+
+def _line(text: str, start: str) -> str:
+    return next(x for x in text.splitlines() if x.lstrip().startswith(start))
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_run_writes_figures(tmp_path: Path) -> None:
+    _need_wrk()
+    text, _ = _smoke(tmp_path, "http,e2e")
     for name in ("POST /v1/jobs/images", "GET /v1/jobs/{id}"):
         line = next(x for x in text.splitlines() if name in x)
         assert re.search(r"ratio \*\*\d+\.\d\dx\*\*", line), line
         assert "**met**" in line or "**not met**" in line
     assert re.search(r"\*\*[\d,]+ jobs/s\*\*", text), text
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_scale_reports_memory_lag_get_latency_and_polls(tmp_path: Path) -> None:
+    text, _ = _smoke(tmp_path, "scale")
+    assert _line(text, "4. Scale:")
+    assert "**met**" in _line(text, "- All complete:"), text
+    for start in ("- Gateway RSS peak", "- Event-loop lag p99", "- `GET /v1/jobs/{id}` p99"):
+        line = _line(text, start)
+        assert re.search(r"\*\*[\d,.]+ (MB|ms)\*\*", line), line
+        assert "**met**" in line or "**not met**" in line
+    polls = _line(text, "- Provider status polls per job")
+    assert re.search(r"\*\*\d+\.\d\*\*", polls), polls
+    assert "(50 submits accepted" in polls, polls
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_latency_matches_every_submit_to_the_provider(tmp_path: Path) -> None:
+    text, _ = _smoke(tmp_path, "latency")
+    line = _line(text, "5. Submit → provider-submit latency")
+    assert re.search(r"p50 \*\*[\d,.]+ ms\*\*, p99 \*\*[\d,.]+ ms\*\*", line), line
+    assert "had not reached the provider" not in line, line
+    assert "**met**" in line or "**not met**" in line
+    assert "scheduler (`created_at` → attempt opened) p50" in text
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_postgres_one_and_two_replicas(tmp_path: Path) -> None:
+    _need_wrk()
+    why = reachable(DEFAULT_PG)
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no PostgreSQL at {DEFAULT_PG}: {why}")
+        pytest.skip(f"no PostgreSQL at {DEFAULT_PG}: {why}")
+    text, log = _smoke(tmp_path, "postgres")
+    assert _line(text, "6. PostgreSQL as the store")
+    assert _line(text, "- 1 replica:") and _line(text, "- 2 replicas:")
+    ratios = re.findall(r"ratio \*\*\d+\.\d\dx\*\*", text)
+    assert len(ratios) == 4, text
+    assert len(re.findall(r"\*\*[\d,]+ jobs/s\*\*", text)) == 2, text
+    scaling = _line(text, "- Scaling factor")
+    assert len(re.findall(r"\*\*\d+\.\d\dx\*\*", scaling)) == 3, scaling
+    created = set(re.findall(r"backserv_bench_[0-9a-f]{12}", log))
+    assert len(created) == 4, log  # one per part: wrk and end to end, on 1 and 2 replicas
+    assert not asyncio.run(_existing(created)), "a benchmark database was not dropped"
+
+
+async def _existing(names: set[str]) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(DEFAULT_PG, timeout=10)
+    try:
+        rows = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", list(names)
+        )
+    finally:
+        await conn.close()
+    return [str(r[0]) for r in rows]
