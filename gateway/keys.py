@@ -80,11 +80,15 @@ def _number(value: Any, param: str, *, integer: bool, lo: float, hi: float) -> f
             param=param,
             code="invalid_type",
         )
-    if integer and not (isinstance(value, int) or float(value).is_integer()):
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(
+            f"Invalid '{param}': must be a finite number.", param=param, code="invalid_value"
+        )
+    if integer and not (isinstance(value, int) or value.is_integer()):
         raise InvalidRequest(
             f"Invalid '{param}': must be an integer.", param=param, code="invalid_type"
         )
-    if not math.isfinite(value) or not lo <= value <= hi:
+    if not lo <= value <= hi:  # compared exactly: an int too large for a float is no error
         raise InvalidRequest(
             f"Invalid '{param}': must be between {lo:g} and {hi:g} (got {value}).",
             param=param,

@@ -232,6 +232,8 @@ async def test_a_keys_own_active_jobs_cap_applies(
         ({"rate_limit_burst": 2.5}, "rate_limit_burst", "invalid_type"),
         ({"max_active_jobs": -3}, "max_active_jobs", "out_of_range"),
         ({"max_active_jobs": 10**12}, "max_active_jobs", "out_of_range"),
+        ({"rate_limit_burst": 1e300}, "rate_limit_burst", "out_of_range"),
+        ({"name": "a\u0000b"}, "name", "invalid_value"),
         ({"name": ""}, "name", "invalid_value"),
         ({"name": "x" * 201}, "name", "invalid_value"),
         ({"name": 5}, "name", "invalid_type"),
