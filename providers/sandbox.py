@@ -3,9 +3,10 @@
 It is the package's fake of its own seam (as httpx ships ``MockTransport``): a route's
 ``target`` names the kind it emulates (``image``, ``video``, ``upscale``, ``face_swap``),
 and ``route.options`` may set ``latency`` (seconds) and ``failure_rate`` (0..1) to exercise
-progress reporting and retries. Requests live in memory only, so after a restart ``poll``
-raises ``ProviderLostRequest`` and the gateway resubmits, just as with a provider that
-forgot a request.
+progress reporting and retries, and ``art = "flat"`` for images of one colour (load tests:
+the placeholder picture costs milliseconds of CPU, a flat one microseconds). Requests live
+in memory only, so after a restart ``poll`` raises ``ProviderLostRequest`` and the gateway
+resubmits, just as with a provider that forgot a request.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ log = logging.getLogger("backserv.providers.sandbox")
 Fetch = Callable[[str], Awaitable[bytes | None]]
 
 TARGETS = ("image", "video", "upscale", "face_swap", *edits.TARGETS)
+#: a flat image up to this many pixels (all outputs together) is drawn on the event loop
+FLAT_INLINE_PIXELS = 256 * 256
 #: how many job ids the failure draw remembers the submit count of
 _MAX_REMEMBERED_JOBS = 100_000
 
@@ -134,7 +137,8 @@ class SandboxProvider(Provider):
         fail = _draw(job_id, self._count_submit(job_id)) < failure_rate
         request = _Request(f"sbx-{secrets.token_hex(12)}")
         self._requests[request.id] = request
-        work = self._run(request, route.target, dict(job_input), latency, fail)
+        flat = options.get("art") == "flat"
+        work = self._run(request, route.target, dict(job_input), latency, fail, flat)
         request.task = asyncio.create_task(work, name=f"sandbox {request.id}")
         request.task.add_done_callback(partial(self._task_done, request))
         return ProviderRef(request.id, {"target": route.target})
@@ -176,13 +180,19 @@ class SandboxProvider(Provider):
     # -- the work ------------------------------------------------------------------------
 
     async def _run(
-        self, request: _Request, target: str, job_input: dict[str, Any], latency: float, fail: bool
+        self,
+        request: _Request,
+        target: str,
+        job_input: dict[str, Any],
+        latency: float,
+        fail: bool,
+        flat: bool = False,
     ) -> None:
         try:
             await _advance(request, latency)
             if fail:
                 raise ProviderTransientError("sandbox injected failure")
-            outputs, seed = await self._render(target, job_input)
+            outputs, seed = await self._render(target, job_input, flat)
             request.update(
                 ProviderState(StateKind.SUCCEEDED, progress=100, outputs=outputs, seed=seed)
             )
@@ -198,7 +208,7 @@ class SandboxProvider(Provider):
             request.update(_failed(request, error))
 
     async def _render(
-        self, target: str, job_input: dict[str, Any]
+        self, target: str, job_input: dict[str, Any], flat: bool = False
     ) -> tuple[tuple[Output, ...], int | None]:
         if target in edits.TARGETS:  # the Tasks API's kinds (providers/sandbox_edits.py)
             return await edits.render(target, job_input, self._input)
@@ -209,14 +219,18 @@ class SandboxProvider(Provider):
             if not 1 <= count <= 16:
                 raise ProviderInputError("'num_images' must be 1 to 16.", param="num_images")
             render = partial(
-                media.render_image,
+                media.render_flat if flat else media.render_image,
                 prompt,
                 seed=seed,
                 width=width,
                 height=height,
                 negative_prompt=negative if isinstance(negative, str) else None,
             )
-            pngs = await asyncio.to_thread(lambda: [render(index=i) for i in range(count)])
+            if flat and width * height * count <= FLAT_INLINE_PIXELS:
+                # microseconds of work: a thread hand-off would cost more than the image
+                pngs = [render(index=i) for i in range(count)]
+            else:
+                pngs = await asyncio.to_thread(lambda: [render(index=i) for i in range(count)])
             images = tuple(Output("image/png", data=p, width=width, height=height) for p in pngs)
             return images, seed
         if target == "video":

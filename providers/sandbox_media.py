@@ -60,6 +60,22 @@ def render_image(
     return _png(image)
 
 
+def render_flat(
+    prompt: str,
+    *,
+    seed: int,
+    width: int,
+    height: int,
+    negative_prompt: str | None = None,
+    index: int = 0,
+) -> bytes:
+    """A ``width`` x ``height`` PNG of one colour drawn from the inputs: what a load test
+    needs (a real, deterministic image of the asked size) for a fraction of the cost."""
+    _check_size(width, height)
+    rng = random.Random(_digest("flat", prompt, seed, negative_prompt, index))
+    return _png(Image.new("RGB", (width, height), _colour(rng, light=rng.random() < 0.5)))
+
+
 def render_video(
     prompt: str,
     *,

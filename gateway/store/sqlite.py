@@ -1,10 +1,15 @@
-"""The embedded JobStore: SQLite through aiosqlite, WAL, group-committed writes.
+"""The embedded JobStore: SQLite, WAL, group-committed writes.
 
-One writer connection owns every write. Writers enqueue an operation and await it; the
-writer task drains the queue, runs everything pending in one ``BEGIN IMMEDIATE`` transaction
-(new jobs in a single ``executemany``) and commits once, so a burst of submits costs one
-commit instead of one each. Reads go through a second connection and never wait for writes
-(WAL). A job is acknowledged only after the commit that holds it.
+One writer connection owns every write, in a thread of its own. Writers enqueue an
+operation (a plain function of a ``sqlite3.Connection``) and await it; the writer task drains
+the queue and hands the whole batch to the writer thread at once, which runs it in one
+``BEGIN IMMEDIATE`` transaction (new jobs in a single ``executemany``) and commits once: a
+burst of submits costs one commit instead of one each, and one thread hand-off per batch
+instead of one per statement (each hand-off waits for the GIL, up to
+``sys.getswitchinterval()`` when the loop is busy: per statement, that made a batch of
+scheduler updates take tens of milliseconds). Scans go through a second connection
+(aiosqlite) and never wait for writes (WAL). A job is acknowledged only after the commit
+that holds it.
 
 Point reads by a unique key (a job by id or by idempotency key: every poll) run on the event
 loop itself, through a third, read-only connection: a B-tree lookup takes microseconds,
@@ -21,7 +26,8 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,12 +40,13 @@ from gateway.store.base import META_KEY, JobStore
 from gateway.store.rows import row_to_job
 from gateway.store.sqlite_keys import SQLiteKeys
 from gateway.store.sqlite_schema import MIGRATIONS
+from gateway.store.sqlite_sync import connect_writer, fetchall, migrate
 from gateway.store.sqlite_webhooks import SQLiteWebhooks
 
 log = logging.getLogger("backserv.store")
 
 T = TypeVar("T")
-Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+Op = Callable[[sqlite3.Connection], Any]
 
 JOB_COLUMNS = (
     "id, owner, kind, model, lane, status, priority, progress, queue_position, input, result, "
@@ -73,9 +80,7 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def _insert_failure(
-    conn: aiosqlite.Connection, row: tuple[Any, ...], exc: Exception
-) -> Exception:
+def _insert_failure(conn: sqlite3.Connection, row: tuple[Any, ...], exc: Exception) -> Exception:
     """The error to report for a row of ``INSERT_JOB`` that failed with ``exc``: a taken
     idempotency key becomes ``DuplicateIdempotencyKey`` (looked up, not read off the
     message text)."""
@@ -83,7 +88,7 @@ async def _insert_failure(
     if (
         key is not None
         and isinstance(exc, sqlite3.IntegrityError)
-        and list(await conn.execute_fetchall(_KEY_TAKEN, (owner, key)))
+        and list(fetchall(conn, _KEY_TAKEN, (owner, key)))
     ):
         return DuplicateIdempotencyKey()
     return exc
@@ -98,11 +103,59 @@ class _Write:
         self.future = future
 
 
+#: what the writer thread reports for each write of a batch: (write, value, failure)
+_Outcome = tuple[_Write, Any, BaseException | None]
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[_Write]) -> list[_Outcome]:
+    """Every write of ``batch`` in one transaction, committed once (in the writer thread).
+
+    A write that raises fails alone (its statements are rolled back to a savepoint); the
+    others commit. A failing commit raises, and then nothing of the batch holds."""
+    results: list[_Outcome] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        inserts = [(w, w.insert) for w in batch if w.insert is not None]
+        if inserts:
+            try:
+                conn.executemany(INSERT_JOB, [row for _, row in inserts])
+                results.extend((w, None, None) for w, _ in inserts)
+            except Exception:  # one bad row: start over, inserting one by one to isolate it
+                conn.execute("ROLLBACK")  # nothing but these inserts ran in this transaction
+                conn.execute("BEGIN IMMEDIATE")
+                for w, row in inserts:
+                    try:
+                        conn.execute(INSERT_JOB, row)
+                        results.append((w, None, None))
+                    except Exception as exc:
+                        results.append((w, None, _insert_failure(conn, row, exc)))
+        for w in batch:
+            if w.fn is None:
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                value = w.fn(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                results.append((w, None, exc))
+            else:
+                results.append((w, value, None))
+            conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
 class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
     def __init__(self, path: Path | str) -> None:
         super().__init__()
         self.path = Path(path)
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        #: the writer's thread: one, so the connection is only ever used by it
+        self._write_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._point: sqlite3.Connection | None = None
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
@@ -115,37 +168,19 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         self._closed = False
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
-        await self._migrate(self._writer)
-        self._reader = await self._connect()
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        loop = asyncio.get_running_loop()
+        self._writer = await loop.run_in_executor(
+            self._write_thread, connect_writer, str(self.path)
+        )
+        await loop.run_in_executor(self._write_thread, migrate, self._writer, MIGRATIONS)
+        self._reader = await aiosqlite.connect(str(self.path), isolation_level=None)
+        await self._reader.execute("PRAGMA busy_timeout=10000")
         if str(self.path) != ":memory:":  # a second :memory: connection is another database
             self._point = sqlite3.connect(str(self.path), isolation_level=None)
             self._point.execute("PRAGMA query_only=1")
             self._point.execute("PRAGMA busy_timeout=0")
         self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
-
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(str(self.path), isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA busy_timeout=10000")
-        return conn
-
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            rows = await conn.execute_fetchall("PRAGMA user_version")
-            version = int(next(iter(rows))[0])
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                log.info("applying schema migration %d", number)
-                for statement in script.split(";"):
-                    if statement.strip():
-                        await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {number}")
-            await conn.commit()
-        except BaseException:
-            await conn.rollback()
-            raise
 
     async def close(self) -> None:
         """Commit what is already queued (up to ``CLOSE_GRACE`` seconds), then close."""
@@ -161,29 +196,42 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             pending = self._queue.get_nowait()
             if not pending.future.done():
                 pending.future.set_exception(_closed_error())
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
+        if self._reader is not None:
+            await self._reader.close()
+        if self._writer is not None and self._write_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._write_thread, self._writer.close)
+        if self._write_thread is not None:
+            self._write_thread.shutdown(wait=True)
         if self._point is not None:
             self._point.close()
-        self._reader = self._writer = self._point = None
+        self._reader = self._writer = self._point = self._write_thread = None
 
     # -- the group-committing writer ----------------------------------------------------
 
     async def _write_loop(self) -> None:
-        assert self._writer is not None
-        conn = self._writer
+        assert self._writer is not None and self._write_thread is not None
+        conn, thread = self._writer, self._write_thread
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._run_batch(conn, batch)
+                # shielded: a cancelled loop (close) still learns how the batch ended
+                outcomes = await asyncio.shield(
+                    loop.run_in_executor(thread, _run_batch, conn, batch)
+                )
             except Exception as exc:  # the commit itself failed: nothing in the batch holds
                 log.exception("write batch of %d failed", len(batch))
-                with contextlib.suppress(Exception):
-                    await conn.rollback()
                 self._fail_all(batch, exc)
+            else:
+                for w, value, failure in outcomes:
+                    if w.future.done():
+                        continue
+                    if failure is not None:
+                        w.future.set_exception(failure)
+                    else:
+                        w.future.set_result(value)
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -194,46 +242,14 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             if not w.future.done():
                 w.future.set_exception(exc)
 
-    async def _run_batch(self, conn: aiosqlite.Connection, batch: list[_Write]) -> None:
-        results: list[tuple[_Write, Any, BaseException | None]] = []
-        await conn.execute("BEGIN IMMEDIATE")
-        inserts = [w for w in batch if w.insert is not None]
-        if inserts:
-            try:
-                await conn.executemany(INSERT_JOB, [w.insert for w in inserts])
-                results.extend((w, None, None) for w in inserts)
-            except Exception:  # one bad row: start over, inserting one by one to isolate it
-                await conn.rollback()  # nothing but these inserts ran in this transaction yet
-                await conn.execute("BEGIN IMMEDIATE")
-                for w in inserts:
-                    try:
-                        await conn.execute(INSERT_JOB, w.insert)
-                        results.append((w, None, None))
-                    except Exception as exc:
-                        assert w.insert is not None
-                        results.append((w, None, await _insert_failure(conn, w.insert, exc)))
-        for w in batch:
-            if w.fn is None:
-                continue
-            try:
-                results.append((w, await w.fn(conn), None))
-            except Exception as exc:
-                results.append((w, None, exc))
-        await conn.commit()
-        for w, value, failure in results:
-            if w.future.done():
-                continue
-            if failure is not None:
-                w.future.set_exception(failure)
-            else:
-                w.future.set_result(value)
-
     def _enqueue(self, write: _Write) -> None:
         if self._closed:
             raise _closed_error()
         self._queue.put_nowait(write)
 
-    async def _write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the writer thread, in the next batch's transaction; its result once
+        that transaction committed."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._enqueue(_Write(fn, None, future))
         return await future
@@ -331,9 +347,10 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
     async def cancel(self, job_id: str) -> Job | None:
         now = time.time()
 
-        async def op(conn: aiosqlite.Connection) -> Job | None:
+        def op(conn: sqlite3.Connection) -> Job | None:
             rows = list(
-                await conn.execute_fetchall(
+                fetchall(
+                    conn,
                     f"UPDATE jobs SET status = 'CANCELLED', completed_at = ?, updated_at = ?, "
                     f"lease_owner = NULL, lease_expires = NULL "
                     f"WHERE id = ? AND status IN ('QUEUED', 'PROCESSING') "
@@ -363,16 +380,19 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             return []
         now = time.time()
 
-        async def op(conn: aiosqlite.Connection) -> list[Job]:
+        def op(conn: sqlite3.Connection) -> list[Job]:
             take = limit
             if lane_limit is not None:
-                rows = await conn.execute_fetchall(
-                    "SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND lane = ?", (lane,)
+                rows = fetchall(
+                    conn,
+                    "SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND lane = ?",
+                    (lane,),
                 )
                 take = min(take, lane_limit - int(next(iter(rows))[0]))
                 if take <= 0:
                     return []
-            rows = await conn.execute_fetchall(
+            rows = fetchall(
+                conn,
                 f"UPDATE jobs SET status = 'PROCESSING', lease_token = lease_token + 1, "
                 f"lease_owner = ?, lease_expires = ?, updated_at = ?, "
                 f"started_at = COALESCE(started_at, ?) "
@@ -394,10 +414,11 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             return set()
         expires = time.time() + lease_seconds
 
-        async def op(conn: aiosqlite.Connection) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
             held: set[str] = set()
             for job_id, token in tokens.items():
-                rows = await conn.execute_fetchall(
+                rows = fetchall(
+                    conn,
                     "UPDATE jobs SET lease_expires = ? WHERE id = ? AND lease_token = ? "
                     "AND lease_owner = ? AND status = 'PROCESSING' RETURNING id",
                     (expires, job_id, token, worker),
@@ -412,8 +433,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
     ) -> None:
         now = time.time()
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 "UPDATE jobs SET progress = ?, queue_position = ?, updated_at = ? "
                 "WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
                 (progress, queue_position, now, job_id, token),
@@ -434,8 +455,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         now = time.time()
         status_sql = " AND status = 'PROCESSING'" if active_only else ""
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 f"UPDATE jobs SET attempts = ?, updated_at = ? WHERE id = ? AND lease_token = ?"
                 f"{status_sql}",
                 (_dumps(attempts), now, job_id, token),
@@ -458,8 +479,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         now = time.time()
         progress_sql = ", progress = 100" if status is Status.COMPLETED else ""
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 f"UPDATE jobs SET status = ?, result = ?, error = ?, "
                 f"attempts = COALESCE(?, attempts), completed_at = ?, updated_at = ?, "
                 f"queue_position = NULL, lease_owner = NULL, lease_expires = NULL{progress_sql} "
@@ -484,8 +505,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
     async def release(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
         now = time.time()
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 "UPDATE jobs SET status = 'QUEUED', attempts = ?, updated_at = ?, "
                 "lease_owner = NULL, lease_expires = NULL "
                 "WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
@@ -497,8 +518,9 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             self._changed([job_id])
 
     async def requeue_expired(self, now: float) -> int:
-        async def op(conn: aiosqlite.Connection) -> list[str]:
-            rows = await conn.execute_fetchall(
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = fetchall(
+                conn,
                 "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires = NULL, "
                 "updated_at = ? WHERE status = 'PROCESSING' AND lease_expires < ? RETURNING id",
                 (now, now),
@@ -533,11 +555,11 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         if not job_ids:
             return 0
 
-        async def op(conn: aiosqlite.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> int:
             marked = 0
             for start in range(0, len(job_ids), _ID_CHUNK):
                 chunk = job_ids[start : start + _ID_CHUNK]
-                cur = await conn.execute(
+                cur = conn.execute(
                     f"UPDATE jobs SET files_purged_at = ? WHERE files_purged_at IS NULL "
                     f"AND id IN ({','.join('?' * len(chunk))})",
                     (now, *chunk),
@@ -551,8 +573,9 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         if limit <= 0:
             return []
 
-        async def op(conn: aiosqlite.Connection) -> list[str]:
-            rows = await conn.execute_fetchall(
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = fetchall(
+                conn,
                 f"DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE completed_at < ? "
                 f"AND {_FINISHED} ORDER BY completed_at LIMIT ?) RETURNING id",
                 (cutoff, limit),
@@ -567,17 +590,17 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         json_path = "$." + ".".join(path)
         now = time.time()
 
-        async def op(conn: aiosqlite.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> int:
             # json_set creates missing objects along the path only for the last step, so the
             # parents are created first, each as {} when absent
             for depth in range(1, len(path)):
                 parent = "$." + ".".join(path[:depth])
-                await conn.execute(
+                conn.execute(
                     "UPDATE jobs SET meta = json_set(meta, ?, json('{}')) "
                     "WHERE id = ? AND json_type(meta, ?) IS NOT 'object'",
                     (parent, job_id, parent),
                 )
-            cur = await conn.execute(
+            cur = conn.execute(
                 "UPDATE jobs SET meta = json_set(meta, ?, json(?)), updated_at = ? WHERE id = ?",
                 (json_path, _dumps(value), now, job_id),
             )
@@ -588,8 +611,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
     async def set_priority(self, job_id: str, priority: int) -> bool:
         now = time.time()
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 "UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ? AND status = 'QUEUED'",
                 (priority, now, job_id),
             )
@@ -602,8 +625,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
     ) -> bool:
         now = time.time()
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 "UPDATE jobs SET model = ?, lane = ?, input = ?, meta = ?, updated_at = ? "
                 "WHERE id = ? AND status = 'QUEUED' AND updated_at IS ?",
                 (model, lane, _dumps(input), _dumps(meta), now, job.id, job.updated_at),
@@ -613,9 +636,9 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         return bool(await self._write(op))
 
     async def delete_job(self, job_id: str) -> bool:
-        async def op(conn: aiosqlite.Connection) -> bool:
-            rows = await conn.execute_fetchall(
-                f"DELETE FROM jobs WHERE id = ? AND {_FINISHED} RETURNING id", (job_id,)
+        def op(conn: sqlite3.Connection) -> bool:
+            rows = fetchall(
+                conn, f"DELETE FROM jobs WHERE id = ? AND {_FINISHED} RETURNING id", (job_id,)
             )
             return bool(list(rows))
 
@@ -628,12 +651,12 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         return str(rows[0][0]) if rows else None
 
     async def set_meta_if_absent(self, key: str, value: str) -> str:
-        async def op(conn: aiosqlite.Connection) -> str:
-            await conn.execute(
+        def op(conn: sqlite3.Connection) -> str:
+            conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
                 (key, value),
             )
-            rows = list(await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,)))
+            rows = list(fetchall(conn, "SELECT value FROM meta WHERE key = ?", (key,)))
             return str(rows[0][0])
 
         return await self._write(op)

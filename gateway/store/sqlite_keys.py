@@ -7,12 +7,12 @@ buckets stay in that process (``gateway/ratelimit.py``); only the keys' own limi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiosqlite
-
 from gateway.store.base import KEY_UPDATABLE, ApiKeyRecord, JobStore
+from gateway.store.sqlite_sync import fetchall
 
 T = TypeVar("T")
 
@@ -26,7 +26,7 @@ COLUMNS = (
 class SQLiteKeys(JobStore):
     if TYPE_CHECKING:  # provided by SQLiteJobStore
 
-        async def _write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T: ...
+        async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
         async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
 
@@ -45,10 +45,8 @@ class SQLiteKeys(JobStore):
             r.max_active_jobs,
         )
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
-                f"INSERT INTO api_keys ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", values
-            )
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(f"INSERT INTO api_keys ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
 
         await self._write(op)
 
@@ -65,8 +63,8 @@ class SQLiteKeys(JobStore):
         return [ApiKeyRecord(*r) for r in rows]
 
     async def revoke_key(self, key_id: str, now: float) -> bool:
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (now, key_id),
             )
@@ -84,9 +82,10 @@ class SQLiteKeys(JobStore):
         names = sorted(changes)
         assignments = ", ".join(f"{name} = ?" for name in names)
 
-        async def op(conn: aiosqlite.Connection) -> ApiKeyRecord | None:
+        def op(conn: sqlite3.Connection) -> ApiKeyRecord | None:
             rows = list(
-                await conn.execute_fetchall(
+                fetchall(
+                    conn,
                     f"UPDATE api_keys SET {assignments} WHERE id = ? AND revoked_at IS NULL "
                     f"RETURNING {COLUMNS}",
                     (*(changes[n] for n in names), key_id),

@@ -6,13 +6,13 @@ through its reader connection (``_read``).
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiosqlite
-
 from gateway.store.base import JobStore, WebhookDelivery, WebhookSecret
+from gateway.store.sqlite_sync import fetchall
 from gateway.webhook_signing import new_secret
 
 T = TypeVar("T")
@@ -42,15 +42,15 @@ def row_to_delivery(row: Any) -> WebhookDelivery:
 class SQLiteWebhooks(JobStore):
     if TYPE_CHECKING:  # provided by SQLiteJobStore
 
-        async def _write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T: ...
+        async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
         async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
 
     async def create_delivery(self, delivery: WebhookDelivery) -> bool:
         d = delivery
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 f"INSERT INTO webhook_deliveries ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 f"ON CONFLICT (job_id, event_key) DO NOTHING",
                 (
@@ -79,8 +79,9 @@ class SQLiteWebhooks(JobStore):
         if limit <= 0:
             return []
 
-        async def op(conn: aiosqlite.Connection) -> list[WebhookDelivery]:
-            rows = await conn.execute_fetchall(
+        def op(conn: sqlite3.Connection) -> list[WebhookDelivery]:
+            rows = fetchall(
+                conn,
                 f"UPDATE webhook_deliveries SET next_attempt_at = ? WHERE seq IN ("
                 f"SELECT seq FROM webhook_deliveries WHERE status = 'pending' "
                 f"AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) RETURNING {COLUMNS}",
@@ -105,8 +106,8 @@ class SQLiteWebhooks(JobStore):
     ) -> bool:
         delivered_at = now if status == "delivered" else None
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 "UPDATE webhook_deliveries SET status = ?, attempts = ?, last_status_code = ?, "
                 "last_error = ?, next_attempt_at = ?, delivered_at = ? "
                 "WHERE id = ? AND attempts = ? AND status = 'pending'",
@@ -139,8 +140,8 @@ class SQLiteWebhooks(JobStore):
         if limit <= 0:
             return 0
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute(
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
                 "DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM "
                 "webhook_deliveries WHERE created_at < ? AND status != 'pending' "
                 "ORDER BY created_at LIMIT ?)",
@@ -156,13 +157,13 @@ class SQLiteWebhooks(JobStore):
             return WebhookSecret(*rows[0])
         candidate, now = new_secret(), time.time()
 
-        async def op(conn: aiosqlite.Connection) -> WebhookSecret:
-            await conn.execute(
+        def op(conn: sqlite3.Connection) -> WebhookSecret:
+            conn.execute(
                 "INSERT INTO webhook_secrets (owner, secret, created_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (owner) DO NOTHING",
                 (owner, candidate, now),
             )
-            stored = list(await conn.execute_fetchall(_SECRET, (owner,)))
+            stored = list(fetchall(conn, _SECRET, (owner,)))
             return WebhookSecret(*stored[0])
 
         return await self._write(op)
@@ -170,8 +171,8 @@ class SQLiteWebhooks(JobStore):
     async def rotate_webhook_secret(self, owner: str) -> WebhookSecret:
         secret = WebhookSecret(owner, new_secret(), time.time())
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO webhook_secrets (owner, secret, created_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (owner) DO UPDATE SET secret = excluded.secret, "
                 "created_at = excluded.created_at",

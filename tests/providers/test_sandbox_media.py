@@ -106,6 +106,18 @@ def _frames(data: bytes) -> tuple[Image.Image, list[int]]:
     return image, durations
 
 
+def test_render_flat_is_one_deterministic_colour_of_the_requested_size() -> None:
+    png = media.render_flat("a lighthouse", seed=3, width=96, height=40)
+    image = Image.open(io.BytesIO(png))
+
+    assert image.format == "PNG" and image.size == (96, 40)
+    assert len(image.getcolors() or []) == 1  # one colour: a load test's cheap stand-in
+    assert media.render_flat("a lighthouse", seed=3, width=96, height=40) == png
+    assert media.render_flat("a lighthouse", seed=4, width=96, height=40) != png
+    with pytest.raises(ProviderInputError):
+        media.render_flat("x", seed=0, width=0, height=10)
+
+
 def test_render_video_is_an_animated_gif_of_the_requested_size_and_length() -> None:
     data = media.render_video("a red fox", seed=1, width=160, height=120, duration=2, fps=8)
     image, durations = _frames(data)

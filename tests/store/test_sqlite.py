@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -134,3 +135,27 @@ async def test_point_reads_see_each_committed_write_at_once(store: SQLiteJobStor
     assert (await stored(store, job.id)).status is Status.PROCESSING
     await store.finish(job.id, claimed.lease_token, Status.COMPLETED, result={"files": []})
     assert (await stored(store, job.id)).status is Status.COMPLETED
+
+
+async def test_a_failing_write_leaves_nothing_behind_and_its_batch_commits(
+    store: SQLiteJobStore,
+) -> None:
+    """Writes share a transaction (group commit); one that fails half-way is rolled back
+    alone: its first statement does not commit with the others of its batch."""
+    job = await insert(store)
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE jobs SET priority = 7 WHERE id = ?", (job.id,))
+        raise RuntimeError("second statement failed")
+
+    def other(conn: sqlite3.Connection) -> int:
+        return conn.execute("UPDATE jobs SET progress = 40 WHERE id = ?", (job.id,)).rowcount
+
+    failing = asyncio.ensure_future(store._write(half_then_fail))
+    fine = asyncio.ensure_future(store._write(other))  # queued behind it: the same batch
+    with pytest.raises(RuntimeError, match="second statement"):
+        await failing
+    assert await fine == 1
+
+    after = await stored(store, job.id)
+    assert after.priority == 0 and after.progress == 40

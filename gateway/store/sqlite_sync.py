@@ -1,0 +1,40 @@
+"""Plain (thread-bound) sqlite3 pieces of the embedded store: the writer's connection, the
+schema migrations it applies, and a fetch-all helper for the writer's operations."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger("backserv.store")
+
+
+def fetchall(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
+
+
+def connect_writer(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> None:
+    """Apply the migrations not applied yet (``PRAGMA user_version`` counts them)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        for number, script in enumerate(migrations[version:], start=version + 1):
+            log.info("applying schema migration %d", number)
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
