@@ -28,6 +28,7 @@ from gateway.api.job_events import JobEventsAPI
 from gateway.api.jobs import JobsAPI, render_job
 from gateway.api.keys import KeysAPI
 from gateway.api.models import ModelsAPI
+from gateway.api.openapi import OpenAPIDocument
 from gateway.api.request_id import RequestIdMiddleware
 from gateway.api.tasks import TasksAPI
 from gateway.api.webhook_secrets import WebhookSecretsAPI
@@ -235,6 +236,7 @@ def create_app(
             metrics_token=settings.metrics_token,
         ).routes(),
         *WebPages(catalog, availability, settings).routes(),
+        *OpenAPIDocument(settings, catalog).routes(),
     ]
     handlers: dict[Any, Any] = {
         GatewayError: gateway_error_handler,

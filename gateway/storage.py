@@ -70,7 +70,8 @@ class UrlSigner:
         return f"{self.base_url}/files/{job_id}/{name}?expires={expires}&sig={sig}"
 
     def verify(self, job_id: str, name: str, expires: int, sig: str) -> bool:
-        return hmac.compare_digest(self._sig(job_id, name, expires), sig)
+        # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
+        return hmac.compare_digest(self._sig(job_id, name, expires).encode(), sig.encode())
 
 
 class ResultStorage:

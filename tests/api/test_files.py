@@ -58,6 +58,14 @@ async def test_tampered_signature_is_forbidden(client: httpx.AsyncClient) -> Non
     assert_error(resp, 403, error_type="permission_error")
 
 
+async def test_signature_with_non_ascii_characters_is_forbidden_not_a_crash(
+    client: httpx.AsyncClient,
+) -> None:
+    # found by tests/api/test_schemathesis.py: compare_digest raised TypeError (a 500)
+    resp = await client.get(f"/files/job-{'0' * 24}/out.png?expires=9999999999&sig=%C2%80")
+    assert_error(resp, 403, error_type="permission_error")
+
+
 async def test_missing_signature_is_forbidden(client: httpx.AsyncClient) -> None:
     url = (await finished_job(client))["result"]["url"]
     job_id, name, expires, _sig = split(url)

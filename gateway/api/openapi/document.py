@@ -1,0 +1,98 @@
+"""``GET /openapi.json``: the gateway's OpenAPI 3.1 document, every face in one.
+
+The document is made from what this gateway runs: its catalog (the ``model`` fields list its
+models), its settings (``/metrics`` only when served, the Back.Serv task API without
+credentials under ``BACKSERV_SUBMIT_TASK_AUTH=none``) and the pydantic models the faces
+validate with. It is built on the first request and kept (bytes), since none of that changes
+while the process runs.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.openapi.backserv import backserv_paths
+from gateway.api.openapi.catalog import models_paths
+from gateway.api.openapi.components import Components, security_schemes
+from gateway.api.openapi.jobs import jobs_paths
+from gateway.api.openapi.keys import keys_paths
+from gateway.api.openapi.operations import operations_paths
+from gateway.api.openapi.tasks import tasks_paths
+from gateway.catalog import Catalog
+from gateway.settings import Settings
+
+PATH = "/openapi.json"
+DESCRIPTION = """\
+An asynchronous, OpenAI-style jobs gateway for generative media. Faces:
+
+- **Jobs API** (`/v1/jobs*`), **OpenAI images** (`/v1/images/generations`), **models**
+  (`/v1/models`), **webhook secrets** and **API keys** (`/v1/keys`, `admin` keys):
+  `Authorization: Bearer <API key>`, errors in OpenAI's envelope
+  `{"error": {"message", "type", "param", "code"}}`.
+- **Back.Serv task API** (`/submit_task`, `/query_task/{id}`, `/cancel_task/{id}`): the same
+  API keys, errors as `{"error", "message"}`.
+- **Tasks API** (`/api/v1/tasks`): HS256 JWT bearer tokens, errors as `{"detail": ...}`.
+- **Operations** (`/healthz`, `/readyz`, `/metrics`), result files and the web pages: no key.
+
+Every response carries `x-request-id`.
+"""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("backserv")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+        return "0.0.0"
+
+
+def build_document(settings: Settings, catalog: Catalog) -> dict[str, Any]:
+    c = Components()
+    c.error_schemas()
+    paths = {
+        **jobs_paths(c, catalog),
+        **models_paths(c),
+        **keys_paths(c),
+        **backserv_paths(c, keyed=settings.submit_task_auth == "key"),
+        **tasks_paths(c),
+        **operations_paths(
+            metrics=settings.metrics_enabled, metrics_token=bool(settings.metrics_token)
+        ),
+    }
+    schemes = security_schemes()
+    if settings.metrics_enabled and settings.metrics_token:
+        schemes["MetricsToken"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "BACKSERV_METRICS_TOKEN.",
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Back.Serv", "version": _version(), "description": DESCRIPTION},
+        "servers": [{"url": settings.base_url}],
+        "paths": paths,
+        "components": {"schemas": c.schemas, "securitySchemes": schemes},
+    }
+
+
+class OpenAPIDocument:
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self._body: bytes | None = None
+
+    def routes(self) -> list[Route]:
+        return [Route(PATH, self.serve, methods=["GET"])]
+
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = orjson.dumps(build_document(self.settings, self.catalog))
+        return self._body
+
+    async def serve(self, request: Request) -> Response:
+        return Response(self.body(), media_type="application/json")

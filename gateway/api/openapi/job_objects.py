@@ -1,0 +1,252 @@
+"""The Jobs API's objects in the document: the job (and what it holds), its SSE event, and
+the bodies of the requests that create jobs.
+
+Request bodies are built from the kinds' pydantic input models (``gateway/kinds.py``), and
+their ``model`` fields list this gateway's catalog, so the document describes the deployment
+that serves it. The job's fields are what ``gateway/api/jobs.py`` (``render_job``) writes.
+"""
+
+from __future__ import annotations
+
+from gateway.api.images import _IGNORED
+from gateway.api.jobs import PRIORITY_RANGE
+from gateway.api.openapi.components import (
+    ANY_OBJECT,
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    STRING,
+    UNIX_SECONDS,
+    Components,
+    Schema,
+    nullable,
+    obj,
+    ref,
+)
+from gateway.catalog import Catalog
+from gateway.jobs import Status
+from gateway.kinds import KINDS, ImageInput
+from gateway.webhooks.validate import EVENTS, MAX_URL_LENGTH
+
+#: one Server-Sent Event of GET /v1/jobs/{job_id}/events (keep-alive comments aside)
+EVENT = obj(
+    {
+        "event": {"enum": ["status", "progress", "completed", "failed", "cancelled"]},
+        "id": {**STRING, "pattern": "^[0-9]{20}$", "description": "Send as Last-Event-ID."},
+        "data": {
+            **STRING,
+            "contentMediaType": "application/json",
+            "contentSchema": ref("Job"),
+            "description": "The job, as GET /v1/jobs/{job_id} shows it.",
+        },
+    },
+    ("event", "id", "data"),
+)
+
+
+def webhook_fields() -> dict[str, Schema]:
+    return {
+        "webhook_url": {
+            **nullable({**STRING, "maxLength": MAX_URL_LENGTH}),
+            "description": "A public http(s) URL the gateway POSTs the job's events to.",
+        },
+        "webhook_events": {
+            **nullable({"type": "array", "items": {"enum": list(EVENTS)}, "minItems": 1}),
+            "description": "Which events to send (default ['completed']); needs webhook_url.",
+        },
+    }
+
+
+PRIORITY: Schema = {
+    **nullable({"type": "integer", "minimum": PRIORITY_RANGE[0], "maximum": PRIORITY_RANGE[1]}),
+    "default": 0,
+    "description": "Higher runs first.",
+}
+
+
+def model_ids(catalog: Catalog, kind: str | None = None) -> Schema:
+    ids = [m.id for m in catalog if kind is None or m.kind.name == kind]
+    return {**STRING, "enum": ids, "description": "A model of this gateway's catalog."}
+
+
+def job_schemas(c: Components) -> None:
+    error = c.add(
+        "JobError",
+        obj({"code": STRING, "message": STRING}, ("code", "message"), description="Why."),
+    )
+    c.add(
+        "JobAttempt",
+        obj(
+            {
+                "n": INTEGER,
+                "route": STRING,
+                "provider": STRING,
+                "request_id": nullable(STRING),
+                "started_at": nullable(NUMBER),
+                "ended_at": nullable(NUMBER),
+                "outcome": nullable(STRING),
+                "error": nullable(error),
+            },
+            ("n", "route", "provider", "request_id", "started_at", "ended_at", "outcome"),
+        ),
+    )
+    output = c.add(
+        "ResultFile",
+        obj(
+            {
+                "url": {**STRING, "description": "A signed, expiring /files URL."},
+                "content_type": STRING,
+                "width": nullable(INTEGER),
+                "height": nullable(INTEGER),
+            },
+            ("url", "content_type", "width", "height"),
+        ),
+    )
+    files = {"type": "array", "items": output}
+    c.add(
+        "JobResult",
+        obj(
+            {
+                "url": STRING,
+                "content_type": STRING,
+                "width": nullable(INTEGER),
+                "height": nullable(INTEGER),
+                "seed": nullable(INTEGER),
+                "duration": nullable(NUMBER),
+                "fps": nullable(NUMBER),
+                "expires_at": UNIX_SECONDS,
+                "expired": {**BOOLEAN, "description": "Retention deleted the files."},
+                "images": files,
+                "videos": files,
+            },
+            ("expires_at",),
+            description="The first output's fields, and every output under images/videos.",
+        ),
+    )
+    delivery = obj(
+        {
+            "id": STRING,
+            "event": STRING,
+            "status": {"enum": ["pending", "delivered", "failed"]},
+            "attempts": INTEGER,
+            "last_status_code": nullable(INTEGER),
+            "last_error": nullable(STRING),
+            "delivered_at": nullable(INTEGER),
+            "next_attempt_at": nullable(INTEGER),
+        },
+        ("id", "event", "status", "attempts"),
+    )
+    c.add(
+        "JobWebhook",
+        obj(
+            {
+                "url": STRING,
+                "events": {"type": "array", "items": {"enum": list(EVENTS)}},
+                "deliveries": {"type": "array", "items": delivery},
+            },
+            ("url", "events", "deliveries"),
+        ),
+    )
+    c.add(
+        "Job",
+        obj(
+            {
+                "id": STRING,
+                "object": {"const": "job"},
+                "status": {"enum": [s.value for s in Status]},
+                "model": STRING,
+                "kind": {"enum": list(KINDS)},
+                "created_at": UNIX_SECONDS,
+                "started_at": nullable(UNIX_SECONDS),
+                "completed_at": nullable(UNIX_SECONDS),
+                "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+                "queue_position": nullable(INTEGER),
+                "priority": INTEGER,
+                "input": {**ANY_OBJECT, "description": "The input, defaults filled in."},
+                "provider": nullable(STRING),
+                "retry_count": INTEGER,
+                "fallback_used": BOOLEAN,
+                "attempts": {"type": "array", "items": ref("JobAttempt")},
+                "result": nullable(ref("JobResult")),
+                "error": ref("JobError"),
+                "webhook": ref("JobWebhook"),
+            },
+            (
+                "id",
+                "object",
+                "status",
+                "model",
+                "kind",
+                "created_at",
+                "started_at",
+                "completed_at",
+                "progress",
+                "queue_position",
+                "priority",
+                "input",
+                "provider",
+                "retry_count",
+                "fallback_used",
+                "attempts",
+            ),
+            description="A job; 'result' when COMPLETED, 'error' when FAILED, 'webhook' "
+            "(in GET /v1/jobs/{id}) when it was created with one.",
+        ),
+    )
+    c.add(
+        "JobList",
+        obj(
+            {
+                "object": {"const": "list"},
+                "jobs": {"type": "array", "items": ref("Job")},
+                "has_more": BOOLEAN,
+                "first_id": nullable(STRING),
+                "last_id": nullable(STRING),
+            },
+            ("object", "jobs", "has_more", "first_id", "last_id"),
+        ),
+    )
+
+
+def image_job_body(c: Components, catalog: Catalog) -> Schema:
+    props = c.properties_of(ImageInput)
+    props.update(model=model_ids(catalog, "image"), priority=PRIORITY, **webhook_fields())
+    return c.add(
+        "ImageJobRequest",
+        obj(props, ("model", "prompt"), additional=False, description="An image job."),
+    )
+
+
+def job_body(c: Components, catalog: Catalog) -> Schema:
+    inputs = [c.model(kind.input_model) for kind in KINDS.values()]
+    props = {
+        "model": model_ids(catalog),
+        "input": {"anyOf": inputs, "description": "The input of the model's kind."},
+        "priority": PRIORITY,
+        **webhook_fields(),
+    }
+    return c.add(
+        "JobRequest", obj(props, ("model", "input"), additional=False, description="Any job.")
+    )
+
+
+def images_body(c: Components, catalog: Catalog) -> Schema:
+    extras = c.properties_of(ImageInput)
+    props: dict[str, Schema] = {
+        "model": model_ids(catalog, "image"),
+        "prompt": extras.pop("prompt"),
+        "n": {**nullable({"type": "integer", "minimum": 1, "maximum": 10}), "default": 1},
+        "size": {
+            **nullable({**STRING, "pattern": r"^(auto|\d{2,5}x\d{2,5})$"}),
+            "description": "'WIDTHxHEIGHT' or 'auto'.",
+        },
+        "response_format": nullable({"enum": ["url", "b64_json"]}),
+        "user": nullable(STRING),
+        **{name: prop for name, prop in extras.items() if name != "num_images"},
+        **{name: {"description": "Accepted and ignored."} for name in sorted(_IGNORED)},
+        **webhook_fields(),
+    }
+    return c.add(
+        "ImageGenerationRequest",
+        obj(props, ("model", "prompt"), additional=False, description="OpenAI's request."),
+    )

@@ -1,0 +1,188 @@
+"""The document's keyless routes: probes, metrics, result files, the web pages and the
+document itself (``gateway/api/health.py``, ``files.py``, ``gateway/web/``)."""
+
+from __future__ import annotations
+
+from gateway.api.openapi.components import (
+    ANY_OBJECT,
+    BOOLEAN,
+    STRING,
+    Schema,
+    answer,
+    errors,
+    header,
+    obj,
+)
+
+HTML = "text/html"
+_FILE: Schema = {"type": "string", "format": "binary"}
+_CHECKS = ("database", "scheduler", "providers")
+
+
+def _readiness() -> Schema:
+    route = obj({"model": STRING, "route": STRING, "reason": STRING}, ("model", "route", "reason"))
+    return obj(
+        {
+            "status": {"enum": ["ready", "not_ready"]},
+            "checks": obj(
+                {
+                    **{name: BOOLEAN for name in _CHECKS},
+                    "database_error": {**STRING, "description": "The error's class name."},
+                },
+                _CHECKS,
+            ),
+            "failed": {"type": "array", "items": {"enum": list(_CHECKS)}},
+            "providers": obj(
+                {
+                    "routes_unavailable": {"type": "array", "items": route},
+                    "models_unavailable": {"type": "array", "items": STRING},
+                },
+                ("routes_unavailable", "models_unavailable"),
+                description="Routes and models that cannot run: a warning, not a failure "
+                "(unless no model can run).",
+            ),
+        },
+        ("status", "checks", "failed", "providers"),
+    )
+
+
+def _page(op_id: str, summary: str, **extra: object) -> Schema:
+    return {
+        "get": {
+            "tags": ["Web pages"],
+            "operationId": op_id,
+            "summary": summary,
+            "security": [],
+            **extra,
+            "responses": {"200": answer("The page.", STRING, media=HTML)},
+        }
+    }
+
+
+def operations_paths(*, metrics: bool, metrics_token: bool) -> dict[str, Schema]:
+    """``metrics``: /metrics is served; ``metrics_token``: it asks for that bearer token."""
+    keyless = {"security": [], "tags": ["Operations"]}
+    readiness = _readiness()
+    paths: dict[str, Schema] = {
+        "/healthz": {
+            "get": {
+                **keyless,
+                "operationId": "healthz",
+                "summary": "Liveness: the process serves requests",
+                "responses": {
+                    "200": answer("Alive.", obj({"status": {"const": "ok"}}, ("status",)))
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                **keyless,
+                "operationId": "readyz",
+                "summary": "Readiness: database, scheduler, at least one runnable model",
+                "responses": {
+                    "200": answer("Ready.", readiness),
+                    "503": answer("Not ready: 'failed' names the checks.", readiness),
+                },
+            }
+        },
+        "/files/{job_id}/{name}": {
+            "get": {
+                **keyless,
+                "tags": ["Jobs API"],
+                "operationId": "getResultFile",
+                "summary": "A result file, by the signed URL in the job's result",
+                "parameters": [
+                    {"name": "job_id", "in": "path", "required": True, "schema": STRING},
+                    {"name": "name", "in": "path", "required": True, "schema": STRING},
+                    {
+                        "name": "expires",
+                        "in": "query",
+                        "required": True,
+                        "schema": {**STRING, "pattern": "^[0-9]+$"},
+                        "description": "Unix time the URL stops working.",
+                    },
+                    {"name": "sig", "in": "query", "required": True, "schema": STRING},
+                ],
+                "responses": {
+                    "200": answer("The file.", _FILE, media="*/*"),
+                    **errors(
+                        "openai",
+                        403,
+                        404,
+                        410,
+                        notes={
+                            403: "The URL is not signed, or its signature is wrong.",
+                            410: "The URL has expired, or retention deleted the file.",
+                        },
+                    ),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                **keyless,
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {"200": answer("The OpenAPI document.", ANY_OBJECT)},
+            }
+        },
+        "/": _page(
+            "catalogPage",
+            "The catalog browser",
+            parameters=[
+                {"name": name, "in": "query", "schema": STRING}
+                for name in ("q", "kind", "provider")
+            ],
+        ),
+        "/models/{model_id}": {
+            "get": {
+                **_page("modelPage", "A model's page, with examples")["get"],
+                "parameters": [
+                    {"name": "model_id", "in": "path", "required": True, "schema": STRING}
+                ],
+                "responses": {
+                    "200": answer("The page.", STRING, media=HTML),
+                    "404": answer("No such model: a page that says so.", STRING, media=HTML),
+                },
+            }
+        },
+        "/playground": _page("playgroundPage", "The playground"),
+        "/jobs": _page("jobsPage", "The key's recent jobs (the page asks for the key)"),
+        "/static/{path}": {
+            "get": {
+                "tags": ["Web pages"],
+                "operationId": "staticAsset",
+                "summary": "The pages' scripts, styles and images",
+                "security": [],
+                "parameters": [{"name": "path", "in": "path", "required": True, "schema": STRING}],
+                "responses": {
+                    "200": answer("The file.", _FILE, media="*/*"),
+                    **errors("openai", 404),
+                },
+            }
+        },
+    }
+    if metrics:
+        text = {"type": "string"}
+        media = {
+            "text/plain": {"schema": text},
+            "application/openmetrics-text": {"schema": text},
+        }
+        responses: Schema = {"200": {"description": "The metrics.", "content": media}}
+        if metrics_token:
+            responses["401"] = answer(
+                "Missing or wrong token.",
+                text,
+                media="text/plain",
+                headers={"WWW-Authenticate": header("'Bearer'.")},
+            )
+        paths["/metrics"] = {
+            "get": {
+                "tags": ["Operations"],
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (OpenMetrics when asked for)",
+                "security": [{"MetricsToken": []}] if metrics_token else [],
+                "responses": responses,
+            }
+        }
+    return paths
