@@ -155,7 +155,9 @@ def parse_catalog(
                     f"(known: {', '.join(sorted(known))})."
                 )
             spec = RouteSpec(r.provider, r.target, r.options, r.input_map, r.constants)
-            problem = validate_route_mapping(spec)
+            fields = kind.input_model.model_fields
+            open_kind = kind.input_model.model_config.get("extra") == "allow"  # fal_app
+            problem = validate_route_mapping(spec, None if open_kind else fields)
             if problem is not None:
                 raise ConfigError(f"{where}: field 'routes[{i}].{problem[0]}': {problem[1]}.")
             routes.append(spec)
@@ -193,12 +195,14 @@ def _check_fields(where: str, kind: Kind, entry: _ModelEntry) -> None:
             )
     for key, bound in entry.limits.items():
         rule, _, name = key.partition("_")
-        value = entry.defaults.get(name)
+        # without a model default the kind's applies, and a job must not run beyond the limit
+        value = entry.defaults.get(name, fields[name].default)
         if isinstance(value, int | float) and (
             (rule == "max" and value > bound) or (rule == "min" and value < bound)
         ):
+            whose = "the default" if name in entry.defaults else f"the {kind.name} kind's default"
             raise ConfigError(
-                f"{where}: field 'defaults.{name}': the default {value} is outside the "
+                f"{where}: field 'defaults.{name}': {whose} {value} is outside the "
                 f"model's own limit {key} = {bound}."
             )
     if entry.defaults:

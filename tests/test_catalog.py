@@ -77,7 +77,7 @@ def test_valid_catalog_resolves_models_with_their_routes(tmp_path: Path) -> None
     path = write(
         tmp_path,
         model(
-            'kind = "image"\ndefaults = { steps = 12 }\nlimits = { max_width = 512 }',
+            'kind = "image"\ndefaults = { steps = 12, width = 512 }\nlimits = { max_width = 512 }',
             routes=ROUTE + '[[models.routes]]\nprovider = "fal"\ntarget = "fal-ai/flux"\n'
             'input_map = { prompt = "text" }\n',
         ),
@@ -88,7 +88,7 @@ def test_valid_catalog_resolves_models_with_their_routes(tmp_path: Path) -> None
     assert m.lane == "sandbox"
     assert [r.name for r in m.routes] == ["sandbox:image", "fal:fal-ai/flux"]
     assert m.routes[1].input_map == {"prompt": "text"}
-    assert m.defaults == {"steps": 12}
+    assert m.defaults == {"steps": 12, "width": 512}
     assert m.limits == {"max_width": 512}
     assert m.owned_by == "sandbox"
     assert m.created > 0
@@ -172,6 +172,22 @@ def test_default_outside_the_models_own_limits_is_rejected(tmp_path: Path) -> No
         model('kind = "image"\ndefaults = { width = 2048 }\nlimits = { max_width = 1024 }'),
     )
     assert_names(config_error(path), path, "my-model", "defaults.width")
+
+
+def test_a_limit_that_excludes_the_kinds_default_needs_a_model_default(tmp_path: Path) -> None:
+    """Else a request that leaves the field out would run at the kind's default (an image of
+    1024 pixels wide), beyond the limit the operator set for this model."""
+    path = write(tmp_path, model('kind = "image"\nlimits = { max_width = 512 }'))
+    message = config_error(path)
+    assert_names(message, path, "my-model", "defaults.width")
+    assert "1024" in message and "max_width" in message
+    fixed = write(
+        tmp_path, model('kind = "image"\ndefaults = { width = 512 }\nlimits = { max_width = 512 }')
+    )
+    assert (
+        load_catalog(fixed, PROVIDERS).get("my-model").validate_input({"prompt": "x"})["width"]
+        == 512
+    )
 
 
 def test_unknown_defaults_field_is_named(tmp_path: Path) -> None:
