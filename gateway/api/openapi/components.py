@@ -235,7 +235,6 @@ _STATUS = {
     415: "The request body is not JSON.",
     422: "The request cannot be processed as sent.",
     429: "Over a rate limit or the cap on active jobs; retry after Retry-After seconds.",
-    501: "Allowed by the API, not supported by this gateway yet; nothing was changed.",
     502: "The job failed upstream; its id is in the error.",
     503: "Temporarily unable: the store is closing, or no route of the model can run.",
     504: "The job is still running after the wait; its id is in the error.",

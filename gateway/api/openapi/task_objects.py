@@ -224,8 +224,9 @@ def task_schemas(c: Components) -> None:
         props = {f: writable.get(f) or READ_ONLY[f] for f in sorted(fields)}
         description = (
             f"{what} Fields sent as null or as the task shows them change nothing; 'status' "
-            "may only become CANCELLED (a cancel), 'priority' changes while PENDING, 'config' "
-            "is stored; changing any other field is a 422 (the gateway's own) or a 501."
+            "may only become CANCELLED (a cancel), 'priority', 'fal_app_id' and "
+            "'fal_parameters' change while PENDING (else 409), 'config' is stored; changing any "
+            "other field is a 422 (the gateway's own)."
         )
         c.add(name, obj(props, additional=False, description=description))
 

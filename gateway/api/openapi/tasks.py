@@ -99,7 +99,7 @@ def tasks_paths(c: Components) -> dict[str, Schema]:
         "X-Tasks-Scan-Truncated": header("'true' when the scan stopped before the page filled.")
     }
     create = (400, 403, 409, 413, 415, 422, 429)
-    update = (404, 409, 413, 415, 422, 501)
+    update = (403, 404, 409, 413, 415, 422, 503)
     change = (404, 409, 422)
     path = (404, 422)
 
