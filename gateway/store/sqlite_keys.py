@@ -1,7 +1,8 @@
 """The API-key methods of the SQLite store: keys (by hash, by id), revocation, limits.
 
 A mixin of ``SQLiteJobStore``: writes go through its group-committing ``_write``, reads
-through its reader connection (``_read``). SQLite serves one process, so per-key rate-limit
+through its reader connection (``_read``), a key by hash (every request) as a point read on
+the loop (``_point_read``). SQLite serves one process, so per-key rate-limit
 buckets stay in that process (``gateway/ratelimit.py``); only the keys' own limits are here.
 """
 
@@ -30,6 +31,8 @@ class SQLiteKeys(JobStore):
 
         async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
 
+        async def _point_read(self, sql: str, params: tuple[Any, ...]) -> list[Any]: ...
+
     async def create_key(self, record: ApiKeyRecord) -> None:
         r = record
         values = (
@@ -51,7 +54,10 @@ class SQLiteKeys(JobStore):
         await self._write(op)
 
     async def find_key(self, key_hash: str) -> ApiKeyRecord | None:
-        rows = await self._read(f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
+        # every request with a stored key: a point read, on the loop (see sqlite.py)
+        rows = await self._point_read(
+            f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)
+        )
         return ApiKeyRecord(*rows[0]) if rows else None
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None:
