@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.profiles import finish_recording, start_recording
 from bench.servers import AUTH, JOB, ROOT, BenchError, gateways
 from bench.store_reads import job_counter, until_finished
 
@@ -105,13 +106,22 @@ def bench_e2e(
     timeout: float,
     *,
     replicas: int = 1,
+    profile: list[str] | None = None,
+    profile_seconds: float = 10.0,
 ) -> E2E:
     """The gateway side of target 3, on the database ``env`` names (SQLite in ``workdir``
-    when it names none); the database must hold no other jobs."""
+    when it names none); the database must hold no other jobs. With ``profile``, py-spy
+    records the (first) gateway for ``profile_seconds`` from the first submit, and its top
+    costs are appended to it."""
     with gateways(workdir, env, replicas) as gws:
         database_url = env.get("BACKSERV_DATABASE_URL", f"sqlite:///{workdir / 'backserv.db'}")
         urls = [gw.url for gw in gws]
-        return asyncio.run(_run(urls, database_url, jobs, concurrency, timeout))
+        out = workdir / "e2e-profile.txt"
+        spy = None if profile is None else start_recording(gws[0].pid, profile_seconds, out)
+        result = asyncio.run(_run(urls, database_url, jobs, concurrency, timeout))
+        if profile is not None:
+            profile += finish_recording(spy, out)
+        return result
 
 
 def bench_celery(workdir: Path, jobs: int, timeout: float) -> E2E | str:

@@ -8,6 +8,7 @@ split the same way (one wrk per server), so the ratio still compares like with l
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,6 +75,15 @@ def alternate(
     return fig
 
 
+def warm_up(load: Load, gws: list[str], bares: list[str], path_get: str, script: Path) -> None:
+    """One second of each load on each side, not counted: connection pools, caches and the
+    code paths are warm before the first round (the first one was visibly colder)."""
+    short = dataclasses.replace(load, duration=1.0)
+    for urls in (gws, bares):
+        short.run_many([u + POST_PATH for u in urls], script)
+        short.run_many([u + path_get for u in urls])
+
+
 def bench_http(
     workdir: Path,
     load: Load,
@@ -100,6 +110,7 @@ def bench_http(
             got = resp.content
         script = lua_post_script(workdir / "post.lua", JOB)
         with bare_apps(workdir, replicas, len(first.content), len(got)) as bares:
+            warm_up(load, [g.url for g in gws], [b.url for b in bares], path_get, script)
             post = alternate(
                 Figure("POST /v1/jobs/images", "≥ 0.8x the bare app", threshold=0.8),
                 rounds,

@@ -29,7 +29,13 @@ from bench.emulator import FAL_JOB, Emulator, fal_rig, submits_by_job
 from bench.rawhttp import Pool
 from bench.servers import AUTH, BenchError, say
 from bench.stats import ms, percentile, verdict
-from bench.store_reads import job_counter, sqlite_job_times, until_finished
+from bench.store_reads import (
+    health_text,
+    job_counter,
+    sqlite_job_times,
+    sqlite_run_health,
+    until_finished,
+)
 
 P50_LIMIT_MS, P99_LIMIT_MS = 5.0, 50.0
 
@@ -49,6 +55,7 @@ class Latency:
     before_ms: list[float] = field(default_factory=list)  # client -> created_at
     queue_ms: list[float] = field(default_factory=list)  # created_at -> attempt opened
     call_ms: list[float] = field(default_factory=list)  # attempt opened -> provider received
+    health: str = ""
 
     def lines(self) -> list[str]:
         samples = self.total_ms + [math.inf] * self.missing
@@ -82,8 +89,10 @@ class Latency:
         split = "; ".join(
             f"{name} p50 {ms(percentile(v, 50))}, p99 {ms(percentile(v, 99))}" for name, v in parts
         )
+        health = [f"   - Under this load: {self.health}"] if self.health else []
         return [
             line,
+            *health,
             f"   - Where the time goes, from the jobs' records in the SQLite file: {split}. "
             f"Each run takes {self.latency:g} s at the emulator, so about "
             f"{self.rate * self.latency:,.0f} jobs are being polled meanwhile.",
@@ -181,6 +190,7 @@ def bench_latency(
         received = asyncio.run(_drive(gw.url, database_url, emulator, result, timeout))
         say(f"  latency: matching {len(result.sent):,} jobs to the emulator's log")
         _match(result, received, database_url)
+        result.health = health_text(*sqlite_run_health(database_url))
     if not result.sent:
         raise BenchError(f"latency: no submit succeeded: {result.failures[:3]}")
     return result

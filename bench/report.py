@@ -62,7 +62,8 @@ SETUP = """## Setup
   `BACKSERV_LOG_LEVEL=warning`. Every 202 is answered after the job is committed.
 - **Targets 1 and 2** run with `BACKSERV_PROVIDER_CONCURRENCY='{{"sandbox": 0}}'`: the
   scheduler claims nothing, so the figure is the submit path alone (auth, validation, durable
-  insert) and the jobs stay QUEUED; the GET reads one pre-created job.
+  insert) and the jobs stay QUEUED; the GET reads one pre-created job. Before the first
+  round, one uncounted second of each load warms each side up.
 - **Bare app** (`bench/bare_app.py`): Starlette on the same uvicorn options; POST parses the
   same JSON and answers 202 with a body of the gateway's size; GET answers 200 with a body of
   the gateway's size. No auth, no store: the physical limit of this stack.

@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--duration", type=float, default=5.0, help="seconds per wrk run")
     add("--connections", type=int, default=64)
     add("--threads", type=int, default=2)
-    add("--jobs", type=int, default=5_000, help="target 3's job count")
+    add("--jobs", type=int, default=4_000, help="target 3's job count")
     add("--e2e-concurrency", type=int, default=64)
     add("--no-e2e", action="store_true", help="the same as leaving e2e out of --only")
     add("--no-celery", action="store_true")
@@ -54,15 +54,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--scale-jobs", type=int, default=10_000)
     add("--scale-latency", type=float, default=5.0, help="seconds a run takes at the emulator")
     add("--scale-concurrency", type=int, default=64)
-    add("--scale-limit", type=float, default=150.0, help="most seconds for target 4's run")
+    add("--scale-limit", type=float, default=120.0, help="most seconds for target 4's run")
     add("--latency-rate", type=float, default=500.0, help="target 5's submits per second")
     add("--latency-seconds", type=float, default=6.0)
     add("--latency-run", type=float, default=5.0, help="seconds a run takes at the emulator")
-    add("--latency-wait", type=float, default=60.0, help="most seconds to wait for a submit")
+    add("--latency-wait", type=float, default=30.0, help="most seconds to wait for a submit")
     add("--postgres-url", default=DEFAULT_PG, help="a server where databases may be created")
     add("--pg-rounds", type=int, default=2)
     add("--pg-duration", type=float, default=3.0)
-    add("--pg-jobs", type=int, default=2_000)
+    add("--pg-jobs", type=int, default=1_500)
     add("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     add("--no-install", action="store_true", help="never apt-get install wrk")
     add("--workdir", type=Path, help="keep the servers' logs and databases here (not deleted)")
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.scale_jobs, args.scale_latency, args.scale_concurrency = 50, 0.5, 8
         args.scale_limit = 60.0
         args.latency_rate, args.latency_seconds, args.latency_run = 50.0, 1.0, 0.5
-        args.latency_wait = 60.0
+        args.latency_wait = 30.0
         args.pg_rounds, args.pg_duration, args.pg_jobs = 1, 1.0, 50
     return args
 
@@ -99,7 +99,18 @@ def run_parts(args: argparse.Namespace, load: Load, workdir: Path) -> tuple[list
         figures.append("1, 2. Submit and poll throughput: not run (`--only`).")
     if "e2e" in args.parts:
         say(f"target 3: {args.jobs} jobs end to end")
-        e2e = bench_e2e(workdir / "e2e", gateway_env(), args.jobs, args.e2e_concurrency, 600)
+        e2e_profile: list[str] | None = None if profiles is None else []
+        e2e = bench_e2e(
+            workdir / "e2e",
+            gateway_env(),
+            args.jobs,
+            args.e2e_concurrency,
+            600,
+            profile=e2e_profile,
+        )
+        if profiles is not None and e2e_profile is not None:
+            profiles.append("- Target 3's run (jobs to `sandbox-image-fast`), its first 10 s:")
+            profiles += e2e_profile
         line = e2e.line("3. End to end, ", args.jobs)
         cel = "not run (`--no-celery`)" if args.no_celery else None
         if cel is None:

@@ -29,7 +29,7 @@ from bench.profiles import finish_recording, start_recording
 from bench.rawhttp import Pool
 from bench.servers import AUTH, BenchError, cpu_seconds, memory_kb, say
 from bench.stats import ms, peak_overlap, percentile, verdict
-from bench.store_reads import Counts, job_counter, unfinished
+from bench.store_reads import Counts, health_text, job_counter, sqlite_run_health, unfinished
 
 LOG_LIMIT = 100_000  # the emulator keeps this many requests
 RSS_LIMIT_MB, LAG_LIMIT_MS, GET_LIMIT_MS = 300, 50, 50
@@ -56,6 +56,8 @@ class Scale:
     probe_errors: int = 0
     probe_error: str = ""
     polls: Counter[str] = field(default_factory=Counter)  # status polls per provider request
+    done_requests: set[str] = field(default_factory=set)  # provider requests read to the end
+    health: str = ""
     results: int = 0  # result GETs
     accepted: int = 0  # submits the emulator accepted
     log_truncated: bool = False
@@ -75,8 +77,9 @@ class Scale:
     def lines(self) -> list[str]:
         all_done = self.completed == self.jobs and not self.failures and self.finished
         lag99, get99 = percentile(self.lag_ms, 99), percentile(self.get_ms, 99)
-        polls = sum(self.polls.values()) / max(1, self.accepted)
-        most = max(self.polls.values(), default=0)
+        read = [self.polls[r] for r in self.done_requests]
+        polls = sum(read) / max(1, len(read))
+        most = max(read, default=0)
         sent = len(self.ids) + len(self.failures)
         head = (
             f"4. Scale: {self.jobs:,} jobs to `bench-fal` (fal emulator, {self.latency:g} s "
@@ -133,10 +136,14 @@ class Scale:
         trunc = " (the log overflowed: at least)" if self.log_truncated else ""
         out.append(
             f"   - Provider status polls per job{trunc}: **{polls:.1f}** on average, at most "
-            f"{most} for one job, plus {self.results / max(1, self.accepted):.2f} result GETs "
-            f"per job ({self.accepted:,} submits accepted by the emulator). CPU time: "
-            f"gateway {self.cpu_gateway:.0f} s, emulator {self.cpu_emulator:.0f} s."
+            f"{most}, over the {len(read):,} provider requests whose result was read (of "
+            f"{self.accepted:,} submits the emulator accepted; "
+            f"{sum(self.polls.values()):,} status polls and {self.results:,} result GETs in "
+            f"all). CPU time: gateway {self.cpu_gateway:.0f} s, emulator "
+            f"{self.cpu_emulator:.0f} s."
         )
+        if self.health:
+            out.append(f"   - Under this load: {self.health}")
         return out
 
     def _worst_at(self) -> str:
@@ -249,5 +256,8 @@ def bench_scale(
     result.accepted = len(submits)
     result.peak_provider = peak_overlap([e["time"] for e in submits.values()], latency)
     result.polls = Counter(e["request_id"] for e in entries if e["route"] == "status")
-    result.results = sum(1 for e in entries if e["route"] == "result")
+    results = [e for e in entries if e["route"] == "result"]
+    result.results = len(results)
+    result.done_requests = {e["request_id"] for e in results if e["status"] == 200}
+    result.health = health_text(*sqlite_run_health(database_url))
     return result

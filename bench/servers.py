@@ -98,13 +98,14 @@ def gateways(workdir: Path, env: dict[str, str], count: int = 1) -> Iterator[lis
 
 
 def stop(server: Server) -> None:
-    """SIGTERM, and SIGKILL if it is not gone in 30 s (a gateway hands back what it runs)."""
+    """SIGTERM, and SIGKILL if it is not gone in 20 s (a gateway hands back what it runs,
+    which an overloaded one may not manage in time: the harness has its figures by then)."""
     if server.process.poll() is not None:
         return
     try:
-        server.stop(timeout=30)
+        server.stop(timeout=20)
     except subprocess.TimeoutExpired:
-        say(f"the gateway on port {server.port} did not stop in 30 s; killing it")
+        say(f"the gateway on port {server.port} did not stop in 20 s; killing it")
         server.kill()
 
 

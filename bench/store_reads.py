@@ -92,3 +92,31 @@ def sqlite_job_times(database_url: str) -> dict[str, tuple[float, float | None]]
         started = log[0].get("started_at") if log else None
         times[str(job_id)] = (float(created), None if started is None else float(started))
     return times
+
+
+def sqlite_run_health(database_url: str) -> tuple[int, dict[str, int]]:
+    """How many jobs were claimed more than once (a lease that ran out, so the job was
+    handed back and claimed again), and the failed attempts by error code."""
+    path = sqlite_path(database_url)
+    [(reclaimed,)] = _sqlite_query(path, "SELECT count(*) FROM jobs WHERE lease_token > 1")
+    rows = _sqlite_query(
+        path,
+        "SELECT json_extract(a.value, '$.error.code'), count(*) FROM jobs, "
+        "json_each(jobs.attempts) AS a WHERE json_extract(a.value, '$.outcome') = 'failed' "
+        "GROUP BY 1",
+    )
+    return int(reclaimed or 0), {str(code): int(n) for code, n in rows}
+
+
+def health_text(reclaimed: int, failed: dict[str, int]) -> str:
+    """The run's health as one sentence for RESULTS.md ("" when all was well)."""
+    parts = []
+    if reclaimed:
+        parts.append(
+            f"{reclaimed:,} jobs were claimed again after their lease ran out (a blocked loop "
+            "cannot renew leases)"
+        )
+    if failed:
+        listed = ", ".join(f"{n:,} `{code}`" for code, n in sorted(failed.items()))
+        parts.append(f"provider attempts failed: {listed}")
+    return ("; ".join(parts) + ".") if parts else ""

@@ -126,7 +126,7 @@ def test_bench_smoke_scale_reports_memory_lag_get_latency_and_polls(tmp_path: Pa
         assert "**met**" in line or "**not met**" in line
     polls = _line(text, "- Provider status polls per job")
     assert re.search(r"\*\*\d+\.\d\*\*", polls), polls
-    assert "(50 submits accepted" in polls, polls
+    assert "over the 50 provider requests whose result was read (of 50 submits" in polls, polls
 
 
 @pytest.mark.timeout(180)
