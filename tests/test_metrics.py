@@ -163,7 +163,7 @@ async def test_counters_match_a_scripted_run(
     assert value(done, "backserv_inflight_jobs", provider="sandbox") == 0
     assert value(done, "backserv_queue_depth", provider="sandbox") == 0
     assert value(done, "backserv_jobs_processing", provider="sandbox") == 0
-    assert value(done, "backserv_provider_concurrency_limit", provider="sandbox") == 8
+    assert value(done, "backserv_provider_concurrency_limit", provider="sandbox") == 64
 
 
 async def test_inflight_gauge_counts_running_jobs(
