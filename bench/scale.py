@@ -134,9 +134,14 @@ class Scale:
             )
         )
         trunc = " (the log overflowed: at least)" if self.log_truncated else ""
+        figure = (
+            f"**{polls:.1f}** on average, at most {most}, over the {len(read):,} provider "
+            "requests whose result was read"
+            if read
+            else "**n/a**: no provider request was read to the end"
+        )
         out.append(
-            f"   - Provider status polls per job{trunc}: **{polls:.1f}** on average, at most "
-            f"{most}, over the {len(read):,} provider requests whose result was read (of "
+            f"   - Provider status polls per job{trunc}: {figure} (of "
             f"{self.accepted:,} submits the emulator accepted; "
             f"{sum(self.polls.values()):,} status polls and {self.results:,} result GETs in "
             f"all). CPU time: gateway {self.cpu_gateway:.0f} s, emulator "
