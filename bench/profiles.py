@@ -46,10 +46,22 @@ def top_costs(raw: str, n: int = 8) -> tuple[int, list[tuple[str, int]], list[tu
     return total, by, sorted(incl.items(), key=lambda kv: -kv[1])[:n]
 
 
+def find_py_spy(install: bool = True) -> str | None:
+    """py-spy on PATH or in this venv; if missing and allowed, pip-installed into the venv
+    (like Celery, it is the harness's tool, not a project dependency)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if Path(spy).exists() or not install:
+        return spy if Path(spy).exists() else None
+    print("py-spy is missing; pip-installing it into this venv", file=sys.stderr, flush=True)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "py-spy"], check=False, timeout=300)
+    return spy if Path(spy).exists() else None
+
+
 def start_recording(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
     """py-spy recording ``pid`` for ``seconds`` into ``out``; None without py-spy."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(spy).exists():
+    spy = find_py_spy()
+    if spy is None:
         return None
     cmd = [spy, "record", "--pid", str(pid), "--duration", f"{max(1, round(seconds))}"]
     cmd += ["--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"]
