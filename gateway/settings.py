@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     replicate_base_url: str = "https://api.replicate.com"
     provider_timeout_seconds: float = Field(30.0, gt=0)
     provider_poll_seconds: float = Field(2.0, gt=0)
+    #: HTTP calls (submits, status polls, results) in flight at once per hosted provider;
+    #: the rest wait their turn; a quarter of them are kept for submits (providers/gate.py)
+    provider_max_calls: int = Field(64, ge=2, le=1000)
 
     # the sandbox provider
     sandbox_latency: float = Field(0.5, ge=0)

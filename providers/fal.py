@@ -57,6 +57,7 @@ from providers.base import (
     StateKind,
 )
 from providers.fal_errors import SendTracker, http_error, translate_errors
+from providers.gate import DEFAULT_CALLS, CallGate
 from providers.mapping import map_input
 
 __all__ = ["FalProvider", "configure_queue_url", "progress_from_logs"]
@@ -116,7 +117,9 @@ class FalProvider(Provider):
         submit_timeout: float = 30.0,
         poll_timeout: float = 30.0,
         poll_interval: float = 1.0,
+        max_calls: int = DEFAULT_CALLS,
     ) -> None:
+        self._submit_gate, self._gate = CallGate.pair(max_calls, "fal")
         for label, value in (
             ("submit_timeout", submit_timeout),
             ("poll_timeout", poll_timeout),
@@ -149,7 +152,7 @@ class FalProvider(Provider):
         headers["X-Backserv-Job-Id"] = job_id  # lets an operator (and tests) match requests
         sent = SendTracker()
         with translate_errors("submit", sent):
-            async with asyncio.timeout(self._submit_timeout):
+            async with self._submit_gate(), asyncio.timeout(self._submit_timeout):
                 client = await self._http()
                 response = await client.post(
                     url,
@@ -169,7 +172,7 @@ class FalProvider(Provider):
     async def poll(self, route: RouteSpec, ref: ProviderRef) -> ProviderState:
         handle = await self._handle(route, ref)
         with translate_errors("status"):
-            async with asyncio.timeout(self._poll_timeout):
+            async with self._gate(), asyncio.timeout(self._poll_timeout):
                 status = await handle.status(with_logs=True)
         if isinstance(status, fal.Queued):
             position = status.position if isinstance(status.position, int) else None
@@ -193,7 +196,7 @@ class FalProvider(Provider):
         """PUT the cancel URL; a request already finished (400) or unknown (404) is fine."""
         handle = await self._handle(route, ref)
         with translate_errors("cancel"):
-            async with asyncio.timeout(self._poll_timeout):
+            async with self._gate(), asyncio.timeout(self._poll_timeout):
                 try:
                     await handle.cancel()
                 except fal.FalClientHTTPError as exc:
@@ -245,7 +248,7 @@ class FalProvider(Provider):
 
     async def _get_result(self, handle: fal.AsyncRequestHandle) -> httpx.Response:
         """One GET of the result (``handle.get()`` would poll the status again first)."""
-        async with asyncio.timeout(self._poll_timeout):
+        async with self._gate(), asyncio.timeout(self._poll_timeout):
             return await handle.client.get(handle.response_url, timeout=self._poll_timeout)
 
     async def _result(self, handle: fal.AsyncRequestHandle) -> ProviderState:

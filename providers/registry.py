@@ -32,12 +32,14 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             submit_timeout=settings.provider_timeout_seconds,
             poll_timeout=settings.provider_timeout_seconds,
             poll_interval=settings.provider_poll_seconds,
+            max_calls=settings.provider_max_calls,
         ),
         "replicate": ReplicateProvider(
             token=settings.replicate_api_token,
             base_url=settings.replicate_base_url,
             timeout=settings.provider_timeout_seconds,
             poll_interval=settings.provider_poll_seconds,
+            max_calls=settings.provider_max_calls,
         ),
         "local": LocalTorchProvider(
             models_dir=settings.local_models_dir,

@@ -50,6 +50,7 @@ from providers.base import (
     RouteSpec,
     StateKind,
 )
+from providers.gate import DEFAULT_CALLS, CallGate
 from providers.mapping import map_input
 
 __all__ = ["ReplicateProvider"]
@@ -90,6 +91,7 @@ class ReplicateProvider(Provider):
         token: str | None,
         base_url: str = "https://api.replicate.com",
         timeout: float = 30.0,
+        max_calls: int = DEFAULT_CALLS,
         poll_interval: float = 1.0,
     ) -> None:
         if urlsplit(base_url).scheme not in ("http", "https"):
@@ -98,6 +100,7 @@ class ReplicateProvider(Provider):
             raise ConfigError("replicate: 'timeout' must be more than 0 seconds.")
         if not poll_interval > 0:
             raise ConfigError("replicate: 'poll_interval' must be more than 0 seconds.")
+        self._submit_gate, self._gate = CallGate.pair(max_calls, "replicate")
         self._token = token or None
         self._base_url = base_url
         self._timeout = httpx.Timeout(timeout, connect=timeout / 2, pool=timeout / 2)
@@ -198,7 +201,8 @@ class ReplicateProvider(Provider):
     async def _edge(self, operation: Operation) -> AsyncIterator[None]:
         """Bound one client call by the deadline and translate what it raises."""
         try:
-            async with asyncio.timeout(self._deadline):
+            gate = self._submit_gate if operation == "submit" else self._gate
+            async with gate(), asyncio.timeout(self._deadline):
                 yield
         except ReplicateError as exc:
             raise _from_status(exc, operation) from exc

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway import netguard
+from gateway import fetch, netguard
 from gateway.errors import InvalidRequest, ProviderUnavailable, UnsafeURL
 from gateway.fetch import FetchFailed, fetch_guarded
 from gateway.netguard import AllowList
@@ -213,3 +214,24 @@ async def test_output_mirroring_refuses_the_metadata_address(tmp_path: Path) -> 
 async def test_output_mirroring_from_an_allow_listed_host_works(tmp_path: Path, base: str) -> None:
     storage = ResultStorage(tmp_path, max_bytes=1000, allow=LOOPBACK)
     assert await storage.download(f"{base}/img", "image/jpeg") == (PNG, "image/png")
+
+
+async def test_fetches_share_one_tls_context(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building a TLS context loads the CA bundle (tens of milliseconds on the event loop):
+    every fetch reuses the one built first, so downloads of results do not pay it each."""
+    built: list[object] = []
+    real = httpx.create_ssl_context
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(object())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counting)
+    fetch.tls_context.cache_clear()
+    try:
+        for _ in range(3):
+            body, _ = await get(f"{base}/img")
+            assert body
+    finally:
+        fetch.tls_context.cache_clear()
+    assert len(built) == 1

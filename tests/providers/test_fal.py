@@ -686,3 +686,59 @@ async def test_wait_starts_over_after_a_request_ends(
     assert (await provider.wait(route(), REF, 30.0)).kind is StateKind.CANCELLED
     assert (await provider.wait(route(), REF, 30.0)).kind is StateKind.RUNNING
     assert slept == pytest.approx([0.25, 0.375, 0.25])
+
+
+# -- the call gate --------------------------------------------------------------------------
+
+
+async def test_no_more_than_max_calls_status_polls_are_in_flight_at_once(
+    mock: respx.MockRouter,
+) -> None:
+    """Thousands of jobs polling at once reach the provider a few at a time (the rest wait
+    their turn, outside their timeout), and every one gets its answer."""
+    fal = FalProvider(key=KEY, queue_url=QUEUE, max_calls=4)  # 1 for submits, 3 for the rest
+    in_flight = peak = 0
+
+    async def slow_status(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return status({"status": "IN_PROGRESS"})
+
+    mock.get(URLS["status_url"]).mock(side_effect=slow_status)
+    try:
+        states = await asyncio.gather(*(fal.poll(route(), REF) for _ in range(20)))
+    finally:
+        await fal.aclose()
+
+    assert [s.kind for s in states] == [StateKind.RUNNING] * 20
+    assert peak == 3
+
+
+def test_a_gate_that_lets_nothing_through_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="at least 2"):
+        FalProvider(key=KEY, queue_url=QUEUE, max_calls=1)
+
+
+async def test_a_submit_does_not_wait_behind_status_polls(mock: respx.MockRouter) -> None:
+    fal = FalProvider(key=KEY, queue_url=QUEUE, max_calls=4)
+    release = asyncio.Event()
+
+    async def stuck_status(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return status({"status": "IN_PROGRESS"})
+
+    mock.get(URLS["status_url"]).mock(side_effect=stuck_status)
+    mock.post(f"{QUEUE}/{APP}").mock(return_value=accepted())
+    try:
+        polls = [asyncio.ensure_future(fal.poll(route(), REF)) for _ in range(10)]
+        await asyncio.sleep(0.05)  # every poll slot is taken, the rest of the polls queue
+        ref = await asyncio.wait_for(fal.submit(route(), PROMPT, job_id="j", kind="image"), 2)
+        assert ref.request_id == "req-1"
+        release.set()
+        await asyncio.gather(*polls)
+    finally:
+        release.set()
+        await fal.aclose()
