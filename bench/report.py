@@ -15,6 +15,9 @@ from pathlib import Path
 from bench.servers import JOB
 from bench.wrk import Load
 
+#: the written part of RESULTS.md (causes, fixes, what is left), appended to every run
+ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
+
 
 def _version(dist: str) -> str:
     try:
@@ -143,4 +146,6 @@ def write_results(path: Path, args: argparse.Namespace, load: Load, body: list[s
         setup_text(args),
         *body,
     ]
+    if ANALYSIS.exists():  # the written part: causes, fixes made, what would remove the rest
+        lines += ["", ANALYSIS.read_text().strip()]
     path.write_text("\n".join(lines).rstrip() + "\n")

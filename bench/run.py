@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--duration", type=float, default=5.0, help="seconds per wrk run")
     add("--connections", type=int, default=64)
     add("--threads", type=int, default=2)
-    add("--jobs", type=int, default=4_000, help="target 3's job count")
+    add("--jobs", type=int, default=20_000, help="target 3's job count (the issue's 20,000)")
     add("--e2e-concurrency", type=int, default=64)
     add("--no-e2e", action="store_true", help="the same as leaving e2e out of --only")
     add("--no-celery", action="store_true")
