@@ -216,25 +216,32 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            running = loop.run_in_executor(thread, _run_batch, conn, batch)
             try:
-                # shielded: a cancelled loop (close) still learns how the batch ended
-                outcomes = await asyncio.shield(
-                    loop.run_in_executor(thread, _run_batch, conn, batch)
-                )
+                self._settle(batch, await asyncio.shield(running))
+            except asyncio.CancelledError:
+                # closing: the batch runs on to its end in the writer thread (a thread cannot
+                # be stopped half-way); its callers still learn what it did, then we stop
+                with contextlib.suppress(Exception):
+                    self._settle(batch, await running)
+                self._fail_all(batch, _closed_error())  # only those not answered above
+                raise
             except Exception as exc:  # the commit itself failed: nothing in the batch holds
                 log.exception("write batch of %d failed", len(batch))
                 self._fail_all(batch, exc)
-            else:
-                for w, value, failure in outcomes:
-                    if w.future.done():
-                        continue
-                    if failure is not None:
-                        w.future.set_exception(failure)
-                    else:
-                        w.future.set_result(value)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    @staticmethod
+    def _settle(batch: list[_Write], outcomes: list[_Outcome]) -> None:
+        for w, value, failure in outcomes:
+            if w.future.done():
+                continue
+            if failure is not None:
+                w.future.set_exception(failure)
+            else:
+                w.future.set_result(value)
 
     @staticmethod
     def _fail_all(batch: list[_Write], exc: Exception) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -159,3 +161,23 @@ async def test_a_failing_write_leaves_nothing_behind_and_its_batch_commits(
 
     after = await stored(store, job.id)
     assert after.priority == 0 and after.progress == 40
+
+
+async def test_a_batch_in_flight_when_the_writer_stops_still_answers_its_callers(
+    store: SQLiteJobStore,
+) -> None:
+    """Closing cancels the writer task; a batch already in the writer thread runs on to its
+    commit, and its callers get its answers instead of waiting forever."""
+    started = threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> int:
+        started.set()
+        time.sleep(0.3)
+        return 42
+
+    pending = asyncio.ensure_future(store._write(slow))
+    assert await asyncio.to_thread(started.wait, 5)
+    assert store._writer_task is not None
+    store._writer_task.cancel()
+
+    assert await asyncio.wait_for(pending, 5) == 42
