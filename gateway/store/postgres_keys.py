@@ -16,6 +16,7 @@ starts full again (at most one extra burst), which is worth skipping the WAL on 
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from typing import Any
 
@@ -56,20 +57,8 @@ class PostgresKeys(JobStore):
         """The asyncpg pool (PostgresJobStore's)."""
 
     async def create_key(self, record: ApiKeyRecord) -> None:
-        r = record
-        await self.pool.execute(
-            INSERT_KEY,
-            r.id,
-            r.name,
-            r.key_hash,
-            r.prefix,
-            r.created_at,
-            r.revoked_at,
-            r.scopes,
-            r.rate_limit,
-            r.rate_burst,
-            r.max_active_jobs,
-        )
+        # COLUMNS are in the record's field order
+        await self.pool.execute(INSERT_KEY, *dataclasses.astuple(record))
 
     async def find_key(self, key_hash: str) -> ApiKeyRecord | None:
         row = await self.pool.fetchrow(FIND_KEY, key_hash)

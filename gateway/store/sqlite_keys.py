@@ -8,6 +8,7 @@ buckets stay in that process (``gateway/ratelimit.py``); only the keys' own limi
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,19 +35,7 @@ class SQLiteKeys(JobStore):
         async def _point_read(self, sql: str, params: tuple[Any, ...]) -> list[Any]: ...
 
     async def create_key(self, record: ApiKeyRecord) -> None:
-        r = record
-        values = (
-            r.id,
-            r.name,
-            r.key_hash,
-            r.prefix,
-            r.created_at,
-            r.revoked_at,
-            r.scopes,
-            r.rate_limit,
-            r.rate_burst,
-            r.max_active_jobs,
-        )
+        values = dataclasses.astuple(record)  # COLUMNS are in the record's field order
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(f"INSERT INTO api_keys ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
