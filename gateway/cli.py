@@ -58,14 +58,21 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.edge import EdgeConfig, EdgeLimits, connection_cap, raise_fd_limit
 
     app = create_app(settings)
-    config = uvicorn.Config(
+    fd_limit = raise_fd_limit()
+    limits = EdgeLimits(
+        header_timeout=settings.header_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=connection_cap(settings.max_connections, fd_limit),
+    )
+    config = EdgeConfig(
         app,
+        edge_limits=limits,
         host=settings.host,
         port=settings.port,
         loop="auto",
-        http="auto",
         lifespan="on",
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers propagate to ours (configure_logging)
@@ -74,7 +81,8 @@ def _serve(settings: Settings) -> int:
     )
     print(
         f"Back.Serv listening on http://{settings.host}:{settings.port} "
-        f"(public URL {settings.base_url}, database {settings.database_url})",
+        f"(public URL {settings.base_url}, database {settings.database_url}; "
+        f"at most {limits.max_connections} connections)",
         file=sys.stderr,
         flush=True,
     )

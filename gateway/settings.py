@@ -51,11 +51,29 @@ class Settings(BaseSettings):
     # per-key limit on job creation (token bucket); 0 turns it off. These are the defaults:
     # a stored key may have its own (POST/PATCH /v1/keys, backserv keys create|update). On
     # PostgreSQL the buckets live in the database, so the limit holds across replicas.
-    rate_limit_per_second: float = Field(0.0, ge=0)
-    rate_limit_burst: int = Field(20, ge=1)
+    # 10/s is Replicate's own create limit (600 a minute); the burst lets a script submit
+    # a batch of 50 at once
+    rate_limit_per_second: float = Field(10.0, ge=0)
+    rate_limit_burst: int = Field(50, ge=1)
     #: most jobs one API key may have QUEUED or PROCESSING at once (on every replica); a
     #: submit over it is a 429 (code too_many_active_jobs); 0 turns the cap off
-    max_active_jobs_per_key: int = Field(0, ge=0)
+    max_active_jobs_per_key: int = Field(1000, ge=0)
+    #: most long-polls (?wait=N) and event streams one key may hold open at once; one more
+    #: is a 429 (code too_many_waiters); 0 turns the cap off
+    max_waiters_per_key: int = Field(100, ge=0)
+    #: most requests of one key (its Authorization header) the process runs at once;
+    #: more wait their turn, so one flooding key cannot slow the others' polls (waits are
+    #: not counted: see max_waiters_per_key); 0 turns it off
+    max_running_requests_per_key: int = Field(2, ge=0)
+
+    # the HTTP edge (gateway/edge.py), before a request reaches the application
+    #: seconds a connection has to send a whole request head (line and headers): 408 after
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    #: most bytes of a request line and headers together: 431 above it
+    max_header_bytes: int = Field(64 * 1024, ge=4096, le=1024 * 1024)
+    #: most client connections open at once (lowered to fit the file-descriptor limit); past
+    #: it a request is answered 503 with Retry-After
+    max_connections: int = Field(4096, ge=1)
 
     # request limits
     max_body_bytes: int = Field(1024 * 1024, ge=1024)

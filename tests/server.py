@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,10 @@ class Server:
         return start_server(self.workdir, self.env, port=self.port)
 
 
-def start_server(workdir: Path, env: dict[str, str], port: int | None = None) -> Server:
+def start_server(
+    workdir: Path, env: dict[str, str], port: int | None = None, *, fd_limit: int | None = None
+) -> Server:
+    """``fd_limit`` sets the process's file-descriptor limit (soft and hard), as ``ulimit -n``."""
     port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("BACKSERV_")}
     full_env.update(
@@ -89,6 +93,7 @@ def start_server(workdir: Path, env: dict[str, str], port: int | None = None) ->
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if fd_limit is None else _limit_fds(fd_limit),
         )
     server = Server(process, port, log_path, workdir, dict(env))
     deadline = time.monotonic() + 30
@@ -103,9 +108,18 @@ def start_server(workdir: Path, env: dict[str, str], port: int | None = None) ->
     raise RuntimeError(f"the server did not become healthy:\n{server.log()}")
 
 
+def _limit_fds(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
 @contextlib.contextmanager
-def running_server(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
-    server = start_server(workdir, env)
+def running_server(
+    workdir: Path, env: dict[str, str], *, fd_limit: int | None = None
+) -> Iterator[Server]:
+    server = start_server(workdir, env, fd_limit=fd_limit)
     try:
         yield server
     finally:

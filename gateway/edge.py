@@ -1,0 +1,216 @@
+"""The HTTP edge: limits that hold before a request reaches the application.
+
+uvicorn's HTTP protocol (httptools) bounds nothing while it reads a request: a client that
+sends half a header line and stops keeps its connection (and a file descriptor) forever, and
+a header line that never ends is buffered whole. ``GuardedHttpToolsProtocol`` adds, per
+connection:
+
+- a **header deadline**: a connection must deliver a complete request head within
+  ``header_timeout`` seconds of opening (or of its previous request's end), else it gets a
+  408 and is closed — idle keep-alive connections are still closed by uvicorn's own
+  keep-alive timeout;
+- a **header size cap**: a request head (request line + headers) over ``max_header_bytes``
+  gets a 431 and the connection is closed, before the parser buffers more;
+- a **connection cap**: past ``max_connections`` open connections, a request is still read
+  (so the client gets an answer, not a reset) and answered 503 with ``Retry-After`` and
+  ``Connection: close``, under a shorter header deadline; past the cap plus
+  ``overflow`` (only an attack gets there) a new connection is closed at once, keeping the
+  process's file descriptors for the jobs it has accepted.
+
+``EdgeConfig`` is uvicorn's ``Config`` carrying those limits (``EdgeLimits``) and naming this
+protocol, which uvicorn then builds for each connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+#: file descriptors kept for everything but client connections: the database, result
+#: files, outbound provider and webhook calls, the local backend's model files
+FD_RESERVE = 256
+#: past the cap, this many more connections are read and answered 503 before new ones are
+#: closed unanswered
+OVERFLOW_FRACTION = 0.125
+#: the header deadline of a connection over the cap: it only waits for its 503
+OVER_CAP_HEADER_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    header_timeout: float
+    max_header_bytes: int
+    max_connections: int
+
+    @property
+    def overflow(self) -> int:
+        return max(16, int(self.max_connections * OVERFLOW_FRACTION))
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft file-descriptor limit to its hard limit; the new soft one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return int(soft)
+
+
+def connection_cap(wanted: int, fd_limit: int) -> int:
+    """The connection cap: ``wanted``, lowered so that the cap, its overflow and the
+    reserve fit in the file-descriptor limit."""
+    room = int((fd_limit - FD_RESERVE) / (1 + OVERFLOW_FRACTION))
+    return max(1, min(wanted, room))
+
+
+def _plain(status: int, reason: bytes, message: str, extra: bytes = b"") -> bytes:
+    body = orjson.dumps({"error": {"message": message, "type": "server_error", "code": None}})
+    return b"".join(
+        [
+            b"HTTP/1.1 %d %s\r\n" % (status, reason),
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            extra,
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+REQUEST_TIMEOUT = _plain(
+    408, b"Request Timeout", "The request head did not arrive in time; the connection is closed."
+)
+HEADERS_TOO_LARGE = _plain(
+    431, b"Request Header Fields Too Large", "The request line and headers are too large."
+)
+
+
+async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
+    """The answer to a request on a connection past the cap."""
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": "The gateway has too many open connections; retry shortly.",
+                "type": "server_error",
+                "code": "too_many_connections",
+            }
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline, a head size cap and a
+    connection cap (module docstring)."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not isinstance(config, EdgeConfig):
+            raise TypeError("GuardedHttpToolsProtocol needs an EdgeConfig (its limits)")
+        super().__init__(config, server_state, app_state, _loop)
+        self.edge = config.edge_limits
+        self.over_cap = False
+        self.in_head = True
+        self.head_bytes = 0
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        open_now = len(self.connections)  # before this one is added
+        super().connection_made(transport)
+        if open_now >= self.edge.max_connections + self.edge.overflow:
+            transport.abort()  # past the overflow: keep the descriptors for accepted work
+            return
+        self.over_cap = open_now >= self.edge.max_connections
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.in_head:
+            if self.head_timer is None:
+                self._arm_head_timer()  # the first byte of a keep-alive connection's next head
+            total = self.head_bytes + len(data)
+            if total > self.edge.max_header_bytes:
+                end = data.find(b"\r\n\r\n")
+                if end < 0 or self.head_bytes + end + 4 > self.edge.max_header_bytes:
+                    self._refuse(HEADERS_TOO_LARGE)
+                    return
+            self.head_bytes = total
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.in_head = True
+        self.head_bytes = 0
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self.over_cap:
+            app = _over_capacity
+        super()._start_asgi_task(cycle, app)
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        timeout = OVER_CAP_HEADER_TIMEOUT if self.over_cap else self.edge.header_timeout
+        self.head_timer = self.loop.call_later(timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.in_head and not self.transport.is_closing():
+            # a connection that has not started a request is closed quietly; one caught in
+            # the middle of a head is told why
+            self._refuse(REQUEST_TIMEOUT if self.head_bytes else b"")
+
+    def _refuse(self, answer: bytes) -> None:
+        self._disarm_head_timer()
+        if answer:
+            self.transport.write(answer)
+        self.transport.close()
+
+
+class EdgeConfig(Config):
+    """uvicorn's configuration, serving HTTP through ``GuardedHttpToolsProtocol``."""
+
+    def __init__(self, app: Any, *, edge_limits: EdgeLimits, **kwargs: Any) -> None:
+        super().__init__(app, http=GuardedHttpToolsProtocol, **kwargs)
+        self.edge_limits = edge_limits
