@@ -21,6 +21,7 @@ from gateway.api.common import (
     http_error_handler,
     unhandled_error_handler,
 )
+from gateway.api.fair_share import FairShare
 from gateway.api.files import FilesAPI
 from gateway.api.health import HealthAPI
 from gateway.api.images import ImagesAPI
@@ -52,6 +53,7 @@ from gateway.settings import Settings
 from gateway.storage import OwnFiles, ResultStorage, UrlSigner
 from gateway.store import create_store
 from gateway.store.base import JobStore
+from gateway.waiting import Waiting
 from gateway.web import WebPages
 from gateway.webhooks import WebhookDispatcher
 from providers.base import Provider
@@ -76,6 +78,7 @@ class Gateway:
     breakers: Breakers
     janitor: Janitor
     events: JobEvents
+    waiting: Waiting
     webhooks: WebhookDispatcher
     #: the app's Prometheus metrics (None with BACKSERV_METRICS_ENABLED=false)
     metrics: Metrics | None = None
@@ -161,6 +164,7 @@ def create_app(
     webhooks = WebhookDispatcher.from_settings(
         settings, store, lambda job: render_job(job, signer, settings.file_ttl_seconds), events
     )
+    waiting = Waiting(store, events, settings.max_waiters_per_key)
     gw = Gateway(
         settings=settings,
         store=store,
@@ -174,6 +178,7 @@ def create_app(
         breakers=breakers,
         janitor=janitor,
         events=events,
+        waiting=waiting,
         webhooks=webhooks,
         metrics=metrics,
     )
@@ -205,7 +210,7 @@ def create_app(
 
     ttl = settings.file_ttl_seconds
     routes: list[BaseRoute] = [
-        *JobsAPI(service, signer, ttl, settings.max_body_bytes, events, settings).routes(),
+        *JobsAPI(service, signer, ttl, settings.max_body_bytes, waiting, settings).routes(),
         *ImagesAPI(gw).routes(),
         *BackServTasksAPI(
             service,
@@ -218,7 +223,7 @@ def create_app(
         ).routes(),
         *JobEventsAPI(
             service,
-            events,
+            waiting,
             lambda job: render_job(job, signer, ttl),
             max_seconds=settings.job_timeout_seconds,
         ).routes(),
@@ -244,6 +249,8 @@ def create_app(
         Exception: unhandled_error_handler,
     }
     middleware = [Middleware(RequestIdMiddleware)]
+    if settings.max_running_requests_per_key:
+        middleware.append(Middleware(FairShare, per_caller=settings.max_running_requests_per_key))
     if metrics is not None:
         middleware.append(Middleware(HttpMetricsMiddleware, histogram=metrics.http_latency))
     app = Starlette(

@@ -28,7 +28,6 @@ from gateway.errors import (
 )
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, Status
-from gateway.waiting import wait_until_terminal
 from gateway.webhooks import validate_webhook
 
 if TYPE_CHECKING:
@@ -104,7 +103,9 @@ class ImagesAPI:
             if exc.param in _PARAM_NAMES:
                 exc.param = _PARAM_NAMES[exc.param]
             raise
-        job = await wait_until_terminal(gw.store, gw.events, job, gw.settings.sync_wait_seconds)
+        job = await gw.waiting.until_terminal(
+            request.receive, who.owner, job, gw.settings.sync_wait_seconds
+        )
         headers = {"x-backserv-job-id": job.id, **replay_headers(replayed)}
         if job.status is Status.COMPLETED:
             data = await self._data(job, fmt, str(raw["prompt"]))

@@ -20,8 +20,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.api.common import principal
-from gateway.events import JobEvents
 from gateway.jobs import Job, JobService
+from gateway.waiting import Waiting
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -35,18 +35,34 @@ def _frame(event: str, job_id: str, data: dict[str, Any]) -> bytes:
     return f"id: {job_id}\nevent: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
 
 
+class _HeldStream(StreamingResponse):
+    """An event stream that holds one of its key's wait slots until it ends, however it
+    ends (finished, client gone, or never started)."""
+
+    def __init__(self, release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        self.release = release
+        super().__init__(*args, **kwargs)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
 class JobEventsAPI:
     def __init__(
         self,
         service: JobService,
-        events: JobEvents,
+        waiting: Waiting,
         render: Callable[[Job], dict[str, Any]],
         *,
         max_seconds: float,
         keepalive: float = KEEPALIVE_SECONDS,
     ) -> None:
         self.service = service
-        self.events = events
+        self.events = waiting.events
+        self.waiting = waiting
         self.render = render
         self.max_seconds = max_seconds
         self.keepalive = keepalive
@@ -60,7 +76,9 @@ class JobEventsAPI:
         last_seen = request.headers.get("last-event-id", "")
         if not (len(last_seen) == 20 and last_seen.isdigit()):
             last_seen = ""  # not an id this server issued: start over
-        return StreamingResponse(
+        release = self.waiting.take(who.owner)  # 429 past the key's cap of open waits
+        return _HeldStream(
+            release,
             self._events(job, who.owner, last_seen),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

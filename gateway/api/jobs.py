@@ -17,12 +17,11 @@ from starlette.routing import Route
 from gateway.api.common import body_int, json, principal, query_int, read_json
 from gateway.auth import Principal
 from gateway.errors import InvalidRequest, PermissionDenied
-from gateway.events import JobEvents
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, JobService, Status
 from gateway.settings import Settings
 from gateway.storage import UrlSigner
-from gateway.waiting import wait_until_terminal
+from gateway.waiting import Waiting
 from gateway.webhooks import job_webhook, validate_webhook
 
 PRIORITY_RANGE = (-100, 100)
@@ -116,7 +115,7 @@ class JobsAPI:
         signer: UrlSigner,
         ttl: int,
         max_body: int,
-        events: JobEvents,
+        waiting: Waiting,
         settings: Settings,
     ) -> None:
         self.settings = settings
@@ -124,7 +123,7 @@ class JobsAPI:
         self.signer = signer
         self.ttl = ttl
         self.max_body = max_body
-        self.events = events
+        self.waiting = waiting
 
     def routes(self) -> list[Route]:
         return [
@@ -199,7 +198,7 @@ class JobsAPI:
         owner = None if who.is_admin else who.owner  # an admin key reads every owner's jobs
         job = await self.service.get(owner, request.path_params["job_id"])
         if wait and not job.status.terminal:
-            job = await wait_until_terminal(self.service.store, self.events, job, wait)
+            job = await self.waiting.until_terminal(request.receive, who.owner, job, wait)
         body = self._render(job)
         if (hook := await job_webhook(self.service.store, job)) is not None:
             body["webhook"] = hook

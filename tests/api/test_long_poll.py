@@ -104,7 +104,8 @@ async def test_concurrent_waiters_cost_no_database_polling(
     """300 long-polls on 100 queued jobs: no reads while nothing changes, then one read per
     waiter per change (plus the cancels' own reads), not reads proportional to time."""
     jobs_count, per_job = 100, 3
-    settings = make_settings(tmp_path)
+    # one key submitting 100 jobs and waiting on each 3 times: its limits are not tested here
+    settings = make_settings(tmp_path, max_waiters_per_key=0, rate_limit_per_second=0)
     async with running(settings, start_scheduler=False) as (client, gw):
         jobs = [await submit_image(client) for _ in range(jobs_count)]
         reads = spy_reads(gw, monkeypatch)
