@@ -7,6 +7,7 @@ The targets of issue #9, one module each:
 4. ``scale``: 10,000 jobs in flight against the fal emulator (RSS, loop lag, GET p99, polls).
 5. ``latency``: submit -> provider-submit latency at a paced 500 submits/s.
 6. ``postgres``: 1 to 3 again on PostgreSQL, with one replica and with two.
+7. ``fairness``: another key's polls while one key floods at full speed (issue #14).
 
 ``--only`` runs some of them (``--only scale,latency``); ``--smoke`` shrinks every part to
 seconds, for the test that keeps the harness from rotting.
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 from bench.e2e import bench_celery, bench_e2e
+from bench.fairness import bench_fairness
 from bench.http_targets import bench_http
 from bench.latency import bench_latency
 from bench.postgres import bench_pg_run, pg_lines, reachable
@@ -30,7 +32,7 @@ from bench.scale import bench_scale
 from bench.servers import ROOT, gateway_env, say
 from bench.wrk import Load, find_wrk
 
-PARTS = ("http", "e2e", "scale", "latency", "postgres")
+PARTS = ("http", "e2e", "scale", "latency", "postgres", "fairness")
 DEFAULT_PG = os.environ.get(
     "BENCH_POSTGRES_URL",
     os.environ.get("BACKSERV_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -63,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--pg-rounds", type=int, default=2)
     add("--pg-duration", type=float, default=3.0)
     add("--pg-jobs", type=int, default=1_500)
+    add("--flood-connections", type=int, default=8, help="target 7's flooding connections")
+    add("--flood-pairs", type=int, default=21, help="target 7's quiet/flooded phase pairs")
     add("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     add("--no-install", action="store_true", help="never apt-get install wrk")
     add("--workdir", type=Path, help="keep the servers' logs and databases here (not deleted)")
@@ -83,6 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.latency_rate, args.latency_seconds, args.latency_run = 50.0, 1.0, 0.5
         args.latency_wait = 30.0
         args.pg_rounds, args.pg_duration, args.pg_jobs = 1, 1.0, 50
+        args.flood_pairs = 2
     return args
 
 
@@ -161,6 +166,12 @@ def run_parts(args: argparse.Namespace, load: Load, workdir: Path) -> tuple[list
     else:
         figures.append("5. Submit → provider-submit latency: not run (`--only`).")
     figures += run_postgres(args, load, workdir)
+    if "fairness" in args.parts:
+        say(f"target 7: a key flooding from {args.flood_connections} connections")
+        fair = bench_fairness(workdir / "fairness", args.flood_connections, args.flood_pairs, 15)
+        figures.append(fair.line())
+    else:
+        figures.append("7. Fairness: not run (`--only`).")
     return figures, profiles or ["Not taken (`--no-profile`)."]
 
 

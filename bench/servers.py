@@ -75,8 +75,17 @@ def bare_apps(workdir: Path, count: int, post_bytes: int, get_bytes: int) -> Ite
             app.stop()
 
 
+#: the load generators are one key doing what many users would: the per-key limits are off
+UNLIMITED = {
+    "BACKSERV_RATE_LIMIT_PER_SECOND": "0",
+    "BACKSERV_MAX_ACTIVE_JOBS_PER_KEY": "0",
+    "BACKSERV_MAX_WAITERS_PER_KEY": "0",
+    "BACKSERV_MAX_RUNNING_REQUESTS_PER_KEY": "0",
+}
+
+
 def gateway_env(**extra: str) -> dict[str, str]:
-    env = {"BACKSERV_API_KEYS": KEY, "BACKSERV_LOG_LEVEL": "warning"}
+    env = {"BACKSERV_API_KEYS": KEY, "BACKSERV_LOG_LEVEL": "warning", **UNLIMITED}
     env.update(extra)
     return env
 

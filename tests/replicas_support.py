@@ -134,6 +134,9 @@ async def replicas(
         "BACKSERV_SCHEDULER_POLL_SECONDS": "0.5",
         "BACKSERV_PROVIDER_POLL_SECONDS": "0.2",
         "BACKSERV_PROVIDER_CONCURRENCY": json.dumps({"fal": fal_limit}),
+        # one key stands for many users here: the per-key limits are not what is tested
+        "BACKSERV_RATE_LIMIT_PER_SECOND": "0",
+        "BACKSERV_MAX_ACTIVE_JOBS_PER_KEY": "0",
     }
     workdirs = [tmp_path / f"replica-{i}" for i in range(count)]
     for workdir in workdirs:

@@ -171,3 +171,12 @@ async def _existing(names: set[str]) -> list[str]:
     finally:
         await conn.close()
     return [str(r[0]) for r in rows]
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_fairness_reports_the_flooded_to_quiet_ratio(tmp_path: Path) -> None:
+    text, _ = _smoke(tmp_path, "fairness")
+    line = _line(text, "7. Fairness under default limits")
+    assert re.search(r"\*\*\d+\.\d\dx\*\*, target ≤ 2x", line), line
+    assert "**met**" in line or "**not met**" in line
+    assert re.search(r"[1-9]\d*% of them 429", line), line  # the flood did meet the limit

@@ -34,8 +34,10 @@ def bearer(key: str) -> dict[str, str]:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway, dict[str, str]]]:
-    """A client, the gateway, and the headers of a stored admin key (jobs stay QUEUED)."""
-    async with running(make_settings(tmp_path), start_scheduler=False) as (client, gw):
+    """A client, the gateway, and the headers of a stored admin key (jobs stay QUEUED); the
+    default rate limit is off, so a key's own limits are what the tests see."""
+    settings = make_settings(tmp_path, rate_limit_per_second=0)
+    async with running(settings, start_scheduler=False) as (client, gw):
         key, record = new_key_record("ops", scopes="admin")
         await gw.store.create_key(record)
         yield client, gw, bearer(key)
