@@ -78,6 +78,7 @@ class TasksAPI:
                 issuer=settings.tasks_jwt_issuer,
                 audience=settings.tasks_jwt_audience,
                 leeway=settings.tasks_jwt_leeway_seconds,
+                require_exp=not settings.tasks_jwt_allow_no_exp,
             )
             if settings.tasks_jwt_secret
             else None
