@@ -11,7 +11,8 @@
     ├── PermissionDenied              403 permission_error
     ├── NotFound                      404 not_found_error
     ├── Conflict                      409 conflict_error        (illegal status transition)
-    │   └── DuplicateIdempotencyKey   the store refused a job: its idempotency key is taken
+    │   ├── DuplicateIdempotencyKey   the store refused a job: its idempotency key is taken
+    │   └── LastAdminKey              the store refused to revoke the last active admin key
     ├── Gone                          410 invalid_request_error (expired result file)
     ├── PayloadTooLarge               413 invalid_request_error
     ├── UnsupportedMediaType          415 invalid_request_error
@@ -144,6 +145,17 @@ class DuplicateIdempotencyKey(Conflict):
     """
 
     default_message = "A job with this idempotency key already exists."
+
+
+class LastAdminKey(Conflict):
+    """Raised by a store that was asked to keep an admin key and to revoke the last one."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"Key {key_id} is the last active admin key; create another admin key first "
+            "(or revoke it with 'backserv keys revoke').",
+            code="last_admin_key",
+        )
 
 
 class Gone(GatewayError):

@@ -184,19 +184,9 @@ class KeyManager:
         record = await self.get(key_id)
         if record.revoked_at is not None:
             return record
-        if keep_an_admin and "admin" in record.scopes.split():
-            admins = [
-                k
-                for k in await self.store.list_keys()
-                if k.revoked_at is None and "admin" in k.scopes.split()
-            ]
-            if [k.id for k in admins] == [key_id]:
-                raise Conflict(
-                    f"Key {key_id} is the last active admin key; create another admin key "
-                    "first (or revoke it with 'backserv keys revoke').",
-                    code="last_admin_key",
-                )
-        await self.store.revoke_key(key_id, time.time())
+        # the store checks and revokes in one transaction: two admins revoking each other
+        # at once cannot both pass the check (LastAdminKey, a 409, for the one that loses)
+        await self.store.revoke_key(key_id, time.time(), keep_an_admin=keep_an_admin)
         return await self.get(key_id)
 
 

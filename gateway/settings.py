@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     tasks_jwt_audience: str | None = None
     #: clock skew allowed when checking ``exp`` and ``nbf``
     tasks_jwt_leeway_seconds: float = Field(30.0, ge=0, le=300)
+    #: accept tokens without ``exp`` (valid until the secret changes); off: such a token is a 401
+    tasks_jwt_allow_no_exp: bool = False
     #: task type -> catalog model id, e.g. {"GENERATION": "flux-dev"} (checked at start-up);
     #: a task type not named runs the first catalog model of its kind
     tasks_models: dict[str, str] = Field(default_factory=dict)

@@ -281,8 +281,13 @@ class JobStore(ABC):
     async def get_key(self, key_id: str) -> ApiKeyRecord | None: ...
 
     @abstractmethod
-    async def revoke_key(self, key_id: str, now: float) -> bool:
-        """Mark the key revoked; False when it is unknown or already revoked."""
+    async def revoke_key(self, key_id: str, now: float, *, keep_an_admin: bool = False) -> bool:
+        """Mark the key revoked; False when it is unknown or already revoked.
+
+        With ``keep_an_admin``, refuse (``LastAdminKey``) to revoke the last active key with
+        the ``admin`` scope. The check and the write are one transaction that no concurrent
+        revocation can interleave with: two admins revoking each other at once leave one.
+        """
 
     @abstractmethod
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKeyRecord | None:

@@ -20,6 +20,7 @@ import dataclasses
 from abc import abstractmethod
 from typing import Any
 
+from gateway.errors import LastAdminKey
 from gateway.store.base import KEY_UPDATABLE, ApiKeyRecord, JobStore
 
 #: in ``ApiKeyRecord``'s field order
@@ -32,6 +33,14 @@ FIND_KEY = f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"
 GET_KEY = f"SELECT {COLUMNS} FROM api_keys WHERE id = $1"
 LIST_KEYS = f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at"
 REVOKE_KEY = "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
+# The active admin keys, each row locked until the revoking transaction ends. A concurrent
+# revocation waits for these locks; under READ COMMITTED it then re-reads every row it waited
+# for (a row revoked meanwhile no longer matches), so it counts the admins that remain. The
+# rows are locked in id order, so two revocations never deadlock on each other.
+LOCK_ACTIVE_ADMINS = (
+    "SELECT id FROM api_keys WHERE revoked_at IS NULL AND ' ' || scopes || ' ' LIKE '% admin %' "
+    "ORDER BY id FOR UPDATE"
+)
 
 # $1 bucket, $2 rate (tokens/s), $3 burst. ``excluded.updated_at`` is the one clock reading.
 _REFILL = (
@@ -71,8 +80,15 @@ class PostgresKeys(JobStore):
     async def list_keys(self) -> list[ApiKeyRecord]:
         return [ApiKeyRecord(*r) for r in await self.pool.fetch(LIST_KEYS)]
 
-    async def revoke_key(self, key_id: str, now: float) -> bool:
-        done: str = await self.pool.execute(REVOKE_KEY, now, key_id)
+    async def revoke_key(self, key_id: str, now: float, *, keep_an_admin: bool = False) -> bool:
+        if not keep_an_admin:
+            done: str = await self.pool.execute(REVOKE_KEY, now, key_id)
+            return int(done.rpartition(" ")[2] or 0) > 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            admins = [row[0] for row in await conn.fetch(LOCK_ACTIVE_ADMINS)]
+            if admins == [key_id]:
+                raise LastAdminKey(key_id)
+            done = await conn.execute(REVOKE_KEY, now, key_id)
         return int(done.rpartition(" ")[2] or 0) > 0
 
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKeyRecord | None:

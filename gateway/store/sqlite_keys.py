@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from gateway.errors import LastAdminKey
 from gateway.store.base import KEY_UPDATABLE, ApiKeyRecord, JobStore
 from gateway.store.sqlite_sync import fetchall
 
@@ -22,6 +23,10 @@ T = TypeVar("T")
 COLUMNS = (
     "id, name, key_hash, prefix, created_at, revoked_at, scopes, rate_limit, rate_burst, "
     "max_active_jobs"
+)
+#: the ids of the active keys with the ``admin`` scope (scopes are stored space-separated)
+ACTIVE_ADMINS = (
+    "SELECT id FROM api_keys WHERE revoked_at IS NULL AND ' ' || scopes || ' ' LIKE '% admin %'"
 )
 
 
@@ -57,8 +62,14 @@ class SQLiteKeys(JobStore):
         rows = await self._read(f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at")
         return [ApiKeyRecord(*r) for r in rows]
 
-    async def revoke_key(self, key_id: str, now: float) -> bool:
+    async def revoke_key(self, key_id: str, now: float, *, keep_an_admin: bool = False) -> bool:
+        # one write of the writer thread: its transaction (BEGIN IMMEDIATE) holds the database
+        # write lock from the check to the commit, so no other revocation comes in between
         def op(conn: sqlite3.Connection) -> int:
+            if keep_an_admin:
+                admins = [row[0] for row in conn.execute(ACTIVE_ADMINS)]
+                if admins == [key_id]:
+                    raise LastAdminKey(key_id)
             cur = conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (now, key_id),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,27 @@ async def test_the_last_admin_key_is_not_revoked_over_the_api(
     resp = await client.delete(f"/v1/keys/{only_admin.id}", headers=bearer(second["key"]))
     assert resp.status_code == 200, resp.text
     assert_error(await client.get("/v1/keys", headers=admin), 401)
+
+
+async def test_two_admins_revoking_each_other_at_once_leave_one_admin(
+    api: tuple[httpx.AsyncClient, Gateway, dict[str, str]],
+) -> None:
+    client, gw, admin = api
+    first = await create(client, admin, name="first", scopes=["admin"])
+    second = await create(client, admin, name="second", scopes=["admin"])
+    (ops,) = [k for k in await gw.store.list_keys() if k.name == "ops"]
+    assert (await client.delete(f"/v1/keys/{ops.id}", headers=admin)).status_code == 200
+
+    answers = await asyncio.gather(
+        client.delete(f"/v1/keys/{second['id']}", headers=bearer(first["key"])),
+        client.delete(f"/v1/keys/{first['id']}", headers=bearer(second["key"])),
+    )
+
+    assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+    (refused,) = [r for r in answers if r.status_code == 409]
+    assert_error(refused, 409, code="last_admin_key")
+    survivors = [k for k in await gw.store.list_keys() if k.revoked_at is None]
+    assert [k.scopes for k in survivors] == ["admin"]
 
 
 async def test_patch_changes_limits_at_once_and_null_restores_the_default(

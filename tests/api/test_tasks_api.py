@@ -299,19 +299,21 @@ async def test_a_repeated_idempotency_key_replays_the_same_task(idle: Tasks) -> 
 
 async def test_bad_tokens_are_401_with_the_reason(idle: Tasks) -> None:
     now = time.time()
-    unsigned = token({"sub": "alice"}, header={"alg": "none", "typ": "JWT"}, signature="")
+    alice = {"sub": "alice", "exp": now + 60}  # a good token's claims, but for the case's flaw
+    unsigned = token(alice, header={"alg": "none", "typ": "JWT"}, signature="")
     cases = {
         "missing": None,
         "not bearer": "Basic YWxpY2U6cHc=",
         "malformed": "Bearer not-a-jwt",
         "garbage parts": "Bearer a.b.c",
-        "bad signature": f"Bearer {token({'sub': 'alice'}, signature='AAAA')}",
-        "wrong secret": f"Bearer {token({'sub': 'alice'}, secret='another-secret-' * 3)}",
-        "expired": f"Bearer {token({'sub': 'alice', 'exp': now - 120})}",
-        "not yet valid": f"Bearer {token({'sub': 'alice', 'nbf': now + 120})}",
+        "bad signature": f"Bearer {token(alice, signature='AAAA')}",
+        "wrong secret": f"Bearer {token(alice, secret='another-secret-' * 3)}",
+        "expired": f"Bearer {token({**alice, 'exp': now - 120})}",
+        "not yet valid": f"Bearer {token({**alice, 'nbf': now + 120})}",
         "alg none": f"Bearer {unsigned}",
-        "alg HS512": f"Bearer {token({'sub': 'alice'}, header={'alg': 'HS512'})}",
+        "alg HS512": f"Bearer {token(alice, header={'alg': 'HS512'})}",
         "no sub": f"Bearer {token({'exp': now + 60})}",
+        "no exp": f"Bearer {token({'sub': 'alice'})}",
     }
     for name, header in cases.items():
         headers = {} if header is None else {"Authorization": header}

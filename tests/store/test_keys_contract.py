@@ -11,6 +11,7 @@ import dataclasses
 
 import pytest
 
+from gateway.errors import LastAdminKey
 from gateway.store.base import ApiKeyRecord, JobStore
 from tests.store.test_contract import BASE_TIME, make_key
 
@@ -71,6 +72,48 @@ async def test_concurrent_revocations_revoke_once(store: JobStore) -> None:
     await store.create_key(make_key(1, BASE_TIME))
     results = await asyncio.gather(*(store.revoke_key("key_1", BASE_TIME + i) for i in range(5)))
     assert sorted(results) == [False] * 4 + [True]
+
+
+def _admin(n: int) -> ApiKeyRecord:
+    return dataclasses.replace(make_key(n, BASE_TIME + n), scopes="admin")
+
+
+async def _active_admins(store: JobStore) -> list[str]:
+    return [k.id for k in await store.list_keys() if k.revoked_at is None and k.scopes == "admin"]
+
+
+async def test_two_admins_revoking_each_other_at_once_leave_one(store: JobStore) -> None:
+    for round_ in range(5):
+        first, second = _admin(2 * round_ + 1), _admin(2 * round_ + 2)
+        await store.create_key(first)
+        await store.create_key(second)
+
+        outcomes = await asyncio.gather(
+            store.revoke_key(first.id, BASE_TIME + 100, keep_an_admin=True),
+            store.revoke_key(second.id, BASE_TIME + 100, keep_an_admin=True),
+            return_exceptions=True,
+        )
+
+        assert outcomes.count(True) == 1, outcomes
+        (refused,) = [o for o in outcomes if o is not True]
+        assert isinstance(refused, LastAdminKey) and refused.status_code == 409
+        (survivor,) = await _active_admins(store)
+        assert "last active admin key" in refused.message and survivor in refused.message
+        # the next round starts from two fresh admins again (the CLI may revoke the last)
+        assert await store.revoke_key(survivor, BASE_TIME + 101)
+        assert await _active_admins(store) == []
+
+
+async def test_keeping_an_admin_still_revokes_other_keys(store: JobStore) -> None:
+    await store.create_key(_admin(1))
+    await store.create_key(make_key(2, BASE_TIME))
+
+    assert await store.revoke_key("key_2", BASE_TIME + 1, keep_an_admin=True)
+    assert await store.revoke_key("key_2", BASE_TIME + 2, keep_an_admin=True) is False
+    assert await store.revoke_key("key_unknown", BASE_TIME, keep_an_admin=True) is False
+    with pytest.raises(LastAdminKey):
+        await store.revoke_key("key_1", BASE_TIME + 3, keep_an_admin=True)
+    assert await _active_admins(store) == ["key_1"]
 
 
 def _with_limits(record: ApiKeyRecord) -> tuple[float | None, int | None, int | None]:

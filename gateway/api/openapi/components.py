@@ -276,7 +276,9 @@ def security_schemes() -> dict[str, Schema]:
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "JWT",
-            "description": "An HS256 JWT signed with BACKSERV_TASKS_JWT_SECRET; claims: 'sub' "
-            "(the owner, required), 'tenant', 'providers', 'exp', 'nbf', 'iss', 'aud'.",
+            "description": "An HS256 JWT signed with BACKSERV_TASKS_JWT_SECRET, each part "
+            "unpadded, canonical base64url; claims: 'sub' (the owner, required), 'exp' "
+            "(required unless BACKSERV_TASKS_JWT_ALLOW_NO_EXP), 'tenant', 'providers', "
+            "'fal_apps', 'nbf', 'iss', 'aud'.",
         },
     }

@@ -37,7 +37,8 @@ An asynchronous, OpenAI-style jobs gateway for generative media. Faces:
   `{"error": {"message", "type", "param", "code"}}`.
 - **Back.Serv task API** (`/submit_task`, `/query_task/{id}`, `/cancel_task/{id}`): the same
   API keys, errors as `{"error", "message"}`.
-- **Tasks API** (`/api/v1/tasks`): HS256 JWT bearer tokens, errors as `{"detail": ...}`.
+- **Tasks API** (`/api/v1/tasks`, and its webhook secret `/api/v1/webhook_secret`): HS256 JWT
+  bearer tokens, errors as `{"detail": ...}`.
 - **Operations** (`/healthz`, `/readyz`, `/metrics`), result files and the web pages: no key.
 
 Every response carries `x-request-id`.

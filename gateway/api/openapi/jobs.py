@@ -62,17 +62,7 @@ def jobs_paths(c: Components, catalog: Catalog) -> dict[str, Schema]:
         {"created": UNIX_SECONDS, "data": {"type": "array", "items": image}},
         ("created", "data"),
     )
-    secret = c.add(
-        "WebhookSecret",
-        obj(
-            {
-                "object": {"const": "webhook_secret"},
-                "secret": {**STRING, "pattern": "^whsec_"},
-                "created_at": UNIX_SECONDS,
-            },
-            ("object", "secret", "created_at"),
-        ),
-    )
+    secret = webhook_secret(c)
     common = {"security": API_KEY, "tags": [TAG]}
     return {
         "/v1/jobs/images": {
@@ -209,6 +199,21 @@ def jobs_paths(c: Components, catalog: Catalog) -> dict[str, Schema]:
             }
         },
     }
+
+
+def webhook_secret(c: Components) -> Schema:
+    """The ``WebhookSecret`` object (``/v1/webhook_secret``, ``/api/v1/webhook_secret``)."""
+    return c.add(
+        "WebhookSecret",
+        obj(
+            {
+                "object": {"const": "webhook_secret"},
+                "secret": {**STRING, "pattern": "^whsec_"},
+                "created_at": UNIX_SECONDS,
+            },
+            ("object", "secret", "created_at"),
+        ),
+    )
 
 
 def _list_parameters() -> list[Schema]:

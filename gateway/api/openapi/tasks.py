@@ -1,5 +1,6 @@
 """The document's Tasks API, under ``/api/v1/tasks`` (``gateway/api/tasks/``): JWT bearer
-tokens, errors as ``{"detail": ...}`` (a 422 as ``HTTPValidationError``)."""
+tokens, errors as ``{"detail": ...}`` (a 422 as ``HTTPValidationError``); and its webhook
+secret, ``/api/v1/webhook_secret`` (``gateway/api/tasks/webhook_secret.py``)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from gateway.api.openapi.components import (
     links,
     ref,
 )
+from gateway.api.openapi.jobs import webhook_secret
 from gateway.api.openapi.task_objects import create_body, task_public, task_schemas
 from gateway.api.tasks.listing import MAX_LIMIT, MAX_SKIP
 from gateway.api.tasks.routes import PREFIX
 from gateway.api.tasks.schemas import TaskType
+from gateway.api.tasks.webhook_secret import PATH as SECRET_PATH
 
 JWT: list[dict[str, list[str]]] = [{"TasksJWT": []}]
 TAG = "Tasks API"
@@ -34,6 +37,13 @@ _NOTES = {
     503: "The Tasks API is not configured (no BACKSERV_TASKS_JWT_SECRET), or no route "
     "of the task's model can run."
 }
+
+_SECRET_NOTE = (
+    "Webhooks of tasks (`webhook_url`) are signed per Standard Webhooks with the secret of "
+    "the task's owner, the token's `sub` (an API key whose id is that `sub` sees the same "
+    "secret at `/v1/webhook_secret`). A token with a `tenant` claim gets 403: the secret "
+    "signs every tenant's webhooks."
+)
 
 
 def _query(name: str, schema: Schema, description: str) -> Schema:
@@ -81,6 +91,7 @@ def _operation(
 
 def tasks_paths(c: Components) -> dict[str, Schema]:
     task_schemas(c)
+    secret = webhook_secret(c)
     any_task = answer("The task.", task_public())
     generation = answer("The generation task.", task_public(TaskType.GENERATION))
     task_ops = ("getTask", "updateTask", "cancelTask", "cleanupTask", "deleteTask")
@@ -188,6 +199,24 @@ def tasks_paths(c: Components) -> dict[str, Schema]:
         f"{PREFIX}/{{task_id}}/cancel": {
             "post": _operation(
                 "cancelTask", "Cancel a task", any_task, change, parameters=[_TASK_ID]
+            ),
+        },
+        SECRET_PATH: {
+            "get": _operation(
+                "getTaskWebhookSecret",
+                "The secret the token's tasks' webhooks are signed with (made on first read)",
+                answer("The secret of the token's 'sub'.", secret),
+                (403,),
+                description=_SECRET_NOTE,
+            ),
+        },
+        f"{SECRET_PATH}/rotate": {
+            "post": _operation(
+                "rotateTaskWebhookSecret",
+                "Replace the secret the token's tasks' webhooks are signed with",
+                answer("The new secret of the token's 'sub'.", secret),
+                (403,),
+                description=_SECRET_NOTE,
             ),
         },
         f"{PREFIX}/{{task_id}}/cleanup": {

@@ -4,7 +4,8 @@ Modules, one concept each: ``routes`` (the endpoints), ``jwt`` (HS256 bearer tok
 ``ids`` (task UUID <-> job id), ``schemas`` (the document's request schemas and enums),
 ``inputs`` (task fields -> a kind's input), ``routing`` (which catalog model runs a task),
 ``create`` / ``update`` (POST and PUT), ``listing`` (filters and offset paging),
-``render`` (a job as a ``…TaskPublic``) and ``errors`` (the document's error dialect).
+``render`` (a job as a ``…TaskPublic``), ``errors`` (the document's error dialect) and
+``webhook_secret`` (the secret its webhooks are signed with, for a JWT client).
 """
 
 from __future__ import annotations

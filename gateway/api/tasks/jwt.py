@@ -1,9 +1,12 @@
 """The Tasks API's bearer tokens: JWTs signed with HS256, verified with the standard library.
 
 Only ``alg: HS256`` is accepted (``none`` and every other algorithm are refused, so a token
-cannot choose how it is checked). The signature is compared in constant time; ``exp`` and
-``nbf``, when present, are checked with a small leeway; ``iss`` and ``aud`` must match when the
-gateway is configured with them. The claims the API uses:
+cannot choose how it is checked). Each of the three parts must be canonical base64url (RFC
+7515: the URL-safe alphabet, no padding, no stray bits), so one token has exactly one
+spelling. The signature is compared in constant time; ``exp`` is required (unless the
+gateway allows tokens without one) and, like ``nbf`` when present, checked with a small
+leeway; ``iss`` and ``aud`` must match when the gateway is configured with them. The claims
+the API uses:
 
 ``sub`` (required)
     the owner of the tasks: every task is the owner's, and another owner's task is a 404.
@@ -24,6 +27,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +39,7 @@ from gateway.errors import AuthenticationFailed
 
 MAX_TOKEN_LENGTH = 8192
 MAX_CLAIM_LENGTH = 256
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -50,16 +55,23 @@ class TokenRejected(AuthenticationFailed):
 
 
 def _b64decode(part: str) -> bytes:
-    if not part or not part.isascii():
-        raise ValueError("empty or not ASCII")
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    """Strict base64url: the URL-safe alphabet only, unpadded, and canonical (the bits a last
+    character carries beyond the data are zero), so that re-encoding gives ``part`` back."""
+    if not _BASE64URL.fullmatch(part) or len(part) % 4 == 1:
+        raise ValueError("not unpadded base64url")
+    data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != part:
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def _segment(part: str, what: str) -> dict[str, Any]:
     try:
         value = orjson.loads(_b64decode(part))
     except (ValueError, binascii.Error, orjson.JSONDecodeError):
-        raise TokenRejected(f"Invalid token: its {what} is not base64url-encoded JSON.") from None
+        raise TokenRejected(
+            f"Invalid token: its {what} is not JSON encoded as unpadded, canonical base64url."
+        ) from None
     if not isinstance(value, dict):
         raise TokenRejected(f"Invalid token: its {what} is not a JSON object.")
     return value
@@ -85,12 +97,14 @@ class JWTVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         leeway: float = 30.0,
+        require_exp: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._secret = secret.encode()
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
+        self.require_exp = require_exp
         self._clock = clock
 
     def authenticate(self, header: str | None) -> Claims:
@@ -119,7 +133,9 @@ class JWTVerifier:
         try:
             signature = _b64decode(parts[2])
         except (ValueError, binascii.Error):
-            raise TokenRejected("Invalid token: the signature is not base64url.") from None
+            raise TokenRejected(
+                "Invalid token: the signature is not unpadded, canonical base64url."
+            ) from None
         signed = f"{parts[0]}.{parts[1]}".encode("ascii", "replace")
         expected = hmac.new(self._secret, signed, hashlib.sha256).digest()
         if not hmac.compare_digest(expected, signature):
@@ -152,6 +168,8 @@ class JWTVerifier:
             ):
                 raise TokenRejected(f"Invalid token: the '{name}' claim must be a number.")
         exp, nbf = claims.get("exp"), claims.get("nbf")
+        if exp is None and self.require_exp:
+            raise TokenRejected("Invalid token: token has no exp claim; every token must expire.")
         if exp is not None and now > exp + self.leeway:
             raise TokenRejected("Token has expired.")
         if nbf is not None and now + self.leeway < nbf:

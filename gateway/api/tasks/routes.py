@@ -32,6 +32,7 @@ from gateway.api.tasks.render import Renderer, task_type_of
 from gateway.api.tasks.routing import ModelChooser
 from gateway.api.tasks.schemas import JOB_STATUS, TASK_STATUS, TaskType
 from gateway.api.tasks.update import requested_changes
+from gateway.api.tasks.webhook_secret import TaskWebhookSecretAPI
 from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFound, PermissionDenied
 from gateway.idempotency import replay_headers
 from gateway.jobs import Job
@@ -77,6 +78,7 @@ class TasksAPI:
                 issuer=settings.tasks_jwt_issuer,
                 audience=settings.tasks_jwt_audience,
                 leeway=settings.tasks_jwt_leeway_seconds,
+                require_exp=not settings.tasks_jwt_allow_no_exp,
             )
             if settings.tasks_jwt_secret
             else None
@@ -89,7 +91,8 @@ class TasksAPI:
         self.renderer = Renderer(gw.catalog, gw.signer, gw.storage, settings.file_ttl_seconds)
 
     def routes(self) -> list[BaseRoute]:
-        return [Mount(PREFIX, app=self.app())]
+        secret = TaskWebhookSecretAPI(self._claims, self.gw.store)
+        return [Mount(PREFIX, app=self.app()), *secret.routes()]
 
     def app(self) -> Starlette:
         routes = [
