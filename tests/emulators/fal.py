@@ -15,7 +15,8 @@ fal does not document what a cancelled request looks like afterwards; here it is
 stops at once unless ``Behaviour.cancel_stops_running`` is off (the app ignores the signal).
 ``X-Fal-Request-Timeout`` is a deadline to *start*: past it a queued request completes with
 ``error_type: "request_timeout"`` and its result is a 504 with ``X-Fal-Request-Timeout-Type``.
-Webhooks (``?fal_webhook=``) are logged, not delivered.
+``?fal_webhook=<loopback URL>`` has the request's end POSTed there, signed (fal_webhooks.py;
+faults a test can inject: webhook_faults.py); ``GET /.well-known/jwks.json`` is the key set.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, cast
 
+import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -44,6 +46,7 @@ from tests.emulators.control import (
     lifespan_for,
     read_json,
 )
+from tests.emulators.fal_webhooks import FalSigner, FalWebhooks, jwks_route
 from tests.emulators.media import (
     files_route,
     mp4_bytes,
@@ -55,10 +58,12 @@ from tests.emulators.media import (
 )
 from tests.emulators.requestlog import headers_of_interest
 from tests.emulators.timeline import TERMINAL_PHASES, Phase, Timeline
+from tests.emulators.webhooks import WebhookDispatcher, WebhookTargetError, check_target
 
 CANCELLED_TYPE = "request_cancelled"
 TIMEOUT_TYPE = "request_timeout"
 _TRUE = frozenset({"1", "true", "yes"})
+_COMPLETED_FAULTS = ("webhook:completed", "webhook")
 
 
 @dataclass(frozen=True)
@@ -111,13 +116,25 @@ def _log(message: str, timestamp: float, level: str = "INFO") -> dict[str, Any]:
 
 
 class FalEmulator(EmulatorState):
-    """The fal emulator's state: ``jobs`` by request id, plus the shared controls."""
+    """The fal emulator's state: ``jobs`` by request id, plus the shared controls; its
+    webhooks are signed by ``signer`` and sent by ``webhooks`` (through ``webhook_transport``
+    when one is given, e.g. an ``httpx.ASGITransport`` of the receiving app)."""
 
     name = "fal"
 
-    def __init__(self, behaviour: Behaviour | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        behaviour: Behaviour | None = None,
+        clock: Clock | None = None,
+        *,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         super().__init__(behaviour, clock)
         self.jobs: dict[str, FalJob] = {}
+        self.signer = FalSigner()
+        self.webhooks: WebhookDispatcher = WebhookDispatcher(
+            FalWebhooks(self, self.signer), lambda: self.behaviour, self.now, webhook_transport
+        )
 
     def clear_jobs(self) -> None:
         self.jobs.clear()
@@ -130,13 +147,22 @@ class FalEmulator(EmulatorState):
         base_url: str = "http://testserver/",
         headers: dict[str, str] | None = None,
         start_timeout: float | None = None,
+        webhook_url: str | None = None,
     ) -> FalJob:
-        """Queue a request as a submit would (also usable directly from a test)."""
+        """Queue a request as a submit would (also usable directly from a test). With
+        ``webhook_url`` (loopback only, else WebhookTargetError) its end is POSTed there."""
         owner, app, *_ = endpoint.split("/")
         behaviour = self.behaviour
+        if webhook_url is not None:
+            check_target(webhook_url)
         timeline = self.plan(fails=False, deadline_after=start_timeout)
         if timeline.deadline is not None and timeline.deadline >= timeline.started:
             timeline.deadline = None  # a start deadline that is met changes nothing
+        early = webhook_url is not None and bool(
+            behaviour.take_webhook_fault(_COMPLETED_FAULTS, "early")
+        )
+        if early:
+            timeline.finish_now()
         job = FalJob(
             request_id=str(uuid.uuid4()),
             endpoint=endpoint,
@@ -145,7 +171,7 @@ class FalEmulator(EmulatorState):
             arguments=arguments,
             headers=headers or {},
             timeline=timeline,
-            queue_position=behaviour.queue_position,
+            queue_position=0 if early else behaviour.queue_position,
             seed=_seed(arguments),
             video=wants_video(endpoint, behaviour.output),
             failure=self._planned_failure(arguments),
@@ -153,6 +179,8 @@ class FalEmulator(EmulatorState):
         timeline.fails = job.failure is not None
         self.jobs[job.request_id] = job
         self.log.submits_accepted[endpoint] += 1
+        if webhook_url is not None:
+            self.webhooks.subscribe(job.request_id, job, webhook_url, ("completed",), early=early)
         return job
 
     def _planned_failure(self, arguments: dict[str, Any]) -> FalFailure | None:
@@ -285,6 +313,7 @@ class FalEmulator(EmulatorState):
 
     def cancel(self, job: FalJob) -> tuple[int, dict[str, Any]]:
         if job.timeline.cancel(self.now(), self.behaviour.cancel_stops_running):
+            self.webhooks.poke(job.request_id)
             return 202, {"status": "CANCELLATION_REQUESTED"}
         return 400, {"status": "ALREADY_COMPLETED"}
 
@@ -339,7 +368,7 @@ async def submit(request: Request) -> Response:
         state.log.submits_received[endpoint] += 1
         script = state.behaviour.next_script((f"submit:{endpoint}", f"submit:{app}", "submit"))
         scripted = None if script is None else await state.answer_script(script, _render_error)
-        response = scripted or _accept(request, state, endpoint, parsed, body)
+        response = scripted or await _accept(request, state, endpoint, parsed, body)
         if scripted is None and response.status_code == 200:
             request_id = response.headers["x-fal-request-id"]
     state.log.record(
@@ -355,7 +384,7 @@ async def submit(request: Request) -> Response:
     return response
 
 
-def _accept(
+async def _accept(
     request: Request, state: FalEmulator, endpoint: str, parsed: bool, body: Any
 ) -> Response:
     if not parsed or not isinstance(body, dict):
@@ -365,13 +394,22 @@ def _accept(
         start_timeout = _start_timeout(request.headers)
     except ValueError:
         return json_response({"detail": "X-Fal-Request-Timeout must be a positive number"}, 400)
-    job = state.submit(
-        endpoint,
-        body,
-        base_url=str(request.base_url),
-        headers=headers_of_interest(request),
-        start_timeout=start_timeout,
-    )
+    webhook_url = request.query_params.get("fal_webhook")
+    try:
+        job = state.submit(
+            endpoint,
+            body,
+            base_url=str(request.base_url),
+            headers=headers_of_interest(request),
+            start_timeout=start_timeout,
+            webhook_url=webhook_url,
+        )
+    except WebhookTargetError as exc:
+        detail = [{"loc": ["query", "fal_webhook"], "msg": str(exc), "type": "value_error"}]
+        return json_response({"detail": detail}, 422)
+    subscription = state.webhooks.subscription(job.request_id)
+    if subscription is not None and subscription.early is not None:
+        await state.webhooks.deliver_now(subscription)  # before this response goes out
     answer = {"request_id": job.request_id, **job.urls, "queue_position": job.queue_position}
     return json_response(answer, 200, {"x-fal-request-id": job.request_id})
 
@@ -435,12 +473,18 @@ def _job_handler(route: str) -> Route:
     return Route(path, handle, methods=[method])
 
 
-def create_fal_app(behaviour: Behaviour | None = None, *, clock: Clock | None = None) -> Starlette:
+def create_fal_app(
+    behaviour: Behaviour | None = None,
+    *,
+    clock: Clock | None = None,
+    webhook_transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
     """A fal queue emulator; its state is ``app.state.emulator`` (a ``FalEmulator``)."""
-    state = FalEmulator(behaviour, clock)
+    state = FalEmulator(behaviour, clock, webhook_transport=webhook_transport)
     routes = [
         *control_routes(state),
         files_route,
+        jwks_route,
         _job_handler("status"),
         _job_handler("cancel"),
         _job_handler("result"),
