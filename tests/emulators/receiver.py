@@ -1,20 +1,27 @@
-"""A webhook endpoint for tests: it records every POST and answers what the test queued.
+"""A webhook endpoint for tests: it records every POST and answers what the test queued;
+and fal's signature check, written from fal's docs apart from the emulator's signer.
 
 receiver = Receiver()
 async with serve(receiver.app) as base_url:   # or httpx.ASGITransport(app=receiver.app)
     url = f"{base_url}/hook"
     ...
     [delivery] = await receiver.wait_for(1)
+    assert fal_signature_verifies(jwks, delivery.headers, delivery.body)
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -70,3 +77,29 @@ class Receiver:
                 self._arrived.clear()
                 await self._arrived.wait()
         return self.received[:count]
+
+
+def fal_signature_verifies(
+    jwks: Mapping[str, Any], headers: Mapping[str, str], body: bytes
+) -> bool:
+    """fal's check: some Ed25519 key of the JWKS signed the request id, user id, timestamp and
+    hex sha256 of the raw body, one per line."""
+    message = "\n".join(
+        [
+            headers["x-fal-webhook-request-id"],
+            headers["x-fal-webhook-user-id"],
+            headers["x-fal-webhook-timestamp"],
+            hashlib.sha256(body).hexdigest(),
+        ]
+    ).encode()
+    signature = bytes.fromhex(headers["x-fal-webhook-signature"])
+    for jwk in jwks["keys"]:
+        if (jwk.get("kty"), jwk.get("crv")) != ("OKP", "Ed25519"):
+            continue
+        raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+        try:
+            Ed25519PublicKey.from_public_bytes(raw).verify(signature, message)
+        except InvalidSignature:
+            continue
+        return True
+    return False

@@ -1,21 +1,17 @@
 from __future__ import annotations
 
-import base64
-import hashlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import fal_client
 import fal_client.client
 import httpx
 import pytest
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tests.emulators import Behaviour, FalEmulator, create_fal_app, serve
 from tests.emulators.conftest import ManualClock
-from tests.emulators.receiver import Receiver
+from tests.emulators.receiver import Receiver, fal_signature_verifies
 
 KEY = {"Authorization": "Key test"}
 BASE = "https://queue.fal.run"
@@ -43,36 +39,11 @@ async def submit(client: httpx.AsyncClient, webhook: str, body: Any = None) -> A
     return response.json()
 
 
-async def jwks_keys(client: httpx.AsyncClient) -> list[Ed25519PublicKey]:
-    """The public keys, read the way a receiver reads fal's JWKS."""
+async def jwks_of(client: httpx.AsyncClient) -> dict[str, Any]:
     response = await client.get("/.well-known/jwks.json", headers={"Authorization": ""})
     assert response.status_code == 200
-    keys = []
-    for jwk in response.json()["keys"]:
-        assert (jwk["kty"], jwk["crv"]) == ("OKP", "Ed25519")
-        raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
-        keys.append(Ed25519PublicKey.from_public_bytes(raw))
-    return keys
-
-
-def verifies(keys: list[Ed25519PublicKey], headers: Mapping[str, str], body: bytes) -> bool:
-    """fal's check: request id, user id, timestamp and sha256 of the body, one per line."""
-    message = "\n".join(
-        [
-            headers["x-fal-webhook-request-id"],
-            headers["x-fal-webhook-user-id"],
-            headers["x-fal-webhook-timestamp"],
-            hashlib.sha256(body).hexdigest(),
-        ]
-    ).encode()
-    signature = bytes.fromhex(headers["x-fal-webhook-signature"])
-    for key in keys:
-        try:
-            key.verify(signature, message)
-        except InvalidSignature:
-            continue
-        return True
-    return False
+    jwks: dict[str, Any] = response.json()
+    return jwks
 
 
 async def test_finished_request_posts_its_result_signed_with_the_jwks_key(
@@ -95,9 +66,9 @@ async def test_finished_request_posts_its_result_signed_with_the_jwks_key(
     }
     assert delivery.headers["x-fal-webhook-request-id"] == submitted["request_id"]
     assert abs(int(delivery.headers["x-fal-webhook-timestamp"]) - time.time()) < 5
-    keys = await jwks_keys(client)
-    assert verifies(keys, delivery.headers, delivery.body)
-    assert not verifies(keys, delivery.headers, delivery.body.replace(b"OK", b"KO"))
+    jwks = await jwks_of(client)
+    assert fal_signature_verifies(jwks, delivery.headers, delivery.body)
+    assert not fal_signature_verifies(jwks, delivery.headers, delivery.body.replace(b"OK", b"KO"))
 
 
 async def test_failed_run_posts_an_error_with_the_error_body(
@@ -113,7 +84,7 @@ async def test_failed_run_posts_an_error_with_the_error_body(
     assert (body["status"], body["error"]) == ("ERROR", "Invalid status code: 500")
     assert body["payload"] == (await client.get(submitted["response_url"])).json()
     assert body["payload"]["detail"] == "CUDA out of memory"
-    assert verifies(await jwks_keys(client), delivery.headers, delivery.body)
+    assert fal_signature_verifies(await jwks_of(client), delivery.headers, delivery.body)
 
 
 async def test_cancelled_request_posts_its_end_when_cancelled(
@@ -186,7 +157,7 @@ async def test_early_fault_delivers_the_end_before_the_submit_answers(
     assert submitted["queue_position"] == 0
     status = await client.get(submitted["status_url"])
     assert status.json()["status"] == "COMPLETED"
-    assert verifies(await jwks_keys(client), delivery.headers, delivery.body)
+    assert fal_signature_verifies(await jwks_of(client), delivery.headers, delivery.body)
 
 
 async def test_fal_client_webhook_url_reaches_the_receiver(
@@ -201,6 +172,6 @@ async def test_fal_client_webhook_url_reaches_the_receiver(
         [delivery] = await endpoint.wait_for(1)
         await (await sdk._client).aclose()
         async with httpx.AsyncClient(base_url=base_url) as plain:
-            keys = await jwks_keys(plain)
+            jwks = await jwks_of(plain)
     assert delivery.json()["request_id"] == handle.request_id
-    assert verifies(keys, delivery.headers, delivery.body)
+    assert fal_signature_verifies(jwks, delivery.headers, delivery.body)

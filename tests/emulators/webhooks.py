@@ -8,7 +8,8 @@ supervised task that signs and POSTs it, with the fault a test queued for it
 (webhook_faults.py), retrying a non-2xx answer or a failed connection after each of
 ``Behaviour.webhook_retry_delays``. A job's deliveries go out in order: each waits for the
 first attempt of the one before (a delayed one steps out of line). At most ``CONCURRENCY``
-POSTs are in flight, each limited to ``Behaviour.webhook_timeout`` seconds.
+POSTs are in flight, each limited to ``Behaviour.webhook_timeout`` seconds; plain-http ones
+go through a lean keep-alive client (webhook_http.py), the others through httpx.
 
 What differs between fal and Replicate (events, bodies, signatures) is a ``WebhookFormat``.
 Targets must be loopback addresses: an emulator never sends anything off the machine.
@@ -29,12 +30,14 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
 from tests.emulators.behaviour import Behaviour
 from tests.emulators.webhook_faults import NO_FAULT, WebhookFault
+from tests.emulators.webhook_http import LoopbackPoster
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +180,7 @@ class WebhookDispatcher:
         self._clock = clock
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._poster = LoopbackPoster(keep=CONCURRENCY)
         self._subscriptions: dict[str, Subscription] = {}
         self._heap: list[tuple[float, int, Subscription]] = []
         self._order = itertools.count()
@@ -264,6 +268,7 @@ class WebhookDispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._runner = None
+        await self._poster.aclose()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -420,21 +425,23 @@ class WebhookDispatcher:
             forged=fault.kind == "bad_signature",
         )
         headers["content-type"] = "application/json"
+        headers["user-agent"] = "backserv-emulator-webhooks"
         status: int | None = None
         error: str | None = None
         async with self._slots:
             try:
-                response = await self._http().post(
-                    delivery.subscription.url,
-                    content=delivery.body,
-                    headers=headers,
-                    timeout=self._behaviour().webhook_timeout,
-                )
-                status = response.status_code
+                status = await self._post(delivery.subscription.url, delivery.body, headers)
             except Exception as exc:  # whatever went wrong, this attempt was not delivered
                 error = f"{type(exc).__name__}: {exc}"
         self._record(delivery, headers, status=status, error=error, attempt=attempt, copy=copy)
         return status is not None and 200 <= status < 300
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        timeout = self._behaviour().webhook_timeout
+        if self._transport is None and urlsplit(url).scheme == "http":
+            return await self._poster.post(url, body, headers, timeout)
+        response = await self._http().post(url, content=body, headers=headers, timeout=timeout)
+        return response.status_code
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -446,7 +453,6 @@ class WebhookDispatcher:
                 limits=limits,
                 trust_env=False,  # never through a proxy: the targets are on this machine
                 follow_redirects=False,
-                headers={"user-agent": "backserv-emulator-webhooks"},
             )
         return self._client
 
