@@ -28,7 +28,7 @@ from tests.emulators.control import json_response
 from tests.emulators.webhooks import PlannedEvent, WebhookFormat
 
 if TYPE_CHECKING:
-    from tests.emulators.fal import FalEmulator, FalJob
+    from tests.emulators.fal_state import FalEmulator, FalJob
 
 JWKS_PATH = "/.well-known/jwks.json"
 USER_ID = "emulator-user"
