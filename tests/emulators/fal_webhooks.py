@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.emulators.control import json_response
-from tests.emulators.webhooks import PlannedEvent, WebhookFormat
+from tests.emulators.webhook_types import PlannedEvent, WebhookFormat
 
 if TYPE_CHECKING:
     from tests.emulators.fal_state import FalEmulator, FalJob

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from tests.emulators.webhooks import PlannedEvent, WebhookFormat
+from tests.emulators.webhook_types import PlannedEvent, WebhookFormat
 
 if TYPE_CHECKING:
     from tests.emulators.replicate_state import ReplicateEmulator, ReplicatePrediction
