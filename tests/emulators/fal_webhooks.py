@@ -18,8 +18,6 @@ import hashlib
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -28,6 +26,8 @@ from tests.emulators.control import json_response
 from tests.emulators.webhook_types import PlannedEvent, WebhookFormat
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from tests.emulators.fal_state import FalEmulator, FalJob
 
 JWKS_PATH = "/.well-known/jwks.json"
@@ -38,14 +38,35 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def _new_key() -> Ed25519PrivateKey:
+    # imported here: an emulator that never signs runs without the dev extra's cryptography
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate()
+
+
 class FalSigner:
-    """The emulator's Ed25519 key, its JWKS, and fal's signed message."""
+    """The emulator's Ed25519 key (made on first use), its JWKS, and fal's signed message."""
 
     def __init__(self, user_id: str = USER_ID) -> None:
         self.user_id = user_id
-        self._key = Ed25519PrivateKey.generate()
-        self.public_key = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.kid = hashlib.sha256(self.public_key).hexdigest()[:16]
+        self._key: Ed25519PrivateKey | None = None
+
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        if self._key is None:
+            self._key = _new_key()
+        return self._key
+
+    @property
+    def public_key(self) -> bytes:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        return self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @property
+    def kid(self) -> str:
+        return hashlib.sha256(self.public_key).hexdigest()[:16]
 
     def jwks(self) -> dict[str, Any]:
         key = {
@@ -64,7 +85,7 @@ class FalSigner:
         message = "\n".join(
             (request_id, self.user_id, str(timestamp), hashlib.sha256(body).hexdigest())
         ).encode()
-        key = Ed25519PrivateKey.generate() if forged else self._key
+        key = _new_key() if forged else self.key
         return {
             "x-fal-webhook-request-id": request_id,
             "x-fal-webhook-user-id": self.user_id,

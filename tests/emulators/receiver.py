@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -84,6 +82,9 @@ def fal_signature_verifies(
 ) -> bool:
     """fal's check: some Ed25519 key of the JWKS signed the request id, user id, timestamp and
     hex sha256 of the raw body, one per line."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     message = "\n".join(
         [
             headers["x-fal-webhook-request-id"],
