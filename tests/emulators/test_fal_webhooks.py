@@ -175,3 +175,19 @@ async def test_fal_client_webhook_url_reaches_the_receiver(
             jwks = await jwks_of(plain)
     assert delivery.json()["request_id"] == handle.request_id
     assert fal_signature_verifies(jwks, delivery.headers, delivery.body)
+
+
+async def test_request_that_never_started_in_time_posts_a_timeout_error(
+    clock: ManualClock, receiver: tuple[Receiver, str]
+) -> None:
+    endpoint, url = receiver
+    app = create_fal_app(Behaviour(queue_time=60, latency=10), clock=clock)
+    state: FalEmulator = app.state.emulator
+    state.submit("fal-ai/flux/dev", {"prompt": "a"}, start_timeout=5, webhook_url=url)
+    clock.advance(5)
+    await state.webhooks.flush()
+    await state.aclose()
+    [delivery] = endpoint.received
+    body = delivery.json()
+    assert (body["status"], body["error"]) == ("ERROR", "Invalid status code: 504")
+    assert body["payload"]["error_type"] == "request_timeout"
