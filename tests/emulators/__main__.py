@@ -3,7 +3,8 @@
     python -m tests.emulators fal --port 9001 --latency 5
     python -m tests.emulators replicate --port 9002 --latency 5 --queue-time 1
 
-Everything else is set at run time through ``/_emulator/behaviour`` (see control.py).
+Everything else is set at run time through ``/_emulator/behaviour`` (see control.py),
+webhook faults included (``POST /_emulator/script {"route": "webhook", ...}``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Scripts are per-route queues of ``Scripted`` answers consumed by the next requests on that
 route (``"submit"``, ``"status"``, ``"result"``, ``"cancel"``, ``"list"``); a key narrowed to
-one app or model (``"submit:owner/name"``) is consulted before the route's own queue.
+one app or model (``"submit:owner/name"``) is consulted before the route's own queue. The
+``"webhook"`` and ``"webhook:<event>"`` routes queue ``WebhookFault``s for webhook deliveries
+instead (see webhook_faults.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from tests.emulators.webhook_faults import WebhookFault, is_webhook_route
 
 ScriptKind = Literal["ok", "error", "timeout", "malformed", "wrong_shape"]
 
@@ -146,6 +150,19 @@ def _output_kind(value: Any) -> str:
     return str(value)
 
 
+def _positive(value: Any) -> float:
+    number = _non_negative(value)
+    if number == 0 or math.isinf(number):
+        raise BehaviourError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _delays(value: Any) -> list[float]:
+    if not isinstance(value, list | tuple):
+        raise BehaviourError(f"expected a list of seconds, got {value!r}")
+    return [_non_negative(v) for v in value]
+
+
 def _error_status(value: Any) -> int:
     status = _count(value)
     if not 400 <= status < 600:
@@ -169,6 +186,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "output": _output_kind,
     "rate_limit_per_minute": _count,
     "page_size": lambda v: max(1, _count(v)),
+    "webhook_retry_delays": _delays,
+    "webhook_timeout": _positive,
 }
 
 
@@ -188,6 +207,10 @@ class Behaviour:
     - ``output``: ``"image"``, ``"video"`` or ``"auto"`` (video when the app's id says so).
     - ``rate_limit_per_minute`` (Replicate creates, 0 = off): a token bucket one minute deep.
     - ``page_size`` of Replicate's prediction list; ``scripts``: see ``Scripted``.
+    - ``webhook_retry_delays``: seconds before each redelivery of a webhook that was not
+      answered 2xx (fal retries 10 times over 2 hours, Replicate a few times within a minute:
+      both shortened here); ``webhook_timeout``: seconds one delivery may take (fal's 15).
+      ``webhook_faults``: the queued ``WebhookFault``s, by route (see webhook_faults.py).
     """
 
     latency: float = 0.0
@@ -205,7 +228,12 @@ class Behaviour:
     output: str = "auto"
     rate_limit_per_minute: int = 0
     page_size: int = 100
+    webhook_retry_delays: list[float] = field(
+        default_factory=lambda: [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0]
+    )
+    webhook_timeout: float = 15.0
     scripts: dict[str, deque[Scripted]] = field(default_factory=dict)
+    webhook_faults: dict[str, deque[WebhookFault]] = field(default_factory=dict)
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply a partial update; ``scripts`` replaces the queues of the routes it names."""
@@ -217,18 +245,33 @@ class Behaviour:
             for name, value in changes.items():
                 if name != "scripts":
                     converted[name] = _CONVERTERS[name](value)
+            queues = dict(changes.get("scripts") or {})
             scripts = {
                 route: deque(Scripted.parse(s) for s in specs)
-                for route, specs in dict(changes.get("scripts") or {}).items()
+                for route, specs in queues.items()
+                if not is_webhook_route(route)
+            }
+            faults = {
+                route: deque(WebhookFault.parse(s) for s in specs)
+                for route, specs in queues.items()
+                if is_webhook_route(route)
             }
         except (TypeError, ValueError) as exc:
             raise BehaviourError(str(exc)) from exc
         for name, value in converted.items():
             setattr(self, name, value)
         self.scripts.update(scripts)
+        self.webhook_faults.update(faults)
 
     def add_script(self, route: str, *responses: object) -> None:
-        """Queue scripted answers for the next requests on ``route``."""
+        """Queue scripted answers for the next requests on ``route`` (faults on webhooks)."""
+        if is_webhook_route(route):
+            try:
+                faults = [WebhookFault.parse(r) for r in responses]
+            except ValueError as exc:
+                raise BehaviourError(str(exc)) from exc
+            self.webhook_faults.setdefault(route, deque()).extend(faults)
+            return
         parsed = [Scripted.parse(r) for r in responses]
         self.scripts.setdefault(route, deque()).extend(parsed)
 
@@ -238,6 +281,23 @@ class Behaviour:
             queue = self.scripts.get(key)
             if queue:
                 return queue.popleft()
+        return None
+
+    def next_webhook_fault(self, keys: tuple[str, ...]) -> WebhookFault | None:
+        """Pop the fault for the most specific webhook route that has one queued."""
+        for key in keys:
+            queue = self.webhook_faults.get(key)
+            if queue:
+                return queue.popleft()
+        return None
+
+    def take_webhook_fault(self, keys: tuple[str, ...], kind: str) -> WebhookFault | None:
+        """Pop the next fault of those routes only when it is of ``kind`` (``"early"`` is
+        decided at submit, before the delivery it belongs to exists)."""
+        for key in keys:
+            queue = self.webhook_faults.get(key)
+            if queue:
+                return queue.popleft() if queue[0].kind == kind else None
         return None
 
     def next_run_fails(self) -> bool:
@@ -256,4 +316,7 @@ class Behaviour:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {name: getattr(self, name) for name in _CONVERTERS}
         data["scripts"] = {k: [s.to_json() for s in q] for k, q in self.scripts.items() if q}
+        data["scripts"].update(
+            {k: [f.to_json() for f in q] for k, q in self.webhook_faults.items() if q}
+        )
         return data

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import pytest
+
+from tests.emulators.receiver import Receiver
+from tests.emulators.server import serve
 
 
 class ManualClock:
@@ -21,3 +25,11 @@ class ManualClock:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    """A webhook receiver on a real loopback port, and its URL (``…/hook``)."""
+    endpoint = Receiver()
+    async with serve(endpoint.app) as base_url:
+        yield endpoint, f"{base_url}/hook"

@@ -6,6 +6,7 @@ in-process, or over HTTP when it runs in another process:
 - ``GET``/``POST /_emulator/behaviour``: read or partly update the ``Behaviour``;
 - ``POST /_emulator/script`` ``{"route": "submit", "responses": [500, "ok"]}``: queue answers;
 - ``GET /_emulator/requests[?route=&app=]``: the request log and the submission counts;
+- ``GET /_emulator/webhooks[?job=&event=]``: the webhook deliveries attempted (webhooks.py);
 - ``POST /_emulator/reset``: forget jobs and log, back to the behaviour given at creation;
 - ``GET /_emulator/health``: for waiting until an emulator in another process is up.
 """
@@ -27,6 +28,7 @@ from starlette.routing import Route
 from tests.emulators.behaviour import Behaviour, BehaviourError, Scripted
 from tests.emulators.requestlog import LoggedRequest, RequestLog
 from tests.emulators.timeline import Timeline
+from tests.emulators.webhooks import WebhookDispatcher
 
 __all__ = [
     "Behaviour",
@@ -57,6 +59,7 @@ class EmulatorState:
     """What both emulators share; each subclass adds its own jobs."""
 
     name = "emulator"
+    webhooks: WebhookDispatcher | None = None
 
     def __init__(self, behaviour: Behaviour | None = None, clock: Clock | None = None) -> None:
         self._initial = (behaviour or Behaviour()).copy()
@@ -81,6 +84,8 @@ class EmulatorState:
         self.behaviour.restore(self._initial)
         self.log.clear()
         self.clear_jobs()
+        if self.webhooks is not None:
+            self.webhooks.reset()
 
     def clear_jobs(self) -> None:
         """Subclasses drop their jobs here."""
@@ -130,6 +135,12 @@ class EmulatorState:
     def close(self) -> None:
         self._closing.set()
 
+    async def aclose(self) -> None:
+        """Wake hung requests and stop the webhook deliveries still in flight."""
+        self.close()
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
+
 
 def lifespan_for(
     state: EmulatorState,
@@ -140,7 +151,7 @@ def lifespan_for(
         try:
             yield
         finally:
-            state.close()
+            await state.aclose()
 
     return lifespan
 
@@ -182,6 +193,15 @@ def control_routes(state: EmulatorState) -> list[Route]:
             }
         )
 
+    async def get_webhooks(request: Request) -> Response:
+        params = request.query_params
+        webhooks = state.webhooks
+        if webhooks is None:
+            return json_response({"deliveries": [], "pending": 0})
+        attempts = webhooks.deliveries(params.get("job"), params.get("event"))
+        pending = webhooks.pending
+        return json_response({"deliveries": [a.to_json() for a in attempts], "pending": pending})
+
     async def reset(request: Request) -> Response:
         state.reset()
         return json_response({"ok": True})
@@ -194,6 +214,7 @@ def control_routes(state: EmulatorState) -> list[Route]:
         Route("/_emulator/behaviour", set_behaviour, methods=["POST"]),
         Route("/_emulator/script", add_script, methods=["POST"]),
         Route("/_emulator/requests", get_requests, methods=["GET"]),
+        Route("/_emulator/webhooks", get_webhooks, methods=["GET"]),
         Route("/_emulator/reset", reset, methods=["POST"]),
         Route("/_emulator/health", health, methods=["GET"]),
     ]

@@ -15,6 +15,10 @@
 Statuses: ``starting`` while queued, ``processing`` while running (``logs`` grows tqdm lines
 that ``Prediction.progress`` parses), then ``succeeded``, ``failed`` (with ``error``),
 ``canceled`` or ``aborted`` (which replicate 1.0.7 cannot parse: its status is a Literal).
+``webhook`` and ``webhook_events_filter`` on a create deliver the prediction, signed, on those
+events (replicate_webhooks.py; faults a test can inject: webhook_faults.py); the signing
+secret is at ``GET /v1/webhooks/default/secret``.
+
 Submissions are counted per ``owner/name`` for models, ``deployments/owner/name`` for
 deployments and the ``version`` string as sent (``versions`` if none); scripts use the same keys
 (``"submit:owner/name"``). The poll route's script key is ``"status"``.
@@ -28,6 +32,7 @@ from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any, cast
 
+import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -45,6 +50,8 @@ from tests.emulators.control import (
 )
 from tests.emulators.media import files_route
 from tests.emulators.replicate_state import ReplicateEmulator, ReplicatePrediction, version_of
+from tests.emulators.replicate_webhooks import SECRET_PATH, parse_events_filter
+from tests.emulators.webhooks import WebhookTargetError, check_target
 
 __all__ = ["ReplicateEmulator", "ReplicatePrediction", "create_replicate_app"]
 
@@ -76,8 +83,8 @@ def throttled(seconds: int) -> Response:
     return problem(429, detail, {"Retry-After": str(seconds)})
 
 
-def invalid_input(field: str, description: str) -> Response:
-    fields = [{"type": "required", "field": field, "description": description}]
+def invalid_input(field: str, description: str, kind: str = "required") -> Response:
+    fields = [{"type": kind, "field": field, "description": description}]
     return problem(422, f"- {field}: {description}\n", invalid_fields=fields)
 
 
@@ -150,6 +157,9 @@ async def _create(request: Request, key: str | None, model: str | None) -> Respo
                 response = accepted
             else:
                 prediction = accepted
+                subscription = state.webhooks.subscription(prediction.id)
+                if subscription is not None and subscription.early is not None:
+                    await state.webhooks.deliver_now(subscription)  # before the 201 goes out
                 response = await _answer_created(request, state, prediction)
     state.log.record(
         request,
@@ -189,6 +199,17 @@ def _accept(
     for name in state.behaviour.required_inputs:
         if name not in arguments:
             return invalid_input(f"input.{name}", f"{name} is required")
+    webhook = body.get("webhook")
+    events: frozenset[str] = frozenset()
+    if webhook is not None:
+        try:
+            check_target(webhook)
+        except WebhookTargetError as exc:
+            return invalid_input("webhook", f"webhook {exc}", "format")
+        try:
+            events = parse_events_filter(body.get("webhook_events_filter"))
+        except ValueError as exc:
+            return invalid_input("webhook_events_filter", str(exc), "enum")
     cancel_after: float | None = None
     if header := request.headers.get("cancel-after"):
         try:
@@ -202,6 +223,8 @@ def _accept(
         input=arguments,
         base_url=str(request.base_url),
         cancel_after=cancel_after,
+        webhook=webhook,
+        webhook_events=events,
     )
 
 
@@ -318,14 +341,24 @@ async def list_predictions(request: Request) -> Response:
     return response
 
 
+async def webhook_secret(request: Request) -> Response:
+    if not _authorised(request):
+        return problem(*_UNAUTHENTICATED)
+    return json_response({"key": _state(request).signer.secret})
+
+
 def create_replicate_app(
-    behaviour: Behaviour | None = None, *, clock: Clock | None = None
+    behaviour: Behaviour | None = None,
+    *,
+    clock: Clock | None = None,
+    webhook_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """A Replicate emulator; its state is ``app.state.emulator`` (a ``ReplicateEmulator``)."""
-    state = ReplicateEmulator(behaviour, clock)
+    state = ReplicateEmulator(behaviour, clock, webhook_transport=webhook_transport)
     routes = [
         *control_routes(state),
         files_route,
+        Route(SECRET_PATH, webhook_secret, methods=["GET"]),
         Route("/v1/models/{owner}/{name}/predictions", create_for_model, methods=["POST"]),
         Route(
             "/v1/deployments/{owner}/{name}/predictions", create_for_deployment, methods=["POST"]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from tests.emulators.control import Behaviour, Clock, EmulatorState
 from tests.emulators.media import (
     mp4_name,
@@ -19,7 +21,9 @@ from tests.emulators.media import (
     requested_size,
     wants_video,
 )
+from tests.emulators.replicate_webhooks import ReplicateWebhooks, StandardWebhooksSigner
 from tests.emulators.timeline import TERMINAL_PHASES, Phase, Timeline
+from tests.emulators.webhooks import WebhookDispatcher, check_target
 
 STATUSES: dict[Phase, str] = {
     "queued": "starting",
@@ -31,6 +35,7 @@ STATUSES: dict[Phase, str] = {
     "expired": "aborted",
 }
 _BAR_PARTS = " ▏▎▍▌▋▊▉"
+_COMPLETED_FAULTS = ("webhook:completed", "webhook")
 
 
 @dataclass
@@ -78,12 +83,25 @@ def version_of(name: str) -> str:
 
 
 class ReplicateEmulator(EmulatorState):
-    """The Replicate emulator's state: ``predictions`` by id, plus the shared controls."""
+    """The Replicate emulator's state: ``predictions`` by id, plus the shared controls; its
+    webhooks are signed by ``signer`` (``signer.secret``) and sent by ``webhooks`` (through
+    ``webhook_transport`` when one is given)."""
 
     name = "replicate"
 
-    def __init__(self, behaviour: Behaviour | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        behaviour: Behaviour | None = None,
+        clock: Clock | None = None,
+        *,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         super().__init__(behaviour, clock)
+        self.signer = StandardWebhooksSigner()
+        webhook_format = ReplicateWebhooks(self, self.signer)
+        self.webhooks: WebhookDispatcher = WebhookDispatcher(
+            webhook_format, lambda: self.behaviour, self.now, webhook_transport
+        )
         self.predictions: dict[str, ReplicatePrediction] = {}
         self._order: list[str] = []
         self._bucket_limit = 0
@@ -104,9 +122,21 @@ class ReplicateEmulator(EmulatorState):
         input: dict[str, Any],
         base_url: str = "http://testserver/",
         cancel_after: float | None = None,
+        webhook: str | None = None,
+        webhook_events: frozenset[str] = frozenset(),
     ) -> ReplicatePrediction:
-        """Create a prediction as a create call would (also usable directly from a test)."""
+        """Create a prediction as a create call would (also usable directly from a test). With
+        ``webhook`` (loopback only, else WebhookTargetError) its ``webhook_events`` are POSTed
+        there (replicate_webhooks.py)."""
+        if webhook is not None:
+            check_target(webhook)
         fails = self.behaviour.next_run_fails()
+        timeline = self.plan(fails, cancel_after)
+        early = webhook is not None and bool(
+            self.behaviour.take_webhook_fault(_COMPLETED_FAULTS, "early")
+        )
+        if early:
+            timeline.finish_now()
         seed = input.get("seed")
         prediction = ReplicatePrediction(
             id=new_id(),
@@ -115,7 +145,7 @@ class ReplicateEmulator(EmulatorState):
             key=key,
             input=input,
             base_url=base_url,
-            timeline=self.plan(fails, cancel_after),
+            timeline=timeline,
             seed=seed if isinstance(seed, int) else random.randrange(2**31),
             video=wants_video(model, self.behaviour.output),
             error=self.behaviour.run_error if fails else None,
@@ -123,6 +153,8 @@ class ReplicateEmulator(EmulatorState):
         self.predictions[prediction.id] = prediction
         self._order.append(prediction.id)
         self.log.submits_accepted[key] += 1
+        if webhook is not None:
+            self.webhooks.subscribe(prediction.id, prediction, webhook, webhook_events, early=early)
         return prediction
 
     def throttle(self) -> int | None:
@@ -142,7 +174,8 @@ class ReplicateEmulator(EmulatorState):
         return max(1, math.ceil((1 - self._tokens) / rate))
 
     def cancel(self, prediction: ReplicatePrediction) -> None:
-        prediction.timeline.cancel(self.now(), self.behaviour.cancel_stops_running)
+        if prediction.timeline.cancel(self.now(), self.behaviour.cancel_stops_running):
+            self.webhooks.poke(prediction.id)
 
     def logs_of(self, prediction: ReplicatePrediction, now: float, phase: Phase) -> str:
         timeline = prediction.timeline
@@ -169,8 +202,9 @@ class ReplicateEmulator(EmulatorState):
         count = requested_count(prediction.input, "num_outputs", limit=4)
         return [files + png_name(prediction.id, i, size) for i in range(count)]
 
-    def to_json(self, prediction: ReplicatePrediction) -> dict[str, Any]:
-        now = self.now()
+    def to_json(self, prediction: ReplicatePrediction, at: float | None = None) -> dict[str, Any]:
+        """The prediction as the API shows it now, or as it was ``at`` that time."""
+        now = self.now() if at is None else at
         timeline = prediction.timeline
         phase = timeline.phase(now)
         terminal = phase in TERMINAL_PHASES

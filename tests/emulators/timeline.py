@@ -63,6 +63,11 @@ class Timeline:
             return 1.0 if now >= self.started else 0.0
         return min(1.0, max(0.0, (self.ran_until(now) - self.started) / span))
 
+    def finish_now(self) -> None:
+        """End the job the moment it was created (a test's ``early`` webhook fault)."""
+        self.started = self.finished = self.created
+        self.deadline = None
+
     def cancel(self, now: float, stop_running: bool) -> bool:
         """Cancel a queued job, or a running one when ``stop_running``; False once over."""
         phase = self.phase(now)
