@@ -7,7 +7,7 @@ COMMA  := ,
 EXTRAS := dev$(if $(filter 1,$(BACKSERV_LOCAL)),$(COMMA)local)
 STAMP  := $(VENV)/.installed-$(subst $(COMMA),-,$(EXTRAS))-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint format install clean bench
+.PHONY: run test lint imports format install clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,13 +27,18 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway providers tests bench
-	$(BIN)/ruff format --check gateway providers tests bench
+	$(BIN)/ruff check gateway providers tests bench tools
+	$(BIN)/ruff format --check gateway providers tests bench tools
 	$(BIN)/mypy
 
+# no import cycle in gateway/ and providers/, and the layer contracts of pyproject.toml
+# ([tool.backserv.imports]); see tools/check_imports.py
+imports: $(STAMP)
+	$(BIN)/python -m tools.check_imports
+
 format: $(STAMP)
-	$(BIN)/ruff format gateway providers tests bench
-	$(BIN)/ruff check --fix gateway providers tests bench
+	$(BIN)/ruff format gateway providers tests bench tools
+	$(BIN)/ruff check --fix gateway providers tests bench tools
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
