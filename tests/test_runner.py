@@ -23,7 +23,7 @@ from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
-from providers.base import Provider, ProviderRef, ProviderState, StateKind
+from providers.base import Output, Provider, ProviderRef, ProviderState, StateKind
 from tests.fakes import (
     PNG,
     FakeProvider,
@@ -427,6 +427,24 @@ async def test_no_usable_route_fails_the_job(
     assert got.status is Status.FAILED
     assert got.error is not None and got.error["code"] == "provider_unavailable"
     assert fake.submits == fake2.submits == []
+
+
+@pytest.mark.parametrize("host", ["xn--a.com", "xn--", "a" * 64 + ".example"])
+async def test_an_output_url_with_an_invalid_host_name_fails_the_job_and_closes_the_attempt(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, host: str
+) -> None:
+    output = Output(content_type="image/png", url=f"https://{host}/out.png")
+    fake.scripts = [Script(polls=[ProviderState(StateKind.SUCCEEDED, outputs=(output,))])]
+    job, model = await claimed(store)
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.FAILED
+    assert got.error is not None and got.error["code"] == "provider_unavailable", got.error
+    assert "not a valid domain name" in got.error["message"]
+    [attempt] = got.attempts
+    assert attempt["outcome"] == "failed" and attempt["ended_at"] is not None
 
 
 async def test_success_without_outputs_is_a_route_failure(
