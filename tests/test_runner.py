@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.breaker import BreakerPolicy, Breakers, BreakerState
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
 from gateway.errors import (
     ProviderInputError,
@@ -445,6 +446,28 @@ async def test_an_output_url_with_an_invalid_host_name_fails_the_job_and_closes_
     assert "not a valid domain name" in got.error["message"]
     [attempt] = got.attempts
     assert attempt["outcome"] == "failed" and attempt["ended_at"] is not None
+
+
+async def test_a_failure_reaches_the_routes_breaker_though_other_routes_crowd_it_out_meanwhile(
+    store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider
+) -> None:
+    """While the job runs, its route's breaker (closed, nothing failed yet) is dropped to
+    make room for others (a Tasks API client naming fal app after fal app); the failure must
+    still count, or a failing route could be tried for ever under such pressure."""
+    breakers = Breakers(BreakerPolicy(failure_threshold=1), max_breakers=4)
+    runner = JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=30.0, breakers=breakers)
+
+    async def crowd(ref: ProviderRef) -> None:
+        for i in range(100):
+            breakers.get(f"fal:fal-ai/app-{i}")
+
+    fake.on_poll = crowd
+    fake.scripts = [fails(ProviderUnavailable("the route is down"))]
+    job, model = await claimed(store)
+
+    await runner.run(job, model)
+
+    assert breakers.state(model.routes[0].name) is BreakerState.OPEN
 
 
 async def test_success_without_outputs_is_a_route_failure(
