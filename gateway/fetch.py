@@ -26,6 +26,7 @@ from typing import Any, Literal
 import httpx
 
 from gateway import netguard
+from gateway.digits import parse_digits
 from gateway.errors import UnsafeURL
 
 __all__ = ["MAX_ADDRESSES", "MAX_REDIRECTS", "FetchFailed", "fetch_guarded"]
@@ -171,8 +172,8 @@ async def _read(
     if accept is not None and not content_type.startswith(tuple(accept)):
         raise FetchFailed("content_type", f"{host} answered content type '{content_type}'")
     too_large = f"the body from {host} is larger than {max_bytes} bytes"
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    declared = parse_digits(response.headers.get("content-length", ""))
+    if declared is not None and declared > max_bytes:
         raise FetchFailed("too_large", too_large)
     body = bytearray()
     async for chunk in response.aiter_bytes():

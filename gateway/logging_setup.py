@@ -6,6 +6,12 @@ uvicorn with ``log_config=None``). Each JSON line holds ``ts`` (UTC, ISO 8601), 
 ``logger``, ``message``, ``request_id``, ``job_id`` (null when there is none), any other
 ``extra={...}`` fields, and ``exception`` when a traceback was logged.
 
+URLs lose their user info, query string and fragment in every line (``gateway.redact``):
+httpx's "HTTP Request: POST <url> ..." line and uvicorn's access line get a filter that
+rewrites them, rather than being silenced (httpx raised to WARNING): the line, with its
+method, host, path and status, is how an operator sees what the gateway's calls to
+providers and webhook receivers answered, and a filter keeps holding at any log level.
+
 The request id comes from the context variable the request-id middleware sets; the job id
 from ``extra={"job_id": ...}`` or else from ``current_job_id``, which the scheduler sets in
 each job's task: every line logged while a job runs (runner, providers, storage) carries it.
@@ -23,6 +29,8 @@ from typing import Any, Literal, TextIO
 import orjson
 
 from gateway.api.request_id import current_request_id
+from gateway.redact import LOGGERS as URL_LOGGERS
+from gateway.redact import RedactUrlArgs
 
 current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 
@@ -129,6 +137,10 @@ def configure_logging(
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
         uvicorn_logger.setLevel(logging.NOTSET)
+    redacting = [lg for lg in map(logging.getLogger, URL_LOGGERS) if not _has_redaction(lg)]
+    redaction = RedactUrlArgs()
+    for url_logger in redacting:  # on the logger: every handler sees the redacted record
+        url_logger.addFilter(redaction)
 
     def undo() -> None:
         root.handlers[:] = saved[0]
@@ -136,5 +148,11 @@ def configure_logging(
         for lg, (handlers, propagate, lg_level) in zip(uvicorn_loggers, saved[2], strict=True):
             lg.handlers[:], lg.propagate = handlers, propagate
             lg.setLevel(lg_level)  # uvicorn sets its loggers' levels from ours
+        for url_logger in redacting:
+            url_logger.removeFilter(redaction)
 
     return undo
+
+
+def _has_redaction(logger: logging.Logger) -> bool:
+    return any(isinstance(f, RedactUrlArgs) for f in logger.filters)

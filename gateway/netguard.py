@@ -123,9 +123,16 @@ def parse_url(url: str, *, param: str = "url") -> httpx.URL:
             param=param,
             code="invalid_url",
         )
-    if not parsed.host:
+    if not parsed.raw_host:
         raise InvalidRequest(
             f"Invalid '{param}': the URL has no host.", param=param, code="invalid_url"
+        )
+    if not _valid_host(parsed):
+        raise InvalidRequest(
+            f"Invalid '{param}': the host is not a valid domain name (labels of 1 to 63 "
+            f"characters, valid IDNA, at most 253 characters in all).",
+            param=param,
+            code="invalid_url",
         )
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise InvalidRequest(
@@ -134,6 +141,21 @@ def parse_url(url: str, *, param: str = "url") -> httpx.URL:
             code="invalid_url",
         )
     return parsed
+
+
+def _valid_host(parsed: httpx.URL) -> bool:
+    """Whether the host is an IP literal or a domain name DNS can carry, its ``xn--`` labels
+    valid IDNA: httpx decodes those only when ``.host`` is read, and raises ``idna``'s own
+    errors (``UnicodeError``) then, so they are read here, once, where a refusal is a 4xx."""
+    raw = parsed.raw_host.decode("ascii")
+    if ":" in raw:  # an IPv6 literal, checked by httpx already
+        return True
+    try:
+        _ = parsed.host  # reading it decodes the "xn--" labels
+    except ValueError:  # idna.IDNAError is a UnicodeError
+        return False
+    labels = raw[:-1].split(".") if raw.endswith(".") else raw.split(".")
+    return len(raw) <= 253 and all(0 < len(label) <= 63 for label in labels)
 
 
 async def resolve(host: str, port: int, *, param: str, timeout: float) -> list[IPAddress]:

@@ -148,8 +148,11 @@ class JobRunner:
         provider: Provider,
         deadline: float,
     ) -> ProviderError | None:
-        """Try one route (with retries); None when the job reached a terminal state."""
-        breaker = self.breakers.get(route.name)
+        """Try one route (with retries); None when the job reached a terminal state.
+
+        The route's breaker is looked up at each use, not held: an idle one may be dropped
+        while the job runs (``gateway.breaker.Breakers``), and the verdict must reach the
+        breaker that guards the route then."""
         tries = 0
         try:
             while True:
@@ -163,12 +166,13 @@ class JobRunner:
                     state = await self._follow(job, attempt, route, provider, ref, deadline)
                     if state.kind is StateKind.SUCCEEDED:
                         await self._complete(job, model, attempt, state)
-                        breaker.record(ok=True)
+                        self.breakers.get(route.name).record(ok=True)
                         return None
                 except ProviderError as exc:
                     state = ProviderState(StateKind.FAILED, error=exc)
                 error = state.error or ProviderUnavailable("the provider cancelled the request")
                 self._close_attempt(attempt, "failed", error)
+                breaker = self.breakers.get(route.name)
                 if isinstance(error, HEALTH_ERRORS):
                     breaker.record(ok=False)
                 if isinstance(error, ProviderLostRequest) and not provider.free_resubmit:
@@ -194,7 +198,7 @@ class JobRunner:
                 await self._save_attempts(job)
                 await asyncio.sleep(delay)
         finally:
-            breaker.release_probe()
+            self.breakers.get(route.name).release_probe()
 
     async def _open_attempt(self, job: Job, index: int, route: RouteSpec) -> dict[str, Any]:
         """The attempt to work on: an open one with a provider reference is resumed; an open

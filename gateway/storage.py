@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.digits import parse_digits
 from gateway.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -198,11 +199,11 @@ class OwnFiles:
         path_part, _, query = url[len(prefix) :].partition("?")
         job_id, _, name = path_part.partition("/")
         params = dict(p.partition("=")[::2] for p in query.split("&") if p)
-        expires = params.get("expires", "")
+        expires = parse_digits(params.get("expires", ""))
         if not (
-            expires.isdigit()
-            and self.signer.verify(job_id, name, int(expires), params.get("sig", ""))
-            and int(expires) >= time.time()
+            expires is not None
+            and self.signer.verify(job_id, name, expires, params.get("sig", ""))
+            and expires >= time.time()
         ):
             raise ProviderInputError("The input URL is a result URL that is not valid or expired.")
         path = self.storage.path(job_id, name)

@@ -61,7 +61,7 @@ def valid_device(value: object) -> bool:
     base, _, index = value.partition(":")
     if base in ("auto", "cpu", "mps"):
         return not index
-    return base == "cuda" and (not index or index.isdigit())
+    return base == "cuda" and (not index or (index.isascii() and index.isdigit()))
 
 
 @dataclass(frozen=True)

@@ -412,5 +412,5 @@ async def guarded_download(
 def _host(url: str) -> str:
     try:
         return httpx.URL(url).host or "?"
-    except httpx.InvalidURL:
+    except (httpx.InvalidURL, ValueError):  # ValueError: idna's errors, read from .host
         return "?"

@@ -93,3 +93,54 @@ def test_breakers_are_per_route() -> None:
     assert breakers.state("fal:a") is BreakerState.OPEN
     assert breakers.state("fal:b") is BreakerState.CLOSED
     assert breakers.get("fal:b").allow()
+
+
+# -- how many are kept --------------------------------------------------------------------------
+
+
+def name_many_apps(breakers: Breakers, count: int, now: float) -> None:
+    """What a Tasks API client can do: name fal app after fal app, each run once and fine."""
+    for i in range(count):
+        breaker = breakers.get(f"fal:fal-ai/app-{i}", now=now)
+        assert breaker.allow(now=now)
+        breaker.record(ok=True, now=now)
+
+
+def test_naming_many_routes_keeps_at_most_the_cap_of_breakers() -> None:
+    breakers = Breakers(POLICY, max_breakers=16)
+
+    name_many_apps(breakers, 5000, now=1.0)
+
+    assert breakers.count == 16
+    assert breakers.state("fal:fal-ai/app-4999") is BreakerState.CLOSED
+
+
+def test_open_and_half_open_breakers_survive_eviction_pressure() -> None:
+    breakers = Breakers(POLICY, max_breakers=16)
+    for t in range(3):
+        breakers.get("fal:probing").record(ok=False, now=t)  # open from 2 s to 7 s
+        breakers.get("fal:open").record(ok=False, now=6 + t)  # open from 8 s to 13 s
+    assert breakers.get("fal:probing").allow(now=8)  # after its cooldown: its probe is out
+
+    name_many_apps(breakers, 5000, now=9.0)
+
+    assert breakers.count == 16
+    assert breakers.state("fal:open") is BreakerState.OPEN
+    assert not breakers.get("fal:open").allow(now=9)  # still paused: no early retry
+    assert breakers.state("fal:probing") is BreakerState.HALF_OPEN
+    assert not breakers.get("fal:probing").allow(now=9)  # still one probe at a time
+
+
+def test_a_recent_failure_is_kept_until_it_leaves_the_window() -> None:
+    breakers = Breakers(POLICY, max_breakers=16)
+    for t in range(2):  # one failure short of opening
+        breakers.get("fal:flaky").record(ok=False, now=t)
+
+    name_many_apps(breakers, 100, now=5.0)
+    breakers.get("fal:flaky").record(ok=False, now=6)
+
+    assert breakers.state("fal:flaky") is BreakerState.OPEN  # the third failure in a row
+
+    breakers.get("fal:old").record(ok=False, now=0)
+    name_many_apps(breakers, 100, now=11.0)  # past the 10 s window: nothing left to keep
+    assert breakers.get("fal:old", now=11).consecutive_failures == 0  # a fresh breaker

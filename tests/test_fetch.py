@@ -176,6 +176,23 @@ async def test_a_body_over_the_limit_is_refused(base: str, path: str) -> None:
     assert caught.value.reason == "too_large"
 
 
+@pytest.mark.parametrize("declared", ["\u00b2".encode("latin-1"), b"9" * 5000])
+async def test_a_content_length_that_is_not_plain_digits_leaves_the_real_size_to_judge(
+    declared: bytes,
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = [(b"content-type", b"image/png"), (b"content-length", declared)]
+        return httpx.Response(200, headers=headers, content=PNG)
+
+    transport = httpx.MockTransport(answer)
+    url = "http://127.0.0.1/img"
+
+    assert await get(url, transport=transport, max_bytes=len(PNG)) == (PNG, "image/png")
+    with pytest.raises(FetchFailed) as caught:
+        await get(url, transport=transport, max_bytes=len(PNG) - 1)
+    assert caught.value.reason == "too_large"
+
+
 async def test_a_slow_body_runs_into_the_time_limit(base: str) -> None:
     started = asyncio.get_running_loop().time()
     with pytest.raises(FetchFailed) as caught:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from gateway.jobs import (
 from gateway.kinds import MAX_SEED
 from gateway.store.sqlite import SQLiteJobStore
 from providers.registry import KNOWN_PROVIDERS
+from tests.mersenne import predict_next_96
 
 ROOT = Path(__file__).resolve().parent.parent
 Q, P, DONE, FAIL, CXL = (
@@ -83,9 +85,17 @@ def bare_job(**kwargs: Any) -> Job:
 
 
 def test_new_job_ids_are_prefixed_and_unique() -> None:
-    ids = {new_job_id() for _ in range(100)}
-    assert len(ids) == 100
-    assert all(i.startswith("job-") and len(i) == 28 for i in ids)
+    ids = {new_job_id() for _ in range(100_000)}
+    assert len(ids) == 100_000
+    assert all(re.fullmatch(r"job-[0-9a-f]{24}", i) for i in ids)
+
+
+def test_job_ids_cannot_be_predicted_from_earlier_ids() -> None:
+    """Ids from a Mersenne Twister gave away the next ones (another key's included) after
+    208 of them; ids from the OS's CSPRNG do not."""
+    seen = [int(new_job_id().removeprefix("job-"), 16) for _ in range(208)]
+
+    assert f"job-{predict_next_96(seen):024x}" != new_job_id()
 
 
 def test_fresh_job_has_no_provider_no_retries_no_fallback() -> None:

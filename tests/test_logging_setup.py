@@ -22,6 +22,8 @@ from gateway.api.request_id import RequestIdMiddleware
 from gateway.catalog import parse_catalog
 from gateway.jobs import JobService
 from gateway.logging_setup import UVICORN_LOGGERS, configure_logging
+from gateway.redact import LOGGERS as URL_LOGGERS
+from gateway.redact import RedactUrlArgs
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.scheduler import Scheduler
@@ -41,10 +43,13 @@ def stream() -> Iterator[io.StringIO]:
     saved = (root.handlers[:], root.level)
     loggers = [logging.getLogger(name) for name in UVICORN_LOGGERS]
     uvicorn = {lg.name: (lg.handlers[:], lg.propagate, lg.level) for lg in loggers}
+    filters = {name: logging.getLogger(name).filters[:] for name in URL_LOGGERS}
     out = io.StringIO()
     try:
         yield out
     finally:
+        for name, saved_filters in filters.items():
+            logging.getLogger(name).filters[:] = saved_filters
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         for name, (handlers, propagate, level) in uvicorn.items():
@@ -185,3 +190,19 @@ def test_settings_refuse_an_unknown_level_and_format() -> None:
         Settings(_env_file=None, log_level="loud")
     with pytest.raises(ValidationError, match="log_format"):
         Settings(_env_file=None, log_format="xml")
+
+
+def test_httpx_request_lines_lose_the_query_and_undo_removes_the_filter(
+    stream: io.StringIO,
+) -> None:
+    httpx_log = logging.getLogger("httpx")
+    url = httpx.URL("https://hooks.example/in?token=SECRET")
+    undo = configure_logging("info", "json", stream)
+    try:
+        httpx_log.info('HTTP Request: %s %s "%s %d %s"', "POST", url, "HTTP/1.1", 200, "OK")
+    finally:
+        undo()
+
+    [line] = lines(stream)
+    assert line["message"] == 'HTTP Request: POST https://hooks.example/in "HTTP/1.1 200 OK"'
+    assert not any(isinstance(f, RedactUrlArgs) for f in httpx_log.filters)

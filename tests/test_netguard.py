@@ -180,3 +180,39 @@ def test_pinning_keeps_the_name_in_host_and_tls() -> None:
     )
     assert str(plain) == "http://93.184.216.34/in"
     assert headers == {"Host": "hooks.example.com"} and extensions == {}
+
+
+BAD_HOSTS = [
+    "xn--a.com",  # punycode that decodes to a code point IDNA refuses
+    "xn--",  # an A-label with nothing after the prefix
+    "xn--zz.com",  # not an A-label at all
+    "xn--ss-aaa.com",
+    "a." + "b" * 64 + ".com",  # a label longer than 63
+    ".".join(["c" * 60] * 5),  # a name longer than 253
+    "a..example.com",  # an empty label
+    ".example.com",
+    "\u2488.com",  # "⒈": a Unicode character IDNA refuses
+    "a\u200d.com",  # a zero-width joiner
+]
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS)
+async def test_an_invalid_domain_name_is_an_invalid_url_naming_the_param(
+    fake_dns: dict[str, list[str]], host: str
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await check_url(f"http://{host}/hook", param="webhook_url")
+
+    assert not isinstance(caught.value, UnresolvableHost)  # the name is wrong, not unknown
+    assert caught.value.param == "webhook_url" and caught.value.code == "invalid_url"
+    assert "'webhook_url'" in caught.value.message
+
+
+@pytest.mark.parametrize("host", ["xn--zca.example", "\u00df.example", "a.example.", "x" * 63])
+async def test_valid_international_and_long_names_are_resolved(
+    fake_dns: dict[str, list[str]], host: str
+) -> None:
+    fake_dns.update({"xn--zca.example": ["93.184.216.34"], "a.example.": ["93.184.216.34"]})
+    fake_dns["x" * 63] = ["93.184.216.34"]
+
+    assert await check_url(f"https://{host}/x") == [ipaddress.ip_address("93.184.216.34")]

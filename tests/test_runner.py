@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.breaker import BreakerPolicy, Breakers, BreakerState
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
 from gateway.errors import (
     ProviderInputError,
@@ -23,7 +24,7 @@ from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
-from providers.base import Provider, ProviderRef, ProviderState, StateKind
+from providers.base import Output, Provider, ProviderRef, ProviderState, StateKind
 from tests.fakes import (
     PNG,
     FakeProvider,
@@ -427,6 +428,46 @@ async def test_no_usable_route_fails_the_job(
     assert got.status is Status.FAILED
     assert got.error is not None and got.error["code"] == "provider_unavailable"
     assert fake.submits == fake2.submits == []
+
+
+@pytest.mark.parametrize("host", ["xn--a.com", "xn--", "a" * 64 + ".example"])
+async def test_an_output_url_with_an_invalid_host_name_fails_the_job_and_closes_the_attempt(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, host: str
+) -> None:
+    output = Output(content_type="image/png", url=f"https://{host}/out.png")
+    fake.scripts = [Script(polls=[ProviderState(StateKind.SUCCEEDED, outputs=(output,))])]
+    job, model = await claimed(store)
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.FAILED
+    assert got.error is not None and got.error["code"] == "provider_unavailable", got.error
+    assert "not a valid domain name" in got.error["message"]
+    [attempt] = got.attempts
+    assert attempt["outcome"] == "failed" and attempt["ended_at"] is not None
+
+
+async def test_a_failure_reaches_the_routes_breaker_though_other_routes_crowd_it_out_meanwhile(
+    store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider
+) -> None:
+    """While the job runs, its route's breaker (closed, nothing failed yet) is dropped to
+    make room for others (a Tasks API client naming fal app after fal app); the failure must
+    still count, or a failing route could be tried for ever under such pressure."""
+    breakers = Breakers(BreakerPolicy(failure_threshold=1), max_breakers=4)
+    runner = JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=30.0, breakers=breakers)
+
+    async def crowd(ref: ProviderRef) -> None:
+        for i in range(100):
+            breakers.get(f"fal:fal-ai/app-{i}")
+
+    fake.on_poll = crowd
+    fake.scripts = [fails(ProviderUnavailable("the route is down"))]
+    job, model = await claimed(store)
+
+    await runner.run(job, model)
+
+    assert breakers.state(model.routes[0].name) is BreakerState.OPEN
 
 
 async def test_success_without_outputs_is_a_route_failure(

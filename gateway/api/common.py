@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.auth import Principal
+from gateway.digits import parse_digits
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -47,8 +48,8 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
                 f"The request body must be JSON; got Content-Type '{media}'.",
                 code="unsupported_media_type",
             )
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > max_bytes:
+    length = parse_digits(request.headers.get("content-length", ""))
+    if length is not None and length > max_bytes:
         raise PayloadTooLarge(
             f"The request body is {length} bytes; the limit is {max_bytes}.",
             code="body_too_large",

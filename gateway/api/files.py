@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from gateway.digits import parse_digits
 from gateway.errors import Gone, NotFound, PermissionDenied
 from gateway.storage import ResultStorage, UrlSigner
 from gateway.store.base import JobStore
@@ -38,12 +39,12 @@ class FilesAPI:
         name = request.path_params["name"]
         expires_raw = request.query_params.get("expires", "")
         sig = request.query_params.get("sig", "")
-        if not expires_raw.isdigit() or not sig:
+        expires = parse_digits(expires_raw)
+        if expires is None or not sig:
             raise PermissionDenied(
                 "This file URL is not signed; use the URL from the job's result.",
                 code="unsigned_url",
             )
-        expires = int(expires_raw)
         if not self.signer.verify(job_id, name, expires, sig):
             raise PermissionDenied("This file URL's signature is not valid.", code="bad_signature")
         if expires < time.time():

@@ -10,6 +10,7 @@ and one that had already received it gets an empty stream that ends at once.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,6 +25,8 @@ from gateway.jobs import Job, JobService
 from gateway.waiting import Waiting
 
 KEEPALIVE_SECONDS = 15.0
+#: what ``event_id`` makes: 20 ASCII digits (``isdigit`` would take "²" too)
+_EVENT_ID = re.compile(r"[0-9]{20}")
 
 
 def event_id(job: Job) -> str:
@@ -74,7 +77,7 @@ class JobEventsAPI:
         who = await principal(request)
         job = await self.service.get(who.owner, request.path_params["job_id"])
         last_seen = request.headers.get("last-event-id", "")
-        if not (len(last_seen) == 20 and last_seen.isdigit()):
+        if not _EVENT_ID.fullmatch(last_seen):
             last_seen = ""  # not an id this server issued: start over
         release = self.waiting.take(who.owner)  # 429 past the key's cap of open waits
         return _HeldStream(

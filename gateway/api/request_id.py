@@ -8,7 +8,6 @@ for log lines.
 from __future__ import annotations
 
 import contextvars
-import random
 import re
 import secrets
 
@@ -16,7 +15,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = b"x-request-id"
 _VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-_ids = random.Random(secrets.randbits(128))
 
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -24,7 +22,8 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 
 def new_request_id() -> str:
-    return f"req_{_ids.getrandbits(96):024x}"
+    """``req_`` and 96 bits from the OS's CSPRNG (as job ids: ``gateway.jobs.new_job_id``)."""
+    return f"req_{secrets.token_hex(12)}"
 
 
 class RequestIdMiddleware:

@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.events import JobEvents
 from gateway.jobs import Job
+from gateway.redact import redact_url
 from gateway.settings import Settings
 from gateway.store.base import JobStore, WebhookDelivery
 from gateway.webhooks.due import due_events, hook_of, new_delivery
@@ -243,7 +244,7 @@ class WebhookDispatcher:
             log.info(
                 "webhooks: %s to %s, attempt %d: %s (%s)",
                 delivery.id,
-                delivery.url,
+                redact_url(delivery.url),  # a token may ride in its query string
                 attempt,
                 outcome.error,
                 status,

@@ -66,6 +66,30 @@ async def test_signature_with_non_ascii_characters_is_forbidden_not_a_crash(
     assert_error(resp, 403, error_type="permission_error")
 
 
+@pytest.mark.parametrize("expires", ["%C2%B2", "%D9%A3", "9" * 5000])
+async def test_an_expiry_that_is_not_plain_digits_is_forbidden_not_a_crash(
+    client: httpx.AsyncClient, expires: str
+) -> None:
+    # "²" passed str.isdigit() and int() refused it, as it refuses 5,000 digits: a 500
+    # that needed no key, and a traceback logged for each request
+    resp = await client.get(f"/files/job-{'0' * 24}/0.png?expires={expires}&sig=x")
+    assert_error(resp, 403, error_type="permission_error")
+
+
+async def test_an_input_naming_a_result_url_with_a_bad_expiry_fails_as_an_input_error(
+    client: httpx.AsyncClient,
+) -> None:
+    url = f"http://testserver/files/job-{'0' * 24}/0.png?expires=\u00b2&sig=x"
+    body = {"model": "sandbox-upscale", "input": {"image_url": url}}
+    resp = await client.post("/v1/jobs", json=body, headers=AUTH_A)
+    assert resp.status_code == 202, resp.text
+
+    job = await wait_for(client, resp.json()["id"])
+
+    assert job["status"] == "FAILED", job
+    assert job["error"]["code"] == "invalid_input", job["error"]
+
+
 async def test_missing_signature_is_forbidden(client: httpx.AsyncClient) -> None:
     url = (await finished_job(client))["result"]["url"]
     job_id, name, expires, _sig = split(url)

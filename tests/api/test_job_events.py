@@ -64,7 +64,7 @@ async def parse(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
 
 @contextlib.asynccontextmanager
 async def open_stream(
-    client: httpx.AsyncClient, job_id: str, last_event_id: str | None = None
+    client: httpx.AsyncClient, job_id: str, last_event_id: str | bytes | None = None
 ) -> AsyncIterator[AsyncIterator[Event]]:
     headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
     async with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as resp:
@@ -76,7 +76,10 @@ async def open_stream(
 
 
 async def collect(
-    client: httpx.AsyncClient, job_id: str, last_event_id: str | None = None, timeout: float = 10
+    client: httpx.AsyncClient,
+    job_id: str,
+    last_event_id: str | bytes | None = None,
+    timeout: float = 10,
 ) -> list[Event]:
     """Every event until the server closes the stream (which must happen within timeout)."""
     async with asyncio.timeout(timeout), open_stream(client, job_id, last_event_id) as events:
@@ -195,7 +198,8 @@ async def test_a_last_event_id_the_server_never_issued_does_not_hide_the_end(
     async with gateway(tmp_path, sandbox_latency=0.0) as client:
         job_id = await submit(client)
         assert (await client.get(f"/v1/jobs/{job_id}?wait=5")).json()["status"] == "COMPLETED"
-        for foreign in ("not-an-event-id", "evt_123"):
+        superscripts = ("\u00b2" * 20).encode("latin-1")  # 20 characters str.isdigit() takes
+        for foreign in ("not-an-event-id", "evt_123", superscripts):
             events = await collect(client, job_id, last_event_id=foreign)
             assert [e.event for e in events] == ["completed"], (foreign, events)
 

@@ -651,6 +651,18 @@ async def test_body_over_the_limit_is_too_large(small_body_client: httpx.AsyncCl
     assert_error(resp, 413)
 
 
+@pytest.mark.parametrize("declared", ["\u00b2".encode("latin-1"), b"9" * 5000])
+async def test_a_content_length_that_is_not_plain_digits_is_not_a_crash(
+    small_body_client: httpx.AsyncClient, declared: bytes
+) -> None:
+    """Not a length the gateway can use ("²" passes str.isdigit(), int() refuses it and
+    5,000 digits): the body is read, and its real size is what the limit applies to."""
+    body = b'{"model": "sandbox-image", "prompt": "' + b"x" * 3000 + b'"}'
+    headers = {**AUTH_A, "Content-Type": "application/json", "Content-Length": declared}
+    resp = await small_body_client.post("/v1/jobs/images", content=body, headers=headers)
+    assert_error(resp, 413)
+
+
 async def test_streamed_body_over_the_limit_is_too_large(
     small_body_client: httpx.AsyncClient,
 ) -> None:

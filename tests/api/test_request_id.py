@@ -11,9 +11,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from gateway.api.request_id import new_request_id
 from gateway.app import Gateway
 from tests.api.support import local_path, running, submit_image
 from tests.conftest import AUTH_A, make_settings
+from tests.mersenne import predict_next_96
 
 GENERATED = re.compile(r"^req_[0-9a-f]{24}$")
 
@@ -140,6 +142,12 @@ async def test_an_insane_client_request_id_is_replaced(
 async def test_generated_ids_are_unique(client: httpx.AsyncClient) -> None:
     ids = {generated_id(await client.get("/healthz")) for _ in range(200)}
     assert len(ids) == 200
+
+
+def test_request_ids_cannot_be_predicted_from_earlier_ids() -> None:
+    seen = [int(new_request_id().removeprefix("req_"), 16) for _ in range(208)]
+
+    assert f"req_{predict_next_96(seen):024x}" != new_request_id()
 
 
 async def test_the_request_id_does_not_leak_between_requests(tmp_path: Path) -> None:

@@ -272,3 +272,60 @@ async def test_the_same_input_from_a_public_address_is_fetched(
     assert (job["result"]["width"], job["result"]["height"]) == (16, 16)
     assert public.seen == ["GET /in.png"] and network.connections == [PUBLIC]
     assert private.seen == []
+
+
+# -- (c) host names that are not valid domain names --------------------------------------------
+
+#: punycode that decodes to a code point IDNA refuses, an empty A-label, a label over 63
+BAD_HOSTS = ["xn--a.com", "xn--", "a" * 64 + ".example"]
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS)
+@pytest.mark.parametrize("face", [*JOB_FACES, "tasks"])
+async def test_an_invalid_webhook_host_name_is_refused_at_submit_on_every_face(
+    tmp_path: Path, network: Network, face: str, host: str
+) -> None:
+    url = f"http://{host}/hook"
+    settings = make_settings(tmp_path, tasks_jwt_secret=SECRET)
+    async with running(settings) as (client, _gw):
+        if face == "tasks":
+            body = {"task_type": "GENERATION", "prompt": "x", "origin_instance": "t"}
+            resp = await client.post(
+                "/api/v1/tasks/", json={**body, "webhook_url": url}, headers=auth("alice")
+            )
+            assert resp.status_code == 422, resp.text
+            [problem] = resp.json()["detail"]
+            assert problem["loc"] == ["body", "webhook_url"], problem
+            assert "not a valid domain name" in problem["msg"]
+        else:
+            path, body = JOB_FACES[face]
+            resp = await client.post(path, json={**body, "webhook_url": url}, headers=AUTH_A)
+            assert resp.status_code == 400, resp.text
+            error = resp.json()["error"]
+            assert error["param"] == "webhook_url" and error["code"] == "invalid_url"
+            assert "not a valid domain name" in error["message"]
+        listed = (await client.get("/v1/jobs", headers=AUTH_A)).json()["jobs"]
+
+    assert listed == [] and network.connections == []
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS)
+@pytest.mark.parametrize("model", sorted(FETCHING))
+async def test_an_invalid_input_image_host_name_fails_the_job_as_an_input_error(
+    tmp_path: Path, network: Network, public: Site, model: str, host: str
+) -> None:
+    field_name, rest = FETCHING[model]
+    raw = {**rest, field_name: f"http://{host}/in.png"}
+    if model == "sandbox-face-swap":
+        raw["target_image"] = f"http://images.example:{public.port}/face.png"
+    async with running(make_settings(tmp_path)) as (client, _gw):
+        resp = await client.post("/v1/jobs", json={"model": model, "input": raw}, headers=AUTH_A)
+        assert resp.status_code == 202, resp.text
+        job = await wait_for(client, resp.json()["id"])
+
+    assert job["status"] == "FAILED", job
+    assert job["error"]["code"] == "invalid_input", job["error"]
+    assert f"'{field_name}'" in job["error"]["message"], job["error"]
+    assert "not a valid domain name" in job["error"]["message"], job["error"]
+    [attempt] = job["attempts"]
+    assert attempt["outcome"] == "failed" and attempt["ended_at"] is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from gateway.events import JobEvents
 from gateway.jobs import Job, Status
+from gateway.logging_setup import configure_logging
 from gateway.netguard import AllowList
 from gateway.store.base import JobStore, WebhookDelivery
 from gateway.store.sqlite import SQLiteJobStore
@@ -134,6 +137,40 @@ async def test_a_delivery_fails_when_its_retry_window_has_passed(store: JobStore
     assert failed.attempts >= 2 and failed.last_status_code == 500
     assert failed.delivered_at is None
     assert len(receiver.received) == failed.attempts
+
+
+async def test_a_failed_delivery_logs_no_token_of_its_url(
+    store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receiver's URL may carry its credential (query string, user info): no log line
+    shows it, neither the dispatcher's nor httpx's own "HTTP Request" line; nor does the
+    delivery's error, which the job's owner reads."""
+    out = io.StringIO()
+    undo = configure_logging("info", "json", out)  # what ``backserv serve`` does
+    caplog.set_level(logging.INFO)
+    try:
+        async with receiving([500] * 100) as receiver:
+            url = receiver.url.replace("http://", "http://hook-user:PASSWORD@")
+            job = await finished(store, {"url": f"{url}?token=SECRET"}, Status.COMPLETED)
+            d = dispatcher(store, window=0.3)
+            d.start()
+            try:
+                await d.process(job.id)
+                failed = await settled(store, job.id, "failed")
+            finally:
+                await d.stop()
+    finally:
+        undo()
+
+    assert failed.attempts >= 2 and failed.last_error
+    assert [r.payload["type"] for r in receiver.received[:1]] == ["job.completed"]
+    httpx_lines = [r for r in caplog.records if r.name == "httpx"]
+    assert httpx_lines and all("/hook" in r.getMessage() for r in httpx_lines)
+    assert any(r.name == "backserv.webhooks" for r in caplog.records)
+    for text in (caplog.text, out.getvalue(), failed.last_error):
+        assert "SECRET" not in text and "PASSWORD" not in text
+    for record in caplog.records:
+        assert "SECRET" not in record.getMessage() and "PASSWORD" not in record.getMessage()
 
 
 async def test_a_target_refused_at_send_time_fails_without_a_request(store: JobStore) -> None:

@@ -59,7 +59,7 @@ def _input_error(exc: InvalidRequest, translation: Translation) -> TaskValidatio
     head, _, rest = param.partition(".")
     source = translation.fields.get(head, head)
     loc: list[str | int] = ["body", *source.split(".")]
-    loc += [int(p) if p.isdigit() else p for p in rest.split(".") if p]
+    loc += [int(p) if p.isascii() and p.isdigit() else p for p in rest.split(".") if p]
     kind, message = _PYDANTIC.get(exc.code or "", ("value_error", exc.message))
     message = message.removeprefix(f"Invalid '{param}': ").removesuffix(".")
     named = ".".join(str(p) for p in loc[1:])
