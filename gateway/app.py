@@ -40,7 +40,6 @@ from gateway.catalog import Catalog, load_catalog
 from gateway.errors import GatewayError
 from gateway.events import JobEvents
 from gateway.janitor import Janitor
-from gateway.jobs import JobService
 from gateway.keys import KeyManager
 from gateway.metrics import Metrics
 from gateway.metrics_hooks import JobObserver
@@ -49,6 +48,7 @@ from gateway.ratelimit import Limits, rate_limiter_for
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.scheduler import Scheduler
+from gateway.service import JobService
 from gateway.settings import Settings
 from gateway.storage import OwnFiles, ResultStorage, UrlSigner
 from gateway.store import create_store
@@ -152,6 +152,7 @@ def create_app(
             max_active=settings.max_active_jobs_per_key,
         ),
         max_input_bytes=settings.max_input_bytes,
+        webhook_allow=settings.webhook_allow_list,
     )
     keyring = KeyRing(store, settings.static_api_keys())
     janitor = Janitor(
@@ -210,7 +211,7 @@ def create_app(
 
     ttl = settings.file_ttl_seconds
     routes: list[BaseRoute] = [
-        *JobsAPI(service, signer, ttl, settings.max_body_bytes, waiting, settings).routes(),
+        *JobsAPI(service, signer, ttl, settings.max_body_bytes, waiting).routes(),
         *ImagesAPI(gw).routes(),
         *BackServTasksAPI(
             service,

@@ -15,13 +15,13 @@ from gateway.errors import Conflict, InvalidRequest, NotFound, UnknownModel
 from gateway.jobs import (
     TERMINAL,
     Job,
-    JobService,
     Status,
     check_transition,
     new_job_id,
     sources_of,
 )
 from gateway.kinds import MAX_SEED
+from gateway.service import JobRequest, JobService
 from gateway.store.sqlite import SQLiteJobStore
 from providers.registry import KNOWN_PROVIDERS
 from tests.mersenne import predict_next_96
@@ -158,23 +158,27 @@ def service(store: SQLiteJobStore, catalog: Catalog, waker: RecordingWaker) -> J
 
 
 async def submit(service: JobService, owner: str = "alice", **input_: Any) -> Job:
-    return await service.submit(
-        owner=owner,
-        model=service.resolve("sandbox-image"),
-        raw_input={"prompt": "a fox", **input_},
+    job, _ = await service.submit(
+        JobRequest(
+            owner=owner, model=service.resolve("sandbox-image"), input={"prompt": "a fox", **input_}
+        )
     )
+    return job
 
 
 async def test_submit_stores_a_queued_job_with_validated_input(
     service: JobService, store: SQLiteJobStore, waker: RecordingWaker
 ) -> None:
-    job = await service.submit(
-        owner="alice",
-        model=service.resolve("sandbox-image"),
-        raw_input={"prompt": "a fox", "width": 512},
-        priority=3,
-        meta={"face": "jobs"},
+    job, replayed = await service.submit(
+        JobRequest(
+            owner="alice",
+            model=service.resolve("sandbox-image"),
+            input={"prompt": "a fox", "width": 512},
+            priority=3,
+            meta={"face": "jobs"},
+        )
     )
+    assert not replayed
 
     got = await store.get_job(job.id)
     assert got is not None
@@ -203,10 +207,12 @@ async def test_submit_of_invalid_input_stores_nothing(
 async def test_submit_error_carries_the_param_prefix(service: JobService) -> None:
     with pytest.raises(InvalidRequest) as info:
         await service.submit(
-            owner="a",
-            model=service.resolve("sandbox-image"),
-            raw_input={"prompt": "x", "bogus": 1},
-            param_prefix="input.",
+            JobRequest(
+                owner="a",
+                model=service.resolve("sandbox-image"),
+                input={"prompt": "x", "bogus": 1},
+                param_prefix="input.",
+            )
         )
     assert info.value.param == "input.bogus"
 

@@ -19,9 +19,10 @@ from gateway.errors import (
     ProviderUnavailable,
     StaleLease,
 )
-from gateway.jobs import Job, JobService, Status
+from gateway.jobs import Job, Status
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
+from gateway.service import JobService
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, StateKind

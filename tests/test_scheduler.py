@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
-from gateway.jobs import Job, JobService, Status, new_job_id
+from gateway.jobs import Job, Status, new_job_id
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.scheduler import Scheduler
+from gateway.service import JobRequest, JobService
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import Provider, RouteSpec
@@ -98,12 +99,15 @@ async def submit(
     priority: int = 0,
     scheduler: Scheduler | None = None,
 ) -> Job:
-    return await service(store, scheduler).submit(
-        owner="alice",
-        model=CATALOG.get(model_id),
-        raw_input={"prompt": "a fox", "width": 64, "height": 64},
-        priority=priority,
+    job, _ = await service(store, scheduler).submit(
+        JobRequest(
+            owner="alice",
+            model=CATALOG.get(model_id),
+            input={"prompt": "a fox", "width": 64, "height": 64},
+            priority=priority,
+        )
     )
+    return job
 
 
 async def eventually(
@@ -476,8 +480,8 @@ async def test_a_job_with_its_own_route_chain_runs_on_those_routes(
     model = scheduler.catalog.get("one")
     override = [RouteSpec(fake2.name, "other-target")]
 
-    job, _ = await service.submit_or_replay(
-        owner="alice", model=model, raw_input={"prompt": "x"}, routes=override
+    job, _ = await service.submit(
+        JobRequest(owner="alice", model=model, input={"prompt": "x"}, routes=override)
     )
     await scheduler.run_until_idle(timeout=10)
 

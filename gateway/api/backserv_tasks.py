@@ -31,7 +31,8 @@ from gateway.auth import Principal
 from gateway.catalog import Catalog, CatalogModel
 from gateway.errors import ConfigError, Conflict, GatewayError, InvalidRequest, NotFound
 from gateway.idempotency import read_idempotency, replay_headers
-from gateway.jobs import Job, JobService, Status
+from gateway.jobs import Job, Status
+from gateway.service import JobRequest, JobService
 from gateway.storage import UrlSigner
 
 log = logging.getLogger("backserv.api.backserv_tasks")
@@ -259,15 +260,16 @@ class BackServTasksAPI:
                 f"{MAX_USER_ID_LENGTH} characters."
             )
         idem = read_idempotency(request.headers, request.scope["path"], body)
-        job, replayed = await self.service.submit_or_replay(
-            owner=caller.owner,
-            limits=caller.limits,
-            model=model,
-            raw_input=params,
-            meta={"user_id": user_id},
-            param_prefix="task_params.",
-            idempotency_key=None if idem is None else idem.key,
-            request_hash=None if idem is None else idem.request_hash,
+        job, replayed = await self.service.submit(
+            JobRequest(
+                owner=caller.owner,
+                limits=caller.limits,
+                model=model,
+                input=params,
+                meta={"user_id": user_id},
+                param_prefix="task_params.",
+                idempotency=idem,
+            )
         )
         return json(
             {

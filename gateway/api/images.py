@@ -28,7 +28,7 @@ from gateway.errors import (
 )
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, Status
-from gateway.webhooks import validate_webhook
+from gateway.service import JobRequest
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -90,14 +90,17 @@ class ImagesAPI:
         raw["num_images"] = body_int(body, "n", 1, 1, 10)
         raw.update(_size(body.get("size")))
         try:
-            job, replayed = await gw.service.submit_or_replay(
-                owner=who.owner,
-                limits=who.limits,
-                model=model,
-                raw_input=raw,
-                meta=await _meta(body, user, gw),
-                idempotency_key=None if idem is None else idem.key,
-                request_hash=None if idem is None else idem.request_hash,
+            job, replayed = await gw.service.submit(
+                JobRequest(
+                    owner=who.owner,
+                    limits=who.limits,
+                    model=model,
+                    input=raw,
+                    meta={"face": "openai", **({"user": user} if user else {})},
+                    webhook_url=body.get("webhook_url"),
+                    webhook_events=body.get("webhook_events"),
+                    idempotency=idem,
+                )
             )
         except InvalidRequest as exc:
             if exc.param in _PARAM_NAMES:
@@ -127,16 +130,6 @@ class ImagesAPI:
                 item["url"] = gw.signer.url(job.id, f["name"], expires)
             out.append(item)
         return out
-
-
-async def _meta(body: dict[str, Any], user: str | None, gw: Gateway) -> dict[str, Any]:
-    meta: dict[str, Any] = {"face": "openai"}
-    if user:
-        meta["user"] = user
-    hook = await validate_webhook(body.get("webhook_url"), body.get("webhook_events"), gw.settings)
-    if hook is not None:
-        meta["webhook"] = hook
-    return meta
 
 
 def _size(value: Any) -> dict[str, int]:

@@ -21,7 +21,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.api.common import principal
-from gateway.jobs import Job, JobService
+from gateway.jobs import Job
+from gateway.service import JobService
 from gateway.waiting import Waiting
 
 KEEPALIVE_SECONDS = 15.0

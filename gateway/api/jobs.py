@@ -18,11 +18,11 @@ from gateway.api.common import body_int, json, principal, query_int, read_json
 from gateway.auth import Principal
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.idempotency import read_idempotency, replay_headers
-from gateway.jobs import Job, JobService, Status
-from gateway.settings import Settings
+from gateway.jobs import Job, Status
+from gateway.service import JobRequest, JobService
 from gateway.storage import UrlSigner
 from gateway.waiting import Waiting
-from gateway.webhooks import job_webhook, validate_webhook
+from gateway.webhooks import job_webhook
 
 PRIORITY_RANGE = (-100, 100)
 #: top-level fields of POST /v1/jobs/images that are not part of the image input
@@ -116,9 +116,7 @@ class JobsAPI:
         ttl: int,
         max_body: int,
         waiting: Waiting,
-        settings: Settings,
     ) -> None:
-        self.settings = settings
         self.service = service
         self.signer = signer
         self.ttl = ttl
@@ -147,15 +145,17 @@ class JobsAPI:
         body = await read_json(request, self.max_body)
         idem = read_idempotency(request.headers, request.scope["path"], body)
         model = self.service.resolve(body.get("model"), kind="image")
-        job, replayed = await self.service.submit_or_replay(
-            owner=who.owner,
-            limits=who.limits,
-            model=model,
-            raw_input={k: v for k, v in body.items() if k not in _IMAGE_ENVELOPE},
-            priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
-            meta=await self._webhook_meta(body),
-            idempotency_key=None if idem is None else idem.key,
-            request_hash=None if idem is None else idem.request_hash,
+        job, replayed = await self.service.submit(
+            JobRequest(
+                owner=who.owner,
+                limits=who.limits,
+                model=model,
+                input={k: v for k, v in body.items() if k not in _IMAGE_ENVELOPE},
+                priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
+                webhook_url=body.get("webhook_url"),
+                webhook_events=body.get("webhook_events"),
+                idempotency=idem,
+            )
         )
         return self._accepted(job, replayed)
 
@@ -177,16 +177,18 @@ class JobsAPI:
             raise InvalidRequest(
                 "Missing required parameter 'input'.", param="input", code="missing_parameter"
             )
-        job, replayed = await self.service.submit_or_replay(
-            owner=who.owner,
-            limits=who.limits,
-            model=model,
-            raw_input=raw,
-            priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
-            param_prefix="input.",
-            meta=await self._webhook_meta(body),
-            idempotency_key=None if idem is None else idem.key,
-            request_hash=None if idem is None else idem.request_hash,
+        job, replayed = await self.service.submit(
+            JobRequest(
+                owner=who.owner,
+                limits=who.limits,
+                model=model,
+                input=raw,
+                priority=body_int(body, "priority", 0, *PRIORITY_RANGE),
+                param_prefix="input.",
+                webhook_url=body.get("webhook_url"),
+                webhook_events=body.get("webhook_events"),
+                idempotency=idem,
+            )
         )
         return self._accepted(job, replayed)
 
@@ -203,12 +205,6 @@ class JobsAPI:
         if (hook := await job_webhook(self.service.store, job)) is not None:
             body["webhook"] = hook
         return json(body)
-
-    async def _webhook_meta(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        hook = await validate_webhook(
-            body.get("webhook_url"), body.get("webhook_events"), self.settings
-        )
-        return None if hook is None else {"webhook": hook}
 
     async def list_jobs(self, request: Request) -> Response:
         who = await principal(request)

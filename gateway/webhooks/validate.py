@@ -6,7 +6,7 @@ from typing import Any
 
 from gateway import netguard
 from gateway.errors import InvalidRequest
-from gateway.settings import Settings
+from gateway.netguard import AllowList
 
 #: the events a webhook may subscribe to, in the order a job goes through them
 EVENTS = ("started", "progress", "completed")
@@ -40,14 +40,14 @@ def _events(raw: Any) -> list[str]:
     return [e for e in EVENTS if e in raw]
 
 
-async def validate_webhook(url: Any, events: Any, settings: Settings) -> dict[str, Any] | None:
+async def validate_webhook(url: Any, events: Any, allow: AllowList) -> dict[str, Any] | None:
     """What to store as ``job.meta["webhook"]``: ``{"url": ..., "events": [...]}``.
 
     ``url`` and ``events`` are the request's raw ``webhook_url`` and ``webhook_events`` (None
     when absent). Returns None when neither is given. Raises ``InvalidRequest`` (400, ``param``
     ``webhook_url`` or ``webhook_events``) for a malformed URL, a scheme other than http(s),
     a URL over 2048 characters, a host that does not resolve, a host that is or resolves to a
-    non-public address (unless ``BACKSERV_WEBHOOK_ALLOW`` lists it), or unknown events.
+    non-public address (unless ``allow``, ``BACKSERV_WEBHOOK_ALLOW``, lists it), or unknown events.
     Events default to ``["completed"]``. Resolves the host: call it before storing the job.
     """
     if url is None:
@@ -71,5 +71,5 @@ async def validate_webhook(url: Any, events: Any, settings: Settings) -> dict[st
             code="invalid_value",
         )
     chosen = _events(events)
-    await netguard.check_url(url.strip(), settings.webhook_allow_list, param="webhook_url")
+    await netguard.check_url(url.strip(), allow, param="webhook_url")
     return {"url": url.strip(), "events": chosen}

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.auth import hash_key, key_id_for
-from gateway.webhooks import job_webhook, validate_webhook
+from gateway.service import JobRequest
+from gateway.webhooks import job_webhook
 from tests.api.support import running
 from tests.conftest import AUTH_A, KEY_A, make_settings, wait_for
 from tests.webhooks.support import Receiver, eventually, receiving, verify_standard_webhook
@@ -32,12 +33,14 @@ async def test_a_job_s_started_progress_and_completed_events_arrive_signed(
 ) -> None:
     settings = settings_for(tmp_path, sandbox_latency=1.0)
     async with receiving([500]) as receiver, running(settings) as (client, gw):
-        hook = await validate_webhook(receiver.url, ["started", "progress", "completed"], settings)
-        job = await gw.service.submit(
-            owner=OWNER_A,
-            model=gw.service.resolve("sandbox-image"),
-            raw_input={"prompt": "a lighthouse", "width": 64, "height": 64},
-            meta={"webhook": hook},
+        job, _ = await gw.service.submit(
+            JobRequest(
+                owner=OWNER_A,
+                model=gw.service.resolve("sandbox-image"),
+                input={"prompt": "a lighthouse", "width": 64, "height": 64},
+                webhook_url=receiver.url,
+                webhook_events=["started", "progress", "completed"],
+            )
         )
         body = await wait_for(client, job.id)
         await eventually(lambda: completed_arrived(receiver))
@@ -77,12 +80,13 @@ async def _all_delivered(store: Any, job_id: str) -> dict[str, Any] | None:
 async def test_a_cancelled_job_sends_job_cancelled_only_by_default(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, sandbox_latency=5.0)
     async with receiving() as receiver, running(settings) as (client, gw):
-        hook = await validate_webhook(receiver.url, None, settings)
-        job = await gw.service.submit(
-            owner=OWNER_A,
-            model=gw.service.resolve("sandbox-image"),
-            raw_input={"prompt": "a lighthouse", "width": 64, "height": 64},
-            meta={"webhook": hook},
+        job, _ = await gw.service.submit(
+            JobRequest(
+                owner=OWNER_A,
+                model=gw.service.resolve("sandbox-image"),
+                input={"prompt": "a lighthouse", "width": 64, "height": 64},
+                webhook_url=receiver.url,
+            )
         )
         cancelled = await client.post(f"/v1/jobs/{job.id}/cancel", headers=AUTH_A)
         assert cancelled.status_code == 200

@@ -19,21 +19,25 @@ def settings(tmp_path: Path) -> Settings:
 
 
 async def test_a_public_target_gets_the_default_event(settings: Settings) -> None:
-    hook = await validate_webhook("http://93.184.216.34/hooks?x=1", None, settings)
+    hook = await validate_webhook(
+        "http://93.184.216.34/hooks?x=1", None, settings.webhook_allow_list
+    )
 
     assert hook == {"url": "http://93.184.216.34/hooks?x=1", "events": ["completed"]}
 
 
 async def test_events_are_kept_in_a_job_s_order_without_repeats(settings: Settings) -> None:
     hook = await validate_webhook(
-        "https://93.184.216.34/", ["completed", "started", "progress", "started"], settings
+        "https://93.184.216.34/",
+        ["completed", "started", "progress", "started"],
+        settings.webhook_allow_list,
     )
 
     assert hook is not None and hook["events"] == ["started", "progress", "completed"]
 
 
 async def test_no_webhook_is_none(settings: Settings) -> None:
-    assert await validate_webhook(None, None, settings) is None
+    assert await validate_webhook(None, None, settings.webhook_allow_list) is None
 
 
 @pytest.mark.parametrize(
@@ -50,7 +54,7 @@ async def test_no_webhook_is_none(settings: Settings) -> None:
 )
 async def test_private_targets_are_refused_naming_webhook_url(url: str, settings: Settings) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await validate_webhook(url, ["completed"], settings)
+        await validate_webhook(url, ["completed"], settings.webhook_allow_list)
 
     error = caught.value
     assert error.status_code == 400 and error.param == "webhook_url"
@@ -60,11 +64,11 @@ async def test_private_targets_are_refused_naming_webhook_url(url: str, settings
 async def test_the_allow_list_admits_a_private_target(tmp_path: Path) -> None:
     allowing = make_settings(tmp_path, webhook_allow="127.0.0.1, hooks.internal")
 
-    hook = await validate_webhook("http://127.0.0.1:9000/hook", None, allowing)
+    hook = await validate_webhook("http://127.0.0.1:9000/hook", None, allowing.webhook_allow_list)
 
     assert hook == {"url": "http://127.0.0.1:9000/hook", "events": ["completed"]}
     with pytest.raises(InvalidRequest):
-        await validate_webhook("http://10.0.0.1/hook", None, allowing)
+        await validate_webhook("http://10.0.0.1/hook", None, allowing.webhook_allow_list)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +90,7 @@ async def test_malformed_webhooks_are_refused_naming_the_field(
     url: Any, events: Any, param: str, settings: Settings
 ) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await validate_webhook(url, events, settings)
+        await validate_webhook(url, events, settings.webhook_allow_list)
 
     assert caught.value.param == param
 

@@ -22,9 +22,8 @@ from gateway.api.tasks.schemas import CREATE_SCHEMAS, CreateTask, TaskType
 from gateway.api.tasks.update import Changes
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.idempotency import read_idempotency
-from gateway.jobs import Job, JobService
-from gateway.settings import Settings
-from gateway.webhooks import validate_webhook
+from gateway.jobs import Job
+from gateway.service import JobRequest, JobService
 
 TASK_TYPES = ", ".join(f"'{t}'" for t in TaskType)
 _KEPT = (
@@ -67,10 +66,9 @@ def _input_error(exc: InvalidRequest, translation: Translation) -> TaskValidatio
 
 
 class TaskCreator:
-    def __init__(self, service: JobService, chooser: ModelChooser, settings: Settings) -> None:
+    def __init__(self, service: JobService, chooser: ModelChooser) -> None:
         self.service = service
         self.chooser = chooser
-        self.settings = settings
 
     async def create(
         self,
@@ -97,19 +95,23 @@ class TaskCreator:
         model = self.chooser.choose(
             task_type, wish_of(task, task_type, claims.providers, claims.fal_apps)
         )
-        meta = await self._meta(task, task_type, tenant, translation)
+        meta = self._meta(task, task_type, tenant, translation)
         idem = read_idempotency(headers, path, body)
         try:
-            return await self.service.submit_or_replay(
-                owner=claims.sub,
-                model=model,
-                raw_input=translation.kind_input,
-                priority=task.priority,
-                meta=meta,
-                idempotency_key=None if idem is None else idem.key,
-                request_hash=None if idem is None else idem.request_hash,
+            return await self.service.submit(
+                JobRequest(
+                    owner=claims.sub,
+                    model=model,
+                    input=translation.kind_input,
+                    priority=task.priority,
+                    meta=meta,
+                    webhook_url=task.webhook_url,
+                    idempotency=idem,
+                )
             )
         except InvalidRequest as exc:
+            if exc.param == "webhook_url":
+                raise invalid(("body", "webhook_url"), exc.message) from None
             raise _input_error(exc, translation) from None
 
     async def reroute(self, claims: Claims, job: Job, task_type: TaskType, changes: Changes) -> Job:
@@ -136,7 +138,7 @@ class TaskCreator:
             loc = ("body", "fal_parameters", *([param] if param else []))
             raise invalid(loc, exc.message) from None
 
-    async def _meta(
+    def _meta(
         self, task: CreateTask, task_type: TaskType, tenant: str | None, translation: Translation
     ) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -154,10 +156,4 @@ class TaskCreator:
                 meta[name] = value
         kept = {name: getattr(task, name) for name in _KEPT if getattr(task, name) is not None}
         meta["task"] = {**translation.extras, **kept}
-        try:
-            hook = await validate_webhook(task.webhook_url, None, self.settings)
-        except InvalidRequest as exc:
-            raise invalid(("body", "webhook_url"), exc.message) from None
-        if hook is not None:
-            meta["webhook"] = hook
         return meta

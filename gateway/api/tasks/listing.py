@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.api.tasks.schemas import KIND_TASKS, TaskType
-from gateway.jobs import Job, JobService, Status
+from gateway.jobs import Job, Status
+from gateway.service import JobService
 
 MAX_SKIP = 100_000
 MAX_LIMIT = 1_000

@@ -86,7 +86,6 @@ class TasksAPI:
         self.creator = TaskCreator(
             gw.service,
             ModelChooser(gw.catalog, settings.tasks_models, FalAppPolicy(settings.tasks_fal_apps)),
-            settings,
         )
         self.renderer = Renderer(gw.catalog, gw.signer, gw.storage, settings.file_ttl_seconds)
 
