@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ProviderUnavailable
+from gateway.errors import ProviderResourceExhausted, ProviderUnavailable
+from gateway.faults import resource_shortage
 from providers.base import RouteSpec
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "free_memory",
     "parse_options",
     "resolve_device",
-    "short_message",
 ]
 
 log = logging.getLogger("backserv.providers.local")
@@ -44,7 +44,6 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 #: the pipeline option a job kind needs
 PIPELINE_FOR_KIND = {"image": "text2img", "upscale": "upscale", "video": "video"}
 VIDEO_FORMATS = ("gif", "mp4")
-_MESSAGE_LIMIT = 400
 
 
 def extra_installed() -> bool:
@@ -257,9 +256,10 @@ def load_pipeline(key: LoadKey) -> LoadedPipeline:
             code="model_load_failed",
         ) from None
     except (OSError, ValueError) as exc:
+        _raise_if_short(exc, path)
+        log.warning("the local model at %s: model_index.json: %s", path, exc)
         raise ProviderUnavailable(
-            f"The local model at {path} is corrupt: model_index.json is not valid JSON "
-            f"({short_message(exc)}).",
+            f"The local model at {path} is corrupt: model_index.json is not valid JSON.",
             code="model_load_failed",
         ) from None
     log.info("loading the local model %s onto %s (%s)", path, key.device, key.dtype)
@@ -269,11 +269,14 @@ def load_pipeline(key: LoadKey) -> LoadedPipeline:
         )
     except _out_of_memory_error():
         raise
-    except Exception as exc:
+    except Exception as exc:  # its text may name files of the model or the venv: logged only
+        _raise_if_short(exc, path)
+        log.warning("could not load the local model at %s", path, exc_info=exc)
         raise ProviderUnavailable(
-            f"Could not load the local model at {path}: {type(exc).__name__}: {short_message(exc)}",
+            f"Could not load the local model at {path} ({type(exc).__name__}); the details "
+            "are in the server's log.",
             code="model_load_failed",
-        ) from exc
+        ) from None
     pipe.set_progress_bar_config(disable=True)
     if key.cpu_offload and key.device.startswith("cuda"):
         pipe.enable_model_cpu_offload(device=key.device)
@@ -284,13 +287,18 @@ def load_pipeline(key: LoadKey) -> LoadedPipeline:
     return LoadedPipeline(key, pipe, getattr(pipe, "scheduler", None))
 
 
+def _raise_if_short(exc: BaseException, path: Path) -> None:
+    """A load that failed for want of files, memory or disk is retried, not a bad model."""
+    if (shortage := resource_shortage(exc)) is not None:
+        log.warning("loading the local model at %s: %s: %r", path, shortage, exc)
+        raise ProviderResourceExhausted(
+            f"The local provider could not load the model: temporary resource exhaustion "
+            f"({shortage})."
+        ) from None
+
+
 def _out_of_memory_error() -> type[BaseException]:
     import torch
 
     error: type[BaseException] = torch.OutOfMemoryError
     return error
-
-
-def short_message(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 1] + "…"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import io
+import logging
 import tempfile
 import threading
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 from PIL import Image
 
 from gateway.errors import ProviderError, ProviderInputError, ProviderUnavailable
+from gateway.faults import resource_shortage, unexpected_error
 from providers.base import Output, RouteSpec
 from providers.local_pipelines import (
     LoadedPipeline,
@@ -30,10 +32,11 @@ from providers.local_pipelines import (
     LocalOptions,
     PipelineCache,
     free_memory,
-    short_message,
 )
 
 __all__ = ["Cancelled", "Work", "mp4_supported", "run"]
+
+log = logging.getLogger("backserv.providers.local")
 
 #: canonical field -> pipeline argument (a route's ``input_map`` overrides; "" drops it)
 DEFAULT_MAP = {
@@ -83,6 +86,8 @@ class Work:
     cancel: threading.Event
     #: called after every denoising step with (steps done, steps in all)
     on_step: Callable[[int, int], None]
+    #: the gateway's job, named in the server's log when the run fails unexpectedly
+    job_id: str | None = None
 
 
 def mp4_supported() -> bool:
@@ -104,17 +109,14 @@ def run(cache: PipelineCache, key: LoadKey, work: Work) -> tuple[tuple[Output, .
     except (Cancelled, ProviderError):
         raise
     except torch.OutOfMemoryError as exc:
+        log.warning("local model %s ran out of memory on %s: %s", key.path, key.device, exc)
         failure = ProviderUnavailable(
-            f"The local model ran out of memory on {key.device} ({short_message(exc)}). "
-            "Try a smaller size or fewer images, dtype float16, attention_slicing or "
-            "cpu_offload.",
+            f"The local model ran out of memory on {key.device}. Try a smaller size or fewer "
+            "images, dtype float16, attention_slicing or cpu_offload.",
             code="out_of_memory",
         )
-    except Exception as exc:
-        failure = ProviderError(
-            f"The local pipeline failed: {type(exc).__name__}: {short_message(exc)}",
-            code="local_pipeline_error",
-        )
+    except Exception as exc:  # a shortage (EMFILE, MemoryError) is retried; never its text
+        failure = unexpected_error(exc, who="the local pipeline", job_id=work.job_id, log=log)
     # out of the except block: the exception and its frames (and tensors) are gone now
     free_memory({key.device.partition(":")[0]})
     raise failure
@@ -253,7 +255,9 @@ def _open_image(data: bytes) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        if resource_shortage(exc):  # the machine, not the image: the job is retried
+            raise
         raise ProviderInputError("'image_url' is not an image.", param="image_url") from None
 
 

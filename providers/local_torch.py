@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.faults import unexpected_error
 from gateway.netguard import AllowList
 from providers.base import (
     Output,
@@ -65,6 +66,8 @@ __all__ = ["LocalTorchProvider", "StepHook"]
 
 log = logging.getLogger("backserv.providers.local")
 
+#: how error messages name this provider
+WHO = "the local provider"
 #: called in the worker thread after every step with (request id, steps done)
 StepHook = Callable[[str, int], None]
 
@@ -142,7 +145,7 @@ class LocalTorchProvider(Provider):
         options = self._check(route, kind)
         request = LocalRequest(f"local-{secrets.token_hex(12)}")
         self._requests[request.id] = request
-        work = self._run(request, route, options, dict(job_input))
+        work = self._run(request, job_id, route, options, dict(job_input))
         request.task = asyncio.create_task(work, name=f"local {request.id}")
         request.task.add_done_callback(partial(self._task_done, request))
         return ProviderRef(request.id, {"model": str(options.path)})
@@ -209,6 +212,7 @@ class LocalTorchProvider(Provider):
     async def _run(
         self,
         request: LocalRequest,
+        job_id: str,
         route: RouteSpec,
         options: LocalOptions,
         job_input: dict[str, Any],
@@ -229,7 +233,7 @@ class LocalTorchProvider(Provider):
             loop = asyncio.get_running_loop()
             key = LoadKey(str(options.path), worker.device, options.dtype, options.cpu_offload)
             on_step = partial(self._on_step, loop, request)
-            work = Work(options, route, job_input, image, request.cancel, on_step)
+            work = Work(options, route, job_input, image, request.cancel, on_step, job_id)
             worker.waiting.append(request)
             request.update(replace(request.state, queue_position=len(worker.waiting) - 1))
             outputs, seed = await loop.run_in_executor(
@@ -242,9 +246,8 @@ class LocalTorchProvider(Provider):
             request.end(StateKind.CANCELLED)
         except ProviderError as exc:
             request.end(StateKind.FAILED, error=exc)
-        except Exception as exc:
-            log.exception("local request %s failed unexpectedly", request.id)
-            error = ProviderError(f"The local provider failed: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a shortage (EMFILE, MemoryError) is retried; never its text
+            error = unexpected_error(exc, who=WHO, job_id=job_id, log=log)
             request.end(StateKind.FAILED, error=error)
         finally:
             if worker is not None:
@@ -345,9 +348,8 @@ class LocalTorchProvider(Provider):
 
     def _task_done(self, request: LocalRequest, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:  # _run catches all
-            request.end(
-                StateKind.FAILED, error=ProviderError(f"The local provider failed: {exc!r}")
-            )
+            error = unexpected_error(exc, who=WHO, job_id=None, log=log)
+            request.end(StateKind.FAILED, error=error)
         if not request.state.terminal:  # the task was cancelled (shutdown)
             request.end(StateKind.CANCELLED)
         if not self._closed and self._requests.get(request.id) is request:

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from gateway.errors import ConfigError, InvalidRequest, PayloadTooLarge
+from gateway.faults import unexpected_error
 from gateway.fetch import FetchFailed, fetch_guarded
 from gateway.inline_media import decode_data_url
 from gateway.netguard import AllowList
@@ -54,6 +55,8 @@ Fetch = Callable[[str], Awaitable[bytes | None]]
 TARGETS = ("image", "video", "upscale", "face_swap", *edits.TARGETS)
 #: a flat image up to this many pixels (all outputs together) is drawn on the event loop
 FLAT_INLINE_PIXELS = 256 * 256
+#: how error messages name this provider
+WHO = "the sandbox"
 #: how many job ids the failure draw remembers the submit count of
 _MAX_REMEMBERED_JOBS = 100_000
 
@@ -138,7 +141,7 @@ class SandboxProvider(Provider):
         request = _Request(f"sbx-{secrets.token_hex(12)}")
         self._requests[request.id] = request
         flat = options.get("art") == "flat"
-        work = self._run(request, route.target, dict(job_input), latency, fail, flat)
+        work = self._run(request, job_id, route.target, dict(job_input), latency, fail, flat)
         request.task = asyncio.create_task(work, name=f"sandbox {request.id}")
         request.task.add_done_callback(partial(self._task_done, request))
         return ProviderRef(request.id, {"target": route.target})
@@ -182,6 +185,7 @@ class SandboxProvider(Provider):
     async def _run(
         self,
         request: _Request,
+        job_id: str,
         target: str,
         job_input: dict[str, Any],
         latency: float,
@@ -201,11 +205,8 @@ class SandboxProvider(Provider):
             raise
         except ProviderError as exc:
             request.update(_failed(request, exc))
-        except Exception as exc:
-            log.exception("sandbox request %s failed unexpectedly", request.id)
-            error = ProviderError(f"The sandbox failed: {type(exc).__name__}: {exc}")
-            error.__cause__ = exc
-            request.update(_failed(request, error))
+        except Exception as exc:  # a shortage (EMFILE, MemoryError) is retried; never its text
+            request.update(_failed(request, unexpected_error(exc, who=WHO, job_id=job_id, log=log)))
 
     async def _render(
         self, target: str, job_input: dict[str, Any], flat: bool = False
@@ -305,7 +306,7 @@ class SandboxProvider(Provider):
 
     def _task_done(self, request: _Request, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:  # _run catches all
-            request.update(_failed(request, ProviderError(f"The sandbox failed: {exc!r}")))
+            request.update(_failed(request, unexpected_error(exc, who=WHO, job_id=None, log=log)))
         if not request.state.terminal:  # cancelled before it ever ran
             request.update(ProviderState(StateKind.CANCELLED, progress=request.state.progress))
         if not self._closed and self._requests.get(request.id) is request:

@@ -20,6 +20,7 @@ import struct
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 from gateway.errors import ProviderInputError
+from gateway.faults import resource_shortage
 
 __all__ = [
     "MAX_FRAMES",
@@ -354,7 +355,9 @@ def _open(data: bytes, what: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # the warning is only raised when warnings are errors; otherwise the check above wins
         raise ProviderInputError(f"The {what} has too many pixels.") from None
-    except (OSError, ValueError, EOFError, SyntaxError, struct.error, IndexError):
+    except (OSError, ValueError, EOFError, SyntaxError, struct.error, IndexError) as exc:
+        if resource_shortage(exc):  # the machine, not the image: the job is retried
+            raise
         raise ProviderInputError(
             f"The {what} could not be decoded; send a PNG, JPEG, WebP, GIF, BMP or TIFF file."
         ) from None
