@@ -31,6 +31,7 @@ from providers.local_pipelines import (
     LoadKey,
     LocalOptions,
     PipelineCache,
+    diffusers_attribute,
     free_memory,
 )
 
@@ -147,15 +148,13 @@ def _generate(entry: LoadedPipeline, work: Work) -> tuple[tuple[Output, ...], in
 
 def _use_scheduler(entry: LoadedPipeline, work: Work) -> None:
     """The route's scheduler, or the job's sampler, or the one the model ships with."""
-    import diffusers
-
     sampler = work.job_input.get("sampler")
     name = sampler if isinstance(sampler, str) and sampler else work.options.scheduler
     if name is None or entry.default_scheduler is None:
         entry.pipe.scheduler = entry.default_scheduler
         return
     class_name = SAMPLERS.get(name.lower(), name)
-    cls: Any = getattr(diffusers, class_name, None)
+    cls: Any = diffusers_attribute(class_name)
     if not (class_name.endswith("Scheduler") and hasattr(cls, "from_config")):
         known = ", ".join(sorted(SAMPLERS))
         message = f"unknown sampler '{name}' (known: {known}, or a diffusers scheduler class)"

@@ -50,6 +50,7 @@ from providers.local_inputs import fetch_input
 from providers.local_pipelines import (
     DTYPES,
     EXTRA_MISSING,
+    LOAD_LOCK,
     LoadKey,
     LocalOptions,
     PipelineCache,
@@ -302,13 +303,14 @@ class LocalTorchProvider(Provider):
         """Once, in a worker: torch's CPU threads, and no progress bars in the server's log."""
         if self._torch_ready:
             return
-        import diffusers
-        import torch
-        import transformers
+        with LOAD_LOCK:  # diffusers' first imports are not safe beside a load elsewhere
+            import diffusers
+            import torch
+            import transformers
 
-        torch.set_num_threads(self._cpu_threads or cpu_threads_default())
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
+            torch.set_num_threads(self._cpu_threads or cpu_threads_default())
+            diffusers.utils.logging.disable_progress_bar()
+            transformers.utils.logging.disable_progress_bar()
         self._torch_ready = True
 
     def _preload(self, targets: list[str]) -> None:
