@@ -34,6 +34,7 @@ from providers.local_pipelines import (
     diffusers_attribute,
     free_memory,
 )
+from providers.sandbox_media import MAX_INPUT_PIXELS, MAX_OUTPUT_PIXELS
 
 __all__ = ["Cancelled", "Work", "mp4_supported", "run"]
 
@@ -201,6 +202,8 @@ def _arguments(pipe: Any, work: Work) -> tuple[dict[str, Any], int | None]:
             kwargs[fps_name] = fps
     if work.image is not None and "image" in named:
         kwargs["image"] = _open_image(work.image)
+        if options.pipeline == "upscale":
+            _check_scale(kwargs["image"], work)
     if options.pipeline == "upscale" and "prompt" in named:
         kwargs.setdefault("prompt", "")  # the SD x4 upscaler wants one; an empty one is fine
     if "output_type" in named:
@@ -251,13 +254,33 @@ def _add_callback(
 
 
 def _open_image(data: bytes) -> Image.Image:
+    """The input image, refused past ``MAX_INPUT_PIXELS`` before it is decoded."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_INPUT_PIXELS:
+                raise ProviderInputError(
+                    f"'image_url' is {image.width}x{image.height}; at most {MAX_INPUT_PIXELS} "
+                    "pixels are allowed.",
+                    param="image_url",
+                )
             return image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         if resource_shortage(exc):  # the machine, not the image: the job is retried
             raise
         raise ProviderInputError("'image_url' is not an image.", param="image_url") from None
+
+
+def _check_scale(image: Image.Image, work: Work) -> None:
+    """An upscale whose result would be over ``MAX_OUTPUT_PIXELS`` is refused before it runs."""
+    factor = int(work.job_input.get("scale_factor") or 2)
+    width, height = image.width * factor, image.height * factor
+    if width * height > MAX_OUTPUT_PIXELS:
+        raise ProviderInputError(
+            f"Invalid 'scale_factor': the {image.width}x{image.height} image upscaled {factor} "
+            f"times would be {width}x{height}; at most {MAX_OUTPUT_PIXELS} pixels are allowed. "
+            "Use a smaller image or a lower 'scale_factor'.",
+            param="scale_factor",
+        )
 
 
 def _to_scale(image: Image.Image, work: Work) -> Image.Image:

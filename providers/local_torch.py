@@ -61,12 +61,17 @@ from providers.local_pipelines import (
 )
 from providers.local_run import Cancelled, Work, mp4_supported, run
 from providers.local_worker import DeviceWorker, LocalRequest, cpu_threads_default
+from providers.retention import Retention
 from providers.sandbox import Fetch
 
 __all__ = ["LocalTorchProvider", "StepHook"]
 
 log = logging.getLogger("backserv.providers.local")
 
+#: the most output bytes finished requests keep for their polls; once a poll read a success,
+#: its request is kept this many seconds (providers/retention.py)
+KEEP_BYTES = 256 * 1024 * 1024
+KEEP_DELIVERED = 5.0
 #: how error messages name this provider
 WHO = "the local provider"
 #: called in the worker thread after every step with (request id, steps done)
@@ -93,6 +98,8 @@ class LocalTorchProvider(Provider):
         max_input_bytes: int = 20 * 1024 * 1024,
         fetch_timeout: float = 30.0,
         keep_finished: float = 300.0,
+        keep_bytes: int = KEEP_BYTES,
+        keep_delivered: float = KEEP_DELIVERED,
         step_hook: StepHook | None = None,
         fetch_allow: AllowList | None = None,
     ) -> None:
@@ -110,13 +117,19 @@ class LocalTorchProvider(Provider):
         self._max_input_bytes = max_input_bytes
         self._fetch_timeout = fetch_timeout
         self._fetch_allow = fetch_allow  # BACKSERV_FETCH_ALLOW
-        self._keep_finished = keep_finished
         self.step_hook = step_hook
         self.cache = PipelineCache(max_pipelines)
         self._workers: dict[str, DeviceWorker] = {}
         self._workers_lock = threading.Lock()
         self._devices: dict[str, str] = {}  # a device option -> the device it resolved to
         self._requests: dict[str, LocalRequest] = {}
+        #: finished requests, and their outputs, are kept within bounds (providers/retention.py)
+        self.retention = Retention(
+            self._requests,
+            keep_finished=keep_finished,
+            keep_delivered=keep_delivered,
+            max_bytes=keep_bytes,
+        )
         self._extra: bool | None = None
         self._torch_ready = False
         self._closed = False
@@ -152,7 +165,7 @@ class LocalTorchProvider(Provider):
         return ProviderRef(request.id, {"model": str(options.path)})
 
     async def poll(self, route: RouteSpec, ref: ProviderRef) -> ProviderState:
-        return self._get(ref).state
+        return self._deliver(self._get(ref))
 
     async def wait(self, route: RouteSpec, ref: ProviderRef, timeout: float) -> ProviderState:
         request = self._get(ref)
@@ -161,7 +174,7 @@ class LocalTorchProvider(Provider):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, timeout)):
                     await changed.wait()
-        return request.state
+        return self._deliver(request)
 
     async def cancel(self, route: RouteSpec, ref: ProviderRef) -> None:
         """Stop the request: at once if it waits, at the end of the running step if it runs."""
@@ -176,8 +189,7 @@ class LocalTorchProvider(Provider):
         self._closed = True
         for request in self._requests.values():
             request.cancel.set()
-            if request.evict is not None:
-                request.evict.cancel()
+        self.retention.close()
         tasks = [r.task for r in self._requests.values() if r.task and not r.task.done()]
         if tasks:  # a model still loading cannot be interrupted: wait, but not for ever
             await asyncio.wait(tasks, timeout=30)
@@ -354,10 +366,10 @@ class LocalTorchProvider(Provider):
             request.end(StateKind.FAILED, error=error)
         if not request.state.terminal:  # the task was cancelled (shutdown)
             request.end(StateKind.CANCELLED)
-        if not self._closed and self._requests.get(request.id) is request:
-            loop = asyncio.get_running_loop()
-            request.evict = loop.call_later(self._keep_finished, self._evict, request)
+        if not self._closed:
+            self.retention.finished(request)
 
-    def _evict(self, request: LocalRequest) -> None:
-        if self._requests.get(request.id) is request:
-            del self._requests[request.id]
+    def _deliver(self, request: LocalRequest) -> ProviderState:
+        state = request.state
+        self.retention.delivered(request, state)
+        return state
