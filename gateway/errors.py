@@ -28,6 +28,8 @@
     └── ProviderError                 raised by providers, never seen by HTTP clients
         ├── ProviderInputError        the provider rejected the input: fail now, no retry
         ├── ProviderTransientError    429/5xx/timeouts: retry the same route
+        │   └── ProviderResourceExhausted  this machine ran short (open files, memory, disk):
+        │                             retried until the job's deadline, no breaker verdict
         ├── ProviderUnavailable       down, out of credit, bad credentials: next route
         ├── ProviderLostRequest       the provider no longer knows the request: resubmit
         │   └── ProviderResultLost    ... and resubmitting would be paid again: fail the job
@@ -290,6 +292,14 @@ class ProviderInputError(ProviderError):
 class ProviderTransientError(ProviderError):
     default_message = "The provider had a temporary failure."
     default_code = "provider_transient_error"
+
+
+class ProviderResourceExhausted(ProviderTransientError):
+    """The gateway's own machine ran short of open files, memory or disk space for a while:
+    no verdict on the provider, and no reason to give up on an accepted job."""
+
+    default_message = "The gateway was temporarily short of a system resource."
+    default_code = "resource_exhausted"
 
 
 class ProviderUnavailable(ProviderError):

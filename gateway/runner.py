@@ -22,18 +22,20 @@ from gateway.errors import (
     ProviderError,
     ProviderInputError,
     ProviderLostRequest,
+    ProviderResourceExhausted,
     ProviderResultLost,
     ProviderSubmitUncertain,
     ProviderTransientError,
     ProviderUnavailable,
     StaleLease,
 )
+from gateway.faults import resource_shortage, unexpected_error
 from gateway.jobs import Job, Status
 from gateway.metrics_hooks import JobObserver
 from gateway.retry import RetryPolicy
-from gateway.storage import ResultStorage
+from gateway.storage import ResultStorage, StoredFile
 from gateway.store.base import JobStore
-from providers.base import Provider, ProviderRef, ProviderState, RouteSpec, StateKind
+from providers.base import Output, Provider, ProviderRef, ProviderState, RouteSpec, StateKind
 
 log = logging.getLogger("backserv.runner")
 
@@ -41,7 +43,8 @@ PROGRESS_SAVE_INTERVAL = 0.25
 #: errors that end the job at once: no retry, no fallback (a fallback cannot fix a bad
 #: prompt, and a submit that may have been accepted must not be paid for twice)
 FATAL_ERRORS = (ProviderInputError, ProviderSubmitUncertain, ProviderResultLost)
-#: errors that say something about a route's health (they feed its circuit breaker)
+#: errors that say something about a route's health (they feed its circuit breaker); the
+#: gateway's own resource shortages (ProviderResourceExhausted) do not
 HEALTH_ERRORS = (ProviderTransientError, ProviderUnavailable, ProviderSubmitUncertain)
 
 
@@ -173,7 +176,9 @@ class JobRunner:
                 error = state.error or ProviderUnavailable("the provider cancelled the request")
                 self._close_attempt(attempt, "failed", error)
                 breaker = self.breakers.get(route.name)
-                if isinstance(error, HEALTH_ERRORS):
+                if isinstance(error, ProviderResourceExhausted):
+                    breaker.release_probe()  # no verdict: a probe may be tried again
+                elif isinstance(error, HEALTH_ERRORS):
                     breaker.record(ok=False)
                 if isinstance(error, ProviderLostRequest) and not provider.free_resubmit:
                     # e.g. a result expired while the gateway was down: running it again
@@ -259,7 +264,18 @@ class JobRunner:
     async def _submit_and_record(
         self, job: Job, attempt: dict[str, Any], route: RouteSpec, provider: Provider
     ) -> ProviderRef:
-        ref = await provider.submit(route, job.input, job_id=job.id, kind=job.kind)
+        try:
+            ref = await provider.submit(route, job.input, job_id=job.id, kind=job.kind)
+        except ProviderError:
+            raise
+        except Exception as exc:  # the provider did not translate it: never show its text
+            error = unexpected_error(exc, who=_who(route), job_id=job.id, log=log)
+            if provider.free_resubmit:
+                raise error from None
+            # it may have reached a provider that bills for it: never submitted again
+            raise ProviderSubmitUncertain(
+                f"{error.message} {ProviderSubmitUncertain.default_message}"
+            ) from None
         attempt["request_id"] = ref.request_id
         attempt["ref"] = ref.data
         await self.store.save_attempts(job.id, job.lease_token, job.attempts)
@@ -290,7 +306,7 @@ class JobRunner:
         last_saved = 0.0
         dirty = False  # progress changed but was not saved yet (saves are throttled)
         self._check_lease(job)
-        state = await self._poll_once(provider, route, ref, None)
+        state = await self._poll_once(job, provider, route, ref, None)
         while not state.terminal:
             if (state.progress, state.queue_position) != (job.progress, job.queue_position):
                 job.progress = min(99, max(job.progress, state.progress or 0))
@@ -311,7 +327,7 @@ class JobRunner:
             wait = min(remaining, 30.0, PROGRESS_SAVE_INTERVAL if dirty else 30.0)
             wait = min(wait, max(0.0, self._lease_left(job)))
             self._check_lease(job)
-            state = await self._poll_once(provider, route, ref, wait)
+            state = await self._poll_once(job, provider, route, ref, wait)
         return state
 
     def _lease_left(self, job: Job) -> float:
@@ -329,12 +345,17 @@ class JobRunner:
 
     @staticmethod
     async def _poll_once(
-        provider: Provider, route: RouteSpec, ref: ProviderRef, wait: float | None
+        job: Job, provider: Provider, route: RouteSpec, ref: ProviderRef, wait: float | None
     ) -> ProviderState:
         try:
-            if wait is None:
-                return await provider.poll(route, ref)
-            return await provider.wait(route, ref, wait)
+            try:
+                if wait is None:
+                    return await provider.poll(route, ref)
+                return await provider.wait(route, ref, wait)
+            except ProviderError:
+                raise
+            except Exception as exc:  # the provider did not translate it: never show its text
+                raise unexpected_error(exc, who=_who(route), job_id=job.id, log=log) from None
         except ProviderLostRequest:
             raise
         except ProviderTransientError:
@@ -347,7 +368,7 @@ class JobRunner:
     ) -> None:
         files = []
         for i, output in enumerate(state.outputs):
-            stored = await self.storage.save(job.id, i, output)
+            stored = await self._store(job, i, output)
             files.append(
                 {
                     "name": stored.name,
@@ -367,6 +388,26 @@ class JobRunner:
                 result[key] = job.input[key]
         self._close_attempt(attempt, "succeeded", None)
         await self._finish(job, Status.COMPLETED, result=result)
+
+    async def _store(self, job: Job, index: int, output: Output) -> StoredFile:
+        """Save one output. The machine running short of files, memory or disk (EMFILE,
+        ENOSPC, ...) is waited out until the job's deadline, the output in hand, so nothing
+        runs (or is paid for) again; any other failure is the scheduler's internal error."""
+        deadline = (job.started_at or time.time()) + self.job_timeout
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await self.storage.save(job.id, index, output)
+            except Exception as exc:
+                if isinstance(exc, ProviderError) or resource_shortage(exc) is None:
+                    raise
+                error = unexpected_error(exc, who="the result storage", job_id=job.id, log=log)
+            delay = self.policy.decide(error, tries)
+            if delay is None or time.time() + delay > deadline:
+                raise error
+            self._check_lease(job)
+            await asyncio.sleep(delay)
 
     async def _finish(
         self,
@@ -410,3 +451,7 @@ class JobRunner:
             await asyncio.wait_for(provider.cancel(route, ref), timeout=10)
         except (ProviderError, TimeoutError) as exc:
             log.warning("cancel of %s on %s failed: %s", ref.request_id, route.name, exc)
+
+
+def _who(route: RouteSpec) -> str:
+    return f"the {route.provider} provider"

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.catalog import Catalog
 from gateway.errors import StaleLease
+from gateway.faults import resource_shortage
 from gateway.jobs import Job, Status
 from gateway.logging_setup import current_job_id
 from gateway.runner import JobRunner
@@ -28,6 +29,8 @@ log = logging.getLogger("backserv.scheduler")
 _CANCELLED = "cancelled"  # the user cancelled the job
 _LOST = "lost"  # the lease was lost (another worker took the job, or it was cancelled)
 _SHUTDOWN = "shutdown"  # this worker is stopping: hand the job back
+#: seconds a job whose run hit a resource shortage waits before it is handed back
+HAND_BACK_PAUSE = 1.0
 
 
 class Scheduler:
@@ -228,16 +231,39 @@ class Scheduler:
         except StaleLease:
             log.info("job %s: cancelled or taken over before it was submitted", job.id)
         except Exception as exc:
+            if (shortage := resource_shortage(exc)) is not None:
+                await asyncio.shield(self._hand_back(job, shortage))
+                return
             log.exception("job %s: unexpected error", job.id)
             with contextlib.suppress(StaleLease):
                 await self.store.finish(
                     job.id,
                     job.lease_token,
                     Status.FAILED,
-                    error={"code": "internal_error", "message": f"internal error: {exc}"},
+                    error={
+                        "code": "internal_error",
+                        "message": "The gateway had an internal error running this job; "
+                        "the details are in the server's log.",
+                    },
                     attempts=job.attempts,
                 )
                 self.runner.observer.job_finished(job, Status.FAILED)
+
+    async def _hand_back(self, job: Job, shortage: str) -> None:
+        """The machine ran short of something (EMFILE, ENOSPC, ...) while running ``job``:
+        after a pause, hand it back to the queue, attempts and all, for this or another
+        replica to resume; never fail accepted work for it. Should the store fail too, the
+        job's lease runs out and the recovery loop hands it back instead."""
+        log.warning("job %s: temporary resource exhaustion (%s); handing it back", job.id, shortage)
+        await asyncio.sleep(HAND_BACK_PAUSE)
+        try:
+            await self.store.release(job.id, job.lease_token, job.attempts)
+        except StaleLease:
+            return
+        except Exception:
+            log.exception("job %s: could not hand it back; its lease will run out", job.id)
+            return
+        self.wake()
 
     async def _after_cancel(self, job: Job, reason: str) -> None:
         await self.runner.settle_submit(job)

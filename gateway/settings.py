@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     # the sandbox provider
     sandbox_latency: float = Field(0.5, ge=0)
     sandbox_failure_rate: float = Field(0.0, ge=0, le=1)
+    #: bytes the sandbox's renders running at once may hold (by estimate); more wait
+    sandbox_memory_bytes: int = Field(512 * 1024 * 1024, ge=64 * 1024 * 1024)
+    #: output bytes the sandbox keeps of finished requests for their polls (oldest go first)
+    sandbox_keep_bytes: int = Field(256 * 1024 * 1024, ge=0)
 
     # the local PyTorch provider (pip install '.[local]'); routes may override device/dtype
     #: where relative route targets (model directories) are found; the working directory

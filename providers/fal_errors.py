@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ from gateway.errors import (
 )
 
 __all__ = ["Op", "SendTracker", "http_error", "retry_after", "translate_errors"]
+
+log = logging.getLogger("backserv.providers.fal")
 
 Op = Literal["submit", "status", "result", "cancel"]
 
@@ -73,7 +76,7 @@ def translate_errors(op: Op, sent: SendTracker | None = None) -> Iterator[None]:
     except fal.FalClientHTTPError as exc:
         raise http_error(exc.response, op) from exc
     except (MissingCredentialsError, httpx.InvalidURL) as exc:
-        raise ProviderUnavailable(f"fal: cannot {op} ({type(exc).__name__}: {exc}).") from exc
+        raise ProviderUnavailable(f"fal: cannot {op} ({type(exc).__name__}).") from exc
     except _NOTHING_SENT as exc:
         raise ProviderTransientError(f"fal: cannot connect ({type(exc).__name__}).") from exc
     except (httpx.HTTPError, fal.FalClientError, TimeoutError) as exc:
@@ -84,7 +87,8 @@ def translate_errors(op: Op, sent: SendTracker | None = None) -> Iterator[None]:
             ) from exc
         raise ProviderTransientError(f"fal: the {op} failed ({what}).") from exc
     except (ValueError, KeyError, TypeError) as exc:  # a body we cannot read
-        message = f"fal: unexpected {op} answer ({type(exc).__name__}: {exc})."
+        log.warning("fal: unexpected %s answer: %r", op, exc)
+        message = f"fal: unexpected {op} answer ({type(exc).__name__})."
         if op == "submit":
             raise ProviderSubmitUncertain(message) from exc
         if op == "result":

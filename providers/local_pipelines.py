@@ -3,8 +3,10 @@
 Everything that touches torch or diffusers imports them inside a function, so this module
 imports (and ``availability`` answers) without the ``local`` extra. Loading runs in the
 device's worker thread; the cache is shared by the workers of every device, so its table is
-guarded by a lock while a load itself runs outside it (one key is only ever loaded by the
-single worker of its device).
+guarded by a lock. Loads themselves take ``LOAD_LOCK``, one lock for the whole process: a
+diffusers load patches torch globally while it builds the model on the meta device, so two
+loads at once (two devices, or two provider instances) break each other ("Cannot copy out
+of meta tensor"). Generation takes no such lock: devices still run their jobs at once.
 """
 
 from __future__ import annotations
@@ -20,31 +22,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ProviderUnavailable
+from gateway.errors import ProviderResourceExhausted, ProviderUnavailable
+from gateway.faults import resource_shortage
 from providers.base import RouteSpec
 
 __all__ = [
     "EXTRA_MISSING",
+    "LOAD_LOCK",
     "LoadKey",
     "LoadedPipeline",
     "LocalOptions",
     "PipelineCache",
+    "diffusers_attribute",
     "extra_installed",
     "free_memory",
     "parse_options",
     "resolve_device",
-    "short_message",
 ]
 
 log = logging.getLogger("backserv.providers.local")
 
 EXTRA_MISSING = "the local extra is not installed: pip install '.[local]'"
 _EXTRA_MODULES = ("torch", "diffusers", "transformers")
+#: held by every pipeline load (and diffusers' lazy imports) in this process; see above. A
+#: module-level lock on purpose: what it guards is process-wide state of torch and diffusers
+LOAD_LOCK = threading.Lock()
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 #: the pipeline option a job kind needs
 PIPELINE_FOR_KIND = {"image": "text2img", "upscale": "upscale", "video": "video"}
 VIDEO_FORMATS = ("gif", "mp4")
-_MESSAGE_LIMIT = 400
 
 
 def extra_installed() -> bool:
@@ -194,20 +200,32 @@ class PipelineCache:
             return list(self._entries)
 
     def get(self, key: LoadKey) -> LoadedPipeline:
-        """The pipeline for ``key``, loaded (after evicting to make room) if not cached."""
+        """The pipeline for ``key``, loaded (after evicting to make room) if not cached.
+
+        A cached pipeline is answered at once; a load waits for any other load in the
+        process to end (``LOAD_LOCK``), then looks again: it may have been that one.
+        """
+        if (entry := self._cached(key)) is not None:
+            return entry
+        with LOAD_LOCK:
+            if (entry := self._cached(key)) is not None:
+                return entry
+            with self._lock:
+                evicted = []
+                while len(self._entries) >= self.max_pipelines:
+                    evicted.append(self._entries.popitem(last=False)[1])
+            _release(evicted)
+            entry = load_pipeline(key)
+            with self._lock:
+                self._entries[key] = entry
+            return entry
+
+    def _cached(self, key: LoadKey) -> LoadedPipeline | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
-                return entry
-            evicted = []
-            while len(self._entries) >= self.max_pipelines:
-                evicted.append(self._entries.popitem(last=False)[1])
-        _release(evicted)
-        entry = load_pipeline(key)
-        with self._lock:
-            self._entries[key] = entry
-        return entry
+            return entry
 
     def clear(self) -> None:
         with self._lock:
@@ -257,9 +275,10 @@ def load_pipeline(key: LoadKey) -> LoadedPipeline:
             code="model_load_failed",
         ) from None
     except (OSError, ValueError) as exc:
+        _raise_if_short(exc, path)
+        log.warning("the local model at %s: model_index.json: %s", path, exc)
         raise ProviderUnavailable(
-            f"The local model at {path} is corrupt: model_index.json is not valid JSON "
-            f"({short_message(exc)}).",
+            f"The local model at {path} is corrupt: model_index.json is not valid JSON.",
             code="model_load_failed",
         ) from None
     log.info("loading the local model %s onto %s (%s)", path, key.device, key.dtype)
@@ -269,11 +288,14 @@ def load_pipeline(key: LoadKey) -> LoadedPipeline:
         )
     except _out_of_memory_error():
         raise
-    except Exception as exc:
+    except Exception as exc:  # its text may name files of the model or the venv: logged only
+        _raise_if_short(exc, path)
+        log.warning("could not load the local model at %s", path, exc_info=exc)
         raise ProviderUnavailable(
-            f"Could not load the local model at {path}: {type(exc).__name__}: {short_message(exc)}",
+            f"Could not load the local model at {path} ({type(exc).__name__}); the details "
+            "are in the server's log.",
             code="model_load_failed",
-        ) from exc
+        ) from None
     pipe.set_progress_bar_config(disable=True)
     if key.cpu_offload and key.device.startswith("cuda"):
         pipe.enable_model_cpu_offload(device=key.device)
@@ -284,13 +306,31 @@ def load_pipeline(key: LoadKey) -> LoadedPipeline:
     return LoadedPipeline(key, pipe, getattr(pipe, "scheduler", None))
 
 
+def diffusers_attribute(name: str) -> Any:
+    """``diffusers.<name>`` (a class), or None. diffusers imports its classes lazily, on
+    first access, and that import is not safe beside a load in another thread: the first
+    access of a name takes ``LOAD_LOCK``, later ones (the name is then set) do not."""
+    import diffusers
+
+    found = vars(diffusers).get(name)
+    if found is not None:
+        return found
+    with LOAD_LOCK:
+        return getattr(diffusers, name, None)
+
+
+def _raise_if_short(exc: BaseException, path: Path) -> None:
+    """A load that failed for want of files, memory or disk is retried, not a bad model."""
+    if (shortage := resource_shortage(exc)) is not None:
+        log.warning("loading the local model at %s: %s: %r", path, shortage, exc)
+        raise ProviderResourceExhausted(
+            f"The local provider could not load the model: temporary resource exhaustion "
+            f"({shortage})."
+        ) from None
+
+
 def _out_of_memory_error() -> type[BaseException]:
     import torch
 
     error: type[BaseException] = torch.OutOfMemoryError
     return error
-
-
-def short_message(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 1] + "…"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import io
+import logging
 import tempfile
 import threading
 from collections.abc import Callable
@@ -23,17 +24,21 @@ from typing import Any
 from PIL import Image
 
 from gateway.errors import ProviderError, ProviderInputError, ProviderUnavailable
+from gateway.faults import resource_shortage, unexpected_error
 from providers.base import Output, RouteSpec
 from providers.local_pipelines import (
     LoadedPipeline,
     LoadKey,
     LocalOptions,
     PipelineCache,
+    diffusers_attribute,
     free_memory,
-    short_message,
 )
+from providers.sandbox_media import MAX_INPUT_PIXELS, MAX_OUTPUT_PIXELS
 
 __all__ = ["Cancelled", "Work", "mp4_supported", "run"]
+
+log = logging.getLogger("backserv.providers.local")
 
 #: canonical field -> pipeline argument (a route's ``input_map`` overrides; "" drops it)
 DEFAULT_MAP = {
@@ -83,6 +88,8 @@ class Work:
     cancel: threading.Event
     #: called after every denoising step with (steps done, steps in all)
     on_step: Callable[[int, int], None]
+    #: the gateway's job, named in the server's log when the run fails unexpectedly
+    job_id: str | None = None
 
 
 def mp4_supported() -> bool:
@@ -104,17 +111,14 @@ def run(cache: PipelineCache, key: LoadKey, work: Work) -> tuple[tuple[Output, .
     except (Cancelled, ProviderError):
         raise
     except torch.OutOfMemoryError as exc:
+        log.warning("local model %s ran out of memory on %s: %s", key.path, key.device, exc)
         failure = ProviderUnavailable(
-            f"The local model ran out of memory on {key.device} ({short_message(exc)}). "
-            "Try a smaller size or fewer images, dtype float16, attention_slicing or "
-            "cpu_offload.",
+            f"The local model ran out of memory on {key.device}. Try a smaller size or fewer "
+            "images, dtype float16, attention_slicing or cpu_offload.",
             code="out_of_memory",
         )
-    except Exception as exc:
-        failure = ProviderError(
-            f"The local pipeline failed: {type(exc).__name__}: {short_message(exc)}",
-            code="local_pipeline_error",
-        )
+    except Exception as exc:  # a shortage (EMFILE, MemoryError) is retried; never its text
+        failure = unexpected_error(exc, who="the local pipeline", job_id=work.job_id, log=log)
     # out of the except block: the exception and its frames (and tensors) are gone now
     free_memory({key.device.partition(":")[0]})
     raise failure
@@ -145,15 +149,13 @@ def _generate(entry: LoadedPipeline, work: Work) -> tuple[tuple[Output, ...], in
 
 def _use_scheduler(entry: LoadedPipeline, work: Work) -> None:
     """The route's scheduler, or the job's sampler, or the one the model ships with."""
-    import diffusers
-
     sampler = work.job_input.get("sampler")
     name = sampler if isinstance(sampler, str) and sampler else work.options.scheduler
     if name is None or entry.default_scheduler is None:
         entry.pipe.scheduler = entry.default_scheduler
         return
     class_name = SAMPLERS.get(name.lower(), name)
-    cls: Any = getattr(diffusers, class_name, None)
+    cls: Any = diffusers_attribute(class_name)
     if not (class_name.endswith("Scheduler") and hasattr(cls, "from_config")):
         known = ", ".join(sorted(SAMPLERS))
         message = f"unknown sampler '{name}' (known: {known}, or a diffusers scheduler class)"
@@ -200,6 +202,8 @@ def _arguments(pipe: Any, work: Work) -> tuple[dict[str, Any], int | None]:
             kwargs[fps_name] = fps
     if work.image is not None and "image" in named:
         kwargs["image"] = _open_image(work.image)
+        if options.pipeline == "upscale":
+            _check_scale(kwargs["image"], work)
     if options.pipeline == "upscale" and "prompt" in named:
         kwargs.setdefault("prompt", "")  # the SD x4 upscaler wants one; an empty one is fine
     if "output_type" in named:
@@ -250,11 +254,33 @@ def _add_callback(
 
 
 def _open_image(data: bytes) -> Image.Image:
+    """The input image, refused past ``MAX_INPUT_PIXELS`` before it is decoded."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_INPUT_PIXELS:
+                raise ProviderInputError(
+                    f"'image_url' is {image.width}x{image.height}; at most {MAX_INPUT_PIXELS} "
+                    "pixels are allowed.",
+                    param="image_url",
+                )
             return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        if resource_shortage(exc):  # the machine, not the image: the job is retried
+            raise
         raise ProviderInputError("'image_url' is not an image.", param="image_url") from None
+
+
+def _check_scale(image: Image.Image, work: Work) -> None:
+    """An upscale whose result would be over ``MAX_OUTPUT_PIXELS`` is refused before it runs."""
+    factor = int(work.job_input.get("scale_factor") or 2)
+    width, height = image.width * factor, image.height * factor
+    if width * height > MAX_OUTPUT_PIXELS:
+        raise ProviderInputError(
+            f"Invalid 'scale_factor': the {image.width}x{image.height} image upscaled {factor} "
+            f"times would be {width}x{height}; at most {MAX_OUTPUT_PIXELS} pixels are allowed. "
+            "Use a smaller image or a lower 'scale_factor'.",
+            param="scale_factor",
+        )
 
 
 def _to_scale(image: Image.Image, work: Work) -> Image.Image:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.faults import unexpected_error
 from gateway.netguard import AllowList
 from providers.base import (
     Output,
@@ -49,6 +50,7 @@ from providers.local_inputs import fetch_input
 from providers.local_pipelines import (
     DTYPES,
     EXTRA_MISSING,
+    LOAD_LOCK,
     LoadKey,
     LocalOptions,
     PipelineCache,
@@ -59,12 +61,19 @@ from providers.local_pipelines import (
 )
 from providers.local_run import Cancelled, Work, mp4_supported, run
 from providers.local_worker import DeviceWorker, LocalRequest, cpu_threads_default
+from providers.retention import Retention
 from providers.sandbox import Fetch
 
 __all__ = ["LocalTorchProvider", "StepHook"]
 
 log = logging.getLogger("backserv.providers.local")
 
+#: the most output bytes finished requests keep for their polls; once a poll read a success,
+#: its request is kept this many seconds (providers/retention.py)
+KEEP_BYTES = 256 * 1024 * 1024
+KEEP_DELIVERED = 5.0
+#: how error messages name this provider
+WHO = "the local provider"
 #: called in the worker thread after every step with (request id, steps done)
 StepHook = Callable[[str, int], None]
 
@@ -89,6 +98,8 @@ class LocalTorchProvider(Provider):
         max_input_bytes: int = 20 * 1024 * 1024,
         fetch_timeout: float = 30.0,
         keep_finished: float = 300.0,
+        keep_bytes: int = KEEP_BYTES,
+        keep_delivered: float = KEEP_DELIVERED,
         step_hook: StepHook | None = None,
         fetch_allow: AllowList | None = None,
     ) -> None:
@@ -106,13 +117,19 @@ class LocalTorchProvider(Provider):
         self._max_input_bytes = max_input_bytes
         self._fetch_timeout = fetch_timeout
         self._fetch_allow = fetch_allow  # BACKSERV_FETCH_ALLOW
-        self._keep_finished = keep_finished
         self.step_hook = step_hook
         self.cache = PipelineCache(max_pipelines)
         self._workers: dict[str, DeviceWorker] = {}
         self._workers_lock = threading.Lock()
         self._devices: dict[str, str] = {}  # a device option -> the device it resolved to
         self._requests: dict[str, LocalRequest] = {}
+        #: finished requests, and their outputs, are kept within bounds (providers/retention.py)
+        self.retention = Retention(
+            self._requests,
+            keep_finished=keep_finished,
+            keep_delivered=keep_delivered,
+            max_bytes=keep_bytes,
+        )
         self._extra: bool | None = None
         self._torch_ready = False
         self._closed = False
@@ -142,13 +159,13 @@ class LocalTorchProvider(Provider):
         options = self._check(route, kind)
         request = LocalRequest(f"local-{secrets.token_hex(12)}")
         self._requests[request.id] = request
-        work = self._run(request, route, options, dict(job_input))
+        work = self._run(request, job_id, route, options, dict(job_input))
         request.task = asyncio.create_task(work, name=f"local {request.id}")
         request.task.add_done_callback(partial(self._task_done, request))
         return ProviderRef(request.id, {"model": str(options.path)})
 
     async def poll(self, route: RouteSpec, ref: ProviderRef) -> ProviderState:
-        return self._get(ref).state
+        return self._deliver(self._get(ref))
 
     async def wait(self, route: RouteSpec, ref: ProviderRef, timeout: float) -> ProviderState:
         request = self._get(ref)
@@ -157,7 +174,7 @@ class LocalTorchProvider(Provider):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, timeout)):
                     await changed.wait()
-        return request.state
+        return self._deliver(request)
 
     async def cancel(self, route: RouteSpec, ref: ProviderRef) -> None:
         """Stop the request: at once if it waits, at the end of the running step if it runs."""
@@ -172,8 +189,7 @@ class LocalTorchProvider(Provider):
         self._closed = True
         for request in self._requests.values():
             request.cancel.set()
-            if request.evict is not None:
-                request.evict.cancel()
+        self.retention.close()
         tasks = [r.task for r in self._requests.values() if r.task and not r.task.done()]
         if tasks:  # a model still loading cannot be interrupted: wait, but not for ever
             await asyncio.wait(tasks, timeout=30)
@@ -209,6 +225,7 @@ class LocalTorchProvider(Provider):
     async def _run(
         self,
         request: LocalRequest,
+        job_id: str,
         route: RouteSpec,
         options: LocalOptions,
         job_input: dict[str, Any],
@@ -229,7 +246,7 @@ class LocalTorchProvider(Provider):
             loop = asyncio.get_running_loop()
             key = LoadKey(str(options.path), worker.device, options.dtype, options.cpu_offload)
             on_step = partial(self._on_step, loop, request)
-            work = Work(options, route, job_input, image, request.cancel, on_step)
+            work = Work(options, route, job_input, image, request.cancel, on_step, job_id)
             worker.waiting.append(request)
             request.update(replace(request.state, queue_position=len(worker.waiting) - 1))
             outputs, seed = await loop.run_in_executor(
@@ -242,9 +259,8 @@ class LocalTorchProvider(Provider):
             request.end(StateKind.CANCELLED)
         except ProviderError as exc:
             request.end(StateKind.FAILED, error=exc)
-        except Exception as exc:
-            log.exception("local request %s failed unexpectedly", request.id)
-            error = ProviderError(f"The local provider failed: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a shortage (EMFILE, MemoryError) is retried; never its text
+            error = unexpected_error(exc, who=WHO, job_id=job_id, log=log)
             request.end(StateKind.FAILED, error=error)
         finally:
             if worker is not None:
@@ -299,13 +315,14 @@ class LocalTorchProvider(Provider):
         """Once, in a worker: torch's CPU threads, and no progress bars in the server's log."""
         if self._torch_ready:
             return
-        import diffusers
-        import torch
-        import transformers
+        with LOAD_LOCK:  # diffusers' first imports are not safe beside a load elsewhere
+            import diffusers
+            import torch
+            import transformers
 
-        torch.set_num_threads(self._cpu_threads or cpu_threads_default())
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
+            torch.set_num_threads(self._cpu_threads or cpu_threads_default())
+            diffusers.utils.logging.disable_progress_bar()
+            transformers.utils.logging.disable_progress_bar()
         self._torch_ready = True
 
     def _preload(self, targets: list[str]) -> None:
@@ -345,15 +362,14 @@ class LocalTorchProvider(Provider):
 
     def _task_done(self, request: LocalRequest, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:  # _run catches all
-            request.end(
-                StateKind.FAILED, error=ProviderError(f"The local provider failed: {exc!r}")
-            )
+            error = unexpected_error(exc, who=WHO, job_id=None, log=log)
+            request.end(StateKind.FAILED, error=error)
         if not request.state.terminal:  # the task was cancelled (shutdown)
             request.end(StateKind.CANCELLED)
-        if not self._closed and self._requests.get(request.id) is request:
-            loop = asyncio.get_running_loop()
-            request.evict = loop.call_later(self._keep_finished, self._evict, request)
+        if not self._closed:
+            self.retention.finished(request)
 
-    def _evict(self, request: LocalRequest) -> None:
-        if self._requests.get(request.id) is request:
-            del self._requests[request.id]
+    def _deliver(self, request: LocalRequest) -> ProviderState:
+        state = request.state
+        self.retention.delivered(request, state)
+        return state

@@ -25,6 +25,8 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             fetch=fetch,
             fetch_allow=settings.fetch_allow_list,
             max_input_bytes=settings.max_input_bytes,
+            memory_budget=settings.sandbox_memory_bytes,
+            keep_bytes=settings.sandbox_keep_bytes,
         ),
         "fal": FalProvider(
             key=settings.fal_key,

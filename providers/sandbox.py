@@ -7,6 +7,11 @@ progress reporting and retries, and ``art = "flat"`` for images of one colour (l
 the placeholder picture costs milliseconds of CPU, a flat one microseconds). Requests live
 in memory only, so after a restart ``poll`` raises ``ProviderLostRequest`` and the gateway
 resubmits, just as with a provider that forgot a request.
+
+Memory is bounded: the renders running at once reserve their estimated peak of one budget
+(``memory_budget``, ``providers/budget.py`` and ``sandbox_memory.py``), each operation
+refuses a result over its pixel limit, and finished requests keep their outputs within
+``keep_bytes`` and briefly once read (``providers/retention.py``).
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import logging
 import math
 import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from gateway.errors import ConfigError, InvalidRequest, PayloadTooLarge
+from gateway.faults import unexpected_error
 from gateway.fetch import FetchFailed, fetch_guarded
 from gateway.inline_media import decode_data_url
 from gateway.netguard import AllowList
@@ -43,6 +49,9 @@ from providers.base import (
     RouteSpec,
     StateKind,
 )
+from providers.budget import MemoryBudget
+from providers.retention import Retention
+from providers.sandbox_memory import render_cost
 
 __all__ = ["Fetch", "SandboxProvider", "guarded_download"]
 
@@ -54,6 +63,15 @@ Fetch = Callable[[str], Awaitable[bytes | None]]
 TARGETS = ("image", "video", "upscale", "face_swap", *edits.TARGETS)
 #: a flat image up to this many pixels (all outputs together) is drawn on the event loop
 FLAT_INLINE_PIXELS = 256 * 256
+#: the most bytes the renders running at once may hold (by their estimates)
+MEMORY_BUDGET = 512 * 1024 * 1024
+#: the most output bytes finished requests keep for their pollers
+KEEP_BYTES = 256 * 1024 * 1024
+#: seconds a finished request is kept once a poll read its success
+KEEP_DELIVERED = 5.0
+T = TypeVar("T")
+#: how error messages name this provider
+WHO = "the sandbox"
 #: how many job ids the failure draw remembers the submit count of
 _MAX_REMEMBERED_JOBS = 100_000
 
@@ -98,6 +116,9 @@ class SandboxProvider(Provider):
         fetch_timeout: float = 30.0,
         keep_finished: float = 300.0,
         fetch_allow: AllowList | None = None,
+        memory_budget: int = MEMORY_BUDGET,
+        keep_bytes: int = KEEP_BYTES,
+        keep_delivered: float = KEEP_DELIVERED,
     ) -> None:
         self._latency = _latency(latency, ConfigError, "sandbox")
         self._failure_rate = _failure_rate(failure_rate, ConfigError, "sandbox")
@@ -105,15 +126,24 @@ class SandboxProvider(Provider):
             raise ConfigError("sandbox: 'max_input_bytes' must be at least 1.")
         if not fetch_timeout > 0:
             raise ConfigError("sandbox: 'fetch_timeout' must be more than 0 seconds.")
-        if not keep_finished >= 0:
+        if not (keep_finished >= 0 and keep_delivered >= 0):
             raise ConfigError("sandbox: 'keep_finished' must be 0 seconds or more.")
+        if memory_budget < 1 or keep_bytes < 0:
+            raise ConfigError("sandbox: the memory budget must be at least 1 byte.")
         self._fetch = fetch
         self._max_input_bytes = max_input_bytes
         self._fetch_timeout = fetch_timeout
         #: non-public hosts and networks inputs may be fetched from (BACKSERV_FETCH_ALLOW)
         self._fetch_allow = fetch_allow or AllowList()
-        self._keep_finished = keep_finished
         self._requests: dict[str, _Request] = {}
+        self.retention = Retention(
+            self._requests,
+            keep_finished=keep_finished,
+            keep_delivered=keep_delivered,
+            max_bytes=keep_bytes,
+        )
+        #: what the renders running now may hold at most, by their estimates
+        self.budget = MemoryBudget(memory_budget)
         self._submits: OrderedDict[str, int] = OrderedDict()
         self._closed = False
 
@@ -138,13 +168,14 @@ class SandboxProvider(Provider):
         request = _Request(f"sbx-{secrets.token_hex(12)}")
         self._requests[request.id] = request
         flat = options.get("art") == "flat"
-        work = self._run(request, route.target, dict(job_input), latency, fail, flat)
+        work = self._run(request, job_id, route.target, dict(job_input), latency, fail, flat)
         request.task = asyncio.create_task(work, name=f"sandbox {request.id}")
         request.task.add_done_callback(partial(self._task_done, request))
         return ProviderRef(request.id, {"target": route.target})
 
     async def poll(self, route: RouteSpec, ref: ProviderRef) -> ProviderState:
-        return self._get(ref).state
+        request = self._get(ref)
+        return self._deliver(request)
 
     async def wait(self, route: RouteSpec, ref: ProviderRef, timeout: float) -> ProviderState:
         request = self._get(ref)
@@ -153,7 +184,7 @@ class SandboxProvider(Provider):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, timeout)):
                     await changed.wait()
-        return request.state  # not re-read from the table: it may have been evicted since
+        return self._deliver(request)  # not re-read from the table: it may have gone since
 
     async def cancel(self, route: RouteSpec, ref: ProviderRef) -> None:
         request = self._requests.get(ref.request_id)
@@ -173,15 +204,14 @@ class SandboxProvider(Provider):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for request in self._requests.values():
-            if request.evict is not None:
-                request.evict.cancel()
+        self.retention.close()
 
     # -- the work ------------------------------------------------------------------------
 
     async def _run(
         self,
         request: _Request,
+        job_id: str,
         target: str,
         job_input: dict[str, Any],
         latency: float,
@@ -201,17 +231,15 @@ class SandboxProvider(Provider):
             raise
         except ProviderError as exc:
             request.update(_failed(request, exc))
-        except Exception as exc:
-            log.exception("sandbox request %s failed unexpectedly", request.id)
-            error = ProviderError(f"The sandbox failed: {type(exc).__name__}: {exc}")
-            error.__cause__ = exc
-            request.update(_failed(request, error))
+        except Exception as exc:  # a shortage (EMFILE, MemoryError) is retried; never its text
+            request.update(_failed(request, unexpected_error(exc, who=WHO, job_id=job_id, log=log)))
 
     async def _render(
         self, target: str, job_input: dict[str, Any], flat: bool = False
     ) -> tuple[tuple[Output, ...], int | None]:
+        heavy = _Heavy(self.budget, target, job_input)
         if target in edits.TARGETS:  # the Tasks API's kinds (providers/sandbox_edits.py)
-            return await edits.render(target, job_input, self._input)
+            return await edits.render(target, job_input, self._input, heavy)
         if target == "image":
             prompt, negative = _text(job_input, "prompt"), job_input.get("negative_prompt")
             seed, count = _int(job_input, "seed", 0), _int(job_input, "num_images", 1)
@@ -230,7 +258,7 @@ class SandboxProvider(Provider):
                 # microseconds of work: a thread hand-off would cost more than the image
                 pngs = [render(index=i) for i in range(count)]
             else:
-                pngs = await asyncio.to_thread(lambda: [render(index=i) for i in range(count)])
+                pngs = await heavy([], lambda: [render(index=i) for i in range(count)])
             images = tuple(Output("image/png", data=p, width=width, height=height) for p in pngs)
             return images, seed
         if target == "video":
@@ -238,7 +266,7 @@ class SandboxProvider(Provider):
             width, height = _int(job_input, "width", 512), _int(job_input, "height", 512)
             url = job_input.get("image_url")
             first = None if url is None else await self._input(url, "image_url")
-            gif = await asyncio.to_thread(
+            video = partial(
                 media.render_video,
                 _text(job_input, "prompt"),
                 seed=seed,
@@ -248,15 +276,18 @@ class SandboxProvider(Provider):
                 fps=_int(job_input, "fps", 8),
                 first_frame=first,
             )
+            gif = await heavy([] if first is None else [first], video)
             return (Output("image/gif", data=gif, width=width, height=height),), seed
         if target == "upscale":
             image = await self._input(job_input.get("image_url"), "image_url")
             factor = _int(job_input, "scale_factor", 2)
-            png, width, height = await asyncio.to_thread(media.upscale, image, scale_factor=factor)
+            upscale = partial(media.upscale, image, scale_factor=factor)
+            png, width, height = await heavy([image], upscale)
         else:
             source = await self._input(job_input.get("source_image"), "source_image")
             target_image = await self._input(job_input.get("target_image"), "target_image")
-            png, width, height = await asyncio.to_thread(media.face_swap, source, target_image)
+            swap = partial(media.face_swap, source, target_image)
+            png, width, height = await heavy([source, target_image], swap)
         return (Output("image/png", data=png, width=width, height=height),), None
 
     async def _input(self, url: object, param: str) -> bytes:
@@ -305,19 +336,31 @@ class SandboxProvider(Provider):
 
     def _task_done(self, request: _Request, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:  # _run catches all
-            request.update(_failed(request, ProviderError(f"The sandbox failed: {exc!r}")))
+            request.update(_failed(request, unexpected_error(exc, who=WHO, job_id=None, log=log)))
         if not request.state.terminal:  # cancelled before it ever ran
             request.update(ProviderState(StateKind.CANCELLED, progress=request.state.progress))
-        if not self._closed and self._requests.get(request.id) is request:
-            loop = asyncio.get_running_loop()
-            request.evict = loop.call_later(self._keep_finished, self._evict, request)
+        if not self._closed:
+            self.retention.finished(request)
 
-    def _evict(self, request: _Request) -> None:
-        if self._requests.get(request.id) is request:
-            del self._requests[request.id]
+    def _deliver(self, request: _Request) -> ProviderState:
+        state = request.state
+        self.retention.delivered(request, state)
+        return state
 
     def _too_large(self, param: str) -> str:
         return f"'{param}' is larger than {self._max_input_bytes} bytes."
+
+
+class _Heavy:
+    """Runs one job's image work in a thread, within the sandbox's memory budget: it
+    reserves the render's estimated peak (``sandbox_memory.render_cost``) first."""
+
+    def __init__(self, budget: MemoryBudget, target: str, job_input: dict[str, Any]) -> None:
+        self.budget, self.target, self.job_input = budget, target, job_input
+
+    async def __call__(self, images: Sequence[bytes], work: Callable[[], T], /) -> T:
+        cost = render_cost(self.target, self.job_input, images)
+        return await self.budget.run(cost, work)
 
 
 async def _advance(request: _Request, latency: float) -> None:

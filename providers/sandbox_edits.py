@@ -9,11 +9,11 @@ placeholders from their input, and ``llm`` is an echo, not a language model.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from PIL import Image, ImageChops, ImageFilter, ImageOps, ImageStat
 
@@ -46,6 +46,15 @@ TARGETS = (
 #: reads the bytes behind an input URL (``SandboxProvider._input``)
 Fetch = Callable[[object, str], Awaitable[bytes]]
 Rendered = tuple[bytes, int, int]
+T = TypeVar("T")
+
+
+class Heavy(Protocol):
+    """Runs a render that reads ``images`` off the event loop, within the sandbox's memory
+    budget (``SandboxProvider``: a thread, once the render's estimated peak is free)."""
+
+    def __call__(self, images: Sequence[bytes], work: Callable[[], T], /) -> Awaitable[T]: ...
+
 
 _RESAMPLING = {
     "lanczos": Image.Resampling.LANCZOS,
@@ -72,9 +81,10 @@ BACKGROUND_DISTANCE = 40  # background_removal: how far from the corner colour i
 
 
 async def render(
-    target: str, job_input: dict[str, Any], fetch: Fetch
+    target: str, job_input: dict[str, Any], fetch: Fetch, heavy: Heavy
 ) -> tuple[tuple[Output, ...], int | None]:
-    """Run ``target`` on ``job_input``; input images are read with ``fetch``."""
+    """Run ``target`` on ``job_input``; input images are read with ``fetch``, and the
+    image work runs through ``heavy``."""
     if target == "llm":
         text = echo(
             str(job_input.get("prompt") or ""),
@@ -84,12 +94,12 @@ async def render(
         return (Output("text/plain", data=text.encode()),), None
     if target == "fal_app":
         params = dict(job_input)
-        png, width, height = await asyncio.to_thread(fal_app_placeholder, params)
+        png, width, height = await heavy([], partial(fal_app_placeholder, params))
         return (Output("image/png", data=png, width=width, height=height),), None
     if target == "background_removal":
         urls = job_input.get("image_urls") or []
         images = [await fetch(url, f"image_urls[{i}]") for i, url in enumerate(urls)]
-        done = await asyncio.to_thread(lambda: [remove_background(i) for i in images])
+        done = await heavy(images, lambda: [remove_background(i) for i in images])
         return tuple(Output("image/png", data=p, width=w, height=h) for p, w, h in done), None
     image = await fetch(job_input.get("image_url"), "image_url")
     seed = job_input.get("seed")
@@ -98,19 +108,19 @@ async def render(
             await fetch(url, f"reference_image_urls[{i}]")
             for i, url in enumerate(job_input.get("reference_image_urls") or [])
         ]
-        result = await asyncio.to_thread(edit, image, refs, job_input, int(seed or 0))
+        result = await heavy([image, *refs], partial(edit, image, refs, job_input, int(seed or 0)))
     elif target == "refine":
-        result = await asyncio.to_thread(refine, image, job_input)
+        result = await heavy([image], partial(refine, image, job_input))
     elif target == "detail_enhance":
         reference = await fetch(job_input.get("reference_image_url"), "reference_image_url")
-        result = await asyncio.to_thread(detail_enhance, image, reference)
+        result = await heavy([image, reference], partial(detail_enhance, image, reference))
     elif target == "background_fix":
         palette = await fetch(job_input.get("palette_image_url"), "palette_image_url")
-        result = await asyncio.to_thread(background_fix, image, palette, job_input)
+        result = await heavy([image, palette], partial(background_fix, image, palette, job_input))
     elif target == "face_enhance":
-        result = await asyncio.to_thread(face_enhance, image)
+        result = await heavy([image], partial(face_enhance, image))
     else:
-        result = await asyncio.to_thread(adjust, image, job_input)
+        result = await heavy([image], partial(adjust, image, job_input))
     png, width, height = result
     output = Output("image/png", data=png, width=width, height=height)
     return (output,), seed if isinstance(seed, int) else None

@@ -20,11 +20,16 @@ import struct
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 from gateway.errors import ProviderInputError
+from gateway.faults import resource_shortage
 
 __all__ = [
     "MAX_FRAMES",
     "MAX_INPUT_PIXELS",
+    "MAX_OUTPUT_PIXELS",
+    "MAX_VIDEO_PIXELS",
     "face_swap",
+    "frame_count",
+    "image_size",
     "render_image",
     "render_video",
     "upscale",
@@ -34,6 +39,12 @@ __all__ = [
 MAX_FRAMES = 48
 #: the most pixels an input image may have (well below Pillow's own bomb threshold)
 MAX_INPUT_PIXELS = 4096 * 4096
+#: the most pixels an upscale may make: about 130 MB held while it runs (an 8192² result
+#: held 335 MB, made from a 17 KB PNG)
+MAX_OUTPUT_PIXELS = 4096 * 4096
+#: the most pixels of all a video's frames together (one byte each: frames share a palette);
+#: a larger frame size gets fewer frames, as a longer clip does past MAX_FRAMES
+MAX_VIDEO_PIXELS = 64 * 1024 * 1024
 #: formats accepted as input; keeps Pillow's rarer (and riskier) decoders out of reach
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 #: zlib level for PNG output: fast, and the sandbox's images compress well anyway
@@ -88,15 +99,16 @@ def render_video(
 ) -> bytes:
     """An animated GIF about ``duration`` seconds long: a ball moving over a still picture.
 
-    At most ``MAX_FRAMES`` frames are rendered: when ``duration * fps`` is more, the frame
-    rate is lowered so the clip keeps its length (GIF delays are whole hundredths of a
-    second, so frames may differ by 10 ms to add up exactly). ``first_frame`` (image
-    bytes), when given, is cropped and resized to fill the frame and used as the still.
+    At most ``frame_count`` frames are rendered (``MAX_FRAMES``, fewer for large frames):
+    when ``duration * fps`` is more, the frame rate is lowered so the clip keeps its length
+    (GIF delays are whole hundredths of a second, so frames may differ by 10 ms to add up
+    exactly). ``first_frame`` (image bytes), when given, is cropped and resized to fill the
+    frame and used as the still.
     """
     _check_size(width, height)
     if duration < 1 or fps < 1:
         raise ProviderInputError("'duration' and 'fps' must be at least 1.")
-    frames = min(duration * fps, MAX_FRAMES)
+    frames = frame_count(duration, fps, width, height)
     if first_frame is None:
         still = _picture(prompt, seed, width, height, None, 0)
     else:
@@ -139,20 +151,48 @@ def render_video(
     return out.getvalue()
 
 
-def upscale(image: bytes, *, scale_factor: int, max_side: int = 8192) -> tuple[bytes, int, int]:
-    """``image`` made ``scale_factor`` times larger (Lanczos), as ``(png, width, height)``."""
+def frame_count(duration: int, fps: int, width: int, height: int) -> int:
+    """How many frames ``render_video`` renders: ``duration * fps``, at most ``MAX_FRAMES``
+    and ``MAX_VIDEO_PIXELS`` in all, at least one."""
+    return max(1, min(duration * fps, MAX_FRAMES, MAX_VIDEO_PIXELS // max(1, width * height)))
+
+
+def upscale(
+    image: bytes,
+    *,
+    scale_factor: int,
+    max_side: int = 8192,
+    max_pixels: int = MAX_OUTPUT_PIXELS,
+) -> tuple[bytes, int, int]:
+    """``image`` made ``scale_factor`` times larger (Lanczos), as ``(png, width, height)``.
+
+    A result over ``max_pixels`` (or ``max_side`` a side) is refused from the image's header,
+    before anything is decoded: a small PNG of one colour can ask for gigabytes.
+    """
     if scale_factor < 1:
         raise ProviderInputError("'scale_factor' must be at least 1.", param="scale_factor")
+    declared = image_size(image)
+    if declared is not None and declared[0] * declared[1] <= MAX_INPUT_PIXELS:
+        _check_upscale(declared, scale_factor, max_side, max_pixels)  # (larger: _open says)
     source = _workable(_open(image, "image"))
-    width, height = source.width * scale_factor, source.height * scale_factor
-    if max(width, height) > max_side:
-        raise ProviderInputError(
-            f"The upscaled image would be {width}x{height}; at most {max_side} pixels a side "
-            f"are allowed. Use a smaller image or a lower 'scale_factor'.",
-            param="scale_factor",
-        )
+    width, height = _check_upscale(source.size, scale_factor, max_side, max_pixels)
     result = source.resize((width, height), Image.Resampling.LANCZOS)
     return _png(result), width, height
+
+
+def _check_upscale(
+    size: tuple[int, int], factor: int, max_side: int, max_pixels: int
+) -> tuple[int, int]:
+    width, height = size[0] * factor, size[1] * factor
+    if max(width, height) > max_side or width * height > max_pixels:
+        raise ProviderInputError(
+            f"Invalid 'scale_factor': the {size[0]}x{size[1]} image upscaled {factor} times "
+            f"would be {width}x{height} ({width * height} pixels); at most {max_pixels} pixels "
+            f"and {max_side} a side are allowed. Use a smaller image or a lower "
+            "'scale_factor'.",
+            param="scale_factor",
+        )
+    return width, height
 
 
 def face_swap(source: bytes, target: bytes) -> tuple[bytes, int, int]:
@@ -338,6 +378,16 @@ def _check_size(width: int, height: int) -> None:
 # -- decoding and encoding -----------------------------------------------------------------
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """The width and height an image's header declares (nothing is decoded), or None when
+    it is not an image this module reads."""
+    try:
+        with Image.open(io.BytesIO(data), formats=INPUT_FORMATS) as image:
+            return image.size
+    except Exception:  # anything unreadable (a bomb warning too): _open says what is wrong
+        return None
+
+
 def _open(data: bytes, what: str) -> Image.Image:
     """Decode the first frame of an image, refusing non-images and decompression bombs."""
     try:
@@ -354,7 +404,9 @@ def _open(data: bytes, what: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # the warning is only raised when warnings are errors; otherwise the check above wins
         raise ProviderInputError(f"The {what} has too many pixels.") from None
-    except (OSError, ValueError, EOFError, SyntaxError, struct.error, IndexError):
+    except (OSError, ValueError, EOFError, SyntaxError, struct.error, IndexError) as exc:
+        if resource_shortage(exc):  # the machine, not the image: the job is retried
+            raise
         raise ProviderInputError(
             f"The {what} could not be decoded; send a PNG, JPEG, WebP, GIF, BMP or TIFF file."
         ) from None

@@ -40,7 +40,8 @@ def png_bytes(
 
 PNG = png_bytes()
 
-Poll = ProviderState | ProviderError
+#: a poll's answer, or what it raises (a provider's error, or one it failed to translate)
+Poll = ProviderState | ProviderError | Exception
 
 
 @dataclass
@@ -85,7 +86,7 @@ def fails(error: ProviderError) -> Script:
     return Script(polls=[ProviderState(StateKind.FAILED, error=error)])
 
 
-def poll_raises(error: ProviderError, then: list[Poll] | None = None) -> Script:
+def poll_raises(error: Exception, then: list[Poll] | None = None) -> Script:
     """The first poll raises ``error``; later polls follow ``then``."""
     return Script(polls=[error, *(then or [])])
 
@@ -179,7 +180,7 @@ class FakeProvider(Provider):
             return succeeded()
         step = script.polls[min(request.polls, len(script.polls) - 1)]
         request.polls += 1
-        if isinstance(step, ProviderError):
+        if isinstance(step, Exception):
             if not isinstance(step, ProviderTransientError):  # the runner keeps following those
                 self.active.discard(ref.request_id)
             raise step

@@ -10,6 +10,7 @@ from gateway.errors import (
     ProviderError,
     ProviderInputError,
     ProviderLostRequest,
+    ProviderResourceExhausted,
     ProviderTransientError,
     ProviderUnavailable,
 )
@@ -99,3 +100,9 @@ def test_lost_request_is_resubmitted_at_once() -> None:
 
 def test_lost_request_respects_the_attempt_budget() -> None:
     assert POLICY.decide(ProviderLostRequest(), POLICY.max_attempts, random.Random(1)) is None
+
+
+@pytest.mark.parametrize("attempt", [5, 6, 50, 5000])
+def test_the_gateways_own_resource_shortage_is_retried_past_max_attempts(attempt: int) -> None:
+    delay = POLICY.decide(ProviderResourceExhausted("EMFILE"), attempt, random.Random(1))
+    assert delay is not None and 0 <= delay <= POLICY.cap

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -423,16 +424,18 @@ async def test_job_whose_model_left_the_catalog_fails_with_model_not_found(
 
 
 class CrashOnce(JobRunner):
-    def __init__(self, inner: JobRunner) -> None:
+    def __init__(self, inner: JobRunner, error: Exception | None = None, *, times: int = 1) -> None:
         super().__init__(
             inner.store, inner.providers, inner.storage, inner.policy, job_timeout=30.0
         )
+        self.error = error or RuntimeError("a bug in the runner at /srv/backserv/gateway/x.py")
+        self.times = times
         self.crashed: list[str] = []
 
     async def run(self, job: Job, model: CatalogModel) -> None:
-        if not self.crashed:
+        if len(self.crashed) < self.times:
             self.crashed.append(job.id)
-            raise RuntimeError("a bug in the runner")
+            raise self.error
         await super().run(job, model)
 
 
@@ -451,9 +454,32 @@ async def test_crashing_runner_fails_its_job_and_the_loop_carries_on(
 
     got = await get(store, first.id)
     assert got.error is not None and got.error["code"] == "internal_error"
+    assert "a bug" not in got.error["message"] and "/srv" not in got.error["message"]
     assert runner.crashed == [first.id]
     assert scheduler.running
     assert scheduler.inflight() == 0
+
+
+async def test_a_job_whose_run_hits_emfile_is_handed_back_and_completes(
+    store: SQLiteJobStore,
+    fake: FakeProvider,
+    tmp_path: Path,
+    make_scheduler: MakeScheduler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("gateway.scheduler.HAND_BACK_PAUSE", 0.01)
+    storage = ResultStorage(tmp_path / "files", max_bytes=1_000_000)
+    emfile = OSError(errno.EMFILE, "Too many open files", "/srv/backserv/.venv/lib/x.py")
+    inner = JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=30.0)
+    runner = CrashOnce(inner, emfile, times=3)
+    scheduler = make_scheduler(runner=runner, concurrency={"fake": 1})
+    await scheduler.start()
+    job = await submit(store, scheduler=scheduler)
+
+    await until_status(store, job.id, Status.COMPLETED)
+
+    assert runner.crashed == [job.id] * 3  # handed back and claimed again each time
+    assert (await get(store, job.id)).error is None
 
 
 async def test_provider_raising_an_unexpected_exception_does_not_stop_burst_mode(
@@ -468,7 +494,8 @@ async def test_provider_raising_an_unexpected_exception_does_not_stop_burst_mode
 
     got = await get(store, broken.id)
     assert got.status is Status.FAILED
-    assert got.error is not None and got.error["code"] == "internal_error"
+    assert got.error is not None and got.error["code"] == "internal_provider_error"
+    assert "adapter bug" not in got.error["message"]
     assert await status_of(store, fine.id) is Status.COMPLETED
 
 

@@ -86,6 +86,20 @@ async def test_an_upscale_job_without_an_image_is_an_input_error(
     assert isinstance(state.error, ProviderInputError) and state.error.param == "image_url"
 
 
+async def test_an_upscale_whose_result_is_over_the_pixel_limit_is_refused_before_it_runs(
+    provider: LocalTorchProvider, upscaler: Path
+) -> None:
+    steps: list[int] = []
+    provider.step_hook = lambda _id, done: steps.append(done)
+    job = {"image_url": data_url(2048, 2048), "scale_factor": 4, "steps": 3}
+
+    state, _ = await run(provider, upscaler, "upscale", job)
+
+    assert isinstance(state.error, ProviderInputError) and state.error.param == "scale_factor"
+    assert "'scale_factor'" in state.error.message
+    assert steps == []  # refused before the pipeline ran a step
+
+
 async def test_a_video_job_gives_an_animated_gif_of_duration_times_fps_frames(
     provider: LocalTorchProvider, text2video: Path
 ) -> None:

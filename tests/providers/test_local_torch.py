@@ -7,6 +7,7 @@ pipeline is built from code and saved to a temporary directory once per session.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import io
 import os
@@ -25,6 +26,7 @@ if not os.environ.get("CI"):  # CI installs the extra: there a missing torch fai
 
 import torch
 
+from gateway.errors import ProviderResourceExhausted
 from providers.base import (
     ProviderInputError,
     ProviderLostRequest,
@@ -312,6 +314,35 @@ async def test_out_of_memory_fails_the_job_and_the_worker_runs_the_next_job(
     assert state.error.code == "out_of_memory"
     assert "out of memory" in state.error.message
     assert after.kind is StateKind.SUCCEEDED, after.error
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [OSError(errno.EMFILE, "Too many open files", "/srv/.venv/lib/x.py"), MemoryError()],
+)
+async def test_running_short_of_files_or_memory_is_retryable_and_shows_no_path(
+    make: Make, model_dir: Path, exc: BaseException
+) -> None:
+    def exhausted(_id: str, done: int) -> None:
+        raise exc
+
+    state, _ = await generate(make(step_hook=exhausted), route(model_dir))
+
+    assert isinstance(state.error, ProviderResourceExhausted)
+    assert "/srv" not in state.error.message and "Too many" not in state.error.message
+
+
+async def test_an_unexpected_pipeline_error_is_generic_and_shows_no_text(
+    make: Make, model_dir: Path
+) -> None:
+    def broken(_id: str, done: int) -> None:
+        raise RuntimeError("shape mismatch in /srv/.venv/lib/diffusers/unet.py")
+
+    state, _ = await generate(make(step_hook=broken), route(model_dir))
+
+    assert state.kind is StateKind.FAILED and state.error is not None
+    assert state.error.code == "internal_provider_error"
+    assert "shape mismatch" not in state.error.message and "/srv" not in state.error.message
 
 
 async def test_a_size_the_model_cannot_make_is_an_input_error(make: Make, model_dir: Path) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import io
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,8 +13,9 @@ import pytest
 import respx
 from PIL import Image
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ProviderResourceExhausted
 from gateway.netguard import AllowList
+from providers import sandbox_media as media
 from providers.base import (
     ProviderError,
     ProviderInputError,
@@ -243,15 +245,49 @@ async def test_undecodable_input_fails_the_job_with_an_input_error(make: Make) -
     assert isinstance(state.error, ProviderInputError)
 
 
-async def test_an_unexpected_exception_fails_the_job_with_a_provider_error(make: Make) -> None:
+async def test_an_unexpected_exception_fails_the_job_with_a_generic_provider_error(
+    make: Make,
+) -> None:
     async def fetch(url: str) -> bytes:
-        raise RuntimeError("boom")
+        raise RuntimeError("boom in /srv/backserv/.venv/lib/thing.py")
 
     provider = make(fetch=fetch)
     state = await run(provider, route("upscale"), {"image_url": "https://x.example/a.png"})
     assert state.kind is StateKind.FAILED
     assert type(state.error) is ProviderError
-    assert isinstance(state.error.__cause__, RuntimeError)
+    assert state.error.code == "internal_provider_error"
+    assert "boom" not in state.error.message and ".venv" not in state.error.message
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [OSError(errno.EMFILE, "Too many open files", "/srv/backserv/.venv/font.ttf"), MemoryError()],
+)
+async def test_running_short_of_files_or_memory_is_a_retryable_error_without_the_path(
+    make: Make, monkeypatch: pytest.MonkeyPatch, exc: BaseException
+) -> None:
+    def exhausted(image: bytes, *, scale_factor: int) -> tuple[bytes, int, int]:
+        raise exc
+
+    monkeypatch.setattr(media, "upscale", exhausted)
+    state = await run(make(), route("upscale"), {"image_url": data_url(png(8, 8))})
+
+    assert state.kind is StateKind.FAILED
+    assert isinstance(state.error, ProviderResourceExhausted)
+    assert "temporary resource exhaustion" in state.error.message
+    assert ".venv" not in state.error.message and "Too many" not in state.error.message
+
+
+async def test_an_os_error_decoding_an_input_is_retryable_not_an_input_error(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_files(*args: Any, **kwargs: Any) -> Image.Image:
+        raise OSError(errno.EMFILE, "Too many open files", "/srv/backserv/.venv/PIL/x.py")
+
+    monkeypatch.setattr(Image, "open", no_files)
+    state = await run(make(), route("upscale"), {"image_url": data_url(png(8, 8))})
+
+    assert isinstance(state.error, ProviderResourceExhausted)
 
 
 async def test_injected_fetch_results_over_the_limit_are_rejected(make: Make) -> None:

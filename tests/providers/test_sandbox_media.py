@@ -199,7 +199,7 @@ def test_upscale_rejects_decompression_bombs(side: int) -> None:
 
 
 def test_upscale_rejects_output_larger_than_max_side() -> None:
-    with pytest.raises(ProviderInputError, match="at most 100 pixels") as info:
+    with pytest.raises(ProviderInputError, match="and 100 a side") as info:
         media.upscale(_png(60, 40), scale_factor=2, max_side=100)
     assert info.value.param == "scale_factor"
 
