@@ -32,6 +32,10 @@ from gateway.api.models import ModelsAPI
 from gateway.api.openapi import OpenAPIDocument
 from gateway.api.request_id import RequestIdMiddleware
 from gateway.api.tasks import TasksAPI
+from gateway.api.tasks.fal_apps import FalAppPolicy
+from gateway.api.tasks.jwt import JWTVerifier
+from gateway.api.tasks.render import Renderer
+from gateway.api.tasks.routing import ModelChooser
 from gateway.api.webhook_secrets import WebhookSecretsAPI
 from gateway.auth import KeyRing
 from gateway.availability import Availability
@@ -45,17 +49,18 @@ from gateway.metrics import Metrics
 from gateway.metrics_hooks import JobObserver
 from gateway.metrics_http import HttpMetricsMiddleware
 from gateway.ratelimit import Limits, rate_limiter_for
+from gateway.results import OwnFiles, ResultLinks, ResultStorage, UrlSigner
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.scheduler import Scheduler
 from gateway.service import JobService
 from gateway.settings import Settings
-from gateway.storage import OwnFiles, ResultStorage, UrlSigner
 from gateway.store import create_store
 from gateway.store.base import JobStore
 from gateway.waiting import Waiting
 from gateway.web import WebPages
 from gateway.webhooks import WebhookDispatcher
+from gateway.webhooks.secrets import WebhookSecrets
 from providers.base import Provider
 from providers.registry import KNOWN_PROVIDERS, build_providers
 
@@ -101,6 +106,7 @@ def create_app(
         settings.storage_dir, max_bytes=settings.max_output_bytes, allow=settings.fetch_allow_list
     )
     signer = UrlSigner(b"", settings.base_url)  # keyed at start-up, from the store
+    links = ResultLinks(signer, settings.file_ttl_seconds)
     if providers is None:
         providers = build_providers(settings, fetch=OwnFiles(storage, signer))
     breakers = Breakers(
@@ -153,6 +159,7 @@ def create_app(
         ),
         max_input_bytes=settings.max_input_bytes,
         webhook_allow=settings.webhook_allow_list,
+        storage=storage,
     )
     keyring = KeyRing(store, settings.static_api_keys())
     janitor = Janitor(
@@ -163,7 +170,7 @@ def create_app(
         interval=settings.purge_interval_seconds,
     )
     webhooks = WebhookDispatcher.from_settings(
-        settings, store, lambda job: render_job(job, signer, settings.file_ttl_seconds), events
+        settings, store, lambda job: render_job(job, links), events
     )
     waiting = Waiting(store, events, settings.max_waiters_per_key)
     gw = Gateway(
@@ -209,14 +216,20 @@ def create_app(
                     await provider.aclose()
             await store.close()
 
-    ttl = settings.file_ttl_seconds
+    webhook_secrets = WebhookSecrets(store)
     routes: list[BaseRoute] = [
-        *JobsAPI(service, signer, ttl, settings.max_body_bytes, waiting).routes(),
-        *ImagesAPI(gw).routes(),
+        *JobsAPI(service, links, settings.max_body_bytes, waiting).routes(),
+        *ImagesAPI(
+            service,
+            waiting,
+            storage,
+            links,
+            max_body=settings.max_body_bytes,
+            sync_wait=settings.sync_wait_seconds,
+        ).routes(),
         *BackServTasksAPI(
             service,
-            signer,
-            ttl,
+            links,
             settings.max_body_bytes,
             models=settings.submit_task_models,
             auth=settings.submit_task_auth,
@@ -225,14 +238,21 @@ def create_app(
         *JobEventsAPI(
             service,
             waiting,
-            lambda job: render_job(job, signer, ttl),
+            lambda job: render_job(job, links),
             max_seconds=settings.job_timeout_seconds,
         ).routes(),
         *ModelsAPI(catalog, availability).routes(),
-        *FilesAPI(storage, signer, store).routes(),
-        *WebhookSecretsAPI(store).routes(),
+        *FilesAPI(storage, signer, service).routes(),
+        *WebhookSecretsAPI(webhook_secrets).routes(),
         *KeysAPI(KeyManager(store), settings.max_body_bytes).routes(),
-        *TasksAPI(gw).routes(),
+        *TasksAPI(
+            service,
+            ModelChooser(catalog, settings.tasks_models, FalAppPolicy(settings.tasks_fal_apps)),
+            Renderer(catalog, links, storage),
+            webhook_secrets,
+            verifier=_tasks_verifier(settings),
+            max_body=settings.max_body_bytes,
+        ).routes(),
         *HealthAPI(
             store,
             scheduler,
@@ -241,7 +261,9 @@ def create_app(
             metrics=metrics,
             metrics_token=settings.metrics_token,
         ).routes(),
-        *WebPages(catalog, availability, settings).routes(),
+        *WebPages(
+            catalog, availability, base_url=settings.base_url, public_url=settings.public_url
+        ).routes(),
         *OpenAPIDocument(settings, catalog).routes(),
     ]
     handlers: dict[Any, Any] = {
@@ -273,4 +295,17 @@ def announce_first_key(key: str) -> None:
         f"Create more with 'backserv keys create'.\n{bar}\n",
         file=sys.stderr,
         flush=True,
+    )
+
+
+def _tasks_verifier(settings: Settings) -> JWTVerifier | None:
+    """The Tasks API's JWT check; None without a secret (its routes then answer 503)."""
+    if not settings.tasks_jwt_secret:
+        return None
+    return JWTVerifier(
+        settings.tasks_jwt_secret,
+        issuer=settings.tasks_jwt_issuer,
+        audience=settings.tasks_jwt_audience,
+        leeway=settings.tasks_jwt_leeway_seconds,
+        require_exp=not settings.tasks_jwt_allow_no_exp,
     )

@@ -104,6 +104,28 @@ class Catalog:
         self.models: dict[str, CatalogModel] = {m.id: m for m in models}
         self.source = source
 
+    def configured(self, model_id: str, kind: str, setting: str, work: str) -> CatalogModel:
+        """The model a setting names for ``work`` (e.g. "task type 'face_swap'"), which needs
+        a model of ``kind``; a ``ConfigError`` naming the setting when there is none such."""
+        model = self.models.get(model_id)
+        if model is None:
+            raise ConfigError(
+                f"{setting}: {work} needs a model of kind {kind}; there is no model "
+                f"'{model_id}' in the catalog."
+            )
+        if model.kind.name != kind:
+            raise ConfigError(
+                f"{setting}: {work} needs a model of kind {kind}; '{model.id}' is of kind "
+                f"{model.kind.name}."
+            )
+        return model
+
+    def first_of_kind(self, kind: str, *preferred: str) -> CatalogModel | None:
+        """The first of ``preferred`` (ids) of ``kind`` in the catalog, else the catalog's
+        first model of ``kind``; None without one."""
+        listed = (self.models.get(model_id) for model_id in preferred)
+        return next((m for m in (*listed, *self) if m is not None and m.kind.name == kind), None)
+
     def get(self, model_id: str) -> CatalogModel:
         try:
             return self.models[model_id]

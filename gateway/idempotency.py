@@ -9,7 +9,7 @@ the job record (``record_ttl_seconds``, at least a day).
 "The same request" is the same endpoint path and the same JSON body, compared through a
 SHA-256 of the path and the body's canonical form (orjson, keys sorted): key order and
 whitespace do not matter, values do. A face calls ``read_idempotency`` once it has the body,
-passes the key and hash to ``JobService.submit_or_replay`` and answers a replay with
+passes it in its ``JobRequest`` to ``JobService.submit`` and answers a replay with
 ``replay_headers``.
 """
 

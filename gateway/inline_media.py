@@ -3,7 +3,7 @@
 Every place that turns inline media into bytes goes through here: the kinds' image fields
 when a job is submitted (``gateway/kinds.py``), the Tasks API's image fields
 (``gateway/api/tasks/inputs.py``), the sandbox and local providers' inputs, and provider
-outputs given as ``data:`` URLs (``gateway/storage.py``). The rules:
+outputs given as ``data:`` URLs (``gateway/results.py``). The rules:
 
 - **Size**: at most ``max_bytes`` once decoded (``BACKSERV_MAX_INPUT_BYTES`` for inputs),
   refused from the encoded length before anything is decoded: 413 ``input_too_large``.

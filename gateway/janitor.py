@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.storage import ResultStorage
+from gateway.results import ResultStorage
 from gateway.store.base import JobStore
 
 log = logging.getLogger("backserv.janitor")

@@ -20,7 +20,8 @@ from typing import Any
 from gateway.auth import new_key_record
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.ratelimit import KeyLimits
-from gateway.store.base import ApiKeyRecord, JobStore
+from gateway.store.base import ApiKeyRecord as ApiKeyRecord  # the record the key faces show
+from gateway.store.base import JobStore
 
 SCOPES = frozenset({"admin"})
 MAX_NAME_LENGTH = 200

@@ -27,14 +27,22 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway.errors import RateLimited
 
-if TYPE_CHECKING:
-    from gateway.store.base import JobStore
-
 MAX_KEYS = 100_000
+
+
+class BucketStore(Protocol):
+    """What the shared limiter needs of a store (``JobStore`` has it): whether replicas share
+    it, and one atomic take from a key's bucket (seconds until a token, 0 when one was
+    taken)."""
+
+    @property
+    def shares_rate_limits(self) -> bool: ...
+
+    async def take_rate_token(self, bucket: str, rate: float, burst: int) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,7 @@ class LocalRateLimiter(RateLimiter):
 class SharedRateLimiter(RateLimiter):
     """Buckets in the store, shared by every replica (see the module's docstring)."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: BucketStore) -> None:
         self.store = store
         #: key -> (monotonic time before which its bucket is certainly empty, rate, burst)
         self._empty_until: OrderedDict[str, tuple[float, float, int]] = OrderedDict()
@@ -133,6 +141,6 @@ class SharedRateLimiter(RateLimiter):
             raise refused(rate, burst, wait)
 
 
-def rate_limiter_for(store: JobStore) -> RateLimiter:
+def rate_limiter_for(store: BucketStore) -> RateLimiter:
     """The shared limiter when replicas share the store, else the in-process one."""
     return SharedRateLimiter(store) if store.shares_rate_limits else LocalRateLimiter()

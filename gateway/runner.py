@@ -32,8 +32,8 @@ from gateway.errors import (
 from gateway.faults import resource_shortage, unexpected_error
 from gateway.jobs import Job, Status
 from gateway.metrics_hooks import JobObserver
+from gateway.results import ResultStorage, StoredFile
 from gateway.retry import RetryPolicy
-from gateway.storage import ResultStorage, StoredFile
 from gateway.store.base import JobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, RouteSpec, StateKind
 

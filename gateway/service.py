@@ -8,6 +8,7 @@ delete. Nothing but the service writes a job on a face's behalf.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,10 +28,12 @@ from gateway.metrics_hooks import JobObserver
 from gateway.netguard import AllowList
 from gateway.ratelimit import KeyLimits, Limits, RateLimiter
 from gateway.webhooks.validate import validate_webhook
+from gateway.webhooks.view import job_webhook
 
 if TYPE_CHECKING:
     from gateway.availability import Availability
     from gateway.catalog import Catalog, CatalogModel
+    from gateway.results import ResultStorage
     from gateway.store.base import JobStore
     from providers.base import RouteSpec
 
@@ -92,7 +95,10 @@ class JobService:
         limits: Limits | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         webhook_allow: AllowList | None = None,
+        storage: ResultStorage | None = None,
     ) -> None:
+        #: the jobs' result files (None: a service that never purges files, in tests)
+        self.storage = storage
         #: the holes in the SSRF guard for webhook targets (BACKSERV_WEBHOOK_ALLOW)
         self.webhook_allow = webhook_allow or AllowList()
         self.observer = observer or JobObserver()
@@ -331,3 +337,26 @@ class JobService:
         if self.waker is not None:
             self.waker.job_cancelled(job_id)
         return job
+
+    async def purge_files(self, owner: str | None, job_id: str) -> Job:
+        """Delete a finished job's result files and mark them purged (their URLs answer 410
+        from then on); the job as it is afterwards."""
+        job = await self.get(owner, job_id)
+        if not job.status.terminal:
+            raise Conflict(
+                f"Job {job_id} is {job.status.value}; cancel it before deleting its files.",
+                code="job_not_finished",
+            )
+        if self.storage is not None:
+            await self.storage.delete(job.id)
+        await self.store.mark_files_purged([job.id], time.time())
+        return await self.get(owner, job.id)
+
+    async def files_purged(self, job_id: str) -> bool:
+        """Whether retention (or a purge) removed the job's files, or its whole record."""
+        job = await self.store.get_job(job_id)
+        return job is None or job.files_purged_at is not None
+
+    async def webhook(self, job: Job) -> dict[str, Any] | None:
+        """The job's webhook and its deliveries, as the job's answer shows them."""
+        return await job_webhook(self.store, job)

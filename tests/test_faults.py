@@ -21,10 +21,11 @@ import pytest
 from gateway.catalog import parse_catalog
 from gateway.errors import ProviderError, ProviderResourceExhausted
 from gateway.faults import resource_shortage, unexpected_error
-from gateway.jobs import JobService, Status
+from gateway.jobs import Status
+from gateway.results import ResultStorage
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
-from gateway.storage import ResultStorage
+from gateway.service import JobRequest, JobService
 from gateway.store.sqlite import SQLiteJobStore
 from providers import sandbox_media
 from providers.base import Provider
@@ -136,8 +137,8 @@ def runner(store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider) ->
 async def run_one(store: SQLiteJobStore, runner: JobRunner) -> dict[str, Any]:
     """Submit, claim and run one job; its public JSON (what a client reads)."""
     model = CATALOG.get("one")
-    job = await JobService(store, CATALOG).submit(
-        owner="alice", model=model, raw_input={"prompt": "a fox", "seed": 1}
+    job, _ = await JobService(store, CATALOG).submit(
+        JobRequest(owner="alice", model=model, input={"prompt": "a fox", "seed": 1})
     )
     [claimed] = await store.claim(model.lane, 1, "w1", 30.0)
     await runner.run(claimed, model)
@@ -200,7 +201,7 @@ async def test_an_unexpected_exception_of_a_provider_shows_no_text(
 async def test_a_storage_write_failing_with_emfile_is_retried_without_running_again(
     runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway import storage as storage_module
+    from gateway import results as storage_module
 
     real = storage_module._write_atomic
     failures = [emfile(), OSError(errno.ENOSPC, "No space left on device", VENV_PATH)]

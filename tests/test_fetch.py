@@ -24,7 +24,7 @@ from gateway import fetch, netguard
 from gateway.errors import InvalidRequest, ProviderUnavailable, UnsafeURL
 from gateway.fetch import FetchFailed, fetch_guarded
 from gateway.netguard import AllowList
-from gateway.storage import ResultStorage
+from gateway.results import ResultStorage
 from providers.base import ProviderInputError
 from providers.local_inputs import fetch_input
 from tests.emulators.server import serve

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from gateway.janitor import Janitor, PurgeCounts
 from gateway.jobs import Job, Status
-from gateway.storage import ResultStorage
+from gateway.results import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
 from tests.api.support import running
 from tests.conftest import make_settings

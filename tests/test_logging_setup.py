@@ -23,12 +23,12 @@ from gateway.catalog import parse_catalog
 from gateway.logging_setup import UVICORN_LOGGERS, configure_logging
 from gateway.redact import LOGGERS as URL_LOGGERS
 from gateway.redact import RedactUrlArgs
+from gateway.results import ResultStorage
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.scheduler import Scheduler
 from gateway.service import JobService
 from gateway.settings import Settings
-from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import ProviderRef, RouteSpec
 from tests.fakes import FakeProvider

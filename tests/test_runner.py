@@ -20,10 +20,10 @@ from gateway.errors import (
     StaleLease,
 )
 from gateway.jobs import Job, Status
+from gateway.results import ResultStorage
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.service import JobService
-from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, StateKind
 from tests.fakes import (

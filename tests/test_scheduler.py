@@ -13,11 +13,11 @@ import pytest
 
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
 from gateway.jobs import Job, Status, new_job_id
+from gateway.results import ResultStorage
 from gateway.retry import RetryPolicy
 from gateway.runner import JobRunner
 from gateway.scheduler import Scheduler
 from gateway.service import JobRequest, JobService
-from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import Provider, RouteSpec
 from tests.fakes import FakeProvider, Script, submit_fails, succeed

@@ -15,7 +15,7 @@ Run ``python -m tools.check_imports`` (or ``make imports``) from the repository 
     ]
 
 A pattern is a dotted module name that covers the module and everything under it
-(``gateway.store`` covers ``gateway.store.sqlite``, not ``gateway.storage``); ``*`` matches
+(``gateway.store`` covers ``gateway.store.sqlite``, not ``gateway.results``); ``*`` matches
 any run of characters, dots included (``gateway.*.render``).
 
 It builds the graph with ``tools.import_graph`` (type-only and function-local imports count)

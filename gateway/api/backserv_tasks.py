@@ -32,8 +32,8 @@ from gateway.catalog import Catalog, CatalogModel
 from gateway.errors import ConfigError, Conflict, GatewayError, InvalidRequest, NotFound
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, Status
+from gateway.results import ResultLinks
 from gateway.service import JobRequest, JobService
-from gateway.storage import UrlSigner
 
 log = logging.getLogger("backserv.api.backserv_tasks")
 
@@ -120,9 +120,9 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
-def render_task(job: Job, signer: UrlSigner, ttl: int) -> dict[str, Any]:
+def render_task(job: Job, links: ResultLinks) -> dict[str, Any]:
     """The body of ``GET /query_task/{id}``."""
-    result = render_result(job, signer, ttl) if job.status is Status.COMPLETED else None
+    result = render_result(job, links) if job.status is Status.COMPLETED else None
     return {
         "status": STATUS_WORDS[job.status],
         "result_info": result.get("url") if result else None,
@@ -154,25 +154,12 @@ def task_models(catalog: Catalog, configured: Mapping[str, str]) -> dict[str, Ca
     models: dict[str, CatalogModel] = {}
     for task_type, kind in TASK_KINDS.items():
         model_id = configured.get(task_type)
-        if model_id is None:
-            default = catalog.models.get(DEFAULT_TASK_MODELS[task_type])
-            candidates = [default] if default is not None else []
-            model = next((m for m in (*candidates, *catalog) if m.kind.name == kind), None)
-            if model is not None:
-                models[task_type] = model
-            continue
-        model = catalog.models.get(model_id)
-        if model is None:
-            raise ConfigError(
-                f"{where}: task type '{task_type}' needs a model of kind {kind}; there is no "
-                f"model '{model_id}'."
+        if model_id is not None:
+            models[task_type] = catalog.configured(
+                model_id, kind, where, f"task type '{task_type}'"
             )
-        if model.kind.name != kind:
-            raise ConfigError(
-                f"{where}: task type '{task_type}' needs a model of kind {kind}; "
-                f"'{model.id}' is of kind {model.kind.name}."
-            )
-        models[task_type] = model
+        elif (model := catalog.first_of_kind(kind, DEFAULT_TASK_MODELS[task_type])) is not None:
+            models[task_type] = model
     return models
 
 
@@ -180,8 +167,7 @@ class BackServTasksAPI:
     def __init__(
         self,
         service: JobService,
-        signer: UrlSigner,
-        ttl: int,
+        links: ResultLinks,
         max_body: int,
         *,
         models: Mapping[str, str] | None = None,
@@ -191,8 +177,7 @@ class BackServTasksAPI:
         if auth not in ("key", "none"):
             raise ConfigError(f"BACKSERV_SUBMIT_TASK_AUTH must be 'key' or 'none', not {auth!r}.")
         self.service = service
-        self.signer = signer
-        self.ttl = ttl
+        self.links = links
         self.max_body = max_body
         self.models = task_models(service.catalog, models or {})
         served = ", ".join(f"{t} -> {m.id}" for t, m in self.models.items())
@@ -284,7 +269,7 @@ class BackServTasksAPI:
     async def query_task(self, request: Request) -> Response:
         owner = await self._owner(request)
         job = await self._get(owner, request.path_params["ticket_id"])
-        return json(render_task(job, self.signer, self.ttl))
+        return json(render_task(job, self.links))
 
     async def cancel_task(self, request: Request) -> Response:
         owner = await self._owner(request)

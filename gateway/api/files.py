@@ -15,8 +15,8 @@ from starlette.routing import Route
 
 from gateway.digits import parse_digits
 from gateway.errors import Gone, NotFound, PermissionDenied
-from gateway.storage import ResultStorage, UrlSigner
-from gateway.store.base import JobStore
+from gateway.results import ResultStorage, UrlSigner
+from gateway.service import JobService
 
 _EXPIRED = (
     "This result file has expired: results are kept for a limited time after the job completes."
@@ -25,11 +25,11 @@ _EXPIRED = (
 
 class FilesAPI:
     def __init__(
-        self, storage: ResultStorage, signer: UrlSigner, store: JobStore | None = None
+        self, storage: ResultStorage, signer: UrlSigner, service: JobService | None = None
     ) -> None:
         self.storage = storage
         self.signer = signer
-        self.store = store
+        self.service = service
 
     def routes(self) -> list[Route]:
         return [Route("/files/{job_id}/{name}", self.get_file, methods=["GET", "HEAD"])]
@@ -60,7 +60,4 @@ class FilesAPI:
 
     async def _purged(self, job_id: str) -> bool:
         """Whether retention removed the job's files (or its whole record)."""
-        if self.store is None:
-            return False
-        job = await self.store.get_job(job_id)
-        return job is None or job.files_purged_at is not None
+        return self.service is not None and await self.service.files_purged(job_id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,10 +28,9 @@ from gateway.errors import (
 )
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, Status
-from gateway.service import JobRequest
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.results import ResultLinks, ResultStorage
+from gateway.service import JobRequest, JobService
+from gateway.waiting import Waiting
 
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 #: OpenAI parameters without a meaning here; accepted and ignored so SDK defaults pass
@@ -56,18 +55,31 @@ _PARAM_NAMES = {"num_images": "n", "width": "size", "height": "size"}
 
 
 class ImagesAPI:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(
+        self,
+        service: JobService,
+        waiting: Waiting,
+        storage: ResultStorage,
+        links: ResultLinks,
+        *,
+        max_body: int,
+        sync_wait: float,
+    ) -> None:
+        self.service = service
+        self.waiting = waiting
+        self.storage = storage
+        self.links = links
+        self.max_body = max_body
+        self.sync_wait = sync_wait
 
     def routes(self) -> list[Route]:
         return [Route("/v1/images/generations", self.generate, methods=["POST"])]
 
     async def generate(self, request: Request) -> Response:
-        gw = self.gw
         who = await principal(request)
-        body = await read_json(request, gw.settings.max_body_bytes)
+        body = await read_json(request, self.max_body)
         idem = read_idempotency(request.headers, request.scope["path"], body)
-        model = gw.service.resolve(body.get("model"), kind="image")
+        model = self.service.resolve(body.get("model"), kind="image")
         if model.jobs_only:
             raise InvalidRequest(
                 f"The model '{model.id}' is jobs-only: create the job with POST "
@@ -90,7 +102,7 @@ class ImagesAPI:
         raw["num_images"] = body_int(body, "n", 1, 1, 10)
         raw.update(_size(body.get("size")))
         try:
-            job, replayed = await gw.service.submit(
+            job, replayed = await self.service.submit(
                 JobRequest(
                     owner=who.owner,
                     limits=who.limits,
@@ -106,9 +118,7 @@ class ImagesAPI:
             if exc.param in _PARAM_NAMES:
                 exc.param = _PARAM_NAMES[exc.param]
             raise
-        job = await gw.waiting.until_terminal(
-            request.receive, who.owner, job, gw.settings.sync_wait_seconds
-        )
+        job = await self.waiting.until_terminal(request.receive, who.owner, job, self.sync_wait)
         headers = {"x-backserv-job-id": job.id, **replay_headers(replayed)}
         if job.status is Status.COMPLETED:
             data = await self._data(job, fmt, str(raw["prompt"]))
@@ -116,18 +126,16 @@ class ImagesAPI:
         raise _outcome_error(job)
 
     async def _data(self, job: Job, fmt: str, prompt: str) -> list[dict[str, Any]]:
-        gw = self.gw
         files = (job.result or {}).get("files", [])
         out = []
         for f in files:
             item: dict[str, Any] = {"revised_prompt": prompt}
             if fmt == "b64_json":
-                path = gw.storage.path(job.id, f["name"])
+                path = self.storage.path(job.id, f["name"])
                 raw = await asyncio.to_thread(path.read_bytes) if path is not None else b""
                 item["b64_json"] = base64.b64encode(raw).decode()
             else:
-                expires = int((job.completed_at or job.created_at) + gw.settings.file_ttl_seconds)
-                item["url"] = gw.signer.url(job.id, f["name"], expires)
+                item["url"] = self.links.url(job, f["name"])
             out.append(item)
         return out
 

@@ -19,10 +19,9 @@ from gateway.auth import Principal
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, Status
+from gateway.results import ResultLinks
 from gateway.service import JobRequest, JobService
-from gateway.storage import UrlSigner
 from gateway.waiting import Waiting
-from gateway.webhooks import job_webhook
 
 PRIORITY_RANGE = (-100, 100)
 #: top-level fields of POST /v1/jobs/images that are not part of the image input
@@ -34,13 +33,13 @@ def _iso_or_none(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-def render_result(job: Job, signer: UrlSigner, ttl: int) -> dict[str, Any] | None:
+def render_result(job: Job, links: ResultLinks) -> dict[str, Any] | None:
     if job.result is None:
         return None
-    expires = int((job.completed_at or job.created_at) + ttl)
+    expires = links.expires(job)
     files = [
         {
-            "url": signer.url(job.id, f["name"], expires),
+            "url": links.url(job, f["name"]),
             "content_type": f["content_type"],
             "width": f.get("width"),
             "height": f.get("height"),
@@ -61,7 +60,7 @@ def render_result(job: Job, signer: UrlSigner, ttl: int) -> dict[str, Any] | Non
     return out
 
 
-def render_job(job: Job, signer: UrlSigner, ttl: int) -> dict[str, Any]:
+def render_job(job: Job, links: ResultLinks) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": job.id,
         "object": "job",
@@ -93,7 +92,7 @@ def render_job(job: Job, signer: UrlSigner, ttl: int) -> dict[str, Any]:
         ],
     }
     if job.status is Status.COMPLETED:
-        body["result"] = render_result(job, signer, ttl)
+        body["result"] = render_result(job, links)
     if job.error is not None:
         body["error"] = job.error
     return body
@@ -112,14 +111,12 @@ class JobsAPI:
     def __init__(
         self,
         service: JobService,
-        signer: UrlSigner,
-        ttl: int,
+        links: ResultLinks,
         max_body: int,
         waiting: Waiting,
     ) -> None:
         self.service = service
-        self.signer = signer
-        self.ttl = ttl
+        self.links = links
         self.max_body = max_body
         self.waiting = waiting
 
@@ -133,7 +130,7 @@ class JobsAPI:
         ]
 
     def _render(self, job: Job) -> dict[str, Any]:
-        return render_job(job, self.signer, self.ttl)
+        return render_job(job, self.links)
 
     def _accepted(self, job: Job, replayed: bool = False) -> Response:
         """202 and the job; a replay of an earlier request answers the same way, marked."""
@@ -202,7 +199,7 @@ class JobsAPI:
         if wait and not job.status.terminal:
             job = await self.waiting.until_terminal(request.receive, who.owner, job, wait)
         body = self._render(job)
-        if (hook := await job_webhook(self.service.store, job)) is not None:
+        if (hook := await self.service.webhook(job)) is not None:
             body["webhook"] = hook
         return json(body)
 

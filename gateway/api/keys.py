@@ -22,8 +22,7 @@ from starlette.routing import Route
 from gateway.api.common import json, principal, read_json
 from gateway.auth import Principal
 from gateway.errors import InvalidRequest, PermissionDenied
-from gateway.keys import LIMIT_FIELDS, KeyManager, limits_of
-from gateway.store.base import ApiKeyRecord
+from gateway.keys import LIMIT_FIELDS, ApiKeyRecord, KeyManager, limits_of
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _CREATE_FIELDS = frozenset({"name", "scopes", *LIMIT_FIELDS})

@@ -1,9 +1,8 @@
 """Each API key's webhook signing secret: ``GET /v1/webhook_secret`` and
 ``POST /v1/webhook_secret/rotate``.
 
-The secret (``whsec_`` + base64 of 32 random bytes) signs every webhook of the key's jobs
-(Standard Webhooks). It is created on first read; rotating replaces it at once, and
-deliveries still pending are signed with the new one. A key sees only its own secret.
+The secret signs every webhook of the key's jobs (gateway/webhooks/secrets.py). A key sees
+only its own secret.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.common import json, principal
-from gateway.store.base import JobStore, WebhookSecret
+from gateway.webhooks.secrets import WebhookSecret, WebhookSecrets
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -27,8 +26,8 @@ def render_secret(secret: WebhookSecret) -> dict[str, object]:
 
 
 class WebhookSecretsAPI:
-    def __init__(self, store: JobStore) -> None:
-        self.store = store
+    def __init__(self, secrets: WebhookSecrets) -> None:
+        self.secrets = secrets
 
     def routes(self) -> list[Route]:
         return [
@@ -38,10 +37,10 @@ class WebhookSecretsAPI:
 
     async def read(self, request: Request) -> Response:
         who = await principal(request)
-        secret = await self.store.get_or_create_webhook_secret(who.owner)
+        secret = await self.secrets.read(who.owner)
         return json(render_secret(secret), headers=_NO_STORE)
 
     async def rotate(self, request: Request) -> Response:
         who = await principal(request)
-        secret = await self.store.rotate_webhook_secret(who.owner)
+        secret = await self.secrets.rotate(who.owner)
         return json(render_secret(secret), headers=_NO_STORE)

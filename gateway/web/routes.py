@@ -29,7 +29,6 @@ from gateway.availability import Availability
 from gateway.catalog import Catalog
 from gateway.errors import UnknownModel
 from gateway.jobs import Status
-from gateway.settings import Settings
 from gateway.web.examples import examples
 from gateway.web.view import CatalogView, ModelView
 
@@ -73,9 +72,18 @@ def _asset_version() -> str:
 
 
 class WebPages:
-    def __init__(self, catalog: Catalog, availability: Availability, settings: Settings) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        availability: Availability,
+        *,
+        base_url: str,
+        public_url: str | None,
+    ) -> None:
+        """``base_url``: the gateway's own origin for the pages' CSP; ``public_url``: the
+        URL clients reach it at, when set (else the one a page was requested at)."""
         self.view = CatalogView(catalog, availability)
-        self.settings = settings
+        self.public_url = public_url
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
@@ -86,7 +94,7 @@ class WebPages:
         version = _asset_version()
         self.env.globals["asset"] = lambda name: f"/static/{name}?v={version}"
         self.headers = {
-            "Content-Security-Policy": content_security_policy(settings.base_url),
+            "Content-Security-Policy": content_security_policy(base_url),
             "X-Content-Type-Options": "nosniff",
             "X-Frame-Options": "DENY",
             "Referrer-Policy": "no-referrer",
@@ -108,7 +116,7 @@ class WebPages:
 
     def base_url(self, request: Request) -> str:
         """The URL clients reach this gateway at: the public URL, else the one the page used."""
-        return (self.settings.public_url or str(request.base_url)).rstrip("/")
+        return (self.public_url or str(request.base_url)).rstrip("/")
 
     async def catalog_page(self, request: Request) -> Response:
         q = request.query_params.get("q", "").strip()

@@ -27,6 +27,7 @@ from gateway.api.tasks.render import Renderer
 from gateway.api.tasks.schemas import TASK_KINDS, TaskType
 from gateway.app import Gateway, create_app
 from gateway.jobs import Job, Status, new_job_id
+from gateway.results import ResultLinks
 from tests.conftest import make_settings
 
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
@@ -169,7 +170,7 @@ async def test_task_answers_match_the_document(served: Served, task_type: TaskTy
     gw = served.gw
     doc = await document(served.client)
     validator = _validator(doc, public_name(task_type))
-    renderer = Renderer(gw.catalog, gw.signer, gw.storage, 3600)
+    renderer = Renderer(gw.catalog, ResultLinks(gw.signer, 3600), gw.storage)
     for completed in (False, True):
         task = await renderer.task(_job(task_type, gw, completed=completed))
         errors = [e.message for e in validator.iter_errors(task)]

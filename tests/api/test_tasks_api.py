@@ -816,8 +816,8 @@ async def test_tasks_models_names_the_model_of_a_task_type(tmp_path: Path) -> No
     ("models", "message"),
     [
         ({"PAINTING": "sandbox-image"}, "not a task type"),
-        ({"GENERATION": "no-such-model"}, "not in the catalog"),
-        ({"GENERATION": "sandbox-video"}, "is a video"),
+        ({"GENERATION": "no-such-model"}, "no model .no-such-model. in the catalog"),
+        ({"GENERATION": "sandbox-video"}, "is of kind video"),
     ],
 )
 def test_a_wrong_tasks_models_setting_stops_the_start(

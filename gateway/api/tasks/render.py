@@ -26,7 +26,7 @@ from gateway.api.tasks.ids import task_id_of
 from gateway.api.tasks.schemas import KIND_TASKS, TASK_STATUS, TaskType
 from gateway.catalog import Catalog
 from gateway.jobs import Job, Status
-from gateway.storage import ResultStorage, UrlSigner
+from gateway.results import ResultLinks, ResultStorage
 
 MAX_TEXT_BYTES = 1024 * 1024
 #: job.error codes -> the document's ErrorCategory (its values are not listed; these are ours)
@@ -95,13 +95,10 @@ def _upper(name: Any) -> str | None:
 
 
 class Renderer:
-    def __init__(
-        self, catalog: Catalog, signer: UrlSigner, storage: ResultStorage, ttl: int
-    ) -> None:
+    def __init__(self, catalog: Catalog, links: ResultLinks, storage: ResultStorage) -> None:
         self.catalog = catalog
-        self.signer = signer
+        self.links = links
         self.storage = storage
-        self.ttl = ttl
 
     async def task(self, job: Job) -> Fields | None:
         """The task of ``job``, or None for a job no task type stands for."""
@@ -159,8 +156,7 @@ class Renderer:
     def _urls(self, job: Job) -> list[str]:
         if job.status is not Status.COMPLETED or job.result is None or job.files_purged_at:
             return []
-        expires = int((job.completed_at or job.created_at) + self.ttl)
-        return [self.signer.url(job.id, f["name"], expires) for f in job.result.get("files", [])]
+        return [self.links.url(job, f["name"]) for f in job.result.get("files", [])]
 
     async def _text(self, job: Job) -> str | None:
         """The text an LLM job produced (its first result file)."""

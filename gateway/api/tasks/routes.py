@@ -7,8 +7,7 @@ configured every route answers 503 and says which setting is missing.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,7 +23,6 @@ from gateway.api.tasks.errors import (
     http_error_handler,
     invalid,
 )
-from gateway.api.tasks.fal_apps import FalAppPolicy
 from gateway.api.tasks.ids import job_id_of, parse_task_id, task_id_of
 from gateway.api.tasks.jwt import Claims, JWTVerifier
 from gateway.api.tasks.listing import MAX_LIMIT, MAX_SKIP, TaskFilter, list_tasks
@@ -36,9 +34,8 @@ from gateway.api.tasks.webhook_secret import TaskWebhookSecretAPI
 from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFound, PermissionDenied
 from gateway.idempotency import replay_headers
 from gateway.jobs import Job
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.service import JobService
+from gateway.webhooks.secrets import WebhookSecrets
 
 PREFIX = "/api/v1/tasks"
 _ORIGIN_FILTERS = ("origin_instance", "origin_zone", "origin_tenant_id")
@@ -68,29 +65,28 @@ def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> i
 
 
 class TasksAPI:
-    def __init__(self, gw: Gateway) -> None:
-        settings = gw.settings
-        self.gw = gw
-        self.service = gw.service
-        self.verifier = (
-            JWTVerifier(
-                settings.tasks_jwt_secret,
-                issuer=settings.tasks_jwt_issuer,
-                audience=settings.tasks_jwt_audience,
-                leeway=settings.tasks_jwt_leeway_seconds,
-                require_exp=not settings.tasks_jwt_allow_no_exp,
-            )
-            if settings.tasks_jwt_secret
-            else None
-        )
-        self.creator = TaskCreator(
-            gw.service,
-            ModelChooser(gw.catalog, settings.tasks_models, FalAppPolicy(settings.tasks_fal_apps)),
-        )
-        self.renderer = Renderer(gw.catalog, gw.signer, gw.storage, settings.file_ttl_seconds)
+    """The Tasks API. ``verifier`` checks its JWTs (None: not configured, every route 503);
+    ``chooser`` picks a task's model; ``renderer`` writes a job as a task."""
+
+    def __init__(
+        self,
+        service: JobService,
+        chooser: ModelChooser,
+        renderer: Renderer,
+        secrets: WebhookSecrets,
+        *,
+        verifier: JWTVerifier | None,
+        max_body: int,
+    ) -> None:
+        self.service = service
+        self.verifier = verifier
+        self.creator = TaskCreator(service, chooser)
+        self.renderer = renderer
+        self.secrets = secrets
+        self.max_body = max_body
 
     def routes(self) -> list[BaseRoute]:
-        secret = TaskWebhookSecretAPI(self._claims, self.gw.store)
+        secret = TaskWebhookSecretAPI(self._claims, self.secrets)
         return [Mount(PREFIX, app=self.app()), *secret.routes()]
 
     def app(self) -> Starlette:
@@ -126,7 +122,7 @@ class TasksAPI:
 
     async def _body(self, request: Request) -> dict[str, Any]:
         try:
-            return await read_json(request, self.gw.settings.max_body_bytes)
+            return await read_json(request, self.max_body)
         except InvalidRequest as exc:
             if exc.code == "empty_body":
                 raise invalid(("body",), "Field required", "missing") from None
@@ -293,6 +289,4 @@ class TasksAPI:
                 f"Task {task_id_of(job.id)} has not finished; cancel it first "
                 f"(POST {PREFIX}/{task_id_of(job.id)}/cancel)."
             )
-        await self.gw.storage.delete(job.id)
-        await self.gw.store.mark_files_purged([job.id], time.time())
-        return await self.service.get(claims.sub, job.id)
+        return await self.service.purge_files(claims.sub, job.id)

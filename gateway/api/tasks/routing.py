@@ -126,15 +126,9 @@ class ModelChooser:
                     f"BACKSERV_TASKS_MODELS: '{name}' is not a task type (they are: "
                     f"{', '.join(TaskType)})."
                 ) from None
-            model = catalog.models.get(model_id)
-            kind = TASK_KINDS[task_type]
-            if model is None or model.kind.name != kind:
-                found = "is not in the catalog" if model is None else f"is a {model.kind.name}"
-                raise ConfigError(
-                    f"BACKSERV_TASKS_MODELS: {task_type} needs a catalog model of kind {kind}; "
-                    f"'{model_id}' {found}."
-                )
-            self.configured[task_type] = model
+            self.configured[task_type] = catalog.configured(
+                model_id, TASK_KINDS[task_type], "BACKSERV_TASKS_MODELS", f"task type {task_type}"
+            )
 
     def candidates(self, task_type: TaskType) -> list[CatalogModel]:
         kind = TASK_KINDS[task_type]

@@ -25,7 +25,7 @@ from gateway.api.tasks.errors import gateway_error_handler
 from gateway.api.tasks.jwt import Claims
 from gateway.api.webhook_secrets import render_secret
 from gateway.errors import GatewayError, PermissionDenied
-from gateway.store.base import JobStore, WebhookSecret
+from gateway.webhooks.secrets import WebhookSecret, WebhookSecrets
 
 PATH = "/api/v1/webhook_secret"
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -34,9 +34,9 @@ _SecretAction = Callable[[str], Awaitable[WebhookSecret]]
 
 
 class TaskWebhookSecretAPI:
-    def __init__(self, claims_of: Callable[[Request], Claims], store: JobStore) -> None:
+    def __init__(self, claims_of: Callable[[Request], Claims], secrets: WebhookSecrets) -> None:
         self.claims_of = claims_of
-        self.store = store
+        self.secrets = secrets
 
     def routes(self) -> list[Route]:
         return [
@@ -55,10 +55,10 @@ class TaskWebhookSecretAPI:
         return claims.sub
 
     async def read(self, request: Request) -> Response:
-        return await self._answer(request, self.store.get_or_create_webhook_secret)
+        return await self._answer(request, self.secrets.read)
 
     async def rotate(self, request: Request) -> Response:
-        return await self._answer(request, self.store.rotate_webhook_secret)
+        return await self._answer(request, self.secrets.rotate)
 
     async def _answer(self, request: Request, action: _SecretAction) -> Response:
         # outside the Tasks API's mount, so its errors are rendered in its dialect here

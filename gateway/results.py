@@ -1,4 +1,8 @@
-"""Result storage: provider outputs copied to local disk, served at signed, expiring URLs.
+"""Result files: provider outputs copied to storage, served at signed, expiring URLs.
+
+``ResultStorage`` keeps the files (a local directory; the seam for another backend);
+``ResultLinks`` is the one rule for a job's result URLs (signed by ``UrlSigner``, expiring
+``ttl`` seconds after the job completed); ``OwnFiles`` reads back a result URL given as input.
 
 A result URL is ``{public_url}/files/{job_id}/{name}?expires={unix}&sig={hmac}``. The signature
 (HMAC-SHA256 with the gateway's secret over job id, file name and expiry) lets the URL open in
@@ -30,6 +34,7 @@ from gateway.errors import (
 )
 from gateway.fetch import FetchFailed, fetch_guarded
 from gateway.inline_media import decode_data_url, is_data_url
+from gateway.jobs import Job
 from gateway.netguard import AllowList
 from providers.base import Output
 
@@ -73,6 +78,21 @@ class UrlSigner:
     def verify(self, job_id: str, name: str, expires: int, sig: str) -> bool:
         # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
         return hmac.compare_digest(self._sig(job_id, name, expires).encode(), sig.encode())
+
+
+@dataclass(frozen=True)
+class ResultLinks:
+    """A job's result URLs: signed, and expiring ``ttl`` seconds after the job completed
+    (fixed then, so a job's URLs do not change from one poll to the next)."""
+
+    signer: UrlSigner
+    ttl: int
+
+    def expires(self, job: Job) -> int:
+        return int((job.completed_at or job.created_at) + self.ttl)
+
+    def url(self, job: Job, name: str) -> str:
+        return self.signer.url(job.id, name, self.expires(job))
 
 
 class ResultStorage:

@@ -13,7 +13,7 @@ import respx
 
 from gateway.errors import ProviderTransientError, ProviderUnavailable
 from gateway.netguard import AllowList
-from gateway.storage import ResultStorage, UrlSigner
+from gateway.results import ResultStorage, UrlSigner
 from providers.base import Output
 from tests.fakes import PNG
 
