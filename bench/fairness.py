@@ -1,9 +1,9 @@
 """Target 7: one key flooding at full speed under the default limits; another key's polls.
 
-Key A floods from a process of its own (``tests/flood_client.py``, rate 0: every connection
-sends its next request as soon as the last is answered), submitting image jobs and polling
-them in turn, against the gateway's *default* per-key limits (nothing set). Key B polls its
-own finished job meanwhile. B's median poll latency is measured in alternating quiet and
+Key A floods from a process of its own (``tests/scenarios/flood_client.py``, rate 0: every
+connection sends its next request as soon as the last is answered), submitting image jobs
+and polling them in turn, against the gateway's *default* per-key limits (nothing set). Key
+B polls its own finished job meanwhile. B's median poll latency is measured in alternating quiet and
 flooded phases; each flooded phase is compared with the quiet one before it, and the figure
 is the median of those ratios (the issue's target: at most 2x). Alternating phases keep the
 ratio honest on a shared, noisy machine: both sides of a ratio see the same background load.
@@ -80,7 +80,14 @@ def bench_fairness(workdir: Path, connections: int, pairs: int, polls: int) -> F
         job_id = b.post("/v1/jobs/images", json=B_JOB).json()["id"]
         while b.get(f"/v1/jobs/{job_id}").json()["status"] != "COMPLETED":
             time.sleep(0.05)
-        cmd = [sys.executable, "-m", "tests.flood_client", server.url, KEY_A, str(connections)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.scenarios.flood_client",
+            server.url,
+            KEY_A,
+            str(connections),
+        ]
         with subprocess.Popen(
             [*cmd, "0"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         ) as flood:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a gateway app on a temporary SQLite database, and clients for two keys."""
+"""Shared fixtures: a SQLite job store, an app on a temporary database, clients for two keys."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from gateway.app import Gateway, create_app
 from gateway.settings import Settings
+from gateway.store.sqlite import SQLiteJobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_A = "test-key-a"
@@ -46,6 +47,17 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
+    """A fresh SQLite job store on ``tmp_path`` (``jobs.db``, not the app's database), open."""
+    s = SQLiteJobStore(tmp_path / "jobs.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @pytest.fixture

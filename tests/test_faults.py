@@ -11,7 +11,6 @@ import asyncio
 import errno
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +105,6 @@ def test_an_unexpected_exception_becomes_a_generic_internal_error() -> None:
 
 
 # -- the runner -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
-    s = SQLiteJobStore(tmp_path / "jobs.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

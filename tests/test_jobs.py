@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -135,16 +134,6 @@ class RecordingWaker:
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
     return load_catalog(ROOT / "catalog.toml", KNOWN_PROVIDERS)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
-    s = SQLiteJobStore(tmp_path / "jobs.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from gateway.ratelimit import KeyLimits
 from gateway.settings import Settings
 from tests.api.support import assert_error, running
 from tests.conftest import make_settings
-from tests.replicas_support import fresh_database
+from tests.postgres import fresh_database
 
 BODY = {"model": "sandbox-image", "input": {"prompt": "a fox", "width": 64, "height": 64}}
 IMAGE = {"model": "sandbox-image", "prompt": "a fox", "width": 64, "height": 64}

@@ -1,8 +1,8 @@
 """The JobStore contract, as functions of a ``store`` fixture (an open, empty store).
 
-This module defines no ``store`` fixture and is not collected on its own (``__test__``).
-Each backend's module provides the fixture and star-imports these tests, e.g.
-``tests/store/test_sqlite.py``; a PostgreSQL module does the same.
+Not collected on its own (``__test__``): each backend's module star-imports these tests.
+``tests/store/test_sqlite.py`` runs them on the shared ``store`` of ``tests/conftest.py`` (a
+fresh SQLite store); ``tests/store/test_postgres.py`` overrides ``store`` with its ``pg_store``.
 """
 
 from __future__ import annotations

@@ -8,19 +8,18 @@ test works in a fresh random schema, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import asyncpg
 import pytest
 
 from gateway.errors import ServiceUnavailable
 from gateway.jobs import Status
 from gateway.store.postgres import PostgresJobStore
 from gateway.store.postgres_schema import MIGRATIONS, quote_ident
+from tests.postgres import URL, connect
 from tests.store.test_active_contract import *  # noqa: F403 - active jobs, on PostgreSQL
 from tests.store.test_contract import *  # noqa: F403 - the contract suite, run against PostgreSQL
 from tests.store.test_contract import insert, make_job, stored
@@ -29,23 +28,11 @@ from tests.store.test_keys_contract import *  # noqa: F403 - api keys, on Postgr
 from tests.store.test_postgres_buckets import *  # noqa: F403 - shared rate limits
 from tests.store.test_webhook_contract import *  # noqa: F403 - webhooks, on PostgreSQL
 
-URL = os.environ.get("BACKSERV_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-async def _connect() -> Any:
-    try:
-        return await asyncpg.connect(URL, timeout=5)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        message = f"no PostgreSQL server answers at BACKSERV_TEST_POSTGRES_URL: {exc!r}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-
 
 @pytest.fixture
 async def admin() -> AsyncIterator[Any]:
     """A plain connection to the test database, outside any store."""
-    conn = await _connect()
+    conn = await connect()
     try:
         yield conn
     finally:
@@ -78,10 +65,17 @@ async def replicas(schema: str) -> AsyncIterator[Callable[[], PostgresJobStore]]
 
 
 @pytest.fixture
-async def store(replicas: Callable[[], PostgresJobStore]) -> PostgresJobStore:
+async def pg_store(replicas: Callable[[], PostgresJobStore]) -> PostgresJobStore:
+    """One open PostgreSQL store on the test schema."""
     s = replicas()
     await s.open()
     return s
+
+
+@pytest.fixture
+def store(pg_store: PostgresJobStore) -> PostgresJobStore:
+    """The contract suite's ``store`` in this module: PostgreSQL, not the shared SQLite one."""
+    return pg_store
 
 
 async def _open_pair(
@@ -157,9 +151,9 @@ async def test_jobs_keys_and_meta_survive_close_and_reopen(
     assert await second.pool.fetchval("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
 
 
-async def test_json_documents_keep_nul_escapes_and_key_order(store: PostgresJobStore) -> None:
-    job = await insert(store, input={"z": "a\x00b", "a": 1})
-    got = await stored(store, job.id)
+async def test_json_documents_keep_nul_escapes_and_key_order(pg_store: PostgresJobStore) -> None:
+    job = await insert(pg_store, input={"z": "a\x00b", "a": 1})
+    got = await stored(pg_store, job.id)
     assert got.input == {"z": "a\x00b", "a": 1}
     assert list(got.input) == ["z", "a"]
 

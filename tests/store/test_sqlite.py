@@ -1,4 +1,7 @@
-"""SQLiteJobStore: the JobStore contract, plus what only the embedded store promises."""
+"""SQLiteJobStore: the JobStore contract, plus what only the embedded store promises.
+
+The contract runs on the shared ``store`` fixture of ``tests/conftest.py``: a fresh SQLite store.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +22,6 @@ from tests.store.test_contract import insert, stored
 from tests.store.test_counts_contract import *  # noqa: F403 - job counts, on SQLite
 from tests.store.test_keys_contract import *  # noqa: F403 - api keys, on SQLite
 from tests.store.test_webhook_contract import *  # noqa: F403 - webhooks, on SQLite
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
-    s = SQLiteJobStore(tmp_path / "jobs.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def _pragma(path: Path, name: str) -> object:

@@ -6,7 +6,6 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +25,6 @@ from tests.webhooks.support import eventually, receiving, verify_standard_webhoo
 
 def render(job: Job) -> dict[str, Any]:
     return {"id": job.id, "status": job.status.value, "progress": job.progress}
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
-    s = SQLiteJobStore(tmp_path / "jobs.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def dispatcher(

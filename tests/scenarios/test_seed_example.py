@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.server import running_server
 
-EXAMPLE = Path(__file__).parent / "data" / "jobs_api_example.py"
+EXAMPLE = Path(__file__).parent.parent / "data" / "jobs_api_example.py"
 
 
 def test_the_documented_polling_script_prints_completed_and_a_1024_png(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Several gateway replicas on one PostgreSQL database, with the fal emulator as provider.
 
-Real ``backserv serve`` processes (see ``tests/replicas_support.py``): jobs submitted
+Real ``backserv serve`` processes (see ``tests/scenarios/replicas_support.py``): jobs submitted
 through any replica are run by whichever claims them, a lane's concurrency limit holds for
 the whole group rather than per replica, and a replica killed mid-flight has its jobs
 resumed by the others, without a second provider submission outside the one window the
@@ -23,10 +23,10 @@ import orjson
 
 from tests.emulators.fal import FalEmulator, create_fal_app
 from tests.emulators.server import serve
-from tests.replicas_support import (
+from tests.postgres import fresh_database
+from tests.scenarios.replicas_support import (
     accepted_submits,
     calls_by_job,
-    fresh_database,
     peak_in_flight,
     replica_of,
     replicas,

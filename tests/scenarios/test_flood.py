@@ -1,7 +1,7 @@
 """A flooding key must not slow another key's polls by more than 2x (issue #10, "Proving it").
 
 Against the real server (``backserv serve`` in a subprocess, so the HTTP stack is measured
-too). Key A floods from a process of its own (``tests/flood_client.py``): four connections
+too). Key A floods from a process of its own (``tests/scenarios/flood_client.py``): four connections
 submitting image jobs and polling them, 400 requests a second in all, so 200 submissions a
 second against a limit of 5 (and a cap of 3 active jobs): nearly all of them are 429s. Key B
 polls its own job meanwhile. B's poll latency is measured in alternating phases, quiet and
@@ -79,7 +79,7 @@ def test_a_flooding_key_does_not_slow_another_keys_polls_more_than_twofold(
             [
                 sys.executable,
                 "-m",
-                "tests.flood_client",
+                "tests.scenarios.flood_client",
                 server.url,
                 KEY_A,
                 str(FLOOD_CONNECTIONS),

@@ -1,8 +1,9 @@
-"""Helpers for the multi-replica tests: a throw-away database, replicas, emulator records.
+"""Helpers for the multi-replica tests: replicas and emulator records.
 
 Each replica is a real ``backserv serve`` subprocess (``tests.server.start_server``) on one
 PostgreSQL database, with its own work directory (logs) but the same storage directory and
-secret key, as a deployment behind a load balancer would run them.
+secret key, as a deployment behind a load balancer would run them. The throw-away database
+they share comes from ``tests.postgres.fresh_database``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -19,19 +19,13 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
-import pytest
 
 from tests.emulators.fal import FalEmulator
 from tests.emulators.requestlog import LoggedRequest
 from tests.server import Server, start_server
 
-ADMIN_URL = os.environ.get(
-    "BACKSERV_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 KEY = "replica-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MODEL = "flux-fal"
@@ -46,34 +40,6 @@ options = {{ size = "image_size" }}
 """
 JOB_HEADER = "x-backserv-job-id"
 FAL_KEY_PREFIX = "fal-key-of-replica-"
-
-
-# -- the database -------------------------------------------------------------------------------
-
-
-async def _admin() -> Any:
-    try:
-        return await asyncpg.connect(ADMIN_URL, timeout=5)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        message = f"no PostgreSQL server answers at BACKSERV_TEST_POSTGRES_URL: {exc!r}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@contextlib.asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    """A new, empty database (dropped afterwards, connections and all); yields its URL."""
-    admin = await _admin()
-    name = f"backserv_replicas_{secrets.token_hex(6)}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield urlunsplit(urlsplit(ADMIN_URL)._replace(path="/" + name))
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 # -- the replicas -------------------------------------------------------------------------------

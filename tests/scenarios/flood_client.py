@@ -1,8 +1,8 @@
-"""A noisy neighbour, run as its own process by tests/test_flood.py.
+"""A noisy neighbour, run as its own process by tests/scenarios/test_flood.py and bench/fairness.py.
 
-``python -m tests.flood_client BASE_URL API_KEY CONNECTIONS RATE`` opens that many keep-alive
-connections and, while flooding, has each one submit an image job and poll the last job it
-got, in turn, ``RATE`` requests a second from all of them together (0: as fast as the
+``python -m tests.scenarios.flood_client BASE_URL API_KEY CONNECTIONS RATE`` opens that many
+keep-alive connections and, while flooding, has each one submit an image job and poll the last
+job it got, in turn, ``RATE`` requests a second from all of them together (0: as fast as the
 gateway answers). Commands come one per line on stdin:
 ``on`` starts the flood (answered ``flooding`` once every connection has had an answer),
 ``off`` stops it (answered ``quiet`` once every request in flight is back), ``quit`` prints
