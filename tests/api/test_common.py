@@ -17,6 +17,9 @@ SHARED_PATHS = [
     ("DELETE", "/v1/jobs", {"GET", "HEAD", "POST"}),
     ("PUT", "/api/v1/tasks/", {"GET", "HEAD", "POST"}),
     ("PATCH", "/api/v1/tasks/generation", {"GET", "HEAD", "POST"}),
+    # methods of /api/v1/tasks/{task_id}: "generation" is no task id, so no task's 422 either
+    ("PUT", "/api/v1/tasks/generation", {"GET", "HEAD", "POST"}),
+    ("DELETE", "/api/v1/tasks/generation", {"GET", "HEAD", "POST"}),
     ("PATCH", TASK, {"DELETE", "GET", "HEAD", "PUT"}),
     ("POST", GENERATION_TASK, {"GET", "HEAD", "PUT"}),
 ]

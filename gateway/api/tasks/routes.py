@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.common import json, read_json
 from gateway.api.tasks.create import TaskCreator, task_type_of_body
@@ -78,6 +79,14 @@ class PrefixMount(Mount):
         self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
 
 
+class OtherMethods:
+    """Every other method of a literal path that ``/{task_id}`` would match too: a 405 (whose
+    Allow lists the path's methods), not ``PUT /{task_id}`` of a task named 'generation'."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise HTTPException(405)
+
+
 class TasksAPI:
     def __init__(self, gw: Gateway) -> None:
         settings = gw.settings
@@ -109,6 +118,7 @@ class TasksAPI:
             Route("/", self.list_all, methods=["GET"]),
             Route("/generation", self.create_generation, methods=["POST"]),
             Route("/generation", self.list_generation, methods=["GET"]),
+            Route("/generation", OtherMethods()),
             Route("/generation/{task_id}", self.get_generation, methods=["GET"]),
             Route("/generation/{task_id}", self.update_generation, methods=["PUT"]),
             Route("/generation/{task_id}/cancel", self.cancel_generation, methods=["POST"]),
