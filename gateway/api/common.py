@@ -142,9 +142,12 @@ def body_str(body: dict[str, Any], name: str, *, required: bool = True) -> str |
 
 
 def body_int(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    """``name`` as an integer; a number with no fraction (``5.0``) is one, as in JSON Schema."""
     value = body.get(name, default)
     if value is None:
         return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRequest(
             f"Invalid '{name}': must be an integer.", param=name, code="invalid_type"
