@@ -114,6 +114,45 @@ async def test_every_mounted_route_is_documented_and_nothing_else(served: Served
             assert resp.status_code == 405, (method, path, resp.status_code)
 
 
+#: what each create operation makes, and the operations that take its id from the answer
+CREATED = {
+    "createImageJob": ("getJob", "cancelJob", "streamJobEvents"),
+    "createJob": ("getJob", "cancelJob", "streamJobEvents"),
+    "createImage": ("getJob", "cancelJob", "streamJobEvents"),
+    "backservSubmitTask": ("backservQueryTask", "backservCancelTask"),
+    "createTask": ("getTask", "updateTask", "cancelTask", "cleanupTask", "deleteTask"),
+    "createGenerationTask": ("getGenerationTask", "updateGenerationTask", "deleteTask"),
+    "createKey": ("getKey", "updateKey", "revokeKey"),
+}
+
+
+async def test_create_operations_link_to_the_operations_on_what_they_created(
+    served: Served,
+) -> None:
+    """The links schemathesis' stateful phase follows (tests/api/test_schemathesis.py)."""
+    doc = await document(served.client)
+    operations = {
+        op["operationId"]: op
+        for item in doc["paths"].values()
+        for method, op in item.items()
+        if method in METHODS
+    }
+    for creator, targets in CREATED.items():
+        answers = operations[creator]["responses"]
+        ok = next(answers[code] for code in ("200", "201", "202") if code in answers)
+        linked = {link["operationId"] for link in ok.get("links", {}).values()}
+        assert set(targets) <= linked, (creator, set(targets) - linked)
+        for link in ok["links"].values():
+            assert link["operationId"] in operations, link
+            (parameter,) = link["parameters"]
+            path_parameters = {
+                p["name"]
+                for p in operations[link["operationId"]]["parameters"]
+                if p["in"] == "path"
+            }
+            assert parameter in path_parameters, (creator, link)
+
+
 async def test_document_follows_the_settings(tmp_path: Path) -> None:
     async with serving(
         tmp_path, metrics_enabled=False, submit_task_auth="none", tasks_jwt_secret=SECRET
