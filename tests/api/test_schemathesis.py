@@ -101,6 +101,13 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
         "them (else the seed's 422)"
         for operation in ("updateTask", "updateGenerationTask")
     },
+    **{
+        (operation, "ensure_resource_availability"): "a GENERATION task is one task under "
+        "two paths: DELETE /api/v1/tasks/{task_id} (a link of createGenerationTask) removes "
+        "it from /api/v1/tasks/generation/{task_id} too, which the check (which matches "
+        "paths) cannot know"
+        for operation in ("getGenerationTask", "updateGenerationTask", "cancelGenerationTask")
+    },
     ("getKey", "use_after_free"): "DELETE /v1/keys/{key_id} revokes the key: its record "
     "stays, readable, with status 'revoked' (as GET /v1/keys lists revoked keys)",
 }
