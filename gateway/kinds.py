@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -268,6 +269,13 @@ class Kind:
     output_content_type: str
     description: str
 
+    @cached_property
+    def integer_fields(self) -> frozenset[str]:
+        """The fields typed ``int``: a JSON number with no fraction (``512.0``) is an integer
+        there, as JSON Schema counts it; the models are strict, so they get it as an ``int``."""
+        fields = self.input_model.model_fields.items()
+        return frozenset(name for name, info in fields if info.annotation in (int, int | None))
+
     @property
     def numeric_fields(self) -> frozenset[str]:
         out = set()
@@ -299,6 +307,10 @@ class Kind:
             )
         merged = dict(defaults or {})
         merged.update({k: v for k, v in raw.items() if v is not None})
+        for name in self.integer_fields & merged.keys():
+            value = merged[name]
+            if isinstance(value, float) and value.is_integer():
+                merged[name] = int(value)
         # the model's own bounds first, so an error names the tighter bound
         for key, bound in (limits or {}).items():
             rule, _, field = key.partition("_")

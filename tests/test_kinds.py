@@ -170,10 +170,18 @@ def test_unknown_field_is_rejected_naming_it(kind_name: str) -> None:
 # -- strict types -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [True, False, "512", 512.0, 512.5, [512]])
+@pytest.mark.parametrize("value", [True, False, "512", 512.5, float("nan"), [512]])
 def test_int_field_rejects_other_types(value: Any) -> None:
     err = invalid("image", {"prompt": "x", "width": value})
     assert err.param == "width"
+
+
+def test_int_field_takes_a_number_with_no_fraction_as_the_integer() -> None:
+    """JSON does not tell 512.0 from 512, nor does the document's JSON Schema ("integer")."""
+    data = IMAGE.validate({"prompt": "x", "width": 512.0, "steps": 20.0, "seed": 7.0})
+    assert (data["width"], data["steps"], data["seed"]) == (512, 20, 7)
+    assert all(type(data[name]) is int for name in ("width", "steps", "seed"))
+    assert invalid("image", {"prompt": "x", "width": 1e300}).param == "width"  # out of bounds
 
 
 @pytest.mark.parametrize("value", [True, "7"])

@@ -221,7 +221,8 @@ def ill_typed(spec: FieldSpec) -> st.SearchStrategy[Any]:
         return (
             st.booleans()
             | TEXT
-            | st.floats(allow_nan=False, allow_infinity=False)  # strict: 5.0 is not an int
+            # 5.0 is the integer 5 (as in JSON Schema); a fraction or an infinity is not one
+            | st.floats(allow_nan=False).filter(lambda number: not number.is_integer())
             | nested
         )
     if spec.base is float:

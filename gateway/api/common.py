@@ -9,6 +9,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from gateway.auth import Principal
 from gateway.digits import parse_digits
@@ -142,9 +143,12 @@ def body_str(body: dict[str, Any], name: str, *, required: bool = True) -> str |
 
 
 def body_int(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    """``name`` as an integer; a number with no fraction (``5.0``) is one, as in JSON Schema."""
     value = body.get(name, default)
     if value is None:
         return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRequest(
             f"Invalid '{name}': must be an integer.", param=name, code="invalid_type"
@@ -177,7 +181,34 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
         err = GatewayError(str(exc.detail), code=f"http_{exc.status_code}")
         err.status_code = exc.status_code
         err.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    return json(err.body(), exc.status_code, dict(exc.headers or {}))
+    return json(err.body(), exc.status_code, error_headers(request, exc))
+
+
+def error_headers(request: Request, exc: HTTPException) -> dict[str, str]:
+    """The headers of the router's own error answer; a 405's ``Allow`` lists every method of
+    the path, not only those of the one route Starlette's router picked."""
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+    return headers
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods of every route of the app that share the path template of the route that
+    answered 405 (``/v1/keys`` is one route for POST and one for GET).
+
+    Starlette answers 405 from the first route whose path matched with another method: the
+    literal route comes first in every face's table, so ``PUT /v1/jobs/images`` lists only
+    ``POST`` — not the ``GET`` of ``/v1/jobs/{job_id}``, which can only answer it a 404.
+    Worked out only for a 405: a request that matches a route costs nothing more."""
+    picked = request.scope.get("route")
+    if not isinstance(picked, Route):
+        return ""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.path == picked.path and route.methods:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> Response:

@@ -511,6 +511,18 @@ async def test_bad_image_job_input_is_rejected(
     assert (await list_jobs(client))["jobs"] == []
 
 
+async def test_a_number_with_no_fraction_is_an_integer(client: httpx.AsyncClient) -> None:
+    """JSON (and the document's JSON Schema) does not tell 64.0 from 64: both are accepted."""
+    job = await submit_image(client, width=64.0, height=64.0, priority=5.0, steps=4.0)
+    assert job["priority"] == 5
+    assert (job["input"]["width"], job["input"]["steps"]) == (64, 4)
+    generic = {"model": "sandbox-image", "input": {"prompt": "x", "width": 64.0}, "priority": 1.0}
+    resp = await client.post("/v1/jobs", json=generic, headers=AUTH_A)
+    assert resp.status_code == 202, resp.text
+    fraction = {"model": "sandbox-image", "prompt": "x", "priority": 1.5}
+    assert_error(await client.post("/v1/jobs/images", json=fraction, headers=AUTH_A), 400)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param", "mentions"),
     [

@@ -28,7 +28,7 @@ from gateway.api.tasks.schemas import TASK_KINDS, TaskType
 from gateway.app import Gateway, create_app
 from gateway.jobs import Job, Status, new_job_id
 from gateway.results import ResultLinks
-from tests.conftest import make_settings
+from tests.conftest import AUTH_A, make_settings
 
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 SECRET = "openapi-test-secret-0123456789abcdefghij"
@@ -115,6 +115,45 @@ async def test_every_mounted_route_is_documented_and_nothing_else(served: Served
             assert resp.status_code == 405, (method, path, resp.status_code)
 
 
+#: what each create operation makes, and the operations that take its id from the answer
+CREATED = {
+    "createImageJob": ("getJob", "cancelJob", "streamJobEvents"),
+    "createJob": ("getJob", "cancelJob", "streamJobEvents"),
+    "createImage": ("getJob", "cancelJob", "streamJobEvents"),
+    "backservSubmitTask": ("backservQueryTask", "backservCancelTask"),
+    "createTask": ("getTask", "updateTask", "cancelTask", "cleanupTask", "deleteTask"),
+    "createGenerationTask": ("getGenerationTask", "updateGenerationTask", "deleteTask"),
+    "createKey": ("getKey", "updateKey", "revokeKey"),
+}
+
+
+async def test_create_operations_link_to_the_operations_on_what_they_created(
+    served: Served,
+) -> None:
+    """The links schemathesis' stateful phase follows (tests/api/test_schemathesis.py)."""
+    doc = await document(served.client)
+    operations = {
+        op["operationId"]: op
+        for item in doc["paths"].values()
+        for method, op in item.items()
+        if method in METHODS
+    }
+    for creator, targets in CREATED.items():
+        answers = operations[creator]["responses"]
+        ok = next(answers[code] for code in ("200", "201", "202") if code in answers)
+        linked = {link["operationId"] for link in ok.get("links", {}).values()}
+        assert set(targets) <= linked, (creator, set(targets) - linked)
+        for link in ok["links"].values():
+            assert link["operationId"] in operations, link
+            (parameter,) = link["parameters"]
+            path_parameters = {
+                p["name"]
+                for p in operations[link["operationId"]]["parameters"]
+                if p["in"] == "path"
+            }
+            assert parameter in path_parameters, (creator, link)
+
+
 async def test_document_follows_the_settings(tmp_path: Path) -> None:
     async with serving(
         tmp_path, metrics_enabled=False, submit_task_auth="none", tasks_jwt_secret=SECRET
@@ -123,7 +162,8 @@ async def test_document_follows_the_settings(tmp_path: Path) -> None:
     assert "/metrics" not in doc["paths"]
     assert doc["paths"]["/submit_task"]["post"]["security"] == []
     assert "401" not in doc["paths"]["/submit_task"]["post"]["responses"]
-    models = doc["components"]["schemas"]["JobRequest"]["properties"]["model"]["enum"]
+    branches = doc["components"]["schemas"]["JobRequest"]["oneOf"]
+    models = {model for branch in branches for model in branch["properties"]["model"]["enum"]}
     assert "sandbox-image" in models and "sandbox-video" in models
     image_models = doc["components"]["schemas"]["ImageJobRequest"]["properties"]["model"]
     assert "sandbox-video" not in image_models["enum"]
@@ -137,6 +177,43 @@ def _validator(doc: dict[str, Any], name: str) -> jsonschema_rs.Validator:
             "components": doc["components"],
         }
     )
+
+
+async def test_a_jobs_input_and_a_tasks_params_are_those_of_its_models_kind(
+    served: Served,
+) -> None:
+    """POST /v1/jobs takes the input of its model's kind, POST /submit_task the params of its
+    task type's: the document does not let one kind's input go with another's model."""
+    doc = await document(served.client)
+    job, task = _validator(doc, "JobRequest"), _validator(doc, "SubmitTaskRequest")
+    image = {"prompt": "a fox"}
+    upscale = {"image_url": "https://example.com/fox.png"}
+    assert job.is_valid({"model": "sandbox-image", "input": image})
+    assert job.is_valid({"model": "sandbox-upscale", "input": upscale})
+    assert not job.is_valid({"model": "sandbox-image", "input": upscale})
+    assert not job.is_valid({"model": "sandbox-upscale", "input": image})
+    assert task.is_valid({"task_type": "image_creation", "task_params": image, "user_id": "u"})
+    assert task.is_valid({"task_type": "image_upscale", "task_params": upscale, "user_id": "u"})
+    assert not task.is_valid(
+        {"task_type": "image_creation", "task_params": upscale, "user_id": "u"}
+    )
+    assert not task.is_valid({"task_type": "face_swap", "task_params": image, "user_id": "u"})
+
+
+async def test_an_optional_input_field_takes_null_for_its_default(served: Served) -> None:
+    """The faces read a null as the field's default (``Kind.validate``), and so does the
+    document; a required field still refuses it."""
+    doc = await document(served.client)
+    job = _validator(doc, "JobRequest")
+    video = {"prompt": "x", "height": None, "fps": None, "seed": None}
+    assert job.is_valid({"model": "sandbox-video", "input": video})
+    resp = await served.client.post(
+        "/v1/jobs",
+        json={"model": "sandbox-video", "input": video},
+        headers=AUTH_A,
+    )
+    assert resp.status_code == 202, resp.text
+    assert not job.is_valid({"model": "sandbox-video", "input": {"prompt": None}})
 
 
 def _job(task_type: TaskType, gw: Gateway, *, completed: bool) -> Job:

@@ -284,6 +284,18 @@ async def test_a_uuid_the_gateway_did_not_make_is_404(idle: Tasks) -> None:
     assert assert_detail(resp, 404) == "Task not found"
 
 
+async def test_a_newline_in_the_path_is_answered_in_the_documents_shape(idle: Tasks) -> None:
+    """Starlette's mount stopped at a newline, so these were the app's OpenAI-shaped 404."""
+    for method in ("GET", "PUT", "DELETE"):
+        resp = await idle.client.request(method, "/api/v1/tasks/a%0Ab", headers=ALICE)
+        assert_validation_error(resp, ["path", "task_id"])
+    cancel = await idle.client.post("/api/v1/tasks/a%0Ab/cancel", headers=ALICE)
+    assert_validation_error(cancel, ["path", "task_id"])
+    # DELETE /api/v1/tasks/{task_id} with a task_id of "~\n/x": no route, the document's 404
+    no_route = await idle.client.delete("/api/v1/tasks/~%0A%2Fx", headers=ALICE)
+    assert assert_detail(no_route, 404) == "Not Found"
+
+
 async def test_a_repeated_idempotency_key_replays_the_same_task(idle: Tasks) -> None:
     headers = {**ALICE, "Idempotency-Key": "order-42"}
     first = await idle.client.post("/api/v1/tasks/", json=body(), headers=headers)

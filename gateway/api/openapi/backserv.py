@@ -24,6 +24,7 @@ from gateway.api.openapi.components import (
     nullable,
     obj,
 )
+from gateway.api.openapi.job_objects import kind_input
 from gateway.kinds import KINDS
 
 TAG = "Back.Serv task API"
@@ -40,20 +41,26 @@ _TIME = {**nullable({**STRING, "format": "date-time"}), "description": "ISO 8601
 
 def backserv_paths(c: Components, *, keyed: bool) -> dict[str, Schema]:
     """``keyed``: BACKSERV_SUBMIT_TASK_AUTH=key (else no credentials are asked for)."""
-    inputs = {c.model(KINDS[kind].input_model)["$ref"] for kind in TASK_KINDS.values()}
-    submit = obj(
-        {
-            "task_type": {"enum": list(TASK_KINDS)},
-            "task_params": {
-                "anyOf": [{"$ref": r} for r in sorted(inputs)],
-                "description": "The input of the task type's kind (image_creation: image, "
-                "image_upscale: upscale, face_swap: face_swap, video_creation: video).",
-            },
-            "user_id": {**STRING, "minLength": 1, "maxLength": MAX_USER_ID_LENGTH},
-        },
-        ("task_type", "task_params", "user_id"),
-        additional=False,
-    )
+    user_id = {**STRING, "minLength": 1, "maxLength": MAX_USER_ID_LENGTH}
+    # task_params is the input of the task type's kind: one branch per task type
+    submit = {
+        "oneOf": [
+            obj(
+                {
+                    "task_type": {"const": task_type},
+                    "task_params": {
+                        **kind_input(c, KINDS[kind].input_model),
+                        "description": f"The input of a '{kind}' job.",
+                    },
+                    "user_id": user_id,
+                },
+                ("task_type", "task_params", "user_id"),
+                additional=False,
+            )
+            for task_type, kind in TASK_KINDS.items()
+        ],
+        "description": "A task: its task_params are the input of its task_type's kind.",
+    }
     ticket = obj(
         {"ticket_id": STRING, "serv_name": STRING, "status": {"enum": _WORDS}},
         ("ticket_id", "serv_name", "status"),

@@ -15,6 +15,7 @@ from gateway.api.openapi.components import (
     BOOLEAN,
     INTEGER,
     NUMBER,
+    REF_PREFIX,
     STRING,
     UNIX_SECONDS,
     Components,
@@ -25,7 +26,7 @@ from gateway.api.openapi.components import (
 )
 from gateway.catalog import Catalog
 from gateway.jobs import Status
-from gateway.kinds import KINDS, ImageInput
+from gateway.kinds import KINDS, ImageInput, KindInput
 from gateway.webhooks.validate import EVENTS, MAX_URL_LENGTH
 
 #: one Server-Sent Event of GET /v1/jobs/{job_id}/events (keep-alive comments aside)
@@ -208,7 +209,32 @@ def job_schemas(c: Components) -> None:
     )
 
 
+def kind_input(c: Components, model: type[KindInput]) -> Schema:
+    """A kind's input model, registered with its optional fields taking null too: the faces
+    read a null as the field's default (``Kind.validate``)."""
+    reference = c.model(model)
+    schema = c.schemas[reference["$ref"].removeprefix(REF_PREFIX)]
+    required = set(schema.get("required", ()))
+    properties: dict[str, Schema] = schema.get("properties", {})
+    for name, prop in properties.items():
+        if name not in required and not _takes_null(prop):
+            meta = {key: prop[key] for key in _META if key in prop}
+            core = {key: value for key, value in prop.items() if key not in _META}
+            properties[name] = {**meta, **nullable(core)}
+    return reference
+
+
+_META = ("title", "description", "default", "examples")
+
+
+def _takes_null(prop: Schema) -> bool:
+    return prop.get("type") == "null" or any(
+        branch.get("type") == "null" for branch in prop.get("anyOf", ())
+    )
+
+
 def image_job_body(c: Components, catalog: Catalog) -> Schema:
+    kind_input(c, ImageInput)
     props = c.properties_of(ImageInput)
     props.update(model=model_ids(catalog, "image"), priority=PRIORITY, **webhook_fields())
     return c.add(
@@ -218,19 +244,32 @@ def image_job_body(c: Components, catalog: Catalog) -> Schema:
 
 
 def job_body(c: Components, catalog: Catalog) -> Schema:
-    inputs = [c.model(kind.input_model) for kind in KINDS.values()]
-    props = {
-        "model": model_ids(catalog),
-        "input": {"anyOf": inputs, "description": "The input of the model's kind."},
-        "priority": PRIORITY,
-        **webhook_fields(),
-    }
+    """One branch per kind the catalog has models of: its models, and its input."""
+    kinds = [kind for kind in KINDS.values() if any(m.kind.name == kind.name for m in catalog)]
+    branches = [
+        obj(
+            {
+                "model": model_ids(catalog, kind.name),
+                "input": {
+                    **kind_input(c, kind.input_model),
+                    "description": f"The input of a '{kind.name}' job.",
+                },
+                "priority": PRIORITY,
+                **webhook_fields(),
+            },
+            ("model", "input"),
+            additional=False,
+        )
+        for kind in kinds
+    ]
     return c.add(
-        "JobRequest", obj(props, ("model", "input"), additional=False, description="Any job.")
+        "JobRequest",
+        {"oneOf": branches, "description": "Any job: its input is the input of its model's kind."},
     )
 
 
 def images_body(c: Components, catalog: Catalog) -> Schema:
+    kind_input(c, ImageInput)
     extras = c.properties_of(ImageInput)
     props: dict[str, Schema] = {
         "model": model_ids(catalog, "image"),

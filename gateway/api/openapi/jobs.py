@@ -45,11 +45,12 @@ def jobs_paths(c: Components, catalog: Catalog) -> dict[str, Schema]:
     job_schemas(c)
     job = ref("Job")
     create_errors = errors("openai", 400, 401, 404, 409, 413, 415, 422, 429, 503)
+    job_operations = ("getJob", "cancelJob", "streamJobEvents")
     accepted = answer(
         "Accepted: the job, stored.",
         job,
         headers=ACCEPTED_HEADERS,
-        follow=links("job_id", "$response.body#/id", "getJob", "cancelJob", "streamJobEvents"),
+        follow=links("job_id", "$response.body#/id", *job_operations),
     )
     image = c.add(
         "ImageData",
@@ -158,6 +159,9 @@ def jobs_paths(c: Components, catalog: Catalog) -> dict[str, Schema]:
                         "The images.",
                         images_answer,
                         headers={"x-backserv-job-id": header("The job that made them.")},
+                        follow=links(
+                            "job_id", "$response.header.x-backserv-job-id", *job_operations
+                        ),
                     ),
                     **errors(
                         "openai",

@@ -23,7 +23,13 @@ from gateway.api.openapi.components import (
 from gateway.keys import MAX_ACTIVE, MAX_BURST, MAX_NAME_LENGTH, MAX_RATE, SCOPES
 
 TAG = "API keys"
-_NAME: Schema = {**STRING, "minLength": 1, "maxLength": MAX_NAME_LENGTH}
+_NAME: Schema = {
+    **STRING,
+    "minLength": 1,
+    "maxLength": MAX_NAME_LENGTH,
+    "description": "Printable characters only (no control, format or separator characters but "
+    "the space); the spaces around it are trimmed.",
+}
 _LIMITS: dict[str, Schema] = {
     "rate_limit_per_second": nullable({**NUMBER, "minimum": 0, "maximum": MAX_RATE}),
     "rate_limit_burst": nullable({**INTEGER, "minimum": 1, "maximum": MAX_BURST}),

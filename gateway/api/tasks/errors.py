@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.common import json
+from gateway.api.common import error_headers, json
 from gateway.errors import GatewayError
 
 log = logging.getLogger("backserv.api.tasks")
@@ -68,7 +68,7 @@ async def gateway_error_handler(request: Request, exc: Exception) -> Response:
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):  # pragma: no cover
         raise exc
-    return json({"detail": exc.detail}, exc.status_code, dict(exc.headers or {}))
+    return json({"detail": exc.detail}, exc.status_code, error_headers(request, exc))
 
 
 class NotConfigured(GatewayError):

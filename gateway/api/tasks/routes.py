@@ -1,12 +1,14 @@
 """The Tasks API's routes, mounted at ``/api/v1/tasks`` as a sub-application.
 
 A sub-application, so that every answer under the prefix (its 404 and 405 included) is in
-the document's dialect (``errors.py``). Requests carry a JWT (``jwt.py``); with no secret
+the document's dialect (``errors.py``); mounted so that it gets every path under the prefix,
+a newline in it included (``PrefixMount``). Requests carry a JWT (``jwt.py``); with no secret
 configured every route answers 503 and says which setting is missing.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.applications import Starlette
@@ -14,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.common import json, read_json
 from gateway.api.tasks.create import TaskCreator, task_type_of_body
@@ -64,6 +67,24 @@ def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+class PrefixMount(Mount):
+    """A mount that takes every path under its prefix. Starlette's ``Mount`` matches the rest of
+    the path with ``.*``, which stops at a newline: ``DELETE /api/v1/tasks/a%0Ab`` fell through to
+    the app's own 404, in the OpenAI envelope the Tasks API never answers in."""
+
+    def __init__(self, path: str, app: Starlette) -> None:
+        super().__init__(path, app=app)
+        self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
+
+
+class OtherMethods:
+    """Every other method of a literal path that ``/{task_id}`` would match too: a 405 (whose
+    Allow lists the path's methods), not ``PUT /{task_id}`` of a task named 'generation'."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise HTTPException(405)
+
+
 class TasksAPI:
     """The Tasks API. ``verifier`` checks its JWTs (None: not configured, every route 503);
     ``chooser`` picks a task's model; ``renderer`` writes a job as a task."""
@@ -87,7 +108,7 @@ class TasksAPI:
 
     def routes(self) -> list[BaseRoute]:
         secret = TaskWebhookSecretAPI(self._claims, self.secrets)
-        return [Mount(PREFIX, app=self.app()), *secret.routes()]
+        return [PrefixMount(PREFIX, self.app()), *secret.routes()]
 
     def app(self) -> Starlette:
         routes = [
@@ -95,6 +116,7 @@ class TasksAPI:
             Route("/", self.list_all, methods=["GET"]),
             Route("/generation", self.create_generation, methods=["POST"]),
             Route("/generation", self.list_generation, methods=["GET"]),
+            Route("/generation", OtherMethods()),
             Route("/generation/{task_id}", self.get_generation, methods=["GET"]),
             Route("/generation/{task_id}", self.update_generation, methods=["PUT"]),
             Route("/generation/{task_id}/cancel", self.cancel_generation, methods=["POST"]),
