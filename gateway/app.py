@@ -29,7 +29,7 @@ from gateway.api.job_events import JobEventsAPI
 from gateway.api.jobs import JobsAPI, render_job
 from gateway.api.keys import KeysAPI
 from gateway.api.models import ModelsAPI
-from gateway.api.openapi import OpenAPIDocument
+from gateway.api.openapi import DocumentOptions, OpenAPIDocument
 from gateway.api.request_id import RequestIdMiddleware
 from gateway.api.tasks import TasksAPI
 from gateway.api.tasks.fal_apps import FalAppPolicy
@@ -264,7 +264,15 @@ def create_app(
         *WebPages(
             catalog, availability, base_url=settings.base_url, public_url=settings.public_url
         ).routes(),
-        *OpenAPIDocument(settings, catalog).routes(),
+        *OpenAPIDocument(
+            DocumentOptions(
+                base_url=settings.base_url,
+                submit_task_keyed=settings.submit_task_auth == "key",
+                metrics_enabled=settings.metrics_enabled,
+                metrics_token=bool(settings.metrics_token),
+            ),
+            catalog,
+        ).routes(),
     ]
     handlers: dict[Any, Any] = {
         GatewayError: gateway_error_handler,

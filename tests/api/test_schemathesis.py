@@ -39,7 +39,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from gateway import netguard
-from gateway.api.openapi import build_document
+from gateway.api.openapi import DocumentOptions, build_document
 from gateway.app import create_app
 from gateway.auth import hash_key, key_id_for, new_key_record
 from gateway.catalog import Catalog, load_catalog
@@ -197,7 +197,9 @@ CATALOG = Catalog(
     source="catalog.toml (its sandbox models)",
 )
 #: the document as the app below serves it, made at import so that each operation is a test
-DOCUMENT = build_document(make_settings(Path("unused"), **SETTINGS), CATALOG)
+DOCUMENT = build_document(
+    DocumentOptions(base_url=make_settings(Path("unused"), **SETTINGS).base_url), CATALOG
+)
 OPERATION_IDS = {
     f"{method.upper()} {path}": operation["operationId"]
     for path, item in DOCUMENT["paths"].items()

@@ -9,6 +9,6 @@ the result. ``tests/api/test_openapi.py`` checks that every mounted route is doc
 
 from __future__ import annotations
 
-from gateway.api.openapi.document import OpenAPIDocument, build_document
+from gateway.api.openapi.document import DocumentOptions, OpenAPIDocument, build_document
 
-__all__ = ["OpenAPIDocument", "build_document"]
+__all__ = ["DocumentOptions", "OpenAPIDocument", "build_document"]

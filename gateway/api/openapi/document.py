@@ -9,6 +9,7 @@ while the process runs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -25,7 +26,6 @@ from gateway.api.openapi.keys import keys_paths
 from gateway.api.openapi.operations import operations_paths
 from gateway.api.openapi.tasks import tasks_paths
 from gateway.catalog import Catalog
-from gateway.settings import Settings
 
 PATH = "/openapi.json"
 DESCRIPTION = """\
@@ -52,21 +52,30 @@ def _version() -> str:
         return "0.0.0"
 
 
-def build_document(settings: Settings, catalog: Catalog) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DocumentOptions:
+    """What of the configuration the document shows: the server's URL, whether the Back.Serv
+    task API asks for a key, and whether (and how) ``/metrics`` is served."""
+
+    base_url: str
+    submit_task_keyed: bool = True
+    metrics_enabled: bool = True
+    metrics_token: bool = False
+
+
+def build_document(options: DocumentOptions, catalog: Catalog) -> dict[str, Any]:
     c = Components()
     c.error_schemas()
     paths = {
         **jobs_paths(c, catalog),
         **models_paths(c),
         **keys_paths(c),
-        **backserv_paths(c, keyed=settings.submit_task_auth == "key"),
+        **backserv_paths(c, keyed=options.submit_task_keyed),
         **tasks_paths(c),
-        **operations_paths(
-            metrics=settings.metrics_enabled, metrics_token=bool(settings.metrics_token)
-        ),
+        **operations_paths(metrics=options.metrics_enabled, metrics_token=options.metrics_token),
     }
     schemes = security_schemes()
-    if settings.metrics_enabled and settings.metrics_token:
+    if options.metrics_enabled and options.metrics_token:
         schemes["MetricsToken"] = {
             "type": "http",
             "scheme": "bearer",
@@ -75,15 +84,15 @@ def build_document(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Back.Serv", "version": _version(), "description": DESCRIPTION},
-        "servers": [{"url": settings.base_url}],
+        "servers": [{"url": options.base_url}],
         "paths": paths,
         "components": {"schemas": c.schemas, "securitySchemes": schemes},
     }
 
 
 class OpenAPIDocument:
-    def __init__(self, settings: Settings, catalog: Catalog) -> None:
-        self.settings = settings
+    def __init__(self, options: DocumentOptions, catalog: Catalog) -> None:
+        self.options = options
         self.catalog = catalog
         self._body: bytes | None = None
 
@@ -92,7 +101,7 @@ class OpenAPIDocument:
 
     def body(self) -> bytes:
         if self._body is None:
-            self._body = orjson.dumps(build_document(self.settings, self.catalog))
+            self._body = orjson.dumps(build_document(self.options, self.catalog))
         return self._body
 
     async def serve(self, request: Request) -> Response:
