@@ -29,8 +29,8 @@ from gateway.ratelimit import KeyLimits, Limits, RateLimiter
 from gateway.webhooks.validate import validate_webhook
 
 if TYPE_CHECKING:
-    from gateway.availability import Availability
     from gateway.catalog import Catalog, CatalogModel
+    from gateway.scheduler.availability import Availability
     from gateway.store.base import JobStore
     from providers.base import RouteSpec
 

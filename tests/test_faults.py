@@ -22,8 +22,8 @@ from gateway.catalog import parse_catalog
 from gateway.errors import ProviderError, ProviderResourceExhausted
 from gateway.faults import resource_shortage, unexpected_error
 from gateway.jobs import JobService, Status
-from gateway.retry import RetryPolicy
-from gateway.runner import JobRunner
+from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.runner import JobRunner
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
 from providers import sandbox_media

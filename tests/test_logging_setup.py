@@ -23,9 +23,9 @@ from gateway.catalog import parse_catalog
 from gateway.logging_setup import UVICORN_LOGGERS, configure_logging
 from gateway.redact import LOGGERS as URL_LOGGERS
 from gateway.redact import RedactUrlArgs
-from gateway.retry import RetryPolicy
-from gateway.runner import JobRunner
-from gateway.scheduler import Scheduler
+from gateway.scheduler.loop import Scheduler
+from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.runner import JobRunner
 from gateway.service import JobService
 from gateway.settings import Settings
 from gateway.storage import ResultStorage

@@ -22,7 +22,7 @@ from gateway.errors import StaleLease
 from gateway.faults import resource_shortage
 from gateway.jobs import Job, Status
 from gateway.logging_setup import current_job_id
-from gateway.runner import JobRunner
+from gateway.scheduler.runner import JobRunner
 
 log = logging.getLogger("backserv.scheduler")
 

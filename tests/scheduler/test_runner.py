@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from gateway.breaker import BreakerPolicy, Breakers, BreakerState
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
 from gateway.errors import (
     ProviderInputError,
@@ -20,8 +19,9 @@ from gateway.errors import (
     StaleLease,
 )
 from gateway.jobs import Job, Status
-from gateway.retry import RetryPolicy
-from gateway.runner import JobRunner
+from gateway.scheduler.breaker import BreakerPolicy, Breakers, BreakerState
+from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.runner import JobRunner
 from gateway.service import JobService
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore

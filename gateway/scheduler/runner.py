@@ -16,7 +16,6 @@ import logging
 import time
 from typing import Any
 
-from gateway.breaker import Breakers
 from gateway.catalog import CatalogModel
 from gateway.errors import (
     ProviderError,
@@ -32,7 +31,8 @@ from gateway.errors import (
 from gateway.faults import resource_shortage, unexpected_error
 from gateway.jobs import Job, Status
 from gateway.metrics_hooks import JobObserver
-from gateway.retry import RetryPolicy
+from gateway.scheduler.breaker import Breakers
+from gateway.scheduler.retry import RetryPolicy
 from gateway.storage import ResultStorage, StoredFile
 from gateway.store.base import JobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, RouteSpec, StateKind
@@ -154,8 +154,8 @@ class JobRunner:
         """Try one route (with retries); None when the job reached a terminal state.
 
         The route's breaker is looked up at each use, not held: an idle one may be dropped
-        while the job runs (``gateway.breaker.Breakers``), and the verdict must reach the
-        breaker that guards the route then."""
+        while the job runs (``gateway.scheduler.breaker.Breakers``), and the verdict must
+        reach the breaker that guards the route then."""
         tries = 0
         try:
             while True:

@@ -1,4 +1,5 @@
-"""Retention (gateway/janitor.py): expired files first, then expired records; nothing unfinished."""
+"""Retention (gateway/scheduler/janitor.py): expired files first, then expired records;
+nothing unfinished."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.janitor import Janitor, PurgeCounts
 from gateway.jobs import Job, Status
+from gateway.scheduler.janitor import Janitor, PurgeCounts
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
 from tests.api.support import running

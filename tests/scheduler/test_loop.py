@@ -13,9 +13,9 @@ import pytest
 
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
 from gateway.jobs import Job, Status, new_job_id
-from gateway.retry import RetryPolicy
-from gateway.runner import JobRunner
-from gateway.scheduler import Scheduler
+from gateway.scheduler.loop import Scheduler
+from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.runner import JobRunner
 from gateway.service import JobRequest, JobService
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
@@ -467,7 +467,7 @@ async def test_a_job_whose_run_hits_emfile_is_handed_back_and_completes(
     make_scheduler: MakeScheduler,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("gateway.scheduler.HAND_BACK_PAUSE", 0.01)
+    monkeypatch.setattr("gateway.scheduler.loop.HAND_BACK_PAUSE", 0.01)
     storage = ResultStorage(tmp_path / "files", max_bytes=1_000_000)
     emfile = OSError(errno.EMFILE, "Too many open files", "/srv/backserv/.venv/lib/x.py")
     inner = JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=30.0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.breaker import Breakers, BreakerState
 from gateway.catalog import CatalogModel
 from gateway.errors import ModelUnavailable
+from gateway.scheduler.breaker import Breakers, BreakerState
 from providers.base import Provider
 
 

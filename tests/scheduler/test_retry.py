@@ -14,7 +14,7 @@ from gateway.errors import (
     ProviderTransientError,
     ProviderUnavailable,
 )
-from gateway.retry import RetryPolicy
+from gateway.scheduler.retry import RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=5, base=0.5, cap=30.0)
 
