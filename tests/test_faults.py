@@ -21,9 +21,10 @@ import pytest
 from gateway.catalog import parse_catalog
 from gateway.errors import ProviderError, ProviderResourceExhausted
 from gateway.faults import resource_shortage, unexpected_error
-from gateway.jobs import JobService, Status
+from gateway.jobs import Status
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.runner import JobRunner
+from gateway.service import JobRequest, JobService
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
 from providers import sandbox_media
@@ -136,8 +137,8 @@ def runner(store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider) ->
 async def run_one(store: SQLiteJobStore, runner: JobRunner) -> dict[str, Any]:
     """Submit, claim and run one job; its public JSON (what a client reads)."""
     model = CATALOG.get("one")
-    job = await JobService(store, CATALOG).submit(
-        owner="alice", model=model, raw_input={"prompt": "a fox", "seed": 1}
+    job, _ = await JobService(store, CATALOG).submit(
+        JobRequest(owner="alice", model=model, input={"prompt": "a fox", "seed": 1})
     )
     [claimed] = await store.claim(model.lane, 1, "w1", 30.0)
     await runner.run(claimed, model)

@@ -26,7 +26,7 @@ from gateway.redact import RedactUrlArgs
 from gateway.scheduler.loop import Scheduler
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.runner import JobRunner
-from gateway.service import JobService
+from gateway.service import JobRequest, JobService
 from gateway.settings import Settings
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
@@ -171,8 +171,8 @@ async def test_a_line_logged_while_a_job_runs_carries_its_job_id(
             job_timeout=10.0,
         )
         scheduler = Scheduler(catalog, runner, concurrency={"fake": 1})
-        job = await JobService(store, catalog).submit(
-            owner="alice", model=catalog.get("m"), raw_input={"prompt": "a fox"}
+        job, _ = await JobService(store, catalog).submit(
+            JobRequest(owner="alice", model=catalog.get("m"), input={"prompt": "a fox"})
         )
         configure_logging("info", "json", stream)
         await scheduler.run_until_idle(timeout=10)

@@ -22,7 +22,7 @@ from gateway.jobs import Job, Status
 from gateway.scheduler.breaker import BreakerPolicy, Breakers, BreakerState
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.runner import JobRunner
-from gateway.service import JobService
+from gateway.service import JobRequest, JobService
 from gateway.storage import ResultStorage
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, StateKind
@@ -99,8 +99,8 @@ async def claimed(
     store: SQLiteJobStore, model_id: str = "one", raw: dict[str, Any] | None = None
 ) -> tuple[Job, CatalogModel]:
     model = CATALOG.get(model_id)
-    job = await JobService(store, CATALOG).submit(
-        owner="alice", model=model, raw_input=raw or {"prompt": "a fox", "seed": 11}
+    job, _ = await JobService(store, CATALOG).submit(
+        JobRequest(owner="alice", model=model, input=raw or {"prompt": "a fox", "seed": 11})
     )
     jobs = await store.claim(model.lane, 1, "w1", 30.0)
     assert [j.id for j in jobs] == [job.id]
