@@ -31,6 +31,7 @@ from gateway.errors import (
 from gateway.faults import resource_shortage, unexpected_error
 from gateway.jobs import Job, Status
 from gateway.metrics_hooks import JobObserver
+from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.retry import RetryPolicy
 from gateway.storage import ResultStorage, StoredFile
@@ -69,6 +70,7 @@ class JobRunner:
         self.observer = observer or JobObserver()
         self.lease_margin = lease_margin
         self.breakers = breakers or Breakers()
+        self.availability = Availability(providers, self.breakers)
         self._submitting: dict[str, asyncio.Future[ProviderRef]] = {}
         self.breaker_wait = breaker_wait
         self.store = store
@@ -113,17 +115,16 @@ class JobRunner:
             if time.time() >= deadline:
                 break
             route = model.routes[index]
-            provider = self.providers.get(route.provider)
+            check = self.availability.check(route, claim=True)
+            provider = check.provider
             if provider is None:
                 last_error = ProviderUnavailable(f"provider '{route.provider}' is not configured")
                 continue
-            ok, reason = provider.availability(route)
-            if not ok:
-                last_error = ProviderUnavailable(reason or "route unavailable")
+            if not check.configured:
+                last_error = ProviderUnavailable(check.reason or "route unavailable")
                 continue
-            breaker = self.breakers.get(route.name)
-            if not breaker.allow():
-                at = breaker.retry_at() or time.monotonic()
+            if not check.admitted:
+                at = check.reopens_at or time.monotonic()
                 reopen_at = at if reopen_at is None else min(reopen_at, at)
                 last_error = ProviderUnavailable(
                     f"the route {route.name} is failing and paused (circuit open)",

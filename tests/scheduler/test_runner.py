@@ -651,3 +651,30 @@ async def test_a_job_whose_lease_ran_out_is_left_alone_without_a_logged_attempt(
     got = await final(store, job.id)
     assert got.attempts == []  # nothing that would look like a crash in the submit window
     assert got.status is Status.PROCESSING  # its next owner takes it once the lease expires
+
+
+@pytest.mark.parametrize("block", ["none", "not_enabled", "unavailable", "circuit_open"])
+async def test_the_runner_skips_exactly_the_routes_the_catalog_calls_unavailable(
+    store: SQLiteJobStore,
+    storage: ResultStorage,
+    fake: FakeProvider,
+    fake2: FakeProvider,
+    block: str,
+) -> None:
+    providers: dict[str, Provider] = {"fake": fake, "fake2": fake2}
+    if block == "not_enabled":
+        del providers["fake"]
+    fake.available = block != "unavailable"
+    breakers = Breakers(BreakerPolicy(failure_threshold=1, cooldown_seconds=60.0))
+    runner = JobRunner(store, providers, storage, POLICY, job_timeout=30.0, breakers=breakers)
+    job, model = await claimed(store, "two")
+    if block == "circuit_open":
+        breakers.get(model.routes[0].name).record(ok=False)
+    shown = [r["available"] for r in runner.availability.routes(model)]
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert shown == [block == "none", True]
+    assert [a["route_index"] for a in got.attempts] == [shown.index(True)]
