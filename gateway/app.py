@@ -128,9 +128,11 @@ def create_app(
         observer=observer,
     )
     scheduler = Scheduler(
+        store,
         catalog,
         runner,
         concurrency=settings.provider_concurrency,
+        observer=observer,
         default_concurrency=settings.default_concurrency,
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,

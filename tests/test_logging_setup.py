@@ -170,7 +170,7 @@ async def test_a_line_logged_while_a_job_runs_carries_its_job_id(
             RetryPolicy(1, 0.001, 0.01),
             job_timeout=10.0,
         )
-        scheduler = Scheduler(catalog, runner, concurrency={"fake": 1})
+        scheduler = Scheduler(store, catalog, runner, concurrency={"fake": 1})
         job, _ = await JobService(store, catalog).submit(
             JobRequest(owner="alice", model=catalog.get("m"), input={"prompt": "a fox"})
         )

@@ -79,6 +79,11 @@ class JobRunner:
         self.policy = policy
         self.job_timeout = job_timeout
 
+    @property
+    def provider_names(self) -> frozenset[str]:
+        """The providers this runner can run routes on."""
+        return frozenset(self.providers)
+
     async def run(self, job: Job, model: CatalogModel) -> None:
         """Run ``job`` to a terminal state, or raise CancelledError leaving the log current."""
         deadline = (job.started_at or time.time()) + self.job_timeout

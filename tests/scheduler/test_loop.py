@@ -13,6 +13,7 @@ import pytest
 
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
 from gateway.jobs import Job, Status, new_job_id
+from gateway.metrics_hooks import JobObserver
 from gateway.scheduler.loop import Scheduler
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.runner import JobRunner
@@ -80,7 +81,7 @@ async def make_scheduler(
         }
         options.update(kwargs)
         scheduler = Scheduler(
-            catalog, runner, concurrency=concurrency or {"fake": 2, "fake2": 2}, **options
+            store, catalog, runner, concurrency=concurrency or {"fake": 2, "fake2": 2}, **options
         )
         made.append(scheduler)
         return scheduler
@@ -413,7 +414,8 @@ async def test_job_whose_model_left_the_catalog_fails_with_model_not_found(
         updated_at=now,
     )
     await store.insert_job(orphan)
-    scheduler = make_scheduler()
+    observer = RecordingObserver()
+    scheduler = make_scheduler(observer=observer)
 
     await scheduler.run_until_idle(timeout=10)
 
@@ -421,6 +423,18 @@ async def test_job_whose_model_left_the_catalog_fails_with_model_not_found(
     assert got.status is Status.FAILED
     assert got.error is not None and got.error["code"] == "model_not_found"
     assert fake.submits == []
+    assert observer.events == [("claimed", orphan.id), ("FAILED", orphan.id)]
+
+
+class RecordingObserver(JobObserver):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def job_claimed(self, job: Job) -> None:
+        self.events.append(("claimed", job.id))
+
+    def job_finished(self, job: Job, status: Status) -> None:
+        self.events.append((status.value, job.id))
 
 
 class CrashOnce(JobRunner):
