@@ -144,7 +144,7 @@ async def run_one(store: SQLiteJobStore, runner: JobRunner) -> dict[str, Any]:
     await runner.run(claimed, model)
     done = await store.get_job(job.id)
     assert done is not None
-    return {"status": done.status, "error": done.error, "attempts": done.attempts}
+    return {"status": done.status, "error": done.error, "attempts": done.attempt_dicts()}
 
 
 async def test_a_shortage_reported_by_the_provider_is_retried_past_max_attempts(

@@ -26,6 +26,7 @@ import orjson
 
 from gateway.jobs import Job, Status
 from gateway.store.base import META_KEY
+from gateway.store.rows import dump_attempts
 
 log = logging.getLogger("backserv.store")
 
@@ -388,7 +389,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.priority,
         job.progress,
         dumps(job.input),
-        dumps(job.attempts),
+        dump_attempts(job.attempts),
         dumps(job.meta),
         job.created_at,
         job.updated_at,

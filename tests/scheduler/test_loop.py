@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
-from gateway.jobs import Job, Status, new_job_id
+from gateway.jobs import Attempt, Job, Status, new_job_id
 from gateway.metrics_hooks import JobObserver
 from gateway.scheduler.loop import Scheduler
 from gateway.scheduler.retry import RetryPolicy
@@ -271,7 +271,7 @@ async def test_user_cancel_of_running_job_cancels_at_the_provider_and_sticks(
     got = await get(store, job.id)
     assert got.status is Status.CANCELLED
     assert got.result is None
-    assert got.attempts[-1]["outcome"] == "cancelled"
+    assert got.attempts[-1].outcome == "cancelled"
     assert len(fake.submits) == 1
     assert scheduler.inflight() == 0
 
@@ -330,8 +330,8 @@ async def test_stop_hands_running_jobs_back_with_their_provider_reference(
     got = await get(store, job.id)
     assert got.status is Status.QUEUED
     assert got.lease_owner is None
-    assert got.attempts[-1]["request_id"] == fake.submits[0].request_id
-    assert got.attempts[-1]["ended_at"] is None
+    assert got.attempts[-1].request_id == fake.submits[0].request_id
+    assert got.attempts[-1].ended_at is None
     assert fake.cancels == [], "a shutdown must not cancel the paid-for request"
     assert scheduler.inflight() == 0
 
@@ -348,18 +348,14 @@ async def test_expired_lease_is_recovered_and_resumed_by_polling(
 ) -> None:
     job = await submit(store)
     [crashed] = await store.claim("fake", 1, "crashed-worker", 0.05)
-    attempt = {
-        "n": 1,
-        "route": "fake:image",
-        "route_index": 0,
-        "provider": "fake",
-        "request_id": "req-before-the-crash",
-        "ref": {},
-        "started_at": time.time(),
-        "ended_at": None,
-        "outcome": None,
-        "error": None,
-    }
+    attempt = Attempt(
+        n=1,
+        route="fake:image",
+        route_index=0,
+        provider="fake",
+        request_id="req-before-the-crash",
+        ref={},
+    )
     await store.save_attempts(job.id, crashed.lease_token, [attempt])
     fake.add_request("req-before-the-crash", succeed(after=1))
     await asyncio.sleep(0.1)  # the crashed worker's lease runs out
@@ -529,5 +525,5 @@ async def test_a_job_with_its_own_route_chain_runs_on_those_routes(
     done = await store.get_job(job.id)
     assert done is not None and done.status is Status.COMPLETED
     assert fake.submits == [] and len(fake2.submits) == 1
-    assert done.attempts[0]["route"] == f"{fake2.name}:other-target"
+    assert done.attempts[0].route == f"{fake2.name}:other-target"
     assert done.lane == fake2.name
