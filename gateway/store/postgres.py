@@ -44,6 +44,7 @@ from gateway.store.postgres_listen import Listener, OnCancel, OnWork
 from gateway.store.postgres_schema import dumps, job_row, migrate, quote_ident, rowcount
 from gateway.store.postgres_webhooks import PostgresWebhooks
 from gateway.store.rows import dump_attempts, row_to_job
+from gateway.store.transitions import check_finish
 
 log = logging.getLogger("backserv.store")
 
@@ -398,6 +399,7 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
         error: dict[str, Any] | None = None,
         attempts: list[Attempt] | None = None,
     ) -> None:
+        check_finish(status)
         done = await self.pool.execute(
             sql.FINISH,
             status.value,

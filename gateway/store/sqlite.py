@@ -42,6 +42,13 @@ from gateway.store.sqlite_keys import SQLiteKeys
 from gateway.store.sqlite_schema import MIGRATIONS
 from gateway.store.sqlite_sync import connect_writer, fetchall, migrate
 from gateway.store.sqlite_webhooks import SQLiteWebhooks
+from gateway.store.transitions import (
+    CANCELLABLE,
+    CLAIMABLE,
+    FINISHABLE,
+    RELEASABLE,
+    check_finish,
+)
 
 log = logging.getLogger("backserv.store")
 
@@ -360,7 +367,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
                     conn,
                     f"UPDATE jobs SET status = 'CANCELLED', completed_at = ?, updated_at = ?, "
                     f"lease_owner = NULL, lease_expires = NULL "
-                    f"WHERE id = ? AND status IN ('QUEUED', 'PROCESSING') "
+                    f"WHERE id = ? AND {CANCELLABLE} "
                     f"RETURNING {JOB_COLUMNS}",
                     (now, now, job_id),
                 )
@@ -403,7 +410,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
                 f"UPDATE jobs SET status = 'PROCESSING', lease_token = lease_token + 1, "
                 f"lease_owner = ?, lease_expires = ?, updated_at = ?, "
                 f"started_at = COALESCE(started_at, ?) "
-                f"WHERE seq IN (SELECT seq FROM jobs WHERE status = 'QUEUED' AND lane = ? "
+                f"WHERE seq IN (SELECT seq FROM jobs WHERE {CLAIMABLE} "
+                f"AND lane = ? "
                 f"ORDER BY priority DESC, seq LIMIT ?) RETURNING {JOB_COLUMNS}",
                 (worker, now + lease_seconds, now, now, lane, take),
             )
@@ -485,6 +493,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         error: dict[str, Any] | None = None,
         attempts: list[Attempt] | None = None,
     ) -> None:
+        check_finish(status)
         now = time.time()
         progress_sql = ", progress = 100" if status is Status.COMPLETED else ""
         attempts_json = None if attempts is None else dump_attempts(attempts)
@@ -494,7 +503,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
                 f"UPDATE jobs SET status = ?, result = ?, error = ?, "
                 f"attempts = COALESCE(?, attempts), completed_at = ?, updated_at = ?, "
                 f"queue_position = NULL, lease_owner = NULL, lease_expires = NULL{progress_sql} "
-                f"WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
+                f"WHERE id = ? AND lease_token = ? AND {FINISHABLE}",
                 (
                     status.value,
                     None if result is None else _dumps(result),
@@ -520,7 +529,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             cur = conn.execute(
                 "UPDATE jobs SET status = 'QUEUED', attempts = ?, updated_at = ?, "
                 "lease_owner = NULL, lease_expires = NULL "
-                "WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
+                f"WHERE id = ? AND lease_token = ? AND {RELEASABLE}",
                 (attempts_json, now, job_id, token),
             )
             return cur.rowcount
@@ -533,7 +542,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             rows = fetchall(
                 conn,
                 "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires = NULL, "
-                "updated_at = ? WHERE status = 'PROCESSING' AND lease_expires < ? RETURNING id",
+                f"updated_at = ? WHERE {RELEASABLE} AND lease_expires < ? "
+                "RETURNING id",
                 (now, now),
             )
             return [r[0] for r in rows]

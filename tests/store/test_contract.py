@@ -471,6 +471,17 @@ async def test_finish_failed_stores_error(store: JobStore) -> None:
     assert got.completed_at is not None
 
 
+@pytest.mark.parametrize("target", [Status.QUEUED, Status.PROCESSING, Status.CANCELLED])
+async def test_finish_writes_only_completed_or_failed(store: JobStore, target: Status) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+
+    with pytest.raises(ValueError, match="COMPLETED or FAILED"):
+        await store.finish(job.id, claimed.lease_token, target)
+
+    assert (await stored(store, job.id)).status is Status.PROCESSING
+
+
 async def test_finish_without_attempts_keeps_the_stored_log(store: JobStore) -> None:
     job = await insert(store)
     claimed = await claim_one(store)
