@@ -38,21 +38,21 @@ from gateway.api.tasks.render import Renderer
 from gateway.api.tasks.routing import ModelChooser
 from gateway.api.webhook_secrets import WebhookSecretsAPI
 from gateway.auth import KeyRing
-from gateway.availability import Availability
-from gateway.breaker import BreakerPolicy, Breakers
 from gateway.catalog import Catalog, load_catalog
 from gateway.errors import GatewayError
 from gateway.events import JobEvents
-from gateway.janitor import Janitor
 from gateway.keys import KeyManager
 from gateway.metrics import Metrics
 from gateway.metrics_hooks import JobObserver
 from gateway.metrics_http import HttpMetricsMiddleware
 from gateway.ratelimit import Limits, rate_limiter_for
 from gateway.results import OwnFiles, ResultLinks, ResultStorage, UrlSigner
-from gateway.retry import RetryPolicy
-from gateway.runner import JobRunner
-from gateway.scheduler import Scheduler
+from gateway.scheduler.availability import Availability
+from gateway.scheduler.breaker import BreakerPolicy, Breakers
+from gateway.scheduler.janitor import Janitor
+from gateway.scheduler.loop import Scheduler
+from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.runner import JobRunner
 from gateway.service import JobService
 from gateway.settings import Settings
 from gateway.store import create_store
@@ -134,9 +134,11 @@ def create_app(
         observer=observer,
     )
     scheduler = Scheduler(
+        store,
         catalog,
         runner,
         concurrency=settings.provider_concurrency,
+        observer=observer,
         default_concurrency=settings.default_concurrency,
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,

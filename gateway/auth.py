@@ -90,10 +90,6 @@ class KeyRing:
             self._static[digest] = Principal(key_id_for(digest))
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
 
-    @property
-    def has_static_keys(self) -> bool:
-        return bool(self._static)
-
     async def authenticate(self, header: str | None) -> Principal:
         if not header:
             raise AuthenticationFailed(code="missing_api_key")

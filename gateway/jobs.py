@@ -1,10 +1,11 @@
-"""Jobs: the record, its statuses and their legal transitions, and job ids (a leaf module:
-it imports nothing of the gateway but its errors)."""
+"""Jobs: the record, its statuses and their legal transitions, its attempts, and job ids (a
+leaf module: it imports nothing of the gateway but its errors)."""
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -65,6 +66,82 @@ def new_job_id() -> str:
     return f"job-{secrets.token_hex(12)}"
 
 
+class Outcome(StrEnum):
+    """How an attempt ended (an open attempt has none yet)."""
+
+    #: the provider succeeded and the outputs are stored
+    SUCCEEDED = "succeeded"
+    #: the provider or the gateway failed it (the attempt's error says why)
+    FAILED = "failed"
+    #: the user cancelled the job (no verdict on the provider)
+    CANCELLED = "cancelled"
+    #: the gateway stopped before the provider's answer to the submit was recorded
+    INTERRUPTED = "interrupted"
+
+
+@dataclass
+class Attempt:
+    """One try of one route: its provider reference, persisted as soon as the provider
+    returns it, and how it ended. The log of attempts is a job's memory across crashes."""
+
+    #: 1 for the job's first attempt, counting every route
+    n: int
+    #: the route's name (``provider:target``) and its place in the job's route chain
+    route: str
+    route_index: int
+    provider: str
+    #: the provider's request id and the rest of its reference (None until submitted)
+    request_id: str | None = None
+    ref: dict[str, Any] | None = None
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    outcome: Outcome | None = None
+    #: ``{"code", "message"}`` of a failed or interrupted attempt
+    error: dict[str, Any] | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.ended_at is None
+
+    def close(
+        self, outcome: Outcome, error: dict[str, Any] | None = None, at: float | None = None
+    ) -> None:
+        self.ended_at = time.time() if at is None else at
+        self.outcome = outcome
+        self.error = error
+
+    def to_dict(self) -> dict[str, Any]:
+        """The attempt as stored in a job's row and shown by the faces."""
+        return {
+            "n": self.n,
+            "route": self.route,
+            "route_index": self.route_index,
+            "provider": self.provider,
+            "request_id": self.request_id,
+            "ref": self.ref,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "outcome": None if self.outcome is None else self.outcome.value,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Attempt:
+        outcome = data.get("outcome")
+        return cls(
+            n=data["n"],
+            route=data["route"],
+            route_index=data["route_index"],
+            provider=data["provider"],
+            request_id=data.get("request_id"),
+            ref=data.get("ref"),
+            started_at=data["started_at"],
+            ended_at=data.get("ended_at"),
+            outcome=None if outcome is None else Outcome(outcome),
+            error=data.get("error"),
+        )
+
+
 @dataclass
 class Job:
     id: str
@@ -83,7 +160,7 @@ class Job:
     completed_at: float | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     #: fencing token: bumped at every claim; writes that finish an attempt must carry it
     lease_token: int = 0
@@ -98,7 +175,7 @@ class Job:
 
     @property
     def provider(self) -> str | None:
-        return self.attempts[-1]["provider"] if self.attempts else None
+        return self.attempts[-1].provider if self.attempts else None
 
     @property
     def retry_count(self) -> int:
@@ -106,4 +183,8 @@ class Job:
 
     @property
     def fallback_used(self) -> bool:
-        return any(a.get("route_index", 0) > 0 for a in self.attempts)
+        return any(a.route_index > 0 for a in self.attempts)
+
+    def attempt_dicts(self) -> list[dict[str, Any]]:
+        """The attempts as stored and shown (``Attempt.to_dict``)."""
+        return [a.to_dict() for a in self.attempts]

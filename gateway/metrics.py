@@ -35,12 +35,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from gateway.breaker import Breakers
 from gateway.catalog import Catalog
 from gateway.jobs import Job, Status
 from gateway.metrics_hooks import JobObserver
 from gateway.metrics_state import GatewayState
-from gateway.scheduler import Scheduler
+from gateway.scheduler.breaker import Breakers
+from gateway.scheduler.loop import Scheduler
 from gateway.store.base import JobStore
 
 #: generation takes seconds to many minutes

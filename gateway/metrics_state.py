@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.breaker import Breakers, BreakerState
 from gateway.catalog import Catalog
 from gateway.jobs import Status
-from gateway.scheduler import Scheduler
+from gateway.scheduler.breaker import Breakers, BreakerState
+from gateway.scheduler.loop import Scheduler
 from gateway.store.base import JobStore
 
 log = logging.getLogger("backserv.metrics")

@@ -31,9 +31,9 @@ from gateway.webhooks.validate import validate_webhook
 from gateway.webhooks.view import job_webhook
 
 if TYPE_CHECKING:
-    from gateway.availability import Availability
     from gateway.catalog import Catalog, CatalogModel
     from gateway.results import ResultStorage
+    from gateway.scheduler.availability import Availability
     from gateway.store.base import JobStore
     from providers.base import RouteSpec
 

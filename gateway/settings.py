@@ -269,8 +269,5 @@ class Settings(BaseSettings):
     def fetch_allow_list(self) -> AllowList:
         return AllowList.parse(self.fetch_allow)
 
-    def concurrency_for(self, provider: str) -> int:
-        return self.provider_concurrency.get(provider, self.default_concurrency)
-
     def static_api_keys(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

@@ -110,7 +110,6 @@ class ProviderState:
     outputs: tuple[Output, ...] = ()
     seed: int | None = None
     error: ProviderError | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:

@@ -22,8 +22,8 @@ from gateway.errors import ProviderError, ProviderResourceExhausted
 from gateway.faults import resource_shortage, unexpected_error
 from gateway.jobs import Status
 from gateway.results import ResultStorage
-from gateway.retry import RetryPolicy
-from gateway.runner import JobRunner
+from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.runner import JobRunner
 from gateway.service import JobRequest, JobService
 from gateway.store.sqlite import SQLiteJobStore
 from providers import sandbox_media
@@ -133,7 +133,7 @@ async def run_one(store: SQLiteJobStore, runner: JobRunner) -> dict[str, Any]:
     await runner.run(claimed, model)
     done = await store.get_job(job.id)
     assert done is not None
-    return {"status": done.status, "error": done.error, "attempts": done.attempts}
+    return {"status": done.status, "error": done.error, "attempts": done.attempt_dicts()}
 
 
 async def test_a_shortage_reported_by_the_provider_is_retried_past_max_attempts(

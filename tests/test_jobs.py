@@ -7,13 +7,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from gateway.catalog import Catalog, load_catalog
 from gateway.errors import Conflict, InvalidRequest, NotFound, UnknownModel
 from gateway.jobs import (
     TERMINAL,
+    Attempt,
     Job,
+    Outcome,
     Status,
     check_transition,
     new_job_id,
@@ -73,14 +76,134 @@ def test_sources_of_cancelled_are_queued_and_processing() -> None:
 # -- the job record ---------------------------------------------------------------------------
 
 
-def attempt(route_index: int, provider: str) -> dict[str, Any]:
-    return {"route_index": route_index, "provider": provider, "request_id": "r"}
+def attempt(route_index: int, provider: str) -> Attempt:
+    route = f"{provider}:image"
+    return Attempt(n=1, route=route, route_index=route_index, provider=provider, request_id="r")
 
 
 def bare_job(**kwargs: Any) -> Job:
     return Job(
         id=new_job_id(), owner="o", kind="image", model="m", input={}, lane="sandbox", **kwargs
     )
+
+
+#: every shape an attempt is stored in, as the runner writes it (the ``attempts`` column)
+ATTEMPT_SHAPES: dict[str, dict[str, Any]] = {
+    # opened and persisted, the submit not answered yet (the submit window)
+    "open": {
+        "n": 1,
+        "route": "fal:fal-ai/flux/dev",
+        "route_index": 0,
+        "provider": "fal",
+        "request_id": None,
+        "ref": None,
+        "started_at": 1700000000.25,
+        "ended_at": None,
+        "outcome": None,
+        "error": None,
+    },
+    # submitted, then the lease was lost (a crash): the next owner resumes it by polling
+    "lost": {
+        "n": 2,
+        "route": "replicate:black-forest-labs/flux-dev",
+        "route_index": 1,
+        "provider": "replicate",
+        "request_id": "r-8f2",
+        "ref": {"urls": {"get": "https://api.replicate.com/v1/predictions/r-8f2"}},
+        "started_at": 1700000001.5,
+        "ended_at": None,
+        "outcome": None,
+        "error": None,
+    },
+    "interrupted": {
+        "n": 1,
+        "route": "fal:fal-ai/flux/dev",
+        "route_index": 0,
+        "provider": "fal",
+        "request_id": None,
+        "ref": None,
+        "started_at": 1700000000.25,
+        "ended_at": 1700000030.0,
+        "outcome": "interrupted",
+        "error": {
+            "code": "interrupted",
+            "message": "the gateway stopped before the provider's answer was recorded",
+        },
+    },
+    "failed": {
+        "n": 3,
+        "route": "sandbox:image",
+        "route_index": 0,
+        "provider": "sandbox",
+        "request_id": "sbx-1",
+        "ref": {},
+        "started_at": 1700000002.0,
+        "ended_at": 1700000002.5,
+        "outcome": "failed",
+        "error": {"code": "provider_transient_error", "message": "status 502"},
+    },
+    "succeeded": {
+        "n": 1,
+        "route": "sandbox:image",
+        "route_index": 0,
+        "provider": "sandbox",
+        "request_id": "sbx-2",
+        "ref": {"seed": 7},
+        "started_at": 1700000003.0,
+        "ended_at": 1700000004.0,
+        "outcome": "succeeded",
+        "error": None,
+    },
+    "cancelled": {
+        "n": 1,
+        "route": "local:sd15",
+        "route_index": 0,
+        "provider": "local",
+        "request_id": "loc-1",
+        "ref": None,
+        "started_at": 1700000005.0,
+        "ended_at": 1700000006.0,
+        "outcome": "cancelled",
+        "error": None,
+    },
+}
+
+
+@pytest.mark.parametrize("shape", list(ATTEMPT_SHAPES))
+def test_an_attempt_reads_and_writes_the_same_json(shape: str) -> None:
+    stored = orjson.loads(orjson.dumps(ATTEMPT_SHAPES[shape]))  # as read from a row
+    attempt = Attempt.from_dict(stored)
+    assert attempt.to_dict() == stored
+    assert orjson.dumps(attempt.to_dict()) == orjson.dumps(ATTEMPT_SHAPES[shape])  # key order
+
+
+def test_every_outcome_has_a_stored_shape() -> None:
+    outcomes = {s["outcome"] for s in ATTEMPT_SHAPES.values()}
+    assert outcomes == {None} | {o.value for o in Outcome}
+    assert {o.value for o in Outcome} == {"succeeded", "failed", "cancelled", "interrupted"}
+
+
+def test_an_attempt_read_from_json_is_typed() -> None:
+    attempt = Attempt.from_dict(ATTEMPT_SHAPES["failed"])
+    assert attempt.outcome is Outcome.FAILED and not attempt.open
+    assert Attempt.from_dict(ATTEMPT_SHAPES["lost"]).open
+
+
+def test_closing_an_attempt_records_when_how_and_why() -> None:
+    attempt = Attempt.from_dict(ATTEMPT_SHAPES["open"])
+    attempt.close(Outcome.FAILED, {"code": "timeout", "message": "too slow"}, at=1700000009.0)
+    assert attempt.to_dict() == {
+        **ATTEMPT_SHAPES["open"],
+        "ended_at": 1700000009.0,
+        "outcome": "failed",
+        "error": {"code": "timeout", "message": "too slow"},
+    }
+
+
+def test_a_jobs_attempt_dicts_are_its_stored_attempts() -> None:
+    shapes = [ATTEMPT_SHAPES["failed"], ATTEMPT_SHAPES["succeeded"]]
+    job = bare_job(attempts=[Attempt.from_dict(s) for s in shapes])
+    assert job.attempt_dicts() == shapes
 
 
 def test_new_job_ids_are_prefixed_and_unique() -> None:

@@ -24,10 +24,10 @@ from gateway.logging_setup import UVICORN_LOGGERS, configure_logging
 from gateway.redact import LOGGERS as URL_LOGGERS
 from gateway.redact import RedactUrlArgs
 from gateway.results import ResultStorage
-from gateway.retry import RetryPolicy
-from gateway.runner import JobRunner
-from gateway.scheduler import Scheduler
-from gateway.service import JobService
+from gateway.scheduler.loop import Scheduler
+from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.runner import JobRunner
+from gateway.service import JobRequest, JobService
 from gateway.settings import Settings
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import ProviderRef, RouteSpec
@@ -170,9 +170,9 @@ async def test_a_line_logged_while_a_job_runs_carries_its_job_id(
             RetryPolicy(1, 0.001, 0.01),
             job_timeout=10.0,
         )
-        scheduler = Scheduler(catalog, runner, concurrency={"fake": 1})
-        job = await JobService(store, catalog).submit(
-            owner="alice", model=catalog.get("m"), raw_input={"prompt": "a fox"}
+        scheduler = Scheduler(store, catalog, runner, concurrency={"fake": 1})
+        job, _ = await JobService(store, catalog).submit(
+            JobRequest(owner="alice", model=catalog.get("m"), input={"prompt": "a fox"})
         )
         configure_logging("info", "json", stream)
         await scheduler.run_until_idle(timeout=10)

@@ -134,7 +134,7 @@ def render_task(job: Job, links: ResultLinks) -> dict[str, Any]:
 
 def serv_name(job: Job, model: CatalogModel) -> str:
     """The route that ran the job, once one has; before that, the model's primary route."""
-    return str(job.attempts[-1]["route"]) if job.attempts else model.routes[0].name
+    return job.attempts[-1].route if job.attempts else model.routes[0].name
 
 
 def task_models(catalog: Catalog, configured: Mapping[str, str]) -> dict[str, CatalogModel]:

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.api.common import json
 from gateway.catalog import Catalog
 from gateway.metrics import Metrics
-from gateway.scheduler import Scheduler
+from gateway.scheduler.loop import Scheduler
 from gateway.store.base import JobStore
 from providers.base import Provider
 

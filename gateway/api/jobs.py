@@ -88,7 +88,7 @@ def render_job(job: Job, links: ResultLinks) -> dict[str, Any]:
                 "outcome": a.get("outcome"),
                 "error": a.get("error"),
             }
-            for a in job.attempts
+            for a in job.attempt_dicts()
         ],
     }
     if job.status is Status.COMPLETED:

@@ -9,10 +9,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.common import json, principal
-from gateway.availability import Availability
 from gateway.catalog import Catalog, CatalogModel
 from gateway.errors import InvalidRequest
 from gateway.kinds import KINDS
+from gateway.scheduler.availability import Availability
 
 
 class ModelsAPI:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.jobs import Job, Status
+from gateway.jobs import Attempt, Job, Status
 from gateway.ratelimit import KeyLimits
 
 log = logging.getLogger("backserv.store")
@@ -183,7 +183,7 @@ class JobStore(ABC):
         self,
         job_id: str,
         token: int,
-        attempts: list[dict[str, Any]],
+        attempts: list[Attempt],
         *,
         active_only: bool = False,
     ) -> None:
@@ -202,12 +202,12 @@ class JobStore(ABC):
         *,
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
-        attempts: list[dict[str, Any]] | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> None:
         """PROCESSING -> COMPLETED/FAILED; StaleLease if the job moved on or the token is stale."""
 
     @abstractmethod
-    async def release(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
+    async def release(self, job_id: str, token: int, attempts: list[Attempt]) -> None:
         """PROCESSING -> QUEUED, keeping the attempt log, so another worker resumes it."""
 
     @abstractmethod

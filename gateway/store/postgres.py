@@ -36,14 +36,15 @@ import asyncpg
 import orjson
 
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
-from gateway.jobs import Job, Status
+from gateway.jobs import Attempt, Job, Status
 from gateway.store import postgres_schema as sql
 from gateway.store.base import META_KEY, JobStore
 from gateway.store.postgres_keys import PostgresKeys
 from gateway.store.postgres_listen import Listener, OnCancel, OnWork
 from gateway.store.postgres_schema import dumps, job_row, migrate, quote_ident, rowcount
 from gateway.store.postgres_webhooks import PostgresWebhooks
-from gateway.store.rows import row_to_job
+from gateway.store.rows import dump_attempts, row_to_job
+from gateway.store.transitions import check_finish
 
 log = logging.getLogger("backserv.store")
 
@@ -377,12 +378,14 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
         self,
         job_id: str,
         token: int,
-        attempts: list[dict[str, Any]],
+        attempts: list[Attempt],
         *,
         active_only: bool = False,
     ) -> None:
         statement = sql.SAVE_ATTEMPTS_ACTIVE if active_only else sql.SAVE_ATTEMPTS
-        done = await self.pool.execute(statement, dumps(attempts), time.time(), job_id, token)
+        done = await self.pool.execute(
+            statement, dump_attempts(attempts), time.time(), job_id, token
+        )
         if rowcount(done) == 0:
             raise StaleLease(f"job {job_id}: lease token {token} is stale or the job ended")
 
@@ -394,14 +397,15 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
         *,
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
-        attempts: list[dict[str, Any]] | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> None:
+        check_finish(status)
         done = await self.pool.execute(
             sql.FINISH,
             status.value,
             None if result is None else dumps(result),
             None if error is None else dumps(error),
-            None if attempts is None else dumps(attempts),
+            None if attempts is None else dump_attempts(attempts),
             time.time(),
             job_id,
             token,
@@ -410,8 +414,10 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
             raise StaleLease(f"job {job_id}: not PROCESSING under lease token {token}")
         self._publish([job_id])
 
-    async def release(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
-        if await self.pool.fetchval(sql.RELEASE, dumps(attempts), time.time(), job_id, token):
+    async def release(self, job_id: str, token: int, attempts: list[Attempt]) -> None:
+        if await self.pool.fetchval(
+            sql.RELEASE, dump_attempts(attempts), time.time(), job_id, token
+        ):
             self._publish([job_id])
 
     async def requeue_expired(self, now: float) -> int:

@@ -26,6 +26,8 @@ import orjson
 
 from gateway.jobs import Job, Status
 from gateway.store.base import META_KEY
+from gateway.store.rows import dump_attempts
+from gateway.store.transitions import CANCELLABLE, CLAIMABLE, FINISHABLE, RELEASABLE
 
 log = logging.getLogger("backserv.store")
 
@@ -223,7 +225,7 @@ CANCEL = f"""
     WITH cancelled AS (
         UPDATE jobs SET status = 'CANCELLED', completed_at = $1, updated_at = $1,
             lease_owner = NULL, lease_expires = NULL
-        WHERE id = $2 AND status IN ('QUEUED', 'PROCESSING') RETURNING {JOB_COLUMNS}
+        WHERE id = $2 AND {CANCELLABLE} RETURNING {JOB_COLUMNS}
     )
     SELECT {JOB_COLUMNS}, pg_notify('{CANCEL_CHANNEL}', id)::text FROM cancelled
 """
@@ -234,7 +236,7 @@ COUNT_RUNNING = "SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND lane 
 # rescanned semi-join, and a rescanned LIMIT ... SKIP LOCKED can pick more than LIMIT rows.
 CLAIM = f"""
     WITH picked AS MATERIALIZED (
-        SELECT seq FROM jobs WHERE status = 'QUEUED' AND lane = $1
+        SELECT seq FROM jobs WHERE {CLAIMABLE} AND lane = $1
         ORDER BY priority DESC, seq LIMIT $5 FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE jobs SET status = 'PROCESSING', lease_token = lease_token + 1,
@@ -257,11 +259,11 @@ SAVE_PROGRESS = """
 """
 SAVE_ATTEMPTS = "UPDATE jobs SET attempts = $1, updated_at = $2 WHERE id = $3 AND lease_token = $4"
 SAVE_ATTEMPTS_ACTIVE = SAVE_ATTEMPTS + " AND status = 'PROCESSING'"
-FINISH = """
+FINISH = f"""
     UPDATE jobs SET status = $1, result = $2, error = $3, attempts = COALESCE($4, attempts),
         completed_at = $5, updated_at = $5, queue_position = NULL, lease_owner = NULL,
         lease_expires = NULL, progress = CASE WHEN $1 = 'COMPLETED' THEN 100 ELSE progress END
-    WHERE id = $6 AND lease_token = $7 AND status = 'PROCESSING'
+    WHERE id = $6 AND lease_token = $7 AND {FINISHABLE}
 """
 
 
@@ -275,11 +277,11 @@ def _counting_notify(update: str) -> str:
 
 RELEASE = _counting_notify(
     "UPDATE jobs SET status = 'QUEUED', attempts = $1, updated_at = $2, lease_owner = NULL, "
-    "lease_expires = NULL WHERE id = $3 AND lease_token = $4 AND status = 'PROCESSING'"
+    f"lease_expires = NULL WHERE id = $3 AND lease_token = $4 AND {RELEASABLE}"
 )
 REQUEUE_EXPIRED = (
     "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires = NULL, "
-    "updated_at = $1 WHERE status = 'PROCESSING' AND lease_expires < $1 RETURNING id"
+    f"updated_at = $1 WHERE {RELEASABLE} AND lease_expires < $1 RETURNING id"
 )
 #: each half reads one partial index (claims, running jobs), never the whole table
 COUNT_ACTIVE = "SELECT count(*) FROM jobs WHERE owner = $1 AND status IN ('QUEUED', 'PROCESSING')"
@@ -388,7 +390,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.priority,
         job.progress,
         dumps(job.input),
-        dumps(job.attempts),
+        dump_attempts(job.attempts),
         dumps(job.meta),
         job.created_at,
         job.updated_at,

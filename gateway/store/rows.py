@@ -1,16 +1,23 @@
-"""Turning a row of the jobs table into a ``Job``: the same columns on every backend."""
+"""Turning a row of the jobs table into a ``Job``, and a job's attempts into the JSON of its
+``attempts`` column: the same columns on every backend."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from gateway.jobs import Job, Status
+from gateway.jobs import Attempt, Job, Status
 
 
 def _loads(value: str | None) -> Any:
     return None if value is None else orjson.loads(value)
+
+
+def dump_attempts(attempts: Iterable[Attempt]) -> str:
+    """The ``attempts`` column: a JSON list of ``Attempt.to_dict``."""
+    return orjson.dumps([a.to_dict() for a in attempts]).decode()
 
 
 def row_to_job(row: Any) -> Job:
@@ -28,7 +35,7 @@ def row_to_job(row: Any) -> Job:
         input=orjson.loads(row[9]),
         result=_loads(row[10]),
         error=_loads(row[11]),
-        attempts=orjson.loads(row[12]),
+        attempts=[Attempt.from_dict(a) for a in orjson.loads(row[12])],
         meta=orjson.loads(row[13]),
         created_at=row[14],
         updated_at=row[15],

@@ -35,13 +35,20 @@ import aiosqlite
 import orjson
 
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
-from gateway.jobs import Job, Status
+from gateway.jobs import Attempt, Job, Status
 from gateway.store.base import META_KEY, JobStore
-from gateway.store.rows import row_to_job
+from gateway.store.rows import dump_attempts, row_to_job
 from gateway.store.sqlite_keys import SQLiteKeys
 from gateway.store.sqlite_schema import MIGRATIONS
 from gateway.store.sqlite_sync import connect_writer, fetchall, migrate
 from gateway.store.sqlite_webhooks import SQLiteWebhooks
+from gateway.store.transitions import (
+    CANCELLABLE,
+    CLAIMABLE,
+    FINISHABLE,
+    RELEASABLE,
+    check_finish,
+)
 
 log = logging.getLogger("backserv.store")
 
@@ -288,7 +295,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             job.priority,
             job.progress,
             _dumps(job.input),
-            _dumps(job.attempts),
+            dump_attempts(job.attempts),
             _dumps(job.meta),
             job.created_at,
             job.updated_at,
@@ -360,7 +367,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
                     conn,
                     f"UPDATE jobs SET status = 'CANCELLED', completed_at = ?, updated_at = ?, "
                     f"lease_owner = NULL, lease_expires = NULL "
-                    f"WHERE id = ? AND status IN ('QUEUED', 'PROCESSING') "
+                    f"WHERE id = ? AND {CANCELLABLE} "
                     f"RETURNING {JOB_COLUMNS}",
                     (now, now, job_id),
                 )
@@ -403,7 +410,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
                 f"UPDATE jobs SET status = 'PROCESSING', lease_token = lease_token + 1, "
                 f"lease_owner = ?, lease_expires = ?, updated_at = ?, "
                 f"started_at = COALESCE(started_at, ?) "
-                f"WHERE seq IN (SELECT seq FROM jobs WHERE status = 'QUEUED' AND lane = ? "
+                f"WHERE seq IN (SELECT seq FROM jobs WHERE {CLAIMABLE} "
+                f"AND lane = ? "
                 f"ORDER BY priority DESC, seq LIMIT ?) RETURNING {JOB_COLUMNS}",
                 (worker, now + lease_seconds, now, now, lane, take),
             )
@@ -455,18 +463,20 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         self,
         job_id: str,
         token: int,
-        attempts: list[dict[str, Any]],
+        attempts: list[Attempt],
         *,
         active_only: bool = False,
     ) -> None:
         now = time.time()
         status_sql = " AND status = 'PROCESSING'" if active_only else ""
+        # serialised here: the writer thread must not read attempts the runner goes on changing
+        attempts_json = dump_attempts(attempts)
 
         def op(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 f"UPDATE jobs SET attempts = ?, updated_at = ? WHERE id = ? AND lease_token = ?"
                 f"{status_sql}",
-                (_dumps(attempts), now, job_id, token),
+                (attempts_json, now, job_id, token),
             )
             return cur.rowcount
 
@@ -481,22 +491,24 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         *,
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
-        attempts: list[dict[str, Any]] | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> None:
+        check_finish(status)
         now = time.time()
         progress_sql = ", progress = 100" if status is Status.COMPLETED else ""
+        attempts_json = None if attempts is None else dump_attempts(attempts)
 
         def op(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 f"UPDATE jobs SET status = ?, result = ?, error = ?, "
                 f"attempts = COALESCE(?, attempts), completed_at = ?, updated_at = ?, "
                 f"queue_position = NULL, lease_owner = NULL, lease_expires = NULL{progress_sql} "
-                f"WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
+                f"WHERE id = ? AND lease_token = ? AND {FINISHABLE}",
                 (
                     status.value,
                     None if result is None else _dumps(result),
                     None if error is None else _dumps(error),
-                    None if attempts is None else _dumps(attempts),
+                    attempts_json,
                     now,
                     now,
                     job_id,
@@ -509,15 +521,16 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             raise StaleLease(f"job {job_id}: not PROCESSING under lease token {token}")
         self._changed([job_id])
 
-    async def release(self, job_id: str, token: int, attempts: list[dict[str, Any]]) -> None:
+    async def release(self, job_id: str, token: int, attempts: list[Attempt]) -> None:
         now = time.time()
+        attempts_json = dump_attempts(attempts)
 
         def op(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "UPDATE jobs SET status = 'QUEUED', attempts = ?, updated_at = ?, "
                 "lease_owner = NULL, lease_expires = NULL "
-                "WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
-                (_dumps(attempts), now, job_id, token),
+                f"WHERE id = ? AND lease_token = ? AND {RELEASABLE}",
+                (attempts_json, now, job_id, token),
             )
             return cur.rowcount
 
@@ -529,7 +542,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             rows = fetchall(
                 conn,
                 "UPDATE jobs SET status = 'QUEUED', lease_owner = NULL, lease_expires = NULL, "
-                "updated_at = ? WHERE status = 'PROCESSING' AND lease_expires < ? RETURNING id",
+                f"updated_at = ? WHERE {RELEASABLE} AND lease_expires < ? "
+                "RETURNING id",
                 (now, now),
             )
             return [r[0] for r in rows]

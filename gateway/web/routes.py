@@ -25,10 +25,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from gateway.availability import Availability
 from gateway.catalog import Catalog
 from gateway.errors import UnknownModel
 from gateway.jobs import Status
+from gateway.scheduler.availability import Availability
 from gateway.web.examples import examples
 from gateway.web.view import CatalogView, ModelView
 

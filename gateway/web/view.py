@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.availability import Availability
 from gateway.catalog import Catalog, CatalogModel
+from gateway.scheduler.availability import Availability
 
 #: parameter types a form field is made for; anything else is typed in as JSON
 _SCALARS = frozenset({"integer", "number", "boolean", "string", "array"})

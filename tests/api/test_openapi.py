@@ -26,7 +26,7 @@ from gateway.api.openapi.task_objects import public_name
 from gateway.api.tasks.render import Renderer
 from gateway.api.tasks.schemas import TASK_KINDS, TaskType
 from gateway.app import Gateway, create_app
-from gateway.jobs import Job, Status, new_job_id
+from gateway.jobs import Attempt, Job, Status, new_job_id
 from gateway.results import ResultLinks
 from tests.conftest import AUTH_A, make_settings
 
@@ -234,7 +234,7 @@ def _job(task_type: TaskType, gw: Gateway, *, completed: bool) -> Job:
     if completed:
         job.status = Status.COMPLETED
         job.started_at = job.completed_at = now
-        job.attempts = [{"n": 1, "route": "fal:fal-ai/x", "provider": "fal", "request_id": "r-1"}]
+        job.attempts = [Attempt(1, "fal:fal-ai/x", 0, "fal", "r-1", started_at=now)]
         job.result = {
             "files": [{"name": "out.png", "content_type": "image/png", "width": 8, "height": 8}],
             "seed": 1,

@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import itertools
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
-from gateway.jobs import Job, Status, new_job_id
+from gateway.jobs import Attempt, Job, Outcome, Status, new_job_id
 from gateway.store.base import ApiKeyRecord, JobStore
 
 __test__ = False  # collected through the backend modules that provide ``store``
@@ -60,18 +61,15 @@ async def stored(store: JobStore, job_id: str) -> Job:
     return job
 
 
-ATTEMPT = {
-    "n": 1,
-    "route": "sandbox:image",
-    "route_index": 0,
-    "provider": "sandbox",
-    "request_id": "req-1",
-    "ref": {"k": "v"},
-    "started_at": BASE_TIME,
-    "ended_at": None,
-    "outcome": None,
-    "error": None,
-}
+ATTEMPT = Attempt(
+    n=1,
+    route="sandbox:image",
+    route_index=0,
+    provider="sandbox",
+    request_id="req-1",
+    ref={"k": "v"},
+    started_at=BASE_TIME,
+)
 
 
 # -- insert / get ---------------------------------------------------------------------------
@@ -440,7 +438,7 @@ async def test_finish_completed_stores_result_and_sets_progress_100(store: JobSt
     job = await insert(store)
     claimed = await claim_one(store)
     result = {"files": [{"name": "0.png", "content_type": "image/png"}], "seed": 5}
-    done = {**ATTEMPT, "ended_at": BASE_TIME + 1, "outcome": "succeeded"}
+    done = replace(ATTEMPT, ended_at=BASE_TIME + 1, outcome=Outcome.SUCCEEDED)
 
     await store.finish(
         job.id, claimed.lease_token, Status.COMPLETED, result=result, attempts=[done]
@@ -471,6 +469,17 @@ async def test_finish_failed_stores_error(store: JobStore) -> None:
     assert got.result is None
     assert got.progress == 30
     assert got.completed_at is not None
+
+
+@pytest.mark.parametrize("target", [Status.QUEUED, Status.PROCESSING, Status.CANCELLED])
+async def test_finish_writes_only_completed_or_failed(store: JobStore, target: Status) -> None:
+    job = await insert(store)
+    claimed = await claim_one(store)
+
+    with pytest.raises(ValueError, match="COMPLETED or FAILED"):
+        await store.finish(job.id, claimed.lease_token, target)
+
+    assert (await stored(store, job.id)).status is Status.PROCESSING
 
 
 async def test_finish_without_attempts_keeps_the_stored_log(store: JobStore) -> None:

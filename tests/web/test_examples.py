@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.app import Gateway
-from gateway.availability import Availability
+from gateway.scheduler.availability import Availability
 from gateway.web.examples import examples, submit_request
 from gateway.web.view import CatalogView, ModelView
 from tests.conftest import AUTH_A, KEY_A

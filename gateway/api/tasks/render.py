@@ -72,7 +72,7 @@ def _canonical(job: Job) -> dict[str, Any]:
 
 
 def _errors(job: Job) -> list[str] | None:
-    out = [a["error"]["message"] for a in job.attempts if isinstance(a.get("error"), dict)]
+    out = [a.error["message"] for a in job.attempts if a.error is not None]
     final = (job.error or {}).get("message")
     if final and (not out or out[-1] != final):
         out.append(final)
@@ -86,7 +86,7 @@ def _category(job: Job) -> str | None:
 
 
 def _fal_request_id(job: Job) -> str | None:
-    ids = [a.get("request_id") for a in job.attempts if a.get("provider") == "fal"]
+    ids = [a.request_id for a in job.attempts if a.provider == "fal"]
     return ids[-1] if ids else None
 
 
@@ -189,7 +189,7 @@ def _first(urls: list[str]) -> str | None:
 def _fal_app_id(job: Job, extras: dict[str, Any]) -> str | None:
     if extras.get("fal_app_id"):
         return str(extras["fal_app_id"])
-    routes = [a["route"] for a in job.attempts if a.get("provider") == "fal"]
+    routes = [a.route for a in job.attempts if a.provider == "fal"]
     return routes[-1].partition(":")[2] if routes else None
 
 

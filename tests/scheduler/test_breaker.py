@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.breaker import BreakerPolicy, Breakers, BreakerState, CircuitBreaker
+from gateway.scheduler.breaker import BreakerPolicy, Breakers, BreakerState, CircuitBreaker
 
 POLICY = BreakerPolicy(
     failure_threshold=3, failure_ratio=0.5, min_calls=6, window_seconds=10, cooldown_seconds=5

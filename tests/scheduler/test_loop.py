@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
-from gateway.jobs import Job, Status, new_job_id
+from gateway.jobs import Attempt, Job, Status, new_job_id
+from gateway.metrics_hooks import JobObserver
 from gateway.results import ResultStorage
-from gateway.retry import RetryPolicy
-from gateway.runner import JobRunner
-from gateway.scheduler import Scheduler
+from gateway.scheduler.loop import Scheduler
+from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.runner import JobRunner
 from gateway.service import JobRequest, JobService
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import Provider, RouteSpec
@@ -80,7 +81,7 @@ async def make_scheduler(
         }
         options.update(kwargs)
         scheduler = Scheduler(
-            catalog, runner, concurrency=concurrency or {"fake": 2, "fake2": 2}, **options
+            store, catalog, runner, concurrency=concurrency or {"fake": 2, "fake2": 2}, **options
         )
         made.append(scheduler)
         return scheduler
@@ -270,7 +271,7 @@ async def test_user_cancel_of_running_job_cancels_at_the_provider_and_sticks(
     got = await get(store, job.id)
     assert got.status is Status.CANCELLED
     assert got.result is None
-    assert got.attempts[-1]["outcome"] == "cancelled"
+    assert got.attempts[-1].outcome == "cancelled"
     assert len(fake.submits) == 1
     assert scheduler.inflight() == 0
 
@@ -329,8 +330,8 @@ async def test_stop_hands_running_jobs_back_with_their_provider_reference(
     got = await get(store, job.id)
     assert got.status is Status.QUEUED
     assert got.lease_owner is None
-    assert got.attempts[-1]["request_id"] == fake.submits[0].request_id
-    assert got.attempts[-1]["ended_at"] is None
+    assert got.attempts[-1].request_id == fake.submits[0].request_id
+    assert got.attempts[-1].ended_at is None
     assert fake.cancels == [], "a shutdown must not cancel the paid-for request"
     assert scheduler.inflight() == 0
 
@@ -347,18 +348,14 @@ async def test_expired_lease_is_recovered_and_resumed_by_polling(
 ) -> None:
     job = await submit(store)
     [crashed] = await store.claim("fake", 1, "crashed-worker", 0.05)
-    attempt = {
-        "n": 1,
-        "route": "fake:image",
-        "route_index": 0,
-        "provider": "fake",
-        "request_id": "req-before-the-crash",
-        "ref": {},
-        "started_at": time.time(),
-        "ended_at": None,
-        "outcome": None,
-        "error": None,
-    }
+    attempt = Attempt(
+        n=1,
+        route="fake:image",
+        route_index=0,
+        provider="fake",
+        request_id="req-before-the-crash",
+        ref={},
+    )
     await store.save_attempts(job.id, crashed.lease_token, [attempt])
     fake.add_request("req-before-the-crash", succeed(after=1))
     await asyncio.sleep(0.1)  # the crashed worker's lease runs out
@@ -413,7 +410,8 @@ async def test_job_whose_model_left_the_catalog_fails_with_model_not_found(
         updated_at=now,
     )
     await store.insert_job(orphan)
-    scheduler = make_scheduler()
+    observer = RecordingObserver()
+    scheduler = make_scheduler(observer=observer)
 
     await scheduler.run_until_idle(timeout=10)
 
@@ -421,6 +419,18 @@ async def test_job_whose_model_left_the_catalog_fails_with_model_not_found(
     assert got.status is Status.FAILED
     assert got.error is not None and got.error["code"] == "model_not_found"
     assert fake.submits == []
+    assert observer.events == [("claimed", orphan.id), ("FAILED", orphan.id)]
+
+
+class RecordingObserver(JobObserver):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def job_claimed(self, job: Job) -> None:
+        self.events.append(("claimed", job.id))
+
+    def job_finished(self, job: Job, status: Status) -> None:
+        self.events.append((status.value, job.id))
 
 
 class CrashOnce(JobRunner):
@@ -467,7 +477,7 @@ async def test_a_job_whose_run_hits_emfile_is_handed_back_and_completes(
     make_scheduler: MakeScheduler,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("gateway.scheduler.HAND_BACK_PAUSE", 0.01)
+    monkeypatch.setattr("gateway.scheduler.loop.HAND_BACK_PAUSE", 0.01)
     storage = ResultStorage(tmp_path / "files", max_bytes=1_000_000)
     emfile = OSError(errno.EMFILE, "Too many open files", "/srv/backserv/.venv/lib/x.py")
     inner = JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=30.0)
@@ -515,5 +525,5 @@ async def test_a_job_with_its_own_route_chain_runs_on_those_routes(
     done = await store.get_job(job.id)
     assert done is not None and done.status is Status.COMPLETED
     assert fake.submits == [] and len(fake2.submits) == 1
-    assert done.attempts[0]["route"] == f"{fake2.name}:other-target"
+    assert done.attempts[0].route == f"{fake2.name}:other-target"
     assert done.lane == fake2.name

@@ -16,7 +16,6 @@ import logging
 import time
 from typing import Any
 
-from gateway.breaker import Breakers
 from gateway.catalog import CatalogModel
 from gateway.errors import (
     ProviderError,
@@ -30,10 +29,12 @@ from gateway.errors import (
     StaleLease,
 )
 from gateway.faults import resource_shortage, unexpected_error
-from gateway.jobs import Job, Status
+from gateway.jobs import Attempt, Job, Outcome, Status
 from gateway.metrics_hooks import JobObserver
 from gateway.results import ResultStorage, StoredFile
-from gateway.retry import RetryPolicy
+from gateway.scheduler.availability import Availability
+from gateway.scheduler.breaker import Breakers
+from gateway.scheduler.retry import RetryPolicy
 from gateway.store.base import JobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, RouteSpec, StateKind
 
@@ -46,6 +47,13 @@ FATAL_ERRORS = (ProviderInputError, ProviderSubmitUncertain, ProviderResultLost)
 #: errors that say something about a route's health (they feed its circuit breaker); the
 #: gateway's own resource shortages (ProviderResourceExhausted) do not
 HEALTH_ERRORS = (ProviderTransientError, ProviderUnavailable, ProviderSubmitUncertain)
+
+
+#: the error of an open attempt without a reference, found by the job's next owner
+INTERRUPTED = {
+    "code": "interrupted",
+    "message": "the gateway stopped before the provider's answer was recorded",
+}
 
 
 def error_dict(exc: ProviderError) -> dict[str, Any]:
@@ -69,6 +77,7 @@ class JobRunner:
         self.observer = observer or JobObserver()
         self.lease_margin = lease_margin
         self.breakers = breakers or Breakers()
+        self.availability = Availability(providers, self.breakers)
         self._submitting: dict[str, asyncio.Future[ProviderRef]] = {}
         self.breaker_wait = breaker_wait
         self.store = store
@@ -77,10 +86,15 @@ class JobRunner:
         self.policy = policy
         self.job_timeout = job_timeout
 
+    @property
+    def provider_names(self) -> frozenset[str]:
+        """The providers this runner can run routes on."""
+        return frozenset(self.providers)
+
     async def run(self, job: Job, model: CatalogModel) -> None:
         """Run ``job`` to a terminal state, or raise CancelledError leaving the log current."""
         deadline = (job.started_at or time.time()) + self.job_timeout
-        start_index = job.attempts[-1]["route_index"] if job.attempts else 0
+        start_index = job.attempts[-1].route_index if job.attempts else 0
         waited = 0.0
         while True:
             error, reopen_at = await self._walk(job, model, start_index, deadline)
@@ -113,17 +127,16 @@ class JobRunner:
             if time.time() >= deadline:
                 break
             route = model.routes[index]
-            provider = self.providers.get(route.provider)
+            check = self.availability.check(route, claim=True)
+            provider = check.provider
             if provider is None:
                 last_error = ProviderUnavailable(f"provider '{route.provider}' is not configured")
                 continue
-            ok, reason = provider.availability(route)
-            if not ok:
-                last_error = ProviderUnavailable(reason or "route unavailable")
+            if not check.configured:
+                last_error = ProviderUnavailable(check.reason or "route unavailable")
                 continue
-            breaker = self.breakers.get(route.name)
-            if not breaker.allow():
-                at = breaker.retry_at() or time.monotonic()
+            if not check.admitted:
+                at = check.reopens_at or time.monotonic()
                 reopen_at = at if reopen_at is None else min(reopen_at, at)
                 last_error = ProviderUnavailable(
                     f"the route {route.name} is failing and paused (circuit open)",
@@ -131,7 +144,7 @@ class JobRunner:
                 )
                 continue
             tried = True
-            if index > 0 and (not job.attempts or job.attempts[-1]["route_index"] != index):
+            if index > 0 and (not job.attempts or job.attempts[-1].route_index != index):
                 self.observer.fell_back(job, route.name)
             outcome = await self._run_route(job, model, index, route, provider, deadline)
             if outcome is None:
@@ -154,8 +167,8 @@ class JobRunner:
         """Try one route (with retries); None when the job reached a terminal state.
 
         The route's breaker is looked up at each use, not held: an idle one may be dropped
-        while the job runs (``gateway.breaker.Breakers``), and the verdict must reach the
-        breaker that guards the route then."""
+        while the job runs (``gateway.scheduler.breaker.Breakers``), and the verdict must
+        reach the breaker that guards the route then."""
         tries = 0
         try:
             while True:
@@ -174,7 +187,7 @@ class JobRunner:
                 except ProviderError as exc:
                     state = ProviderState(StateKind.FAILED, error=exc)
                 error = state.error or ProviderUnavailable("the provider cancelled the request")
-                self._close_attempt(attempt, "failed", error)
+                self._close_attempt(attempt, Outcome.FAILED, error)
                 breaker = self.breakers.get(route.name)
                 if isinstance(error, ProviderResourceExhausted):
                     breaker.release_probe()  # no verdict: a probe may be tried again
@@ -205,33 +218,23 @@ class JobRunner:
         finally:
             self.breakers.get(route.name).release_probe()
 
-    async def _open_attempt(self, job: Job, index: int, route: RouteSpec) -> dict[str, Any]:
+    async def _open_attempt(self, job: Job, index: int, route: RouteSpec) -> Attempt:
         """The attempt to work on: an open one with a provider reference is resumed; an open
         one without is closed as interrupted (its submit may or may not have reached the
         provider: the one window documented in the README); otherwise a new one is logged,
         persisted *before* the submit so a job cancelled meanwhile is never submitted."""
         last = job.attempts[-1] if job.attempts else None
-        if last is not None and last.get("ended_at") is None:
-            if last.get("request_id") and last["route_index"] == index:
+        if last is not None and last.open:
+            if last.request_id and last.route_index == index:
                 return last
-            last["ended_at"] = time.time()
-            last["outcome"] = "interrupted"
-            last["error"] = {
-                "code": "interrupted",
-                "message": "the gateway stopped before the provider's answer was recorded",
-            }
-        attempt: dict[str, Any] = {
-            "n": len(job.attempts) + 1,
-            "route": route.name,
-            "route_index": index,
-            "provider": route.provider,
-            "request_id": None,
-            "ref": None,
-            "started_at": time.time(),
-            "ended_at": None,
-            "outcome": None,
-            "error": None,
-        }
+            last.close(Outcome.INTERRUPTED, dict(INTERRUPTED))
+        attempt = Attempt(
+            n=len(job.attempts) + 1,
+            route=route.name,
+            route_index=index,
+            provider=route.provider,
+            started_at=time.time(),
+        )
         job.attempts.append(attempt)
         await asyncio.shield(
             self.store.save_attempts(job.id, job.lease_token, job.attempts, active_only=True)
@@ -239,20 +242,19 @@ class JobRunner:
         return attempt
 
     def _close_attempt(
-        self, attempt: dict[str, Any], outcome: str, error: ProviderError | None
+        self, attempt: Attempt, outcome: Outcome, error: ProviderError | None
     ) -> None:
-        attempt["ended_at"] = time.time()
-        attempt["outcome"] = outcome
-        attempt["error"] = None if error is None else error_dict(error)
-        if outcome != "cancelled":  # a user's cancel is no verdict on the provider
-            seconds = attempt["ended_at"] - attempt["started_at"]
-            self.observer.provider_done(attempt["provider"], outcome, seconds)
+        ended = time.time()
+        attempt.close(outcome, None if error is None else error_dict(error), ended)
+        if outcome is not Outcome.CANCELLED:  # a user's cancel is no verdict on the provider
+            seconds = ended - attempt.started_at
+            self.observer.provider_done(attempt.provider, outcome.value, seconds)
 
     async def _ensure_submitted(
-        self, job: Job, attempt: dict[str, Any], route: RouteSpec, provider: Provider
+        self, job: Job, attempt: Attempt, route: RouteSpec, provider: Provider
     ) -> ProviderRef:
-        if attempt.get("request_id"):
-            return ProviderRef(attempt["request_id"], attempt.get("ref") or {})
+        if attempt.request_id:
+            return ProviderRef(attempt.request_id, attempt.ref or {})
         # A submit in flight is not interrupted by a cancel or a shutdown: the provider may
         # be accepting (and billing) it, so its reference must be recorded, to be cancelled
         # or handed on. ``settle_submit`` lets the canceller wait for it.
@@ -262,7 +264,7 @@ class JobRunner:
         return await asyncio.shield(task)
 
     async def _submit_and_record(
-        self, job: Job, attempt: dict[str, Any], route: RouteSpec, provider: Provider
+        self, job: Job, attempt: Attempt, route: RouteSpec, provider: Provider
     ) -> ProviderRef:
         try:
             ref = await provider.submit(route, job.input, job_id=job.id, kind=job.kind)
@@ -276,8 +278,8 @@ class JobRunner:
             raise ProviderSubmitUncertain(
                 f"{error.message} {ProviderSubmitUncertain.default_message}"
             ) from None
-        attempt["request_id"] = ref.request_id
-        attempt["ref"] = ref.data
+        attempt.request_id = ref.request_id
+        attempt.ref = ref.data
         await self.store.save_attempts(job.id, job.lease_token, job.attempts)
         return ref
 
@@ -297,7 +299,7 @@ class JobRunner:
     async def _follow(
         self,
         job: Job,
-        attempt: dict[str, Any],
+        attempt: Attempt,
         route: RouteSpec,
         provider: Provider,
         ref: ProviderRef,
@@ -364,7 +366,7 @@ class JobRunner:
             return ProviderState(StateKind.RUNNING)
 
     async def _complete(
-        self, job: Job, model: CatalogModel, attempt: dict[str, Any], state: ProviderState
+        self, job: Job, model: CatalogModel, attempt: Attempt, state: ProviderState
     ) -> None:
         files = []
         for i, output in enumerate(state.outputs):
@@ -386,7 +388,7 @@ class JobRunner:
         for key in ("duration", "fps"):
             if key in job.input:
                 result[key] = job.input[key]
-        self._close_attempt(attempt, "succeeded", None)
+        self._close_attempt(attempt, Outcome.SUCCEEDED, None)
         await self._finish(job, Status.COMPLETED, result=result)
 
     async def _store(self, job: Job, index: int, output: Output) -> StoredFile:
@@ -433,15 +435,15 @@ class JobRunner:
     async def cancel_provider(self, job: Job, model: CatalogModel) -> None:
         """After a user cancel: stop the provider's request and close the attempt."""
         attempt = job.attempts[-1] if job.attempts else None
-        if attempt is None or attempt.get("ended_at") is not None:
+        if attempt is None or not attempt.open:
             return
-        route = model.routes[attempt["route_index"]]
+        route = model.routes[attempt.route_index]
         provider = self.providers.get(route.provider)
-        if provider is not None and attempt.get("request_id"):
+        if provider is not None and attempt.request_id:
             await self._cancel_quietly(
-                provider, route, ProviderRef(attempt["request_id"], attempt.get("ref") or {})
+                provider, route, ProviderRef(attempt.request_id, attempt.ref or {})
             )
-        self._close_attempt(attempt, "cancelled", None)
+        self._close_attempt(attempt, Outcome.CANCELLED, None)
         with contextlib.suppress(StaleLease):
             await self.store.save_attempts(job.id, job.lease_token, job.attempts)
 

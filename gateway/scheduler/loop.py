@@ -22,7 +22,9 @@ from gateway.errors import StaleLease
 from gateway.faults import resource_shortage
 from gateway.jobs import Job, Status
 from gateway.logging_setup import current_job_id
-from gateway.runner import JobRunner
+from gateway.metrics_hooks import JobObserver
+from gateway.scheduler.runner import JobRunner
+from gateway.store.base import JobStore
 
 log = logging.getLogger("backserv.scheduler")
 
@@ -36,19 +38,22 @@ HAND_BACK_PAUSE = 1.0
 class Scheduler:
     def __init__(
         self,
+        store: JobStore,
         catalog: Catalog,
         runner: JobRunner,
         *,
         concurrency: dict[str, int],
+        observer: JobObserver | None = None,
         default_concurrency: int = 4,
         lease_seconds: float = 30.0,
         heartbeat_seconds: float = 10.0,
         poll_seconds: float = 1.0,
         worker_id: str | None = None,
     ) -> None:
-        self.store = runner.store
+        self.store = store
         self.catalog = catalog
         self.runner = runner
+        self.observer = observer or JobObserver()
         self.concurrency = concurrency
         self.default_concurrency = default_concurrency
         self.lease_seconds = lease_seconds
@@ -78,7 +83,7 @@ class Scheduler:
     def lanes(self) -> list[str]:
         """Every provider a job may be queued for: the catalog's primaries, and any other
         provider (a job's own route chain may start anywhere)."""
-        return sorted({m.lane for m in self.catalog} | set(self.runner.providers))
+        return sorted({m.lane for m in self.catalog} | self.runner.provider_names)
 
     def limit(self, lane: str) -> int:
         return self.concurrency.get(lane, self.default_concurrency)
@@ -201,7 +206,7 @@ class Scheduler:
     # -- one job ----------------------------------------------------------------------------
 
     def _start(self, job: Job) -> None:
-        self.runner.observer.job_claimed(job)
+        self.observer.job_claimed(job)
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self._inflight[job.id] = (task, job)
         self._lane_count[job.lane] = self._lane_count.get(job.lane, 0) + 1
@@ -247,7 +252,7 @@ class Scheduler:
                     },
                     attempts=job.attempts,
                 )
-                self.runner.observer.job_finished(job, Status.FAILED)
+                self.observer.job_finished(job, Status.FAILED)
 
     async def _hand_back(self, job: Job, shortage: str) -> None:
         """The machine ran short of something (EMFILE, ENOSPC, ...) while running ``job``:
@@ -292,4 +297,4 @@ class Scheduler:
                     "message": f"The model '{job.model}' is no longer in the catalog.",
                 },
             )
-            self.runner.observer.job_finished(job, Status.FAILED)
+            self.observer.job_finished(job, Status.FAILED)

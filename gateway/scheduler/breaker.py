@@ -176,6 +176,10 @@ class Breakers:
         for name in idle:
             del self._by_route[name]
 
+    def find(self, route_name: str) -> CircuitBreaker | None:
+        """The route's breaker if it has one, without making one or marking it used."""
+        return self._by_route.get(route_name)
+
     def state(self, route_name: str) -> BreakerState:
-        breaker = self._by_route.get(route_name)
+        breaker = self.find(route_name)
         return BreakerState.CLOSED if breaker is None else breaker.state

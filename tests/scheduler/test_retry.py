@@ -14,7 +14,7 @@ from gateway.errors import (
     ProviderTransientError,
     ProviderUnavailable,
 )
-from gateway.retry import RetryPolicy
+from gateway.scheduler.retry import RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=5, base=0.5, cap=30.0)
 
@@ -106,3 +106,36 @@ def test_lost_request_respects_the_attempt_budget() -> None:
 def test_the_gateways_own_resource_shortage_is_retried_past_max_attempts(attempt: int) -> None:
     delay = POLICY.decide(ProviderResourceExhausted("EMFILE"), attempt, random.Random(1))
     assert delay is not None and 0 <= delay <= POLICY.cap
+
+
+@pytest.mark.parametrize("attempt", [1, 3])
+def test_unseeded_backoff_stays_within_the_full_jitter_window(attempt: int) -> None:
+    ceiling = 0.5 * 2 ** (attempt - 1)
+    delays = [POLICY.decide(ProviderTransientError(), attempt) for _ in range(300)]
+    assert all(d is not None and 0 <= d <= ceiling for d in delays)
+    assert len(set(delays)) > 250, "no jitter"
+
+
+@pytest.mark.parametrize(
+    "error", [ProviderTransientError("503"), ProviderTransientError(retry_after=0.2)]
+)
+def test_tenacitys_own_loop_with_the_policy_waits_as_decide_says(error: ProviderError) -> None:
+    """``decide`` answers for one persisted attempt what tenacity's in-process loop, run
+    with the same strategies, does: the same waits, and the same number of tries."""
+    policy = RetryPolicy(max_attempts=4, base=0.1, cap=1.0)
+    slept: list[float] = []
+    calls = 0
+
+    def always_fails() -> None:
+        nonlocal calls
+        calls += 1
+        raise error
+
+    loop = policy.retrying(random.Random(8)).copy(sleep=slept.append, reraise=True)
+    with pytest.raises(type(error)):
+        loop(always_fails)
+
+    rng = random.Random(8)
+    decided = [policy.decide(error, n, rng) for n in range(1, policy.max_attempts + 1)]
+    assert calls == policy.max_attempts
+    assert [*slept, None] == decided

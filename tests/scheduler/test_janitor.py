@@ -1,4 +1,5 @@
-"""Retention (gateway/janitor.py): expired files first, then expired records; nothing unfinished."""
+"""Retention (gateway/scheduler/janitor.py): expired files first, then expired records;
+nothing unfinished."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.janitor import Janitor, PurgeCounts
 from gateway.jobs import Job, Status
 from gateway.results import ResultStorage
+from gateway.scheduler.janitor import Janitor, PurgeCounts
 from gateway.store.sqlite import SQLiteJobStore
 from tests.api.support import running
 from tests.conftest import make_settings

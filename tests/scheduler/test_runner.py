@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from gateway.breaker import BreakerPolicy, Breakers, BreakerState
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
 from gateway.errors import (
     ProviderInputError,
@@ -19,11 +22,12 @@ from gateway.errors import (
     ProviderUnavailable,
     StaleLease,
 )
-from gateway.jobs import Job, Status
+from gateway.jobs import Attempt, Job, Outcome, Status
 from gateway.results import ResultStorage
-from gateway.retry import RetryPolicy
-from gateway.runner import JobRunner
-from gateway.service import JobService
+from gateway.scheduler.breaker import BreakerPolicy, Breakers, BreakerState
+from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.runner import JobRunner
+from gateway.service import JobRequest, JobService
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, StateKind
 from tests.fakes import (
@@ -99,15 +103,15 @@ async def claimed(
     store: SQLiteJobStore, model_id: str = "one", raw: dict[str, Any] | None = None
 ) -> tuple[Job, CatalogModel]:
     model = CATALOG.get(model_id)
-    job = await JobService(store, CATALOG).submit(
-        owner="alice", model=model, raw_input=raw or {"prompt": "a fox", "seed": 11}
+    job, _ = await JobService(store, CATALOG).submit(
+        JobRequest(owner="alice", model=model, input=raw or {"prompt": "a fox", "seed": 11})
     )
     jobs = await store.claim(model.lane, 1, "w1", 30.0)
     assert [j.id for j in jobs] == [job.id]
     return jobs[0], model
 
 
-async def reclaimed_with(store: SQLiteJobStore, job: Job, attempts: list[dict[str, Any]]) -> Job:
+async def reclaimed_with(store: SQLiteJobStore, job: Job, attempts: list[Attempt]) -> Job:
     """Simulate a crash after ``attempts`` were saved: hand the job back and claim it again."""
     await store.save_attempts(job.id, job.lease_token, attempts)
     await store.release(job.id, job.lease_token, attempts)
@@ -122,21 +126,15 @@ async def final(store: SQLiteJobStore, job_id: str) -> Job:
     return job
 
 
-def open_attempt(
-    request_id: str | None, route_index: int = 0, provider: str = "fake"
-) -> dict[str, Any]:
-    return {
-        "n": 1,
-        "route": f"{provider}:image",
-        "route_index": route_index,
-        "provider": provider,
-        "request_id": request_id,
-        "ref": None if request_id is None else {"route": f"{provider}:image"},
-        "started_at": time.time(),
-        "ended_at": None,
-        "outcome": None,
-        "error": None,
-    }
+def open_attempt(request_id: str | None, route_index: int = 0, provider: str = "fake") -> Attempt:
+    return Attempt(
+        n=1,
+        route=f"{provider}:image",
+        route_index=route_index,
+        provider=provider,
+        request_id=request_id,
+        ref=None if request_id is None else {"route": f"{provider}:image"},
+    )
 
 
 # -- success ----------------------------------------------------------------------------------
@@ -165,9 +163,9 @@ async def test_job_completes_with_its_outputs_stored_and_recorded(
         assert path is not None and path.read_bytes() == PNG
     assert len(got.attempts) == 1
     attempt = got.attempts[0]
-    assert attempt["outcome"] == "succeeded"
-    assert attempt["ended_at"] is not None
-    assert attempt["request_id"] == fake.submits[0].request_id
+    assert attempt.outcome == "succeeded"
+    assert attempt.ended_at is not None
+    assert attempt.request_id == fake.submits[0].request_id
     assert (got.retry_count, got.fallback_used, got.provider) == (0, False, "fake")
 
 
@@ -208,7 +206,7 @@ async def test_provider_reference_is_persisted_before_polling_starts(
     runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
 ) -> None:
     job, model = await claimed(store)
-    seen: list[list[dict[str, Any]]] = []
+    seen: list[list[Attempt]] = []
 
     async def inspect(ref: ProviderRef) -> None:
         seen.append((await final(store, job.id)).attempts)
@@ -219,8 +217,8 @@ async def test_provider_reference_is_persisted_before_polling_starts(
     assert seen, "the provider was never polled"
     first = seen[0]
     assert len(first) == 1
-    assert first[0]["request_id"] == fake.submits[0].request_id
-    assert first[0]["ended_at"] is None
+    assert first[0].request_id == fake.submits[0].request_id
+    assert first[0].ended_at is None
 
 
 async def test_progress_is_persisted_while_the_provider_runs(
@@ -281,9 +279,9 @@ async def test_transient_errors_are_retried_on_the_same_route_then_complete(
     assert got.status is Status.COMPLETED
     assert got.retry_count == 2
     assert got.fallback_used is False
-    assert [a["route_index"] for a in got.attempts] == [0, 0, 0]
-    assert [a["outcome"] for a in got.attempts] == ["failed", "failed", "succeeded"]
-    assert got.attempts[0]["error"]["code"] == "provider_transient_error"
+    assert [a.route_index for a in got.attempts] == [0, 0, 0]
+    assert [a.outcome for a in got.attempts] == ["failed", "failed", "succeeded"]
+    assert got.attempts[0].error["code"] == "provider_transient_error"
     assert len(fake.submits) == 3
     assert fake2.submits == []
 
@@ -314,7 +312,7 @@ async def test_exhausted_transient_retries_move_to_the_next_route(
     assert got.status is Status.COMPLETED
     assert len(fake.submits) == POLICY.max_attempts
     assert len(fake2.submits) == 1
-    assert [a["route_index"] for a in got.attempts] == [0] * POLICY.max_attempts + [1]
+    assert [a.route_index for a in got.attempts] == [0] * POLICY.max_attempts + [1]
     assert got.fallback_used is True
 
 
@@ -343,7 +341,7 @@ async def test_input_error_fails_at_once_with_the_providers_message(
     }
     assert len(fake.submits) + len(fake2.submits) == 1
     assert len(got.attempts) == 1
-    assert got.attempts[0]["outcome"] == "failed"
+    assert got.attempts[0].outcome == "failed"
     assert got.result is None
 
 
@@ -362,9 +360,9 @@ async def test_provider_unavailable_moves_to_the_next_route(
     assert got.status is Status.COMPLETED
     assert got.fallback_used is True
     assert got.provider == "fake2"
-    assert [(a["provider"], a["route_index"]) for a in got.attempts] == [("fake", 0), ("fake2", 1)]
-    assert [a["route"] for a in got.attempts] == ["fake:image", "fake2:image"]
-    assert got.attempts[0]["error"]["code"] == "provider_unavailable"
+    assert [(a.provider, a.route_index) for a in got.attempts] == [("fake", 0), ("fake2", 1)]
+    assert [a.route for a in got.attempts] == ["fake:image", "fake2:image"]
+    assert got.attempts[0].error["code"] == "provider_unavailable"
     assert len(fake.submits) == 1
     assert len(fake2.submits) == 1
 
@@ -413,8 +411,8 @@ async def test_all_routes_failing_fails_the_job_with_the_last_error(
     assert got.error["code"] == "backend_down"
     assert "second route down" in got.error["message"]
     assert "first route down" not in got.error["message"]
-    assert [a["route_index"] for a in got.attempts] == [0, 1]
-    assert all(a["outcome"] == "failed" for a in got.attempts)
+    assert [a.route_index for a in got.attempts] == [0, 1]
+    assert all(a.outcome == "failed" for a in got.attempts)
 
 
 async def test_no_usable_route_fails_the_job(
@@ -446,7 +444,7 @@ async def test_an_output_url_with_an_invalid_host_name_fails_the_job_and_closes_
     assert got.error is not None and got.error["code"] == "provider_unavailable", got.error
     assert "not a valid domain name" in got.error["message"]
     [attempt] = got.attempts
-    assert attempt["outcome"] == "failed" and attempt["ended_at"] is not None
+    assert attempt.outcome == "failed" and attempt.ended_at is not None
 
 
 async def test_a_failure_reaches_the_routes_breaker_though_other_routes_crowd_it_out_meanwhile(
@@ -513,8 +511,8 @@ async def test_lost_request_is_resubmitted(
     got = await final(store, job.id)
     assert got.status is Status.COMPLETED
     assert len(fake.submits) == 2
-    assert [a["request_id"] for a in got.attempts] == [s.request_id for s in fake.submits]
-    assert got.attempts[0]["error"]["code"] == "provider_lost_request"
+    assert [a.request_id for a in got.attempts] == [s.request_id for s in fake.submits]
+    assert got.attempts[0].error["code"] == "provider_lost_request"
 
 
 async def test_resumed_attempt_with_a_reference_is_polled_not_resubmitted(
@@ -531,16 +529,16 @@ async def test_resumed_attempt_with_a_reference_is_polled_not_resubmitted(
     assert fake.submits == []
     assert "req-from-before-the-crash" in fake.polled
     assert len(got.attempts) == 1
-    assert got.attempts[0]["request_id"] == "req-from-before-the-crash"
-    assert got.attempts[0]["outcome"] == "succeeded"
+    assert got.attempts[0].request_id == "req-from-before-the-crash"
+    assert got.attempts[0].outcome == "succeeded"
 
 
 async def test_resumed_fallback_attempt_stays_on_its_route(
     runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
 ) -> None:
     job, model = await claimed(store, "two")
-    failed_first = {**open_attempt("req-a"), "ended_at": time.time(), "outcome": "failed"}
-    resumed = {**open_attempt("req-b", route_index=1, provider="fake2"), "n": 2}
+    failed_first = replace(open_attempt("req-a"), ended_at=time.time(), outcome=Outcome.FAILED)
+    resumed = replace(open_attempt("req-b", route_index=1, provider="fake2"), n=2)
     fake2.add_request("req-b", succeed())
     job = await reclaimed_with(store, job, [failed_first, resumed])
 
@@ -565,15 +563,15 @@ async def test_resumed_attempt_without_a_reference_is_closed_and_submitted_again
     assert got.status is Status.COMPLETED
     assert len(fake.submits) == 1
     # the interrupted attempt stays in the log, so submissions never exceed attempts
-    assert [a["outcome"] for a in got.attempts] == ["interrupted", "succeeded"]
-    assert got.attempts[1]["request_id"] == fake.submits[0].request_id
+    assert [a.outcome for a in got.attempts] == ["interrupted", "succeeded"]
+    assert got.attempts[1].request_id == fake.submits[0].request_id
 
 
 async def test_attempt_is_logged_before_the_submit_reaches_the_provider(
     runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
 ) -> None:
     job, model = await claimed(store)
-    seen: list[list[dict[str, object]]] = []
+    seen: list[list[Attempt]] = []
     original = fake.submit
 
     async def spying_submit(*args: Any, **kwargs: Any) -> ProviderRef:
@@ -586,7 +584,7 @@ async def test_attempt_is_logged_before_the_submit_reaches_the_provider(
     await runner.run(job, model)
 
     assert len(seen) == 1 and len(seen[0]) == 1
-    assert seen[0][0]["request_id"] is None and seen[0][0]["ended_at"] is None
+    assert seen[0][0].request_id is None and seen[0][0].ended_at is None
 
 
 async def test_job_cancelled_before_its_submit_never_reaches_the_provider(
@@ -615,8 +613,8 @@ async def test_resumed_reference_the_provider_forgot_is_resubmitted(
     assert got.status is Status.COMPLETED
     assert fake.polled[0] == "req-forgotten"
     assert len(fake.submits) == 1
-    assert [a["request_id"] for a in got.attempts] == ["req-forgotten", fake.submits[0].request_id]
-    assert got.attempts[0]["error"]["code"] == "provider_lost_request"
+    assert [a.request_id for a in got.attempts] == ["req-forgotten", fake.submits[0].request_id]
+    assert got.attempts[0].error["code"] == "provider_lost_request"
 
 
 # -- cancellation after a user cancel ---------------------------------------------------------
@@ -635,7 +633,7 @@ async def test_cancel_provider_stops_the_request_and_closes_the_attempt(
     assert fake.cancels == ["req-running"]
     got = await final(store, job.id)
     assert got.status is Status.CANCELLED
-    assert got.attempts[0]["outcome"] == "cancelled"
+    assert got.attempts[0].outcome == "cancelled"
 
 
 async def test_a_job_whose_lease_ran_out_is_left_alone_without_a_logged_attempt(
@@ -651,3 +649,50 @@ async def test_a_job_whose_lease_ran_out_is_left_alone_without_a_logged_attempt(
     got = await final(store, job.id)
     assert got.attempts == []  # nothing that would look like a crash in the submit window
     assert got.status is Status.PROCESSING  # its next owner takes it once the lease expires
+
+
+@pytest.mark.parametrize("block", ["none", "not_enabled", "unavailable", "circuit_open"])
+async def test_the_runner_skips_exactly_the_routes_the_catalog_calls_unavailable(
+    store: SQLiteJobStore,
+    storage: ResultStorage,
+    fake: FakeProvider,
+    fake2: FakeProvider,
+    block: str,
+) -> None:
+    providers: dict[str, Provider] = {"fake": fake, "fake2": fake2}
+    if block == "not_enabled":
+        del providers["fake"]
+    fake.available = block != "unavailable"
+    breakers = Breakers(BreakerPolicy(failure_threshold=1, cooldown_seconds=60.0))
+    runner = JobRunner(store, providers, storage, POLICY, job_timeout=30.0, breakers=breakers)
+    job, model = await claimed(store, "two")
+    if block == "circuit_open":
+        breakers.get(model.routes[0].name).record(ok=False)
+    shown = [r["available"] for r in runner.availability.routes(model)]
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED
+    assert shown == [block == "none", True]
+    assert [a.route_index for a in got.attempts] == [shown.index(True)]
+
+
+async def test_the_attempt_log_is_stored_as_the_same_json_as_before_attempts_were_typed(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.scripts = [fails(ProviderTransientError("status 502")), succeed()]
+    job, model = await claimed(store)
+
+    await runner.run(job, model)
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as db:
+        [(raw,)] = db.execute("SELECT attempts FROM jobs WHERE id = ?", (job.id,)).fetchall()
+    first, second = orjson.loads(raw)
+    keys = ["n", "route", "route_index", "provider", "request_id", "ref"]
+    keys += ["started_at", "ended_at", "outcome", "error"]
+    assert list(first) == list(second) == keys
+    assert (first["n"], first["outcome"], second["outcome"]) == (1, "failed", "succeeded")
+    assert first["error"] == {"code": "provider_transient_error", "message": "status 502"}
+    assert (first["route"], first["route_index"], first["provider"]) == ("fake:image", 0, "fake")
+    assert second["error"] is None and isinstance(second["ended_at"], float)
