@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway providers tests bench tools
 	$(BIN)/ruff format --check gateway providers tests bench tools
 	$(BIN)/mypy
+	$(BIN)/python -m tools.check_imports
 
 # no import cycle in gateway/ and providers/, and the layer contracts of pyproject.toml
 # ([tool.backserv.imports]); see tools/check_imports.py

@@ -47,7 +47,7 @@ from gateway.metrics_hooks import JobObserver
 from gateway.metrics_http import HttpMetricsMiddleware
 from gateway.ratelimit import Limits, rate_limiter_for
 from gateway.results import OwnFiles, ResultLinks, ResultStorage, UrlSigner
-from gateway.scheduler.availability import Availability
+from gateway.scheduler.availability import Availability, credential_report
 from gateway.scheduler.breaker import BreakerPolicy, Breakers
 from gateway.scheduler.janitor import Janitor
 from gateway.scheduler.loop import Scheduler
@@ -256,10 +256,9 @@ def create_app(
             max_body=settings.max_body_bytes,
         ).routes(),
         *HealthAPI(
-            store,
-            scheduler,
-            catalog,
-            providers,
+            lambda: store.get_meta("secret_key"),
+            lambda: scheduler.running,
+            lambda: credential_report(catalog, availability),
             metrics=metrics,
             metrics_token=settings.metrics_token,
         ).routes(),

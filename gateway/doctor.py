@@ -26,10 +26,11 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from gateway.api.health import credential_report
 from gateway.catalog import Catalog, load_catalog
 from gateway.errors import ConfigError
 from gateway.jobs import Status
+from gateway.scheduler.availability import Availability, credential_report
+from gateway.scheduler.breaker import Breakers
 from gateway.settings import Settings
 from gateway.store import create_store
 from providers.registry import KNOWN_PROVIDERS, build_providers
@@ -133,7 +134,7 @@ async def check_providers(settings: Settings, catalog: Catalog) -> Result:
     # no preloading: the doctor asks whether a route could run, it does not load models
     providers = build_providers(settings.model_copy(update={"local_preload": ""}))
     try:
-        report = credential_report(catalog, providers)
+        report = credential_report(catalog, Availability(providers, Breakers()))
     finally:
         for provider in providers.values():
             await provider.aclose()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -23,67 +23,29 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.api.common import json
-from gateway.catalog import Catalog
 from gateway.metrics import Metrics
-from gateway.scheduler.loop import Scheduler
-from gateway.store.base import JobStore
-from providers.base import Provider
+from gateway.scheduler.availability import CredentialReport
 
 DATABASE_TIMEOUT = 2.0
 
 
-@dataclass
-class CredentialReport:
-    """Which catalog routes cannot run for want of a provider or its credentials."""
-
-    models: int = 0
-    #: {"model", "route", "reason"} for each route that cannot run
-    routes_unavailable: list[dict[str, str]] = field(default_factory=list)
-    #: models none of whose routes can run
-    models_unavailable: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """At least one model can run."""
-        return self.models > len(self.models_unavailable)
-
-
-def credential_report(catalog: Catalog, providers: dict[str, Provider]) -> CredentialReport:
-    report = CredentialReport(models=len(catalog))
-    for model in catalog:
-        usable = False
-        for route in model.routes:
-            provider = providers.get(route.provider)
-            reason: str | None
-            if provider is None:
-                ok, reason = False, f"the '{route.provider}' provider is not enabled"
-            else:
-                ok, reason = provider.availability(route)
-            usable = usable or ok
-            if not ok:
-                report.routes_unavailable.append(
-                    {"model": model.id, "route": route.name, "reason": reason or "unavailable"}
-                )
-        if not usable:
-            report.models_unavailable.append(model.id)
-    return report
-
-
 class HealthAPI:
+    """``ping`` reads the database (any answer will do); ``scheduler_running`` tells whether
+    the scheduler loop runs; ``report`` which catalog routes cannot run for want of a
+    provider or its credentials."""
+
     def __init__(
         self,
-        store: JobStore,
-        scheduler: Scheduler,
-        catalog: Catalog,
-        providers: dict[str, Provider],
+        ping: Callable[[], Awaitable[object]],
+        scheduler_running: Callable[[], bool],
+        report: Callable[[], CredentialReport],
         *,
         metrics: Metrics | None = None,
         metrics_token: str | None = None,
     ) -> None:
-        self.store = store
-        self.scheduler = scheduler
-        self.catalog = catalog
-        self.providers = providers
+        self.ping = ping
+        self.scheduler_running = scheduler_running
+        self.report = report
         self.metrics = metrics
         self._token = None if not metrics_token else f"Bearer {metrics_token}".encode()
 
@@ -100,14 +62,14 @@ class HealthAPI:
         return json({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        checks: dict[str, Any] = {"scheduler": self.scheduler.running}
+        checks: dict[str, Any] = {"scheduler": self.scheduler_running()}
         try:
-            await asyncio.wait_for(self.store.get_meta("secret_key"), DATABASE_TIMEOUT)
+            await asyncio.wait_for(self.ping(), DATABASE_TIMEOUT)
             checks["database"] = True
         except Exception as exc:
             checks["database"] = False
             checks["database_error"] = type(exc).__name__
-        report = credential_report(self.catalog, self.providers)
+        report = self.report()
         checks["providers"] = report.ok
         failed = [name for name in ("database", "scheduler", "providers") if not checks[name]]
         body = {

@@ -10,7 +10,8 @@ runner asks it with ``claim=True``, which takes a half-open circuit's one probe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.catalog import CatalogModel
@@ -103,3 +104,41 @@ class Availability:
             code="model_unavailable",
             retry_after=60,
         )
+
+
+@dataclass
+class CredentialReport:
+    """Which catalog routes cannot run for want of a provider or its credentials."""
+
+    models: int = 0
+    #: {"model", "route", "reason"} for each route that cannot run
+    routes_unavailable: list[dict[str, str]] = field(default_factory=list)
+    #: models none of whose routes can run
+    models_unavailable: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """At least one model can run."""
+        return self.models > len(self.models_unavailable)
+
+
+def credential_report(
+    catalog: Iterable[CatalogModel], availability: Availability
+) -> CredentialReport:
+    """Which routes of ``catalog`` are not configured (circuits aside: a paused route is
+    still configured), by the one rule of ``Availability.check``."""
+    models = list(catalog)
+    report = CredentialReport(models=len(models))
+    for model in models:
+        usable = False
+        for route in model.routes:
+            check = availability.check(route)
+            ok, reason = check.configured, check.reason
+            usable = usable or ok
+            if not ok:
+                report.routes_unavailable.append(
+                    {"model": model.id, "route": route.name, "reason": reason or "unavailable"}
+                )
+        if not usable:
+            report.models_unavailable.append(model.id)
+    return report
