@@ -42,9 +42,9 @@ from gateway.catalog import Catalog, load_catalog
 from gateway.errors import GatewayError
 from gateway.events import JobEvents
 from gateway.keys import KeyManager
-from gateway.metrics import Metrics
-from gateway.metrics_hooks import JobObserver
-from gateway.metrics_http import HttpMetricsMiddleware
+from gateway.observability.http_metrics import HttpMetricsMiddleware
+from gateway.observability.metrics import Metrics
+from gateway.observability.observer import JobObserver
 from gateway.ratelimit import Limits, rate_limiter_for
 from gateway.results import OwnFiles, ResultLinks, ResultStorage, UrlSigner
 from gateway.scheduler.availability import Availability, credential_report

@@ -20,7 +20,7 @@ from gateway.doctor import Doctor
 from gateway.errors import ConfigError, GatewayError
 from gateway.jobs import Job, Status
 from gateway.keys import KeyManager, limits_of
-from gateway.logging_setup import configure_logging
+from gateway.observability.logs import configure_logging
 from gateway.service import JobService
 from gateway.settings import Settings
 from gateway.store import create_store

@@ -24,8 +24,8 @@ from gateway.errors import (
 from gateway.idempotency import Idempotency
 from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
 from gateway.jobs import Job, Status, check_transition, new_job_id
-from gateway.metrics_hooks import JobObserver
 from gateway.netguard import AllowList
+from gateway.observability.observer import JobObserver
 from gateway.ratelimit import KeyLimits, Limits, RateLimiter
 from gateway.webhooks.validate import validate_webhook
 from gateway.webhooks.view import job_webhook

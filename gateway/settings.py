@@ -9,8 +9,8 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
-from gateway.logging_setup import check_level
 from gateway.netguard import AllowList
+from gateway.observability.logs import check_level
 
 #: jobs each provider runs at once; the sandbox is in-process and nearly free, so its lane is
 #: wide (at 8 its zero-latency load test was bound by job latency, not by CPU)

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.jobs import Job, Status
-from gateway.logging_setup import UVICORN_LOGGERS, JsonFormatter
+from gateway.observability.logs import UVICORN_LOGGERS, JsonFormatter
 from gateway.store.sqlite import SQLiteJobStore
 from tests.api.support import assert_error, running
 from tests.conftest import ROOT, make_settings

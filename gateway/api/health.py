@@ -7,7 +7,7 @@
   listed under ``providers`` as a warning, not a failure: readiness takes a whole replica in
   or out of the load balancer, and one hosted model without its key must not stop the models
   that work (a submit to that model is refused with 503 ``model_unavailable`` anyway).
-- ``/metrics``: Prometheus exposition of this app's registry (``gateway/metrics.py``);
+- ``/metrics``: Prometheus exposition of this app's registry (``gateway/observability/metrics.py``);
   with ``BACKSERV_METRICS_TOKEN`` set it asks for ``Authorization: Bearer <token>``.
 """
 
@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.api.common import json
-from gateway.metrics import Metrics
+from gateway.observability.metrics import Metrics
 from gateway.scheduler.availability import CredentialReport
 
 DATABASE_TIMEOUT = 2.0

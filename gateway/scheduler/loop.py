@@ -21,8 +21,8 @@ from gateway.catalog import Catalog
 from gateway.errors import StaleLease
 from gateway.faults import resource_shortage
 from gateway.jobs import Job, Status
-from gateway.logging_setup import current_job_id
-from gateway.metrics_hooks import JobObserver
+from gateway.observability.logs import current_job_id
+from gateway.observability.observer import JobObserver
 from gateway.scheduler.runner import JobRunner
 from gateway.store.base import JobStore
 

@@ -30,7 +30,7 @@ from gateway.errors import (
 )
 from gateway.faults import resource_shortage, unexpected_error
 from gateway.jobs import Attempt, Job, Outcome, Status
-from gateway.metrics_hooks import JobObserver
+from gateway.observability.observer import JobObserver
 from gateway.results import ResultStorage, StoredFile
 from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers

@@ -13,7 +13,7 @@ from abc import abstractmethod
 from typing import Any
 
 from gateway.store.base import JobStore, WebhookDelivery, WebhookSecret
-from gateway.webhook_signing import new_secret
+from gateway.webhooks.signing import new_secret
 
 COLUMNS = (
     "id, job_id, owner, event_key, url, payload, created_at, next_attempt_at, status, "

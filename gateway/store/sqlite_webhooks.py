@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.store.base import JobStore, WebhookDelivery, WebhookSecret
 from gateway.store.sqlite_sync import fetchall
-from gateway.webhook_signing import new_secret
+from gateway.webhooks.signing import new_secret
 
 T = TypeVar("T")
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway.events import JobEvents
 from gateway.jobs import Job
-from gateway.redact import redact_url
+from gateway.observability.redact import redact_url
 from gateway.settings import Settings
 from gateway.store.base import JobStore, WebhookDelivery
 from gateway.webhooks.due import due_events, hook_of, new_delivery

@@ -16,8 +16,9 @@ from http.cookiejar import DefaultCookiePolicy
 
 import httpx
 
-from gateway import netguard, webhook_signing
+from gateway import netguard
 from gateway.errors import InvalidRequest, UnresolvableHost
+from gateway.webhooks import signing as webhook_signing
 
 USER_AGENT = "Back.Serv-Webhooks/1"
 MAX_ADDRESSES = 3  # addresses tried in turn when a connection is refused or times out

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
 from gateway.jobs import Attempt, Job, Status, new_job_id
-from gateway.metrics_hooks import JobObserver
+from gateway.observability.observer import JobObserver
 from gateway.results import ResultStorage
 from gateway.scheduler.loop import Scheduler
 from gateway.scheduler.retry import RetryPolicy

@@ -1,6 +1,6 @@
 """A webhook receiver on a real socket, and a signature verifier written from the spec.
 
-The verifier is deliberately independent of ``gateway.webhook_signing``: it is what a
+The verifier is deliberately independent of ``gateway.webhooks.signing``: it is what a
 receiver following Standard Webhooks would write (HMAC-SHA256 keyed with the base64 bytes
 after ``whsec_``, over ``"{webhook-id}.{webhook-timestamp}." + body``, base64, ``v1,``).
 """

@@ -13,8 +13,8 @@ import pytest
 
 from gateway.events import JobEvents
 from gateway.jobs import Job, Status
-from gateway.logging_setup import configure_logging
 from gateway.netguard import AllowList
+from gateway.observability.logs import configure_logging
 from gateway.store.base import JobStore, WebhookDelivery
 from gateway.store.sqlite import SQLiteJobStore
 from gateway.webhooks import Backoff, Sender, WebhookDispatcher, job_webhook, webhook_view
@@ -56,7 +56,10 @@ async def settled(store: JobStore, job_id: str, status: str = "delivered") -> We
 async def finished(store: JobStore, hook: dict[str, Any], status: Status) -> Job:
     job = await insert(store, meta={"webhook": hook})
     claimed = await claim_one(store)
-    await store.finish(job.id, claimed.lease_token, status)
+    if status is Status.CANCELLED:  # finish() writes a runner's ends; a cancel is its own write
+        await store.cancel(job.id)
+    else:
+        await store.finish(job.id, claimed.lease_token, status)
     got = await store.get_job(job.id)
     assert got is not None
     return got

@@ -7,8 +7,8 @@ import socket
 import pytest
 
 from gateway.netguard import AllowList
-from gateway.webhook_signing import new_secret
 from gateway.webhooks.sender import Backoff, Sender
+from gateway.webhooks.signing import new_secret
 from tests.webhooks.support import receiving, verify_standard_webhook
 
 LOOPBACK = AllowList.parse("127.0.0.1")

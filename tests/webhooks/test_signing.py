@@ -1,10 +1,10 @@
-"""Webhook signatures (gateway/webhook_signing.py): what a receiver's check accepts."""
+"""Webhook signatures (gateway/webhooks/signing.py): what a receiver's check accepts."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.webhook_signing import headers, new_secret, verify
+from gateway.webhooks.signing import headers, new_secret, verify
 
 BODY = b'{"type":"job.completed"}'
 NOW = 1_800_000_000

@@ -1,4 +1,5 @@
-"""Prometheus metrics (gateway/metrics.py and its siblings), read back through GET /metrics.
+"""Prometheus metrics (gateway/observability/metrics.py and its siblings), read back through
+GET /metrics.
 
 The scripted run submits jobs that succeed, fail on every retry, succeed on a fallback, and
 are cancelled (queued and running), runs the scheduler in burst mode, and checks that every
@@ -22,8 +23,8 @@ from starlette.routing import Route
 
 from gateway.app import Gateway
 from gateway.catalog import Catalog, parse_catalog
-from gateway.metrics import Metrics
-from gateway.metrics_http import HttpMetricsMiddleware, route_template
+from gateway.observability.http_metrics import HttpMetricsMiddleware, route_template
+from gateway.observability.metrics import Metrics
 from providers.registry import KNOWN_PROVIDERS
 from tests.api.support import running
 from tests.conftest import AUTH_A, make_settings

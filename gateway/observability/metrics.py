@@ -4,8 +4,8 @@ Every app gets its own ``CollectorRegistry``, never prometheus-client's global o
 several apps in one process (the tests) never collide, and nothing is registered at import.
 
 ``Metrics`` is the ``JobObserver`` the core calls as jobs move (counters and histograms),
-plus the gauges read at scrape time (``metrics_state.GatewayState``) and the HTTP latency
-histogram the ASGI middleware feeds (``metrics_http``). The metric families:
+plus the gauges read at scrape time (``gauges.GatewayState``) and the HTTP latency
+histogram the ASGI middleware feeds (``http_metrics``). The metric families:
 
 ==========================================  ============================================
 backserv_jobs_submitted_total               model, kind, provider (the job's lane)
@@ -37,8 +37,8 @@ from prometheus_client.exposition import choose_encoder
 
 from gateway.catalog import Catalog
 from gateway.jobs import Job, Status
-from gateway.metrics_hooks import JobObserver
-from gateway.metrics_state import GatewayState
+from gateway.observability.gauges import GatewayState
+from gateway.observability.observer import JobObserver
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.loop import Scheduler
 from gateway.store.base import JobStore

@@ -1,4 +1,4 @@
-"""Log lines (gateway/logging_setup.py): JSON or text, with the request id and the job id."""
+"""Log lines (gateway/observability/logs.py): JSON or text, with the request id and the job id."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from starlette.routing import Route
 
 from gateway.api.request_id import RequestIdMiddleware
 from gateway.catalog import parse_catalog
-from gateway.logging_setup import UVICORN_LOGGERS, configure_logging
-from gateway.redact import LOGGERS as URL_LOGGERS
-from gateway.redact import RedactUrlArgs
+from gateway.observability.logs import UVICORN_LOGGERS, configure_logging
+from gateway.observability.redact import LOGGERS as URL_LOGGERS
+from gateway.observability.redact import RedactUrlArgs
 from gateway.results import ResultStorage
 from gateway.scheduler.loop import Scheduler
 from gateway.scheduler.retry import RetryPolicy

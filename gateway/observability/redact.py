@@ -4,7 +4,7 @@ A URL a client gives (a webhook target, an input image) or a provider answers wi
 CDN link) may carry a credential: ``https://user:pw@host/``, ``.../hook?token=...``,
 ``?X-Amz-Signature=...``. The gateway's own log lines show a URL only through
 ``redact_url``. Libraries that log URLs themselves get ``RedactUrlArgs`` on their logger
-(``gateway.logging_setup`` installs it on ``LOGGERS``): httpx's ``HTTP Request: POST <url>
+(``gateway.observability.logs`` installs it on ``LOGGERS``): httpx's ``HTTP Request: POST <url>
 "HTTP/1.1 500 ..."`` line for every request any client of the gateway makes (webhooks,
 fetches, fal, Replicate), and uvicorn's access line (off by default; a path with its query).
 """

@@ -2,8 +2,8 @@
 
 ``JobService``, ``JobRunner`` and ``Scheduler`` take a ``JobObserver`` in their constructors
 and call it where things happen; this base class ignores every call, so a core built without
-metrics (most unit tests, the CLI) pays one empty method call. ``gateway.metrics.Metrics``
-is the implementation that counts. Nothing here imports prometheus-client.
+metrics (most unit tests, the CLI) pays one empty method call. ``metrics.Metrics`` (beside
+this module) is the implementation that counts. Nothing here imports prometheus-client.
 
 Each call is made once per event, by the process that caused it, so summing a counter over
 every replica counts each event once: a submit by the replica that stored the job, a finish

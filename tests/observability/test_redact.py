@@ -1,4 +1,4 @@
-"""URLs in log lines (gateway/redact.py): no user info, query string or fragment."""
+"""URLs in log lines (gateway/observability/redact.py): no user info, query string or fragment."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import httpx
 import pytest
 
-from gateway.redact import RedactUrlArgs, redact_url
+from gateway.observability.redact import RedactUrlArgs, redact_url
 
 
 @pytest.mark.parametrize(

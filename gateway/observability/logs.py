@@ -6,7 +6,7 @@ uvicorn with ``log_config=None``). Each JSON line holds ``ts`` (UTC, ISO 8601), 
 ``logger``, ``message``, ``request_id``, ``job_id`` (null when there is none), any other
 ``extra={...}`` fields, and ``exception`` when a traceback was logged.
 
-URLs lose their user info, query string and fragment in every line (``gateway.redact``):
+URLs lose their user info, query string and fragment in every line (``redact``):
 httpx's "HTTP Request: POST <url> ..." line and uvicorn's access line get a filter that
 rewrites them, rather than being silenced (httpx raised to WARNING): the line, with its
 method, host, path and status, is how an operator sees what the gateway's calls to
@@ -29,8 +29,8 @@ from typing import Any, Literal, TextIO
 import orjson
 
 from gateway.api.request_id import current_request_id
-from gateway.redact import LOGGERS as URL_LOGGERS
-from gateway.redact import RedactUrlArgs
+from gateway.observability.redact import LOGGERS as URL_LOGGERS
+from gateway.observability.redact import RedactUrlArgs
 
 current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 
