@@ -1,0 +1,46 @@
+"""Back.Serv, an asynchronous jobs gateway for generative media. A map of this package:
+
+The job and its door
+    jobs.py          the leaf: Job, Status and the one transition table, Attempt, job ids
+    service.py       JobRequest and JobService: the one door every face and the CLI use
+                     (submit, get, list, cancel, reroute, set priority, delete, purge files)
+    kinds.py         what a job does (image, video, upscale, ...): input models, bounds
+    catalog.py       models and their routes (catalog.toml), validated at start-up
+    idempotency.py   the Idempotency-Key header, as every face reads it
+    waiting.py       long-polls: wait for a job's change, capped per key, ended on hang-up
+    events.py        the in-process change hub (fed by the stores; PostgreSQL relays it)
+    errors.py        the one exception tree, each class with its HTTP status
+
+Running jobs
+    scheduler/       loop.py (claims, leases, recovery), runner.py (the route walk),
+                     retry.py (tenacity timing), breaker.py, availability.py (the one
+                     "can this route run now?" rule), janitor.py (retention)
+    faults.py        a provider's unexpected exception -> retryable or generic error
+    results.py       result files (storage) and their signed, expiring links
+
+Storage and providers
+    store/           JobStore and its two implementations, sqlite and postgres
+    ../providers/    the Provider seam (base.py), sandbox, fal, replicate, local, testing
+
+Faces (each receives only what it uses; see pyproject's [tool.backserv.imports])
+    api/             jobs, images (OpenAI), job_events (SSE), backserv_tasks, tasks/,
+                     files, keys, models, webhook_secrets, health, openapi/, and the
+                     middlewares (request_id, fair_share)
+    web/             catalog, model and playground pages
+    webhooks/        outgoing webhooks: validation, outbox, sender, signing, secrets
+
+The edge and the caller
+    edge.py          the HTTP server's guards: head deadline and size, connection cap
+    auth.py, keys.py, ratelimit.py
+                     who is calling (keys, scopes), key management, per-key limits
+    netguard.py, fetch.py, inline_media.py, digits.py
+                     what the gateway fetches or decodes for a client: the SSRF guard,
+                     guarded downloads, data: URLs, digits read as ASCII
+
+Running it
+    app.py           the composition root: create_app(settings, store=, providers=, ...)
+    settings.py      one pydantic-settings class (BACKSERV_*)
+    cli.py, doctor.py
+                     the backserv command, and its checks of an installation
+    observability/   logs, Prometheus metrics, and the JobObserver seam the core reports to
+"""
