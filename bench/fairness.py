@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench.servers import ROOT, gateways, say
+from tests.scenarios.flood_control import command, poll_latencies
 
 KEY_A, KEY_B = "flooding-key", "quiet-key"
 B_JOB = {"model": "sandbox-image-fast", "prompt": "mine", "width": 64, "height": 64}
@@ -49,26 +50,6 @@ class Fairness:
         )
 
 
-def _polls(client: httpx.Client, job_id: str, count: int) -> list[float]:
-    out = []
-    for _ in range(count):
-        started = time.perf_counter()
-        resp = client.get(f"/v1/jobs/{job_id}")
-        out.append(time.perf_counter() - started)
-        if resp.status_code != 200:
-            raise RuntimeError(f"B's poll failed: {resp.status_code} {resp.text[:200]}")
-    return out
-
-
-def _command(flood: subprocess.Popen[str], line: str, answer: str) -> None:
-    assert flood.stdin is not None and flood.stdout is not None
-    flood.stdin.write(line + "\n")
-    flood.stdin.flush()
-    got = flood.stdout.readline().strip()
-    if got != answer:
-        raise RuntimeError(f"the flood client answered {got!r} to {line!r}")
-
-
 def bench_fairness(workdir: Path, connections: int, pairs: int, polls: int) -> Fairness:
     env = {"BACKSERV_API_KEYS": f"{KEY_A},{KEY_B}", "BACKSERV_LOG_LEVEL": "warning"}
     workdir.mkdir(parents=True, exist_ok=True)
@@ -91,17 +72,17 @@ def bench_fairness(workdir: Path, connections: int, pairs: int, polls: int) -> F
         with subprocess.Popen(
             [*cmd, "0"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         ) as flood:
-            _command(flood, "on", "flooding")  # warm up connections and caches
-            _polls(b, job_id, polls)
-            _command(flood, "off", "quiet")
+            command(flood, "on", "flooding")  # warm up connections and caches
+            poll_latencies(b, job_id, polls)
+            command(flood, "off", "quiet")
             quiet, flooded, flood_seconds = [], [], 0.0
             for _ in range(pairs):
-                quiet.append(statistics.median(_polls(b, job_id, polls)))
-                _command(flood, "on", "flooding")
+                quiet.append(statistics.median(poll_latencies(b, job_id, polls)))
+                command(flood, "on", "flooding")
                 started = time.perf_counter()
-                flooded.append(statistics.median(_polls(b, job_id, polls)))
+                flooded.append(statistics.median(poll_latencies(b, job_id, polls)))
                 flood_seconds += time.perf_counter() - started
-                _command(flood, "off", "quiet")
+                command(flood, "off", "quiet")
             assert flood.stdin is not None and flood.stdout is not None
             flood.stdin.write("quit\n")
             flood.stdin.flush()

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import AUTH_B, KEY_A, KEY_B, ROOT
+from tests.scenarios.flood_control import command, poll_latencies
 from tests.server import running_server
 
 FLOOD_CONNECTIONS = 4
@@ -43,25 +44,6 @@ ENV = {
     "BACKSERV_MAX_ACTIVE_JOBS_PER_KEY": "3",
     "BACKSERV_SANDBOX_LATENCY": "0.2",
 }
-
-
-def poll_latencies(client: httpx.Client, job_id: str, count: int) -> list[float]:
-    """``count`` sequential polls of B's job; the seconds each one took."""
-    out = []
-    for _ in range(count):
-        started = time.perf_counter()
-        resp = client.get(f"/v1/jobs/{job_id}")
-        out.append(time.perf_counter() - started)
-        assert resp.status_code == 200, resp.text
-    return out
-
-
-def command(flood: subprocess.Popen[str], line: str, answer: str) -> None:
-    assert flood.stdin is not None and flood.stdout is not None
-    flood.stdin.write(line + "\n")
-    flood.stdin.flush()
-    got = flood.stdout.readline().strip()
-    assert got == answer, (line, got)
 
 
 def test_a_flooding_key_does_not_slow_another_keys_polls_more_than_twofold(

@@ -39,16 +39,6 @@ MakeScheduler = Callable[..., Scheduler]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
-    s = SQLiteJobStore(tmp_path / "jobs.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.fixture
 def fake() -> FakeProvider:
     return FakeProvider("fake")
 
