@@ -59,6 +59,7 @@ class FalWebhooks:
         jwks_url: str = DEFAULT_JWKS_URL,
         *,
         tolerance: float = DEFAULT_TOLERANCE,
+        refetch_floor: float = 60.0,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -66,7 +67,7 @@ class FalWebhooks:
         self._tolerance = tolerance
         self._clock = clock
         self._transport = transport
-        self.keys = RefreshingKeys(self._load, what="fal webhook keys (JWKS)")
+        self.keys = RefreshingKeys(self._load, what="fal webhook keys (JWKS)", floor=refetch_floor)
 
     async def parse(
         self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]
