@@ -42,6 +42,7 @@ import httpx
 from gateway import netguard
 from gateway.digits import parse_digits
 from gateway.errors import UnsafeURL
+from gateway.lean_http import LeanBackend, lean_transport
 
 __all__ = ["MAX_ADDRESSES", "MAX_REDIRECTS", "FetchFailed", "GuardedFetcher", "fetch_guarded"]
 
@@ -85,7 +86,7 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
     """Connects only to the addresses the guard checked for the request being sent."""
 
     def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
+        self._inner = LeanBackend()
 
     async def connect_tcp(
         self,
@@ -122,17 +123,13 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
 
 
 def _pinned_transport() -> httpx.AsyncHTTPTransport:
-    """httpx's transport, its connection pool using ``_PinnedBackend`` (httpx offers no
-    argument for a network backend, so the pool it built, still unused, is replaced)."""
-    transport = httpx.AsyncHTTPTransport(verify=tls_context(), trust_env=False)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=tls_context(),
+    """httpx's transport, its connection pool on ``_PinnedBackend`` (gateway/lean_http.py)."""
+    limits = httpx.Limits(
         max_connections=MAX_CONNECTIONS,
         max_keepalive_connections=MAX_IDLE,
         keepalive_expiry=KEEPALIVE,
-        network_backend=_PinnedBackend(),
     )
-    return transport
+    return lean_transport(limits=limits, verify=tls_context(), backend=_PinnedBackend())
 
 
 class GuardedFetcher:

@@ -2,7 +2,8 @@
 
 fal-client wraps a second httpx client inside its transport (``AsyncBackupDomainTransport``),
 so each of its calls passed through two clients and two connection pools; its status call
-also retries by itself and asks for the logs. The provider speaks fal's queue protocol
+also retries by itself and asks for the logs. The client's pool runs on gateway/lean_http.py's
+backend (a cheap idle-connection check). The provider speaks fal's queue protocol
 directly instead: submit, status, result and cancel are single requests on this client,
 with ``Authorization: Key <FAL_KEY>``; retries are the gateway's (its policy honours
 ``Retry-After``). What fal-client's transport did that is worth keeping is kept: a
@@ -19,6 +20,8 @@ import asyncio
 from typing import Any
 
 import httpx
+
+from gateway.lean_http import lean_transport
 
 __all__ = ["BACKUP_HOSTS", "FalHttp"]
 
@@ -51,7 +54,8 @@ class FalHttp:
             headers = {"User-Agent": USER_AGENT}
             if self._key:
                 headers["Authorization"] = f"Key {self._key}"
-            client = httpx.AsyncClient(headers=headers, limits=self._limits, trust_env=False)
+            transport = lean_transport(limits=self._limits)
+            client = httpx.AsyncClient(headers=headers, transport=transport, trust_env=False)
             self._clients[loop] = client
         return client
 
