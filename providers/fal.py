@@ -152,7 +152,8 @@ class FalProvider(Provider):
         status_url, response_url, _ = self._urls(route, ref)
         logs = route.options.get("logs") is True
         with translate_errors("status"):
-            response = await self._call("GET", status_url, {"logs": "1" if logs else "0"})
+            joiner = "&" if "?" in status_url else "?"
+            response = await self._call("GET", f"{status_url}{joiner}logs={int(logs)}")
             if response.is_error:
                 raise http_error(response, "status")
             found = read_status(response.json())
@@ -204,14 +205,10 @@ class FalProvider(Provider):
         """The running loop's client."""
         return self._http_client.client()
 
-    async def _call(
-        self, method: str, url: str, params: dict[str, str] | None = None
-    ) -> httpx.Response:
+    async def _call(self, method: str, url: str) -> httpx.Response:
         """One status, result or cancel request, in the poll gate and its deadline."""
         async with self._gate(), asyncio.timeout(self._poll_timeout):
-            return await self._http_client.send(
-                method, url, timeout=self._poll_timeout, params=params
-            )
+            return await self._http_client.send(method, url, timeout=self._poll_timeout)
 
     def _urls(self, route: RouteSpec, ref: ProviderRef) -> tuple[str, str, str]:
         """The request's status, result and cancel URLs: persisted, or rebuilt from its id."""
