@@ -8,6 +8,7 @@
     │   ├── UnsafeURL                 a URL the gateway must not fetch (private address: SSRF)
     │   └── UnresolvableHost          a URL whose host name does not resolve (may be transient)
     ├── AuthenticationFailed          401 authentication_error
+    │   └── WebhookRejected           a provider webhook whose signature or timestamp fails
     ├── PermissionDenied              403 permission_error
     ├── NotFound                      404 not_found_error
     ├── Conflict                      409 conflict_error        (illegal status transition)
@@ -119,6 +120,19 @@ class AuthenticationFailed(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
+
+
+class WebhookRejected(AuthenticationFailed):
+    """A provider's webhook delivery that does not verify: unsigned, forged, altered after
+    signing, or signed too long ago (a replay). Nothing is recorded."""
+
+    default_message = "The webhook delivery's signature does not verify."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, code="webhook_signature")
+
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
 class PermissionDenied(GatewayError):

@@ -2,9 +2,20 @@
 
 ``fetch_guarded`` puts every hop through the SSRF guard (``gateway.netguard``): http/https
 only, the host resolved once and every address checked, then the connection made to a checked
-address (``netguard.pinned``), never to the name again. Redirects are followed by hand (at
-most ``max_redirects``), each new hop checked the same way. The body is streamed with a byte
-limit, and the whole fetch (every hop) has one time limit.
+address, never to the name again. Redirects are followed by hand (at most ``max_redirects``),
+each new hop checked the same way. The body is streamed with a byte limit, and the whole
+fetch (every hop) has one time limit.
+
+**One long-lived client.** A ``GuardedFetcher`` keeps one httpx client (and its connection
+pool) per allow-list for every fetch, so a download pays no client, pool or TLS set-up; the
+owner closes it with ``aclose()``. Without one, ``fetch_guarded`` builds a fetcher for the
+call and closes it after. The pool is keyed by the URL's host name, so TLS (SNI, certificate
+checks) and the Host header see the name, while the connection itself is made by a network
+backend that only ever connects to the addresses the guard checked for that request: the
+check hands them over in a context variable, and a connection attempt without them is
+refused. A pooled connection was made to a checked address, under the same allow-list (a
+fetcher keeps one pool per allow-list), so reusing it never reaches an address the guard
+would refuse; a host that now resolves to a refused address is refused before any request.
 
 A host the allow-list names (``hooks.internal``, ``*.corp.example``) is trusted whatever it
 resolves to, so it is connected to by name (pinning would protect nothing); an address or
@@ -18,24 +29,40 @@ classes of their own seam. Messages name the host, never the whole URL (it may h
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import ssl
-from collections.abc import Sequence
-from typing import Any, Literal
+import typing
+from collections.abc import Iterable, Sequence
+from typing import Final, Literal
 
+import httpcore
 import httpx
 
 from gateway import netguard
 from gateway.digits import parse_digits
 from gateway.errors import UnsafeURL
+from gateway.lean_http import LeanBackend, lean_transport
 
-__all__ = ["MAX_ADDRESSES", "MAX_REDIRECTS", "FetchFailed", "fetch_guarded"]
+__all__ = ["MAX_ADDRESSES", "MAX_REDIRECTS", "FetchFailed", "GuardedFetcher", "fetch_guarded"]
 
-MAX_REDIRECTS = 3
 MAX_ADDRESSES = 3  # addresses tried in turn when a connection is refused
+MAX_REDIRECTS = 3
 USER_AGENT = "Back.Serv-Fetch/1"
+#: connections a fetcher keeps per allow-list; idle ones are closed after KEEPALIVE seconds
+MAX_CONNECTIONS = 64
+MAX_IDLE = 16
+KEEPALIVE = 30.0
 
 Reason = Literal["status", "too_large", "timeout", "network", "content_type", "redirects"]
+
+#: a host the allow-list trusts: connect to it by name
+BY_NAME: Final = "by name"
+Pin = tuple[netguard.IPAddress, ...] | Literal["by name"]
+#: (host, port) -> the checked addresses of the request being sent, or BY_NAME
+_PINS: contextvars.ContextVar[dict[tuple[str, int], Pin]] = contextvars.ContextVar(
+    "backserv_fetch_pins"
+)
 
 
 @functools.cache
@@ -55,6 +82,129 @@ class FetchFailed(Exception):
         self.status = status
 
 
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to the addresses the guard checked for the request being sent."""
+
+    def __init__(self) -> None:
+        self._inner = LeanBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        pinned = _PINS.get({}).get((host, port))
+        if not pinned:  # not a request fetch_guarded checked: never connect
+            raise httpcore.ConnectError(f"{host}:{port} was not checked by the guard")
+        targets = [host] if pinned == BY_NAME else [str(a) for a in pinned[:MAX_ADDRESSES]]
+        error: Exception = httpcore.ConnectError(f"no address of {host} to connect to")
+        for target in targets:
+            try:
+                return await self._inner.connect_tcp(
+                    target, port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        raise error
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("the guard connects to checked TCP addresses only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _pinned_transport() -> httpx.AsyncHTTPTransport:
+    """httpx's transport, its connection pool on ``_PinnedBackend`` (gateway/lean_http.py)."""
+    limits = httpx.Limits(
+        max_connections=MAX_CONNECTIONS,
+        max_keepalive_connections=MAX_IDLE,
+        keepalive_expiry=KEEPALIVE,
+    )
+    return lean_transport(limits=limits, verify=tls_context(), backend=_PinnedBackend())
+
+
+class GuardedFetcher:
+    """Long-lived clients for guarded fetches, one per allow-list; ``aclose()`` ends them.
+
+    ``transport`` replaces the network (tests): requests then go to it, still checked first.
+    """
+
+    def __init__(self, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._transport = transport
+        self._clients: dict[netguard.AllowList, httpx.AsyncClient] = {}
+        self._closed = False
+
+    def client(self, allow: netguard.AllowList) -> httpx.AsyncClient:
+        """The client of ``allow`` (made on first use)."""
+        if self._closed:
+            raise RuntimeError("the fetcher is closed")
+        client = self._clients.get(allow)
+        if client is None:
+            client = httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,  # a proxy would connect by name, bypassing the pinned address
+                transport=self._transport or _pinned_transport(),
+                headers={"user-agent": USER_AGENT},
+            )
+            self._clients[allow] = client
+        return client
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        allow: netguard.AllowList,
+        max_bytes: int,
+        timeout: float,
+        accept: Sequence[str] | None = None,
+        default_type: str = "application/octet-stream",
+        param: str = "url",
+        max_redirects: int = MAX_REDIRECTS,
+    ) -> tuple[bytes, str]:
+        """The body behind ``url`` and its media type (``default_type`` when none is sent).
+
+        ``accept``: media type prefixes (``"image/"``) the response must have, or None for any.
+        """
+        first = netguard.parse_url(url, param=param)
+        host = first.host or "?"
+        client = self.client(allow)
+        try:
+            async with asyncio.timeout(timeout):
+                return await _follow(
+                    client,
+                    first,
+                    allow,
+                    httpx.Timeout(timeout),
+                    _Limits(max_bytes, accept, default_type, param, max_redirects),
+                )
+        except TimeoutError:
+            raise FetchFailed(
+                "timeout", f"no complete answer from {host} within {timeout:g} s"
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise FetchFailed("timeout", f"{host} timed out ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise FetchFailed(
+                "network", f"could not fetch from {host} ({type(exc).__name__})"
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close every client and its connections; later fetches are refused."""
+        self._closed = True
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
 async def fetch_guarded(
     url: str,
     *,
@@ -66,91 +216,80 @@ async def fetch_guarded(
     param: str = "url",
     max_redirects: int = MAX_REDIRECTS,
     transport: httpx.AsyncBaseTransport | None = None,
+    fetcher: GuardedFetcher | None = None,
 ) -> tuple[bytes, str]:
-    """The body behind ``url`` and its media type (``default_type`` when none is sent).
-
-    ``accept``: media type prefixes (``"image/"``) the response must have, or None for any.
-    """
-    first = netguard.parse_url(url, param=param)
-    host = first.host or "?"
+    """``GuardedFetcher.fetch`` on ``fetcher``, or on a fetcher made for this one call."""
+    owner = fetcher or GuardedFetcher(transport=transport)
     try:
-        async with (
-            asyncio.timeout(timeout),
-            httpx.AsyncClient(
-                follow_redirects=False,
-                trust_env=False,  # a proxy would connect by name, bypassing the pinned address
-                timeout=httpx.Timeout(timeout),
-                transport=transport,
-                verify=tls_context(),
-            ) as client,
-        ):
-            return await _follow(
-                client, first, allow, max_bytes, accept, default_type, param, max_redirects
-            )
-    except TimeoutError:
-        raise FetchFailed(
-            "timeout", f"no complete answer from {host} within {timeout:g} s"
-        ) from None
-    except httpx.TimeoutException as exc:
-        raise FetchFailed("timeout", f"{host} timed out ({type(exc).__name__})") from exc
-    except httpx.HTTPError as exc:
-        raise FetchFailed("network", f"could not fetch from {host} ({type(exc).__name__})") from exc
+        return await owner.fetch(
+            url,
+            allow=allow,
+            max_bytes=max_bytes,
+            timeout=timeout,
+            accept=accept,
+            default_type=default_type,
+            param=param,
+            max_redirects=max_redirects,
+        )
+    finally:
+        if fetcher is None:
+            await owner.aclose()
+
+
+class _Limits(typing.NamedTuple):
+    max_bytes: int
+    accept: Sequence[str] | None
+    default_type: str
+    param: str
+    max_redirects: int
 
 
 async def _follow(
     client: httpx.AsyncClient,
     url: httpx.URL,
     allow: netguard.AllowList,
-    max_bytes: int,
-    accept: Sequence[str] | None,
-    default_type: str,
-    param: str,
-    max_redirects: int,
+    timeout: httpx.Timeout,
+    limits: _Limits,
 ) -> tuple[bytes, str]:
-    for hop in range(max_redirects + 1):
-        response = await _open(client, url, allow, param, redirected=hop > 0)
+    for hop in range(limits.max_redirects + 1):
+        response = await _open(client, url, allow, timeout, limits.param, redirected=hop > 0)
         try:
             if response.has_redirect_location:
                 location = response.headers["location"]
-                url = netguard.parse_url(str(url.join(location)), param=param)
+                url = netguard.parse_url(str(url.join(location)), param=limits.param)
                 continue
-            return await _read(response, url, max_bytes, accept, default_type)
+            return await _read(response, url, limits.max_bytes, limits.accept, limits.default_type)
         finally:
             await response.aclose()
-    raise FetchFailed("redirects", f"more than {max_redirects} redirects from {url.host}")
+    raise FetchFailed("redirects", f"more than {limits.max_redirects} redirects from {url.host}")
 
 
 async def _open(
     client: httpx.AsyncClient,
     url: httpx.URL,
     allow: netguard.AllowList,
+    timeout: httpx.Timeout,
     param: str,
     *,
     redirected: bool,
 ) -> httpx.Response:
     """The response (headers read, body not) of one GET of ``url``, through the guard."""
-    headers: dict[str, str] = {"user-agent": USER_AGENT}
-    if allow.permits_host(url.raw_host.decode("ascii")):
-        targets: list[tuple[httpx.URL, dict[str, str], dict[str, Any]]] = [(url, {}, {})]
-    else:
+    host = url.raw_host.decode("ascii")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    addresses: Pin = BY_NAME
+    if not allow.permits_host(host):
         try:
-            addresses = await netguard.check_url(url, allow, param=param)
+            addresses = tuple(await netguard.check_url(url, allow, param=param))
         except UnsafeURL as exc:
             if not redirected:
                 raise
             raise UnsafeURL(f"'{param}' redirected: {exc.message}", param=param) from None
-        targets = [netguard.pinned(url, a) for a in addresses[:MAX_ADDRESSES]]
-    error: httpx.HTTPError | None = None
-    for target, pin_headers, extensions in targets:
-        request = client.build_request(
-            "GET", target, headers=headers | pin_headers, extensions=extensions
-        )
-        try:
-            return await client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            error = exc
-    assert error is not None
-    raise error
+    request = client.build_request("GET", url, timeout=timeout)
+    pins = _PINS.set({(host, port): addresses})
+    try:
+        return await client.send(request, stream=True)
+    finally:
+        _PINS.reset(pins)
 
 
 async def _read(

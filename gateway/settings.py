@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
@@ -141,6 +141,17 @@ class Settings(BaseSettings):
     #: HTTP calls (submits, status polls, results) in flight at once per hosted provider;
     #: the rest wait their turn; a quarter of them are kept for submits (providers/gate.py)
     provider_max_calls: int = Field(64, ge=2, le=1000)
+    #: ask fal and Replicate to call the gateway back when a request ends (their webhooks)
+    #: rather than only polling it. Turn on only when BACKSERV_PUBLIC_URL (required then)
+    #: reaches this gateway from the provider's side, i.e. from the internet: deliveries go
+    #: to {public_url}/v1/provider_webhooks/fal and .../replicate, each verified with the
+    #: vendor's signature. Polling stays on, rarely, as the safety net for a lost delivery
+    provider_webhooks: bool = False
+    #: where fal publishes the keys its webhooks are signed with (a JWKS)
+    fal_webhook_jwks_url: str = "https://rest.fal.ai/.well-known/jwks.json"
+    #: the secret Replicate signs webhooks with (whsec_...); unset, it is read once from
+    #: GET /v1/webhooks/default/secret with REPLICATE_API_TOKEN
+    replicate_webhook_secret: str | None = None
 
     # the sandbox provider
     sandbox_latency: float = Field(0.5, ge=0)
@@ -249,6 +260,15 @@ class Settings(BaseSettings):
                 f"Idempotency-Key, and keys are kept for at least 24 hours"
             )
         return value
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_public_url(self) -> Settings:
+        if self.provider_webhooks and not self.public_url:
+            raise ValueError(
+                "BACKSERV_PROVIDER_WEBHOOKS=true needs BACKSERV_PUBLIC_URL: the URL fal and "
+                "Replicate reach this gateway at"
+            )
+        return self
 
     @property
     def sqlite_path(self) -> Path:

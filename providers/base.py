@@ -5,17 +5,28 @@ twice: ``submit`` returns the provider's request reference, which the scheduler 
 before anything else happens; ``poll`` reads the request's state; ``cancel`` stops it.
 Providers translate vendor errors at the edge into ``gateway.errors.ProviderError``
 subclasses; nothing above them sees a vendor exception.
+
+**Webhooks.** A hosted provider can be asked to call the gateway back when a request ends,
+instead of being polled: built with ``webhook_base_url`` (the gateway's public URL), its
+``submit`` gives the provider ``webhook_url(job_id)``, under ``PROVIDER_WEBHOOK_PATH`` (one
+ingress route per provider). The route hands each delivery to ``parse_webhook``, which
+verifies it in the vendor's own format (a bad or replayed signature raises
+``WebhookRejected``, a 401) and returns a ``WebhookDelivery``: the request's id and the
+``ProviderState`` a poll would have produced. Polling stays the safety net.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlencode
 
 from gateway.errors import (
+    NotFound,
     ProviderError,
     ProviderInputError,
     ProviderLostRequest,
@@ -25,6 +36,8 @@ from gateway.errors import (
 )
 
 __all__ = [
+    "PROVIDER_WEBHOOK_PATH",
+    "WEBHOOK_JOB_PARAM",
     "Output",
     "Provider",
     "ProviderError",
@@ -37,7 +50,13 @@ __all__ = [
     "ProviderUnavailable",
     "RouteSpec",
     "StateKind",
+    "WebhookDelivery",
 ]
+
+#: the gateway's ingress route for a provider's webhooks (``{provider}``: ``Provider.name``)
+PROVIDER_WEBHOOK_PATH = "/v1/provider_webhooks/{provider}"
+#: the query parameter of a callback URL that names the job (a hint: no signature covers it)
+WEBHOOK_JOB_PARAM = "job"
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,26 @@ class ProviderState:
         return self.kind in (StateKind.SUCCEEDED, StateKind.FAILED, StateKind.CANCELLED)
 
 
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """A provider's webhook delivery, verified: which request it is about and its state.
+
+    ``state`` is what ``poll`` would have returned at that moment, or None when the delivery
+    says the request changed but carries nothing readable (poll it now). ``delivery_id``
+    names the delivery in logs and metrics (Replicate's ``webhook-id``, kept by its retries;
+    fal sends none: its request id and timestamp). ``event`` is the vendor's event
+    (``completed``; Replicate also ``start``, ``output``, ``logs``). ``job_id`` comes from the
+    callback URL's query: no signature covers it, so it is a hint, to be trusted only for a
+    job whose provider reference has this ``request_id``.
+    """
+
+    request_id: str
+    state: ProviderState | None
+    delivery_id: str
+    event: str = "completed"
+    job_id: str | None = None
+
+
 class Provider(ABC):
     """A backend that runs jobs. Subclasses implement ``submit``, ``poll`` and ``cancel``."""
 
@@ -126,6 +165,37 @@ class Provider(ABC):
     #: whether a request the provider forgot (ProviderLostRequest) may simply be submitted
     #: again: true where a run costs nothing (sandbox, local); a paid provider fails the job
     free_resubmit: bool = False
+    #: the gateway's public base URL when the provider is asked to call it back on its
+    #: requests' ends (``BACKSERV_PROVIDER_WEBHOOKS``); None: it is polled only
+    webhook_base_url: str | None = None
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        """Whether submits ask the provider for a webhook (so polling may be rare)."""
+        return self.webhook_base_url is not None
+
+    def webhook_url(self, job_id: str, **hints: str) -> str | None:
+        """The URL a submit of ``job_id`` gives the provider to call back, or None when
+        webhooks are off: ``{base}/v1/provider_webhooks/{name}?job={job_id}`` (+ ``hints``,
+        unsigned, read back by ``parse_webhook`` from the query)."""
+        if self.webhook_base_url is None:
+            return None
+        path = PROVIDER_WEBHOOK_PATH.format(provider=self.name)
+        query = urlencode({WEBHOOK_JOB_PARAM: job_id, **hints})
+        return f"{self.webhook_base_url.rstrip('/')}{path}?{query}"
+
+    async def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str] | None = None
+    ) -> WebhookDelivery:
+        """Verify one delivery to this provider's ingress route (the raw body, the headers
+        and the query as they arrived) and read it; see ``WebhookDelivery``.
+
+        Raises ``WebhookRejected`` (401) when it does not verify, ``InvalidRequest`` (400)
+        for a verified body it cannot read, ``ServiceUnavailable`` (503) when the keys to
+        verify it cannot be had now (the provider delivers it again later), and
+        ``NotFound`` (404) for a provider that sends no webhooks (this default).
+        """
+        raise NotFound(f"The provider '{self.name}' sends no webhooks.")
 
     def availability(self, route: RouteSpec) -> tuple[bool, str | None]:
         """Whether ``route`` can run now, and if not, why (e.g. missing credentials)."""

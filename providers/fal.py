@@ -1,43 +1,41 @@
-"""The fal provider: fal.ai's queue API, spoken through fal-client's async client.
+"""The fal provider: fal.ai's queue API, spoken over one plain httpx client.
+
+**One lean client.** Submit, status, result and cancel are single requests on one httpx
+client per event loop that the provider owns (providers/fal_http.py): fal-client routed each
+call through two httpx clients and retried on its own. Vendor errors are translated at the
+edge (providers/fal_errors.py); answers are read by providers/fal_parse.py.
 
 **The ambiguous submit.** A submit is the one call that costs money, so it is sent exactly
-once per ``submit()``: the POST goes out by hand on fal-client's own httpx client, because
-``AsyncClient.submit`` retries transport errors (a reset after the body went out included)
-and 408/409/429 up to ten times, which may create a second paid request. Retries are the
-gateway's business (its policy honours ``Retry-After``, the SDK's does not). A failure where
-nothing reached fal (``ConnectError``, ``ConnectTimeout``, ``PoolTimeout``, or our own
-deadline before httpcore began sending the request, seen through its ``trace`` extension)
-is a ``ProviderTransientError``; anything after that (``ReadTimeout``, ``WriteTimeout``,
-``RemoteProtocolError``, a 2xx answer we cannot read) is a ``ProviderSubmitUncertain``,
-which the gateway never resubmits. A start deadline (``X-Fal-Request-Timeout``) is always
-sent, so a request that fal accepted but could not start is not kept forever.
+once per ``submit()``; retries are the gateway's business (its policy honours
+``Retry-After``). A failure where nothing reached fal (``ConnectError``, ``ConnectTimeout``,
+``PoolTimeout``, or our own deadline before httpcore began sending the request, seen through
+its ``trace`` extension) is a ``ProviderTransientError``; anything after that
+(``ReadTimeout``, ``WriteTimeout``, ``RemoteProtocolError``, a 2xx answer we cannot read) is a
+``ProviderSubmitUncertain``, which the gateway never resubmits. A start deadline
+(``X-Fal-Request-Timeout``) is always sent, so a request that fal accepted but could not
+start is not kept forever.
 
-**The queue host.** fal-client builds queue URLs from the module constant
-``fal_client.client.QUEUE_URL_FORMAT`` (``https://`` hard-coded, read from the environment
-at import). :func:`configure_queue_url` sets it, so it is **process-wide**: the last
-``FalProvider`` built decides the host of every fal client in the process. Plain ``http://``
-and a path prefix work (a company proxy, a local emulator).
+**The queue host** is the provider's own ``queue_url`` (plain ``http://`` and a path prefix
+work: a company proxy, a local emulator); status, result and cancel use the URLs fal's submit
+answer gave (or, for an old record without them, URLs rebuilt from the app id).
 
-**One client per event loop.** fal-client caches an httpx client inside ``AsyncClient``; one
-built on a loop fails on the next (``Event loop is closed``), so the provider keeps one
-``AsyncClient`` per running loop, made on first use.
+**Polling.** A status read asks for no logs (``logs=0``): fal would send every log line of
+the run on every read. A route with ``options.logs = true`` asks for them, and its progress
+is read from the latest lines. ``wait()`` sleeps on a per-request schedule before reading
+the status: the first wait is ``poll_interval / 4``, each next one 1.5 times longer, capped
+at ``4 * poll_interval`` (1 s: 0.25, 0.38, 0.56, 0.84, 1.27, 1.90, 2.85, 4, 4, ...). The
+schedules of the most recent 10,000 requests are kept.
 
-**Polling.** ``wait()`` sleeps on a per-request schedule before reading the status: the
-first wait is ``poll_interval / 4``, each next one 1.5 times longer, capped at
-``4 * poll_interval`` (1 s: 0.25, 0.38, 0.56, 0.84, 1.27, 1.90, 2.85, 4, 4, ...), so a
-long job costs at most one status call per ``4 * poll_interval``. The schedules of the
-most recent 10,000 requests are kept.
-
-Vendor errors are translated at the edge, in ``providers/fal_errors.py``.
+**Webhooks.** With ``webhook_base_url`` set, a submit adds ``fal_webhook=<callback URL>``, and
+``parse_webhook`` verifies and reads fal's deliveries (providers/fal_webhooks.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import mimetypes
-import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import fal_client.client as fal
@@ -45,63 +43,38 @@ import httpx
 
 from gateway.errors import ConfigError
 from providers.base import (
-    Output,
     Provider,
     ProviderError,
-    ProviderInputError,
     ProviderRef,
     ProviderState,
-    ProviderTransientError,
     ProviderUnavailable,
     RouteSpec,
-    StateKind,
+    WebhookDelivery,
 )
 from providers.fal_errors import SendTracker, http_error, translate_errors
+from providers.fal_http import FalHttp
+from providers.fal_parse import Ended, failed, progress_from_logs, read_status, succeeded
+from providers.fal_webhooks import DEFAULT_JWKS_URL, FalWebhooks
 from providers.gate import DEFAULT_CALLS, CallGate
 from providers.mapping import map_input
 
-__all__ = ["FalProvider", "configure_queue_url", "progress_from_logs"]
+__all__ = ["FalProvider", "normalise_queue_url", "progress_from_logs"]
 
 DEFAULT_START_TIMEOUT = 3600.0
 _URL_KEYS = ("status_url", "response_url", "cancel_url")
 _PRIORITIES = ("normal", "low")
-_CANCELLED_TYPE = "request_cancelled"  # fal's error_type for a request we cancelled
 _MAX_SCHEDULES = 10_000
-_LOG_LINES = 10  # how many of the latest log lines progress is looked for in
-_PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
-_FRACTION = re.compile(r"(\d+)\s*/\s*(\d+)")
 
 
-def configure_queue_url(url: str) -> str:
-    """Point every fal client of the process at ``url``; return it normalised (one ``/``).
-
-    Process-wide: it sets fal-client's module constant ``QUEUE_URL_FORMAT``.
-    """
+def normalise_queue_url(url: str) -> str:
+    """``url`` checked (http(s)://host[/prefix]) and ending in one ``/``."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise ConfigError(f"fal: queue URL '{url}' is not valid: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host or parsed.query:
         raise ConfigError(f"fal: queue URL '{url}' must be http(s)://host[/prefix].")
-    normalised = str(parsed.copy_with(fragment=None)).rstrip("/") + "/"
-    fal.QUEUE_URL_FORMAT = normalised
-    return normalised
-
-
-def progress_from_logs(logs: object) -> int | None:
-    """The percentage the latest log lines report (``45%``, ``step 3/4``, ``3/4``), or None."""
-    if not isinstance(logs, list):
-        return None
-    for line in reversed(logs[-_LOG_LINES:]):
-        message = line.get("message") if isinstance(line, dict) else None
-        if not isinstance(message, str):
-            continue
-        if (percent := _PERCENT.search(message)) and float(percent[1]) <= 100:
-            return int(float(percent[1]))
-        for done, total in _FRACTION.findall(message):
-            if int(total) > 0 and int(done) <= int(total):
-                return 100 * int(done) // int(total)
-    return None
+    return str(parsed.copy_with(fragment=None)).rstrip("/") + "/"
 
 
 class FalProvider(Provider):
@@ -118,6 +91,8 @@ class FalProvider(Provider):
         poll_timeout: float = 30.0,
         poll_interval: float = 1.0,
         max_calls: int = DEFAULT_CALLS,
+        webhook_base_url: str | None = None,
+        jwks_url: str = DEFAULT_JWKS_URL,
     ) -> None:
         self._submit_gate, self._gate = CallGate.pair(max_calls, "fal")
         for label, value in (
@@ -128,11 +103,13 @@ class FalProvider(Provider):
             if not value > 0:
                 raise ConfigError(f"fal: '{label}' must be more than 0 seconds.")
         self._key = key or None
-        self.queue_url = configure_queue_url(queue_url)
+        self.queue_url = normalise_queue_url(queue_url)
         self._submit_timeout = submit_timeout
         self._poll_timeout = poll_timeout
         self.poll_interval = poll_interval
-        self._clients: dict[asyncio.AbstractEventLoop, fal.AsyncClient] = {}
+        self.webhook_base_url = webhook_base_url
+        self.webhooks = FalWebhooks(jwks_url)
+        self._http_client = FalHttp(self._key, max_connections=max_calls)
         self._delays: OrderedDict[str, float] = OrderedDict()
 
     # -- the seam ------------------------------------------------------------------------
@@ -148,17 +125,19 @@ class FalProvider(Provider):
             arguments = map_input(route, job_input)
         except ValueError as exc:
             raise ProviderUnavailable(f"Route {route.name}: {exc}") from exc
-        url, headers = _submit_request(route)
+        url, headers = _submit_request(self.queue_url, route)
         headers["X-Backserv-Job-Id"] = job_id  # lets an operator (and tests) match requests
+        callback = self.webhook_url(job_id)
         sent = SendTracker()
         with translate_errors("submit", sent):
             async with self._submit_gate(), asyncio.timeout(self._submit_timeout):
-                client = await self._http()
-                response = await client.post(
+                response = await self._http_client.send(
+                    "POST",
                     url,
+                    timeout=self._submit_timeout,
+                    params={"fal_webhook": callback} if callback else None,
                     json=arguments,
                     headers=headers,
-                    timeout=self._submit_timeout,
                     extensions={"trace": sent},
                 )
             if response.is_error:
@@ -170,20 +149,27 @@ class FalProvider(Provider):
         return ProviderRef(request_id, {"app": route.target, **urls})
 
     async def poll(self, route: RouteSpec, ref: ProviderRef) -> ProviderState:
-        handle = await self._handle(route, ref)
+        status_url, response_url, _ = self._urls(route, ref)
+        logs = route.options.get("logs") is True
         with translate_errors("status"):
-            async with self._gate(), asyncio.timeout(self._poll_timeout):
-                status = await handle.status(with_logs=True)
-        if isinstance(status, fal.Queued):
-            position = status.position if isinstance(status.position, int) else None
-            return ProviderState(StateKind.QUEUED, queue_position=position)
-        if isinstance(status, fal.InProgress):
-            return ProviderState(StateKind.RUNNING, progress=progress_from_logs(status.logs))
-        if isinstance(status, fal.Completed):
-            if status.error is None and status.error_type is None:
-                return await self._result(handle)
-            return await self._failed(handle, status)
-        raise ProviderTransientError(f"fal: unexpected status {status!r}")
+            joiner = "&" if "?" in status_url else "?"
+            response = await self._call("GET", f"{status_url}{joiner}logs={int(logs)}")
+            if response.is_error:
+                raise http_error(response, "status")
+            found = read_status(response.json())
+        if not isinstance(found, Ended):
+            return found
+        if found.ok:
+            with translate_errors("result"):
+                response = await self._call("GET", response_url)
+                if response.is_error:
+                    raise http_error(response, "result")
+                return succeeded(response.json())
+        result: httpx.Response | None = None
+        if found.needs_result:  # a failure told apart by the replayed status (400/422)
+            with contextlib.suppress(ProviderError), translate_errors("result"):
+                result = await self._call("GET", response_url)
+        return failed(found.error, found.error_type, result)
 
     async def wait(self, route: RouteSpec, ref: ProviderRef, timeout: float) -> ProviderState:
         await asyncio.sleep(max(0.0, min(timeout, self._next_delay(ref.request_id))))
@@ -194,22 +180,20 @@ class FalProvider(Provider):
 
     async def cancel(self, route: RouteSpec, ref: ProviderRef) -> None:
         """PUT the cancel URL; a request already finished (400) or unknown (404) is fine."""
-        handle = await self._handle(route, ref)
+        _, _, cancel_url = self._urls(route, ref)
         with translate_errors("cancel"):
-            async with self._gate(), asyncio.timeout(self._poll_timeout):
-                try:
-                    await handle.cancel()
-                except fal.FalClientHTTPError as exc:
-                    if exc.status_code not in (400, 404):
-                        raise
+            response = await self._call("PUT", cancel_url)
+            if response.is_error and response.status_code not in (400, 404):
+                raise http_error(response, "cancel")
+
+    async def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str] | None = None
+    ) -> WebhookDelivery:
+        return await self.webhooks.parse(headers, body, query or {})
 
     async def aclose(self) -> None:
         """Close this loop's client; forget the others (their loops closed, or own them)."""
-        clients, self._clients = self._clients, {}
-        client = clients.get(asyncio.get_running_loop())
-        if client is not None:
-            http = await client._client
-            await http.aclose()
+        await self._http_client.aclose()
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -218,63 +202,25 @@ class FalProvider(Provider):
             raise ProviderUnavailable("FAL_KEY is not set", code="provider_auth")
 
     async def _http(self) -> httpx.AsyncClient:
-        """The httpx client of fal-client's ``AsyncClient`` for the running loop."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for other in [other for other in self._clients if other.is_closed()]:
-                del self._clients[other]
-            client = fal.AsyncClient(key=self._key, default_timeout=self._submit_timeout)
-            self._clients[loop] = client
-        http: httpx.AsyncClient = await client._client
-        return http
+        """The running loop's client."""
+        return self._http_client.client()
 
-    async def _handle(self, route: RouteSpec, ref: ProviderRef) -> fal.AsyncRequestHandle:
-        """The request's handle, rebuilt from the persisted URLs (or from its id)."""
-        self._require_key()
-        with translate_errors("status"):
-            client = await self._http()
-            status, response, cancel = (ref.data.get(key) for key in _URL_KEYS)
-            if all(isinstance(url, str) and url for url in (status, response, cancel)):
-                return fal.AsyncRequestHandle(
-                    request_id=ref.request_id,
-                    response_url=str(response),
-                    status_url=str(status),
-                    cancel_url=str(cancel),
-                    client=client,
-                )
-            app = str(ref.data.get("app") or route.target)
-            return fal.AsyncRequestHandle.from_request_id(client, app, ref.request_id)
-
-    async def _get_result(self, handle: fal.AsyncRequestHandle) -> httpx.Response:
-        """One GET of the result (``handle.get()`` would poll the status again first)."""
+    async def _call(self, method: str, url: str) -> httpx.Response:
+        """One status, result or cancel request, in the poll gate and its deadline."""
         async with self._gate(), asyncio.timeout(self._poll_timeout):
-            return await handle.client.get(handle.response_url, timeout=self._poll_timeout)
+            return await self._http_client.send(method, url, timeout=self._poll_timeout)
 
-    async def _result(self, handle: fal.AsyncRequestHandle) -> ProviderState:
-        with translate_errors("result"):
-            response = await self._get_result(handle)
-            if response.is_error:
-                raise http_error(response, "result")
-            outputs, seed = _outputs(response.json())
-        return ProviderState(StateKind.SUCCEEDED, progress=100, outputs=outputs, seed=seed)
-
-    async def _failed(self, handle: fal.AsyncRequestHandle, status: fal.Completed) -> ProviderState:
-        """Classify a run that failed: bad input (by its type, or a replayed 400/422) or not."""
-        if status.error_type == _CANCELLED_TYPE:
-            return ProviderState(StateKind.CANCELLED)
-        message = f"fal: the app failed: {status.error or status.error_type}"
-        kind = (status.error_type or "").lower()
-        error: ProviderError
-        if "validation" in kind or "input" in kind:
-            error = ProviderInputError(status.error or status.error_type)
-        else:
-            error = ProviderUnavailable(message)
-            with contextlib.suppress(ProviderError), translate_errors("result"):
-                response = await self._get_result(handle)
-                if response.status_code in (400, 422):
-                    error = http_error(response, "result")
-        return ProviderState(StateKind.FAILED, error=error)
+    def _urls(self, route: RouteSpec, ref: ProviderRef) -> tuple[str, str, str]:
+        """The request's status, result and cancel URLs: persisted, or rebuilt from its id."""
+        self._require_key()
+        status, response, cancel = (ref.data.get(key) for key in _URL_KEYS)
+        if all(isinstance(url, str) and url for url in (status, response, cancel)):
+            return str(status), str(response), str(cancel)
+        with translate_errors("status"):
+            app = fal.AppId.from_endpoint_id(str(ref.data.get("app") or route.target))
+        prefix = f"{app.namespace}/" if app.namespace else ""
+        base = f"{self.queue_url}{prefix}{app.owner}/{app.alias}/requests/{ref.request_id}"
+        return f"{base}/status", base, f"{base}/cancel"
 
     def _next_delay(self, request_id: str) -> float:
         previous = self._delays.pop(request_id, None)
@@ -286,7 +232,7 @@ class FalProvider(Provider):
         return delay
 
 
-def _submit_request(route: RouteSpec) -> tuple[str, dict[str, str]]:
+def _submit_request(queue_url: str, route: RouteSpec) -> tuple[str, dict[str, str]]:
     """The submit URL and fal's queue headers, from ``route.options``."""
     options = route.options
     start = options.get("start_timeout", DEFAULT_START_TIMEOUT)
@@ -300,39 +246,7 @@ def _submit_request(route: RouteSpec) -> tuple[str, dict[str, str]]:
         headers["X-Fal-Queue-Priority"] = priority
     if (hint := options.get("hint")) is not None:
         headers["X-Fal-Runner-Hint"] = str(hint)
-    url = fal.QUEUE_URL_FORMAT + route.target.strip("/")
+    url = queue_url + route.target.strip("/")
     if path := str(options.get("path") or "").strip("/"):
         url += "/" + path
     return url, headers
-
-
-def _outputs(body: object) -> tuple[tuple[Output, ...], int | None]:
-    """``images`` / ``image`` / ``video`` files as outputs, and the ``seed``."""
-    if not isinstance(body, dict):
-        raise ValueError("the result is not a JSON object")
-    files = [(f, "image/png") for f in body.get("images") or []]
-    for key, default in (("image", "image/png"), ("video", "video/mp4")):
-        if body.get(key) is not None:
-            files.append((body[key], default))
-    outputs = tuple(_output(file, default) for file, default in files)
-    if not outputs:
-        raise ValueError("the result has no images and no video")
-    seed = body.get("seed")
-    return outputs, seed if isinstance(seed, int) and not isinstance(seed, bool) else None
-
-
-def _output(file: object, default: str) -> Output:
-    url = file.get("url") if isinstance(file, dict) else None
-    if not isinstance(file, dict) or not isinstance(url, str) or not url:
-        raise ValueError("a result file has no URL")
-    content_type = file.get("content_type")
-    if not isinstance(content_type, str) or not content_type:
-        guessed = mimetypes.guess_type(url.partition("?")[0])[0]
-        content_type = guessed if guessed and guessed.startswith(default[:6]) else default
-    width, height = file.get("width"), file.get("height")
-    return Output(
-        content_type,
-        url=url,
-        width=width if isinstance(width, int) and not isinstance(width, bool) else None,
-        height=height if isinstance(height, int) and not isinstance(height, bool) else None,
-    )

@@ -18,6 +18,8 @@ KNOWN_PROVIDERS = ("sandbox", "fal", "replicate", "local")
 
 
 def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[str, Provider]:
+    #: the base of the callback URLs fal and Replicate are given, when they may call back
+    callbacks = settings.base_url if settings.provider_webhooks else None
     providers: dict[str, Provider] = {
         "sandbox": SandboxProvider(
             latency=settings.sandbox_latency,
@@ -35,6 +37,8 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             poll_timeout=settings.provider_timeout_seconds,
             poll_interval=settings.provider_poll_seconds,
             max_calls=settings.provider_max_calls,
+            webhook_base_url=callbacks,
+            jwks_url=settings.fal_webhook_jwks_url,
         ),
         "replicate": ReplicateProvider(
             token=settings.replicate_api_token,
@@ -42,6 +46,8 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             timeout=settings.provider_timeout_seconds,
             poll_interval=settings.provider_poll_seconds,
             max_calls=settings.provider_max_calls,
+            webhook_base_url=callbacks,
+            webhook_secret=settings.replicate_webhook_secret,
         ),
         "local": LocalTorchProvider(
             models_dir=settings.local_models_dir,

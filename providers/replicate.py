@@ -17,27 +17,29 @@ Every call goes through ``_edge``, which translates vendor exceptions into ours 
 The client caches its httpx client, which breaks on another event loop, so there is one
 ``replicate.Client`` per running loop. ``wait`` polls each request on a growing interval:
 ``poll_interval / 4``, then x1.5 per call, capped at ``poll_interval * 4``.
+
+**Webhooks.** With ``webhook_base_url`` set, a create asks for ``webhook`` (the callback URL,
+with the job's id and kind) on the ``completed`` event only: one delivery per prediction, as
+fal sends, and no store write for a start the gateway does not need. ``parse_webhook``
+verifies and reads Replicate's deliveries (providers/replicate_webhooks.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import posixpath
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 from replicate.client import Client
 from replicate.exceptions import ReplicateError, ReplicateException
-from replicate.prediction import Prediction
 
 from gateway.errors import ConfigError
 from providers.base import (
-    Output,
     Provider,
     ProviderError,
     ProviderInputError,
@@ -49,9 +51,12 @@ from providers.base import (
     ProviderUnavailable,
     RouteSpec,
     StateKind,
+    WebhookDelivery,
 )
 from providers.gate import DEFAULT_CALLS, CallGate
 from providers.mapping import map_input
+from providers.replicate_parse import aborted, prediction_state
+from providers.replicate_webhooks import ReplicateWebhooks
 
 __all__ = ["ReplicateProvider"]
 
@@ -60,24 +65,14 @@ Operation = Literal["submit", "get", "cancel"]
 NO_TOKEN = "REPLICATE_API_TOKEN is not set"
 #: how many request ids ``wait`` remembers the poll interval of (least recently used go first)
 _MAX_TRACKED = 10_000
+#: the webhook events a create asks for
+WEBHOOK_EVENTS = ("completed",)
 _TARGET = re.compile(
     r"^(?P<deployment>deployments/)?(?P<name>[^/:\s]+/[^/:\s]+)(?::(?P<version>[^/:\s]+))?$"
 )
 _THROTTLED = re.compile(r"available in\s+(\d+(?:\.\d+)?)\s*second", re.IGNORECASE)
-_SEED_LOG = re.compile(r"^\s*Using seed:\s*(\d+)\s*$", re.IGNORECASE | re.MULTILINE)
-#: a failed prediction whose error reads like this blames the input (Replicate gives no code)
-_INPUT_FAILURE = re.compile(r"invalid|validation|\binput\b", re.IGNORECASE)
 #: transport errors raised before any byte of the request was sent
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
-_CONTENT_TYPES = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "webp": "image/webp",
-    "gif": "image/gif",
-    "mp4": "video/mp4",
-    "webm": "video/webm",
-}
 
 
 class ReplicateProvider(Provider):
@@ -93,6 +88,8 @@ class ReplicateProvider(Provider):
         timeout: float = 30.0,
         max_calls: int = DEFAULT_CALLS,
         poll_interval: float = 1.0,
+        webhook_base_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         if urlsplit(base_url).scheme not in ("http", "https"):
             raise ConfigError("replicate: 'base_url' must be an http(s) URL.")
@@ -108,6 +105,8 @@ class ReplicateProvider(Provider):
         self.poll_interval = poll_interval
         self._clients: dict[asyncio.AbstractEventLoop, Client] = {}
         self._delays: OrderedDict[str, float] = OrderedDict()
+        self.webhook_base_url = webhook_base_url
+        self.webhooks = ReplicateWebhooks(secret=webhook_secret, fetch_secret=self._secret)
 
     # -- the seam ------------------------------------------------------------------------
 
@@ -123,14 +122,19 @@ class ReplicateProvider(Provider):
         except ValueError as exc:
             raise ProviderUnavailable(f"Route {route.name}: {exc}") from exc
         client = self._client()
+        callback = self.webhook_url(job_id, kind=kind)
+        hooks: dict[str, Any] = {}
+        if callback is not None:
+            hooks = {"webhook": callback, "webhook_events_filter": list(WEBHOOK_EVENTS)}
         async with self._edge("submit"):
             if deployment:
-                create = client.deployments.predictions.async_create
-                prediction = await create(deployment=name, input=payload)
+                predictions = client.deployments.predictions
+                prediction = await predictions.async_create(name, payload, **hooks)
             elif version is not None:
-                prediction = await client.predictions.async_create(version=version, input=payload)
+                prediction = await client.predictions.async_create(version, payload, **hooks)
             else:
-                prediction = await client.models.predictions.async_create(model=name, input=payload)
+                models = client.models.predictions
+                prediction = await models.async_create(name, payload, **hooks)
         if not prediction.id:
             raise ProviderUnavailable("Replicate created a prediction without an id.")
         urls = prediction.urls or {}
@@ -145,10 +149,10 @@ class ReplicateProvider(Provider):
             try:
                 prediction = await client.predictions.async_get(ref.request_id)
             except ValueError as exc:
-                if _aborted(exc):
+                if aborted(exc):
                     return ProviderState(StateKind.CANCELLED)
                 raise
-        return _state(prediction, str(ref.data.get("kind") or ""))
+        return prediction_state(prediction, str(ref.data.get("kind") or ""))
 
     async def wait(self, route: RouteSpec, ref: ProviderRef, timeout: float) -> ProviderState:
         await asyncio.sleep(max(0.0, min(timeout, self._next_delay(ref.request_id))))
@@ -167,6 +171,11 @@ class ReplicateProvider(Provider):
                 with contextlib.suppress(ValueError):
                     await client.predictions.async_cancel(ref.request_id)
 
+    async def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str] | None = None
+    ) -> WebhookDelivery:
+        return await self.webhooks.parse(headers, body, query or {})
+
     async def aclose(self) -> None:
         """Close this loop's client; drop the others (they cannot be closed from this loop)."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
@@ -176,6 +185,13 @@ class ReplicateProvider(Provider):
             await http.aclose()
 
     # -- plumbing ------------------------------------------------------------------------
+
+    async def _secret(self) -> str:
+        """The account's webhook signing secret (``whsec_...``), read from Replicate."""
+        client = self._client()
+        async with self._edge("get"):
+            found = await client.webhooks.default.async_secret()
+        return str(found.key)
 
     def _client(self) -> Client:
         """The running loop's client (made on first use; clients of closed loops dropped)."""
@@ -269,22 +285,6 @@ def _from_transport(exc: httpx.TransportError, operation: Operation) -> Provider
     return ProviderTransientError(f"Could not reach Replicate ({name}).")
 
 
-def _aborted(exc: ValueError) -> bool:
-    """Whether the client rejected a prediction because its status was ``aborted``.
-
-    replicate 1.0.7 types ``status`` as a Literal without ``aborted`` (set when a
-    ``Cancel-After`` deadline passes before start), so its pydantic v1 model refuses it.
-    """
-    errors = getattr(exc, "errors", None)
-    found = errors() if callable(errors) else []
-    return any(
-        isinstance(e, dict)
-        and e.get("loc") == ("status",)
-        and (e.get("ctx") or {}).get("given") == "aborted"
-        for e in found
-    )
-
-
 def _cached_httpx_client(client: Client) -> httpx.AsyncClient | None:
     """The httpx client ``client`` made, if any.
 
@@ -293,60 +293,3 @@ def _cached_httpx_client(client: Client) -> httpx.AsyncClient | None:
     """
     found = getattr(client, "_Client__async_client", None)
     return found if isinstance(found, httpx.AsyncClient) else None
-
-
-def _state(prediction: Prediction, kind: str) -> ProviderState:
-    status = prediction.status
-    if status == "starting":
-        return ProviderState(StateKind.QUEUED)
-    if status == "processing":
-        found = prediction.progress
-        progress = None if found is None else max(0, min(100, round(found.percentage * 100)))
-        return ProviderState(StateKind.RUNNING, progress=progress)
-    if status == "succeeded":
-        outputs = tuple(_outputs(prediction.output, kind))
-        return ProviderState(
-            StateKind.SUCCEEDED, progress=100, outputs=outputs, seed=_seed(prediction)
-        )
-    if status == "failed":
-        text = str(prediction.error or "").strip()[:2000] or "The prediction failed."
-        error_class = ProviderInputError if _INPUT_FAILURE.search(text) else ProviderUnavailable
-        return ProviderState(StateKind.FAILED, error=error_class(text))
-    if status == "canceled":
-        return ProviderState(StateKind.CANCELLED)
-    raise ProviderTransientError(f"Replicate answered an unknown status {status!r}.")
-
-
-def _outputs(output: object, kind: str, name: str | None = None) -> Iterator[Output]:
-    """Every URL in ``output``: a URL, a list of them, or a dict of them (nested at will)."""
-    if isinstance(output, str):
-        if output.startswith(("http://", "https://", "data:")):
-            extra = {} if name is None else {"name": name}
-            yield Output(_content_type(output, kind), url=output, extra=extra)
-    elif isinstance(output, list | tuple):
-        for item in output:
-            yield from _outputs(item, kind, name)
-    elif isinstance(output, dict):
-        for key, value in output.items():
-            yield from _outputs(value, kind, str(key))
-
-
-def _content_type(url: str, kind: str) -> str:
-    if url.startswith("data:"):
-        declared = url[5:].partition(",")[0].partition(";")[0].strip().lower()
-        if declared:
-            return declared
-    else:
-        extension = posixpath.splitext(urlsplit(url).path)[1].lstrip(".").lower()
-        if extension in _CONTENT_TYPES:
-            return _CONTENT_TYPES[extension]
-    return "video/mp4" if kind == "video" else "image/png"
-
-
-def _seed(prediction: Prediction) -> int | None:
-    """The prediction's ``input.seed``, else a ``Using seed: N`` log line (random seeds)."""
-    seed = (prediction.input or {}).get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return seed
-    found = _SEED_LOG.search(prediction.logs or "")
-    return int(found[1]) if found else None

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from gateway import fetch, netguard
 from gateway.errors import InvalidRequest, ProviderUnavailable, UnsafeURL
-from gateway.fetch import FetchFailed, fetch_guarded
+from gateway.fetch import FetchFailed, GuardedFetcher, fetch_guarded
 from gateway.netguard import AllowList
 from gateway.results import ResultStorage
 from providers.base import ProviderInputError
@@ -70,6 +70,12 @@ async def loop(request: Request) -> Response:
     return RedirectResponse("/loop", status_code=302)
 
 
+async def peer(request: Request) -> Response:
+    """The client's port: one per connection, so a test sees which fetches shared one."""
+    port = request.client.port if request.client else 0
+    return Response(str(port).encode(), media_type="text/plain")
+
+
 APP = Starlette(
     routes=[
         Route("/img", image),
@@ -79,6 +85,7 @@ APP = Starlette(
         Route("/slow", slow),
         Route("/redirect", redirect),
         Route("/loop", loop),
+        Route("/peer", peer),
     ]
 )
 
@@ -252,3 +259,99 @@ async def test_fetches_share_one_tls_context(base: str, monkeypatch: pytest.Monk
     finally:
         fetch.tls_context.cache_clear()
     assert len(built) == 1
+
+
+# -- one long-lived fetcher ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fetcher() -> AsyncIterator[GuardedFetcher]:
+    shared = GuardedFetcher()
+    yield shared
+    await shared.aclose()
+
+
+@pytest.fixture
+def names(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Host names only the guard's resolver knows (name -> address); edit it to re-point."""
+    table: dict[str, str] = {}
+    real = netguard.resolve
+
+    async def fake(name: str, port: int, *, param: str, timeout: float) -> list[netguard.IPAddress]:
+        if name in table:
+            return [ipaddress.ip_address(table[name])]
+        return await real(name, port, param=param, timeout=timeout)
+
+    monkeypatch.setattr(netguard, "resolve", fake)
+    return table
+
+
+async def test_a_fetcher_serves_many_downloads_with_one_client_and_connection(
+    base: str, fetcher: GuardedFetcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[object] = []
+
+    class Counting(httpx.AsyncClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "AsyncClient", Counting)
+    ports = {(await get(f"{base}/peer", fetcher=fetcher))[0] for _ in range(5)}
+    assert (len(built), len(ports)) == (1, 1)
+
+
+async def test_a_connection_is_shared_only_by_requests_to_the_same_host_name(
+    base: str, fetcher: GuardedFetcher, names: dict[str, str]
+) -> None:
+    """Two names at one address get a connection each, as TLS (SNI, certificate) needs."""
+    names.update({"a.invalid": "127.0.0.1", "b.invalid": "127.0.0.1"})
+    port = base.rsplit(":", 1)[1]
+    a1, b, a2 = [
+        (await get(f"http://{name}:{port}/peer", fetcher=fetcher))[0]
+        for name in ("a.invalid", "b.invalid", "a.invalid")
+    ]
+    assert a1 == a2 != b
+
+
+async def test_a_shared_fetcher_refuses_private_addresses_and_redirects_to_them(
+    base: str, fetcher: GuardedFetcher
+) -> None:
+    port = base.rsplit(":", 1)[1]
+    assert await get(f"{base}/img", fetcher=fetcher) == (PNG, "image/png")  # a pooled connection
+    with pytest.raises(UnsafeURL, match=r"127\.0\.0\.1"):
+        await get(f"{base}/img", allow=AllowList(), fetcher=fetcher)
+    by_name = AllowList.parse("localhost")
+    assert await get(f"http://localhost:{port}/img", allow=by_name, fetcher=fetcher)
+    with pytest.raises(UnsafeURL, match="redirected"):
+        await get(f"http://localhost:{port}/redirect?to={base}/img", allow=by_name, fetcher=fetcher)
+
+
+async def test_a_pooled_connection_is_not_used_once_the_name_resolves_to_a_refused_address(
+    base: str, fetcher: GuardedFetcher, names: dict[str, str]
+) -> None:
+    names["cdn.invalid"] = "127.0.0.1"
+    url = f"http://cdn.invalid:{base.rsplit(':', 1)[1]}/img"
+    assert await get(url, fetcher=fetcher) == (PNG, "image/png")
+    names["cdn.invalid"] = "10.0.0.7"
+    with pytest.raises(UnsafeURL, match=r"10\.0\.0\.7"):
+        await get(url, fetcher=fetcher)
+
+
+async def test_the_fetchers_client_never_connects_where_the_guard_did_not_check(
+    base: str, fetcher: GuardedFetcher
+) -> None:
+    with pytest.raises(httpx.ConnectError, match="not checked"):
+        await fetcher.client(LOOPBACK).get(f"{base}/img")
+
+
+async def test_a_closed_fetcher_closes_its_clients_and_takes_no_more_fetches(
+    base: str,
+) -> None:
+    fetcher = GuardedFetcher()
+    await get(f"{base}/img", fetcher=fetcher)
+    client = fetcher.client(LOOPBACK)
+    await fetcher.aclose()
+    assert client.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        await get(f"{base}/img", fetcher=fetcher)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -65,13 +66,13 @@ class Site:
 
 @dataclass
 class Network:
-    """What the gateway's own HTTP clients connect to (``httpx.AsyncHTTPTransport``)."""
+    """What the gateway's own HTTP clients connect to (httpcore's ``connect_tcp``)."""
 
     dns: dict[str, str]
     connections: list[str] = field(default_factory=list)  # the addresses, in order
 
     def private(self) -> list[str]:
-        return [a for a in self.connections if not ipaddress.ip_address(a).is_global]
+        return [a for a in self.connections if a != PUBLIC]
 
 
 @pytest.fixture
@@ -105,19 +106,27 @@ async def network(monkeypatch: pytest.MonkeyPatch) -> Network:
         return await real_getaddrinfo(host, port, *args, **kwargs)
 
     monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
-    real_send = httpx.AsyncHTTPTransport.handle_async_request
+    real_connect = httpcore.AnyIOBackend.connect_tcp
 
-    async def send(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
-        address = request.url.host
-        net.connections.append(address)
-        if address == PUBLIC:  # the public address is the test's own "public" server
-            request.url = request.url.copy_with(host="127.0.0.1")
-        elif not ipaddress.ip_address(address).is_loopback:
-            raise httpx.ConnectError(f"the test network does not reach {address}")
-        return await real_send(self, request)
+    async def connect(
+        self: httpcore.AnyIOBackend, host: str, port: int, *args: Any, **kwargs: Any
+    ) -> httpcore.AsyncNetworkStream:
+        net.connections.append(host)
+        if host == PUBLIC:  # the public address is the test's own "public" server
+            host = "127.0.0.1"
+        elif not _is_loopback(host):
+            raise httpcore.ConnectError(f"the test network does not reach {host}")
+        return await real_connect(self, host, port, *args, **kwargs)
 
-    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", send)
+    monkeypatch.setattr(httpcore.AnyIOBackend, "connect_tcp", connect)
     return net
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: the gateway connects to addresses it checked, never names
+        return False
 
 
 def attempts(private: Site, public: Site) -> dict[str, str]:

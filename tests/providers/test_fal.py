@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import fal_client.client
 import httpx
 import pytest
 import respx
@@ -26,7 +25,7 @@ from providers.base import (
     RouteSpec,
     StateKind,
 )
-from providers.fal import FalProvider, configure_queue_url, progress_from_logs
+from providers.fal import FalProvider, normalise_queue_url, progress_from_logs
 
 QUEUE = "https://queue.test"  # not one of fal-client's backup-domain hosts
 KEY = "fal-test-key"
@@ -35,14 +34,6 @@ BASE = f"{QUEUE}/fal-ai/flux/requests/req-1"
 URLS = {"status_url": f"{BASE}/status", "response_url": BASE, "cancel_url": f"{BASE}/cancel"}
 REF = ProviderRef("req-1", {"app": APP, **URLS})
 PROMPT = {"prompt": "a red fox", "width": 640, "height": 480, "seed": 7}
-SDK_ATTEMPTS = fal_client.client.MAX_ATTEMPTS
-
-
-@pytest.fixture(autouse=True)
-def _fal_globals(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Restore the process-wide queue host after each test; make fal-client's retries instant."""
-    monkeypatch.setattr(fal_client.client, "QUEUE_URL_FORMAT", fal_client.client.QUEUE_URL_FORMAT)
-    monkeypatch.setattr(fal_client.client, "_get_retry_delay", lambda *args, **kwargs: 0.0)
 
 
 @pytest.fixture
@@ -142,7 +133,7 @@ async def test_a_plain_http_queue_url_with_a_prefix_serves_submit_and_status(
     mock: respx.MockRouter,
 ) -> None:
     fal = FalProvider(key=KEY, queue_url="http://127.0.0.1:8080/fal//")
-    assert fal.queue_url == fal_client.client.QUEUE_URL_FORMAT == "http://127.0.0.1:8080/fal/"
+    assert fal.queue_url == "http://127.0.0.1:8080/fal/"
     post = mock.post(f"http://127.0.0.1:8080/fal/{APP}").mock(return_value=accepted())
     get = mock.get("http://127.0.0.1:8080/fal/fal-ai/flux/requests/req-9/status")
     get.mock(return_value=status({"status": "IN_QUEUE", "queue_position": 2}))
@@ -156,16 +147,30 @@ async def test_a_plain_http_queue_url_with_a_prefix_serves_submit_and_status(
     assert state.kind is StateKind.QUEUED and state.queue_position == 2
 
 
+async def test_two_providers_each_submit_to_their_own_queue_host(mock: respx.MockRouter) -> None:
+    first = mock.post(f"https://one.test/{APP}").mock(return_value=accepted())
+    second = mock.post(f"https://two.test/{APP}").mock(return_value=accepted())
+    one = FalProvider(key=KEY, queue_url="https://one.test")
+    two = FalProvider(key=KEY, queue_url="https://two.test")
+    try:
+        await two.submit(route(), PROMPT, job_id="job-2", kind="image")
+        await one.submit(route(), PROMPT, job_id="job-1", kind="image")
+    finally:
+        await one.aclose()
+        await two.aclose()
+    assert (first.call_count, second.call_count) == (1, 1)
+
+
 @pytest.mark.parametrize("url", ["ftp://queue.test", "queue.fal.run", "https://q.test/?a=1"])
 def test_a_queue_url_that_is_not_http_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError):
-        configure_queue_url(url)
+        normalise_queue_url(url)
 
 
 # -- poll ----------------------------------------------------------------------------------
 
 
-async def test_a_queued_request_reports_its_position_and_logs_are_asked_for(
+async def test_a_queued_request_reports_its_position_and_no_logs_are_asked_for(
     provider: FalProvider, mock: respx.MockRouter
 ) -> None:
     get = mock.get(URLS["status_url"]).mock(
@@ -173,16 +178,43 @@ async def test_a_queued_request_reports_its_position_and_logs_are_asked_for(
     )
     state = await provider.poll(route(), REF)
     assert (state.kind, state.queue_position, state.progress) == (StateKind.QUEUED, 3, None)
-    assert get.calls.last.request.url.params["logs"] == "true"
+    assert get.calls.last.request.url.params["logs"] == "0"
 
 
-async def test_a_running_request_reports_progress_from_its_latest_log_line(
+async def test_a_route_that_asks_for_logs_reports_progress_from_the_latest_line(
     provider: FalProvider, mock: respx.MockRouter
 ) -> None:
     logs = [{"message": "Loading"}, {"message": " 45%|████▌     | 9/20 [00:03<00:04]"}]
-    mock.get(URLS["status_url"]).mock(return_value=status({"status": "IN_PROGRESS", "logs": logs}))
-    state = await provider.poll(route(), REF)
+    get = mock.get(URLS["status_url"]).mock(
+        return_value=status({"status": "IN_PROGRESS", "logs": logs})
+    )
+    state = await provider.poll(route(logs=True), REF)
     assert (state.kind, state.progress) == (StateKind.RUNNING, 45)
+    assert get.calls.last.request.url.params["logs"] == "1"
+
+
+async def test_status_reads_of_many_polls_go_through_one_client_without_logs(
+    mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[object] = []
+
+    class Counting(httpx.AsyncClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "AsyncClient", Counting)
+    mock.post(f"{QUEUE}/{APP}").mock(return_value=accepted())
+    get = mock.get(URLS["status_url"]).mock(return_value=status({"status": "IN_PROGRESS"}))
+    fal = FalProvider(key=KEY, queue_url=QUEUE)
+    try:
+        ref = await fal.submit(route(), PROMPT, job_id="job-1", kind="image")
+        states = [await fal.poll(route(), ref) for _ in range(5)]
+    finally:
+        await fal.aclose()
+    assert [s.kind for s in states] == [StateKind.RUNNING] * 5
+    assert len(built) == 1
+    assert {call.request.url.params["logs"] for call in get.calls} == {"0"}
 
 
 @pytest.mark.parametrize(
@@ -310,8 +342,7 @@ async def test_a_request_cancelled_at_fal_is_cancelled(
     [
         httpx.Response(200, text="<html>oops</html>"),
         httpx.Response(200, json={"status": "PAUSED", "logs": None}),
-        httpx.Response(202, json={"status": "IN_QUEUE"}),
-        httpx.Response(202, json={"status": "IN_PROGRESS"}),
+        httpx.Response(202, json={"queue_position": 1}),
         httpx.Response(202, json=["IN_QUEUE"]),
     ],
 )
@@ -413,8 +444,7 @@ async def test_an_http_error_on_status_is_translated(
     with pytest.raises(error) as raised:
         await provider.poll(route(), REF)
     assert_error(raised.value, error, error_code, after)
-    # fal-client retries a status read on 408/409/429 itself (instantly here), not on 5xx JSON
-    assert get.call_count == (SDK_ATTEMPTS if code == 429 else 1)
+    assert get.call_count == 1  # retries are the gateway's (its policy honours Retry-After)
 
 
 async def test_an_unknown_request_on_status_is_lost(
@@ -425,13 +455,13 @@ async def test_an_unknown_request_on_status_is_lost(
         await provider.poll(route(), REF)
 
 
-async def test_an_ingress_error_page_on_status_is_retried_by_fal_client_then_transient(
+async def test_an_ingress_error_page_on_status_is_transient_at_once(
     provider: FalProvider, mock: respx.MockRouter
 ) -> None:
     get = mock.get(URLS["status_url"]).respond(502, text="<center>nginx</center>")
     with pytest.raises(ProviderTransientError):
         await provider.poll(route(), REF)
-    assert get.call_count == SDK_ATTEMPTS
+    assert get.call_count == 1
 
 
 def answer(code: int, body: Any, headers: dict[str, str]) -> httpx.Response:
@@ -541,13 +571,31 @@ async def test_our_status_deadline_is_transient(mock: respx.MockRouter) -> None:
 
 
 @pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
-async def test_a_transport_error_on_status_is_retried_by_fal_client_then_transient(
+async def test_a_transport_error_on_status_is_transient_at_once(
     provider: FalProvider, mock: respx.MockRouter, exc: Exception
 ) -> None:
     get = mock.get(URLS["status_url"]).mock(side_effect=exc)
     with pytest.raises(ProviderTransientError):
         await provider.poll(route(), REF)
-    assert get.call_count == SDK_ATTEMPTS
+    assert get.call_count == 1
+
+
+async def test_a_status_read_fal_cannot_be_reached_for_is_tried_on_its_backup_domain(
+    mock: respx.MockRouter,
+) -> None:
+    path = "/fal-ai/flux/requests/req-1/status"
+    primary = mock.get(f"https://queue.fal.run{path}").mock(side_effect=httpx.ConnectError("x"))
+    backup = mock.get(f"https://queue.falrun.com{path}").mock(
+        return_value=status({"status": "IN_PROGRESS"})
+    )
+    fal = FalProvider(key=KEY)
+    try:
+        state = await fal.poll(route(), ProviderRef("req-1", {"app": APP}))
+    finally:
+        await fal.aclose()
+    assert state.kind is StateKind.RUNNING
+    assert (primary.call_count, backup.call_count) == (1, 1)
+    assert backup.calls.last.request.headers["authorization"] == f"Key {KEY}"
 
 
 # -- cancel --------------------------------------------------------------------------------
