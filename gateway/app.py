@@ -30,6 +30,7 @@ from gateway.api.jobs import JobsAPI, render_job
 from gateway.api.keys import KeysAPI
 from gateway.api.models import ModelsAPI
 from gateway.api.openapi import DocumentOptions, OpenAPIDocument
+from gateway.api.provider_webhooks import ProviderWebhooksAPI
 from gateway.api.request_id import RequestIdMiddleware
 from gateway.api.tasks import TasksAPI
 from gateway.api.tasks.fal_apps import FalAppPolicy
@@ -41,6 +42,7 @@ from gateway.auth import KeyRing
 from gateway.catalog import Catalog, load_catalog
 from gateway.errors import GatewayError
 from gateway.events import JobEvents
+from gateway.fetch import GuardedFetcher
 from gateway.keys import KeyManager
 from gateway.observability.http_metrics import HttpMetricsMiddleware
 from gateway.observability.metrics import Metrics
@@ -102,8 +104,12 @@ def create_app(
     store = store or create_store(settings.database_url)
     events = JobEvents()
     store.watch_changes(events.publish)
+    fetcher = GuardedFetcher()  # one long-lived client for every output download
     storage = ResultStorage(
-        settings.storage_dir, max_bytes=settings.max_output_bytes, allow=settings.fetch_allow_list
+        settings.storage_dir,
+        max_bytes=settings.max_output_bytes,
+        allow=settings.fetch_allow_list,
+        fetcher=fetcher,
     )
     signer = UrlSigner(b"", settings.base_url)  # keyed at start-up, from the store
     links = ResultLinks(signer, settings.file_ttl_seconds)
@@ -216,6 +222,7 @@ def create_app(
             for provider in providers.values():
                 with contextlib.suppress(Exception):
                     await provider.aclose()
+            await fetcher.aclose()
             await store.close()
 
     webhook_secrets = WebhookSecrets(store)
@@ -246,6 +253,7 @@ def create_app(
         *ModelsAPI(catalog, availability).routes(),
         *FilesAPI(storage, signer, service).routes(),
         *WebhookSecretsAPI(webhook_secrets).routes(),
+        *ProviderWebhooksAPI(providers, observer).routes(),
         *KeysAPI(KeyManager(store), settings.max_body_bytes).routes(),
         *TasksAPI(
             service,

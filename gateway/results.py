@@ -32,7 +32,7 @@ from gateway.errors import (
     ProviderUnavailable,
     UnresolvableHost,
 )
-from gateway.fetch import FetchFailed, fetch_guarded
+from gateway.fetch import FetchFailed, GuardedFetcher, fetch_guarded
 from gateway.inline_media import decode_data_url, is_data_url
 from gateway.jobs import Job
 from gateway.netguard import AllowList
@@ -103,7 +103,10 @@ class ResultStorage:
         max_bytes: int,
         download_timeout: float = 60.0,
         allow: AllowList | None = None,
+        fetcher: GuardedFetcher | None = None,
     ) -> None:
+        #: the long-lived download client (None: one made per download)
+        self.fetcher = fetcher
         self.root = root
         self.max_bytes = max_bytes
         self.download_timeout = download_timeout
@@ -149,6 +152,7 @@ class ResultStorage:
                 accept=("image/", "video/"),
                 default_type=expected_type,
                 param="output_url",
+                fetcher=self.fetcher,
             )
         except UnresolvableHost as exc:
             raise ProviderTransientError(

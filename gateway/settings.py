@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     #: to {public_url}/v1/provider_webhooks/fal and .../replicate, each verified with the
     #: vendor's signature. Polling stays on, rarely, as the safety net for a lost delivery
     provider_webhooks: bool = False
+    #: with provider webhooks on, each request is still polled this often: the safety net
+    #: that finds a lost delivery within this many seconds
+    provider_webhook_poll_seconds: float = Field(30.0, gt=0)
     #: where fal publishes the keys its webhooks are signed with (a JWKS)
     fal_webhook_jwks_url: str = "https://rest.fal.ai/.well-known/jwks.json"
     #: the secret Replicate signs webhooks with (whsec_...); unset, it is read once from

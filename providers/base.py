@@ -18,7 +18,9 @@ verifies it in the vendor's own format (a bad or replayed signature raises
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,6 +36,7 @@ from gateway.errors import (
     ProviderTransientError,
     ProviderUnavailable,
 )
+from providers.deliveries import Deliveries
 
 __all__ = [
     "PROVIDER_WEBHOOK_PATH",
@@ -53,6 +56,8 @@ __all__ = [
     "WebhookDelivery",
 ]
 
+#: requests whose last polled state a provider keeps between safety-net polls
+MAX_REMEMBERED = 100_000
 #: the gateway's ingress route for a provider's webhooks (``{provider}``: ``Provider.name``)
 PROVIDER_WEBHOOK_PATH = "/v1/provider_webhooks/{provider}"
 #: the query parameter of a callback URL that names the job (a hint: no signature covers it)
@@ -168,6 +173,51 @@ class Provider(ABC):
     #: the gateway's public base URL when the provider is asked to call it back on its
     #: requests' ends (``BACKSERV_PROVIDER_WEBHOOKS``); None: it is polled only
     webhook_base_url: str | None = None
+    #: with webhooks on, a request is still polled this often: the safety net that finds a
+    #: lost delivery (``BACKSERV_PROVIDER_WEBHOOK_POLL_SECONDS``)
+    webhook_poll_interval: float = 30.0
+
+    @property
+    def deliveries(self) -> Deliveries[WebhookDelivery]:
+        """The verified deliveries not yet taken by the runner (see providers/deliveries.py)."""
+        box = self.__dict__.get("_deliveries")
+        if box is None:
+            box = self.__dict__["_deliveries"] = Deliveries[WebhookDelivery]()
+        return box
+
+    def deliver(self, delivery: WebhookDelivery) -> None:
+        """A verified delivery (from ``parse_webhook``) for the runner following its request."""
+        self.deliveries.put(delivery)
+
+    async def delivered(self, ref: ProviderRef, timeout: float) -> ProviderState | None:
+        """With webhooks on, what ``wait`` answers without a poll: the state a delivery
+        brought for ``ref`` (waiting for one up to ``timeout``), or, while the safety-net poll
+        is not due, the state last polled. None: poll now (and ``remember`` what it said)."""
+        polled: OrderedDict[str, tuple[float, ProviderState]] = self.__dict__.setdefault(
+            "_polled", OrderedDict()
+        )
+        last = polled.get(ref.request_id)
+        due = self.webhook_poll_interval - (0.0 if last is None else time.monotonic() - last[0])
+        delivery = await self.deliveries.wait(ref.request_id, min(timeout, max(0.0, due)))
+        if delivery is not None:
+            polled.pop(ref.request_id, None)
+            return delivery.state  # None: "it ended, read it"
+        if last is None or time.monotonic() - last[0] >= self.webhook_poll_interval:
+            return None
+        return last[1]
+
+    def remember(self, ref: ProviderRef, state: ProviderState) -> None:
+        """What a poll of ``ref`` said, for ``delivered`` until the next safety-net poll."""
+        polled: OrderedDict[str, tuple[float, ProviderState]] = self.__dict__.setdefault(
+            "_polled", OrderedDict()
+        )
+        if state.terminal:
+            polled.pop(ref.request_id, None)
+            return
+        polled[ref.request_id] = (time.monotonic(), state)
+        polled.move_to_end(ref.request_id)
+        while len(polled) > MAX_REMEMBERED:
+            polled.popitem(last=False)
 
     @property
     def webhooks_enabled(self) -> bool:

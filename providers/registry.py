@@ -61,4 +61,6 @@ def build_providers(settings: Settings, *, fetch: Fetch | None = None) -> dict[s
             max_input_bytes=settings.max_input_bytes,
         ),
     }
+    for provider in providers.values():
+        provider.webhook_poll_interval = settings.provider_webhook_poll_seconds
     return providers

@@ -95,6 +95,12 @@ class Metrics(JobObserver):
             ["model", "route"],
             registry=r,
         )
+        self.provider_webhooks = Counter(
+            "backserv_provider_webhooks",
+            "Webhook deliveries from hosted providers, by outcome (verified, rejected, error).",
+            ["provider", "outcome"],
+            registry=r,
+        )
         self.http_latency = Histogram(
             "backserv_http_request_duration_seconds",
             "HTTP request latency, by route template.",
@@ -144,6 +150,9 @@ class Metrics(JobObserver):
 
     def retried(self, job: Job, provider: str, route: str) -> None:
         self.retries.labels(provider, self._route(route)).inc()
+
+    def webhook_received(self, provider: str, outcome: str) -> None:
+        self.provider_webhooks.labels(provider, outcome).inc()
 
     def fell_back(self, job: Job, route: str) -> None:
         self.fallbacks.labels(job.model, self._route(route)).inc()

@@ -38,5 +38,10 @@ class JobObserver:
     def retried(self, job: Job, provider: str, route: str) -> None:
         """The runner is about to retry ``route`` after a retryable failure."""
 
+    def webhook_received(self, provider: str, outcome: str) -> None:
+        """A provider's webhook delivery arrived: ``verified`` (handed to its runner),
+        ``rejected`` (its signature did not verify) or ``error`` (unreadable, or the keys to
+        verify it could not be had)."""
+
     def fell_back(self, job: Job, route: str) -> None:
         """The runner moved ``job`` on to the fallback ``route`` of its chain."""

@@ -11,6 +11,7 @@ from gateway.api.openapi.components import (
     answer,
     errors,
     header,
+    json_body,
     obj,
 )
 
@@ -113,6 +114,44 @@ def operations_paths(*, metrics: bool, metrics_token: bool) -> dict[str, Schema]
                         notes={
                             403: "The URL is not signed, or its signature is wrong.",
                             410: "The URL has expired, or retention deleted the file.",
+                        },
+                    ),
+                },
+            }
+        },
+        "/v1/provider_webhooks/{provider}": {
+            "post": {
+                **keyless,
+                "tags": ["Operations"],
+                "operationId": "providerWebhook",
+                "summary": "A hosted provider's webhook delivery (fal, Replicate)",
+                "description": (
+                    "Called by fal and Replicate when BACKSERV_PROVIDER_WEBHOOKS is on, "
+                    "never by clients. Each delivery is verified in its vendor's format "
+                    "(fal: Ed25519 with its published keys; Replicate: Standard Webhooks); "
+                    "a forged, altered or replayed one is a 401 and changes nothing."
+                ),
+                "parameters": [
+                    {"name": "provider", "in": "path", "required": True, "schema": STRING},
+                    {"name": "job", "in": "query", "schema": STRING},
+                ],
+                "requestBody": json_body(ANY_OBJECT),
+                "responses": {
+                    "200": answer(
+                        "Received and handed to the job's runner.",
+                        obj({"received": {"const": True}}, ("received",)),
+                    ),
+                    **errors(
+                        "openai",
+                        400,
+                        401,
+                        404,
+                        413,
+                        503,
+                        notes={
+                            401: "The signature does not verify, or its timestamp is stale.",
+                            404: "No such provider, or its webhooks are off.",
+                            503: "The provider's keys could not be fetched; it delivers again.",
                         },
                     ),
                 },

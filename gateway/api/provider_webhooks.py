@@ -1,0 +1,81 @@
+"""``POST /v1/provider_webhooks/{provider}``: fal's and Replicate's deliveries, verified.
+
+A hosted provider asked for a webhook at submit (``BACKSERV_PROVIDER_WEBHOOKS``) calls this
+route when a request ends. The provider verifies the delivery in its vendor's format (fal:
+Ed25519 against its published keys; Replicate: Standard Webhooks under the account secret)
+and reads it into the state a poll would have produced; the runner following that request
+takes the state instead of polling (``Provider.deliver`` / ``Provider.wait``). A forged,
+altered or replayed delivery is a 401 and changes nothing; a duplicate is harmless (the same
+state again). The answer is 200 as soon as the delivery is handed over, before any job
+changes: the provider only needs to know it arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.common import json
+from gateway.errors import GatewayError, NotFound, PayloadTooLarge
+from gateway.observability.observer import JobObserver
+
+PATH = "/v1/provider_webhooks/{provider}"
+#: the largest delivery read (fal's and Replicate's are a few KB: the result's URLs)
+MAX_BODY = 1024 * 1024
+
+
+class WebhookReceiver(Protocol):
+    """What the route needs of a provider (``providers.base.Provider`` has it)."""
+
+    @property
+    def webhooks_enabled(self) -> bool: ...
+
+    async def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str] | None = None
+    ) -> Any: ...
+
+    def deliver(self, delivery: Any) -> None: ...
+
+
+class ProviderWebhooksAPI:
+    def __init__(
+        self, receivers: Mapping[str, WebhookReceiver], observer: JobObserver | None = None
+    ) -> None:
+        self.receivers = receivers
+        self.observer = observer or JobObserver()
+
+    def routes(self) -> list[Route]:
+        return [Route(PATH, self.receive, methods=["POST"])]
+
+    async def receive(self, request: Request) -> Response:
+        name = request.path_params["provider"]
+        receiver = self.receivers.get(name)
+        if receiver is None or not receiver.webhooks_enabled:
+            raise NotFound(f"No provider '{name}' takes webhooks here.", code="not_found")
+        body = await _body(request)
+        try:
+            delivery = await receiver.parse_webhook(
+                request.headers, body, dict(request.query_params)
+            )
+        except GatewayError as exc:
+            self.observer.webhook_received(name, "rejected" if exc.status_code == 401 else "error")
+            raise
+        receiver.deliver(delivery)
+        self.observer.webhook_received(name, "verified")
+        return json({"received": True})
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
+        raise PayloadTooLarge(f"A webhook delivery is at most {MAX_BODY} bytes.")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise PayloadTooLarge(f"A webhook delivery is at most {MAX_BODY} bytes.")
+    return body

@@ -1,0 +1,149 @@
+"""Provider webhooks end to end: the fal and Replicate emulators call the gateway back.
+
+The gateway runs in-process; the emulators deliver their signed webhooks to it through an
+ASGI transport (what their HTTP client would send to the public URL). The safety-net poll
+is set long (60 s) where a test shows that a job finished on its delivery, and short where
+it shows that a lost or forged delivery is still made up for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.catalog import parse_catalog
+from providers.registry import KNOWN_PROVIDERS
+from tests.conftest import AUTH_A, make_settings, wait_for
+from tests.emulators.control import EmulatorState
+from tests.emulators.fal import create_fal_app
+from tests.emulators.replicate import create_replicate_app
+from tests.emulators.server import serve
+from tests.scenarios.test_hosted_e2e import CATALOG
+
+PUBLIC_URL = "http://127.0.0.1:9"  # what the providers are told; the transport below delivers
+
+
+class Later:
+    """An ASGI app that is the gateway once it exists (the emulators are made first)."""
+
+    app: Starlette | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert self.app is not None
+        await self.app(scope, receive, send)
+
+
+@dataclass
+class Rig:
+    client: httpx.AsyncClient
+    fal: EmulatorState
+    replicate: EmulatorState
+
+    async def run(self, model: str) -> dict[str, Any]:
+        body = {"model": model, "prompt": "a lighthouse", "width": 64, "height": 64}
+        resp = await self.client.post("/v1/jobs/images", json=body, headers=AUTH_A)
+        assert resp.status_code == 202, resp.text
+        return await wait_for(self.client, resp.json()["id"], timeout=20)
+
+    def polls(self, emulator: EmulatorState, job: dict[str, Any]) -> int:
+        """Status reads of the job's provider request."""
+        rid = job["attempts"][-1]["request_id"]
+        return len([r for r in emulator.requests() if r.request_id == rid and r.route != "submit"])
+
+
+async def rig_for(tmp_path: Path, safety_poll: float) -> AsyncIterator[Rig]:
+    later = Later()
+    transport = httpx.ASGITransport(app=later)
+    fal_app = create_fal_app(webhook_transport=transport)
+    replicate_app = create_replicate_app(webhook_transport=transport)
+    async with serve(fal_app) as fal_url, serve(replicate_app) as replicate_url:
+        settings = make_settings(
+            tmp_path,
+            public_url=PUBLIC_URL,
+            provider_webhooks=True,
+            provider_webhook_poll_seconds=safety_poll,
+            fal_key="fal-test-key",
+            fal_queue_url=fal_url,
+            fal_webhook_jwks_url=f"{fal_url}/.well-known/jwks.json",
+            replicate_api_token="r8-test-token",
+            replicate_base_url=replicate_url,
+            replicate_webhook_secret=replicate_app.state.emulator.signer.secret,
+            provider_poll_seconds=0.1,
+            provider_timeout_seconds=5.0,
+            fetch_allow="127.0.0.1",
+        )
+        app = create_app(settings, catalog=parse_catalog(CATALOG, KNOWN_PROVIDERS, source="test"))
+        later.app = app
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+            ) as client,
+        ):
+            fal, replicate = fal_app.state.emulator, replicate_app.state.emulator
+            fal.configure(latency=0.3)
+            replicate.configure(latency=0.3)
+            yield Rig(client, fal, replicate)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async for r in rig_for(tmp_path, safety_poll=60.0):
+        yield r
+
+
+@pytest.fixture
+async def netted(tmp_path: Path) -> AsyncIterator[Rig]:
+    async for r in rig_for(tmp_path, safety_poll=0.5):
+        yield r
+
+
+@pytest.mark.parametrize("model", ["flux-fal-only", "flux-replicate"])
+async def test_a_job_finishes_on_its_providers_webhook_not_on_a_poll(rig: Rig, model: str) -> None:
+    job = await rig.run(model)
+
+    assert job["status"] == "COMPLETED", job
+    assert job["result"]["url"].startswith(f"{PUBLIC_URL}/files/")
+    emulator = rig.fal if model == "flux-fal-only" else rig.replicate
+    # the one read right after the submit; the end came by webhook (the safety net is 60 s)
+    assert rig.polls(emulator, job) <= 2, emulator.requests()
+
+
+async def test_a_delivery_before_the_submit_is_recorded_is_kept_for_its_request(
+    rig: Rig,
+) -> None:
+    rig.fal.script("webhook:completed", "early")  # delivered before the submit's answer
+
+    job = await rig.run("flux-fal-only")
+
+    assert job["status"] == "COMPLETED", job
+    assert rig.polls(rig.fal, job) <= 2
+
+
+async def test_a_forged_delivery_is_refused_and_the_safety_net_poll_finishes_the_job(
+    netted: Rig,
+) -> None:
+    netted.fal.script("webhook", "bad_signature")
+
+    job = await netted.run("flux-fal-only")
+
+    assert job["status"] == "COMPLETED", job
+    refused = [d for d in netted.fal.webhooks.deliveries() if d.status is not None]
+    assert refused and all(d.status == 401 for d in refused), refused
+
+
+async def test_duplicated_deliveries_change_nothing(rig: Rig) -> None:
+    rig.replicate.script("webhook", {"kind": "duplicate", "times": 3, "seconds": 0})
+
+    job = await rig.run("flux-replicate")
+
+    assert job["status"] == "COMPLETED", job
+    assert len(job["attempts"]) == 1
+    assert rig.replicate.submit_count() == 1
