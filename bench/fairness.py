@@ -12,6 +12,7 @@ ratio honest on a shared, noisy machine: both sides of a ratio see the same back
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,19 @@ class Fairness:
         )
 
 
+def _pin(gateway: int, flood: int) -> bool:
+    """On two or more CPUs: the gateway on the first, the flood and this process (key B's
+    client) on the others, so that the figure measures how the gateway shares itself between
+    the keys, not how the OS shares one CPU between the gateway and its load generators."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return False
+    os.sched_setaffinity(gateway, {cpus[0]})
+    os.sched_setaffinity(flood, set(cpus[1:]))
+    os.sched_setaffinity(0, set(cpus[1:]))
+    return True
+
+
 def bench_fairness(workdir: Path, connections: int, pairs: int, polls: int) -> Fairness:
     env = {"BACKSERV_API_KEYS": f"{KEY_A},{KEY_B}", "BACKSERV_LOG_LEVEL": "warning"}
     workdir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +86,7 @@ def bench_fairness(workdir: Path, connections: int, pairs: int, polls: int) -> F
         with subprocess.Popen(
             [*cmd, "0"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         ) as flood:
+            pinned = _pin(server.pid, flood.pid)
             command(flood, "on", "flooding")  # warm up connections and caches
             poll_latencies(b, job_id, polls)
             command(flood, "off", "quiet")
