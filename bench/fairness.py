@@ -32,6 +32,7 @@ B_JOB = {"model": "sandbox-image-fast", "prompt": "mine", "width": 64, "height":
 @dataclass
 class Fairness:
     connections: int
+    pinned: bool
     ratio: float
     quiet_ms: float
     flooded_ms: float
@@ -40,11 +41,12 @@ class Fairness:
 
     def line(self) -> str:
         verdict = "**met**" if self.ratio <= 2 else "**not met**"
+        pinned = " (the gateway on a CPU of its own)" if self.pinned else ""
         refused = sum(n for k, n in self.counts.items() if k.endswith(" 429"))
         total = sum(self.counts.values()) or 1
         return (
             f"7. Fairness under default limits: key A floods at full speed from "
-            f"{self.connections} connections ({self.flood_rps:,.0f} requests/s answered, "
+            f"{self.connections} connections{pinned} ({self.flood_rps:,.0f} requests/s answered, "
             f"{refused / total:.0%} of them 429); key B's median poll {self.quiet_ms:.2f} ms "
             f"quiet, {self.flooded_ms:.2f} ms flooded: **{self.ratio:.2f}x**, target ≤ 2x: "
             f"{verdict}."
@@ -105,6 +107,7 @@ def bench_fairness(workdir: Path, connections: int, pairs: int, polls: int) -> F
     ratio = statistics.median(f / q for f, q in zip(flooded, quiet, strict=True))
     result = Fairness(
         connections=connections,
+        pinned=pinned,
         ratio=ratio,
         quiet_ms=statistics.median(quiet) * 1000,
         flooded_ms=statistics.median(flooded) * 1000,
