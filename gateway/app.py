@@ -45,6 +45,7 @@ from gateway.events import JobEvents
 from gateway.fetch import GuardedFetcher
 from gateway.keys import KeyManager
 from gateway.observability.http_metrics import HttpMetricsMiddleware
+from gateway.observability.lag import LagMonitor
 from gateway.observability.metrics import Metrics
 from gateway.observability.observer import JobObserver
 from gateway.ratelimit import Limits, rate_limiter_for
@@ -125,6 +126,7 @@ def create_app(
         )
     )
     metrics = Metrics() if settings.metrics_enabled else None
+    lag = None if metrics is None else LagMonitor(metrics.loop_lag)
     observer = metrics or JobObserver()
     runner = JobRunner(
         store,
@@ -214,8 +216,12 @@ def create_app(
                 await scheduler.start()
                 janitor.start()
                 webhooks.start()
+            if lag is not None:
+                lag.start()
             yield
         finally:
+            if lag is not None:
+                await lag.stop()
             await janitor.stop()
             await scheduler.stop(grace=10.0)
             await webhooks.stop()

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
 from gateway.catalog import Catalog
 from gateway.jobs import Job, Status
 from gateway.observability.gauges import GatewayState
+from gateway.observability.lag import LAG_BUCKETS
 from gateway.observability.observer import JobObserver
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.loop import Scheduler
@@ -93,6 +94,14 @@ class Metrics(JobObserver):
             "backserv_fallbacks",
             "Moves of a job on to a fallback route.",
             ["model", "route"],
+            registry=r,
+        )
+        # process_cpu_seconds_total, resident memory, open descriptors: this process's
+        ProcessCollector(registry=r)
+        self.loop_lag = Histogram(
+            "backserv_event_loop_lag_seconds",
+            "How late a 0.25 s timer of the event loop fired (gateway/observability/lag.py).",
+            buckets=LAG_BUCKETS,
             registry=r,
         )
         self.provider_webhooks = Counter(

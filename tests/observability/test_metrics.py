@@ -326,3 +326,17 @@ async def test_an_exception_escaping_the_app_is_counted_as_500() -> None:
 
 def test_route_template_of_an_unrouted_scope_is_unmatched() -> None:
     assert route_template({"type": "http", "path": "/x"}, "") == "unmatched"
+
+
+async def test_the_event_loop_lag_and_the_process_cpu_are_exported(tmp_path: Path) -> None:
+    async with running(make_settings(tmp_path)) as (client, _gw):
+        await asyncio.sleep(0.6)  # two or more of the monitor's 0.25 s timers
+        text = (await client.get("/metrics")).text
+
+    count = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("backserv_event_loop_lag_seconds_count")
+    )
+    assert float(count.split()[-1]) >= 1, count
+    assert "process_cpu_seconds_total" in text
