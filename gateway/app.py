@@ -64,7 +64,7 @@ from gateway.waiting import Waiting
 from gateway.web import WebPages
 from gateway.webhooks import WebhookDispatcher
 from gateway.webhooks.secrets import WebhookSecrets
-from providers.base import Provider
+from providers.base import Provider, WebhookDelivery
 from providers.registry import KNOWN_PROVIDERS, build_providers
 
 log = logging.getLogger("backserv")
@@ -116,6 +116,13 @@ def create_app(
     links = ResultLinks(signer, settings.file_ttl_seconds)
     if providers is None:
         providers = build_providers(settings, fetch=OwnFiles(storage, signer))
+
+    def relayed(provider: str, request_id: str) -> None:
+        """A delivery for ``request_id`` arrived at another replica: read it now here."""
+        if (target := providers.get(provider)) is not None:
+            target.deliver(WebhookDelivery(request_id, None, delivery_id="relayed"))
+
+    store.watch_deliveries(relayed)
     breakers = Breakers(
         BreakerPolicy(
             failure_threshold=settings.breaker_failure_threshold,
@@ -259,7 +266,7 @@ def create_app(
         *ModelsAPI(catalog, availability).routes(),
         *FilesAPI(storage, signer, service).routes(),
         *WebhookSecretsAPI(webhook_secrets).routes(),
-        *ProviderWebhooksAPI(providers, observer).routes(),
+        *ProviderWebhooksAPI(providers, store.relay_delivery, observer).routes(),
         *KeysAPI(KeyManager(store), settings.max_body_bytes).routes(),
         *TasksAPI(
             service,

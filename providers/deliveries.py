@@ -6,7 +6,9 @@ result comes from the answer that said it finished, with no extra round trip. A 
 arrive before the submit's answer was recorded (nobody waits on its request yet): it is kept
 until the runner asks, for at most ``ttl`` seconds and ``keep`` requests (oldest dropped;
 the safety-net poll still finds those). Providers redeliver: a later delivery replaces an
-earlier one, except that a non-terminal state never replaces a terminal one.
+earlier one, except that a non-terminal state never replaces a terminal one, and a
+"read it now" (a state of None: a delivery relayed from another replica, or one that could
+not be read) never replaces a state.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Deliveries(Generic[D]):
         held = self._held.get(delivery.request_id)
         if held is not None and _terminal(held[1]) and not _terminal(delivery):
             return  # a late "started" after the end says nothing new
+        if held is not None and held[1].state is not None and delivery.state is None:
+            return  # a relayed "read it now" says less than the state already here
         self._held[delivery.request_id] = (time.monotonic(), delivery)
         self._held.move_to_end(delivery.request_id)
         self._expire()

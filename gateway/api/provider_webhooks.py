@@ -6,13 +6,14 @@ Ed25519 against its published keys; Replicate: Standard Webhooks under the accou
 and reads it into the state a poll would have produced; the runner following that request
 takes the state instead of polling (``Provider.deliver`` / ``Provider.wait``). A forged,
 altered or replayed delivery is a 401 and changes nothing; a duplicate is harmless (the same
-state again). The answer is 200 as soon as the delivery is handed over, before any job
-changes: the provider only needs to know it arrived.
+state again). The delivery may reach a replica other than the one following its request:
+it is then relayed (PostgreSQL NOTIFY), and that replica reads the request at once. The
+answer is 200 as soon as the delivery is handed over, before any job changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -43,9 +44,15 @@ class WebhookReceiver(Protocol):
 
 class ProviderWebhooksAPI:
     def __init__(
-        self, receivers: Mapping[str, WebhookReceiver], observer: JobObserver | None = None
+        self,
+        receivers: Mapping[str, WebhookReceiver],
+        relay: Callable[[str, str], Awaitable[None]],
+        observer: JobObserver | None = None,
     ) -> None:
+        """``relay(provider, request_id)`` tells the other replicas (the one following the
+        request may be another: it then reads the request at once)."""
         self.receivers = receivers
+        self.relay = relay
         self.observer = observer or JobObserver()
 
     def routes(self) -> list[Route]:
@@ -66,6 +73,7 @@ class ProviderWebhooksAPI:
             raise
         receiver.deliver(delivery)
         self.observer.webhook_received(name, "verified")
+        await self.relay(name, delivery.request_id)
         return json({"received": True})
 
 

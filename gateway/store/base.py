@@ -81,6 +81,23 @@ class WebhookSecret:
 class JobStore(ABC):
     def __init__(self) -> None:
         self._change_listeners: list[Callable[[str], None]] = []
+        self._delivery_listeners: list[Callable[[str, str], None]] = []
+
+    def watch_deliveries(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(provider, request_id)`` when a provider webhook delivery for that
+        request arrived at another replica (``relay_delivery``)."""
+        self._delivery_listeners.append(listener)
+
+    async def relay_delivery(self, provider: str, request_id: str) -> None:
+        """Tell the other replicas that a delivery for ``request_id`` arrived here (so the
+        one following that request reads it now). One process (SQLite) has no others."""
+
+    def _delivered(self, provider: str, request_id: str) -> None:
+        for listener in self._delivery_listeners:
+            try:
+                listener(provider, request_id)
+            except Exception:
+                log.exception("a delivery listener failed")
 
     def watch_changes(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(job_id)`` after every committed change of a job's status, progress

@@ -183,10 +183,33 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
         return None if self._listener is None else self._listener.pid
 
     def _start_listener(self) -> None:
-        wanted = self._subscribers or self._change_listeners
+        wanted = self._subscribers or self._change_listeners or self._delivery_listeners
         if self._listener is None and wanted and self._pool is not None:
-            self._listener = Listener(self.url, self._work, self._cancelled, self._remote_change)
+            self._listener = Listener(
+                self.url, self._work, self._cancelled, self._remote_change, self._relayed
+            )
             self._listener.start()
+
+    def watch_deliveries(self, listener: Callable[[str, str], None]) -> None:
+        super().watch_deliveries(listener)
+        self._start_listener()
+
+    async def relay_delivery(self, provider: str, request_id: str) -> None:
+        """Tell every replica (this one too) through one NOTIFY; best effort: the safety-net
+        poll finds a delivery whose relay was lost."""
+        if self._pool is None:
+            return
+        try:
+            await asyncio.wait_for(
+                self._pool.execute(sql.NOTIFY_DELIVERY, f"{provider}\n{request_id}"), 5.0
+            )
+        except Exception:
+            log.exception("relaying a %s delivery failed", provider)
+
+    def _relayed(self, payload: str) -> None:
+        provider, _, request_id = payload.partition("\n")
+        if provider and request_id:
+            self._delivered(provider, request_id)
 
     def watch_changes(self, listener: Callable[[str], None]) -> None:
         super().watch_changes(listener)

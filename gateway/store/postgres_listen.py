@@ -29,11 +29,19 @@ class Listener:
     once; a lost cancel is caught by the scheduler's heartbeat instead.
     """
 
-    def __init__(self, url: str, on_work: OnWork, on_cancel: OnCancel, on_change: OnCancel) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_work: OnWork,
+        on_cancel: OnCancel,
+        on_change: OnCancel,
+        on_delivery: OnCancel | None = None,
+    ) -> None:
         self.url = url
         self.on_work = on_work
         self.on_cancel = on_cancel
         self.on_change = on_change
+        self.on_delivery = on_delivery
         self.pid: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._delay = BACKOFF_MIN
@@ -73,6 +81,7 @@ class Listener:
             await conn.add_listener(sql.WORK_CHANNEL, self._notified)
             await conn.add_listener(sql.CANCEL_CHANNEL, self._notified)
             await conn.add_listener(sql.JOB_CHANNEL, self._notified)
+            await conn.add_listener(sql.DELIVERY_CHANNEL, self._notified)
             self.pid = conn.get_server_pid()
             self._delay = BACKOFF_MIN
             if self._was_connected:
@@ -95,5 +104,8 @@ class Listener:
             self.on_cancel(payload)
         elif channel == sql.JOB_CHANNEL:
             self.on_change(payload)
+        elif channel == sql.DELIVERY_CHANNEL:
+            if self.on_delivery is not None:
+                self.on_delivery(payload)
         else:
             self.on_work()

@@ -204,6 +204,9 @@ async def migrate(conn: Any, schema: str | None) -> list[int]:
 WORK_CHANNEL, CANCEL_CHANNEL = "backserv_work", "backserv_cancel"
 #: payload "<store instance>:<job id>": a job's status or progress changed
 JOB_CHANNEL = "backserv_job"
+#: a provider webhook delivery arrived at some replica: "provider\nrequest_id"
+DELIVERY_CHANNEL = "backserv_delivery"
+NOTIFY_DELIVERY = f"SELECT pg_notify('{DELIVERY_CHANNEL}', $1)"
 NOTIFY_CHANGED = f"SELECT pg_notify('{JOB_CHANNEL}', $1 || ':' || x) FROM unnest($2::text[]) AS x"
 NOTIFY_WORK = f"NOTIFY {WORK_CHANNEL}"
 

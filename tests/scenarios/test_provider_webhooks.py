@@ -25,6 +25,7 @@ from tests.emulators.control import EmulatorState
 from tests.emulators.fal import create_fal_app
 from tests.emulators.replicate import create_replicate_app
 from tests.emulators.server import serve
+from tests.postgres import fresh_database
 from tests.scenarios.test_hosted_e2e import CATALOG
 
 PUBLIC_URL = "http://127.0.0.1:9"  # what the providers are told; the transport below delivers
@@ -147,3 +148,47 @@ async def test_duplicated_deliveries_change_nothing(rig: Rig) -> None:
     assert job["status"] == "COMPLETED", job
     assert len(job["attempts"]) == 1
     assert rig.replicate.submit_count() == 1
+
+
+async def test_a_delivery_to_the_replica_without_the_job_reaches_the_one_running_it(
+    tmp_path: Path,
+) -> None:
+    """Two replicas on one PostgreSQL database: A runs the job, fal delivers to B (as a load
+    balancer may), B relays it, and A reads the request at once (the safety net is 60 s)."""
+    to_b = Later()
+    fal_app = create_fal_app(webhook_transport=httpx.ASGITransport(app=to_b))
+    async with fresh_database() as url, serve(fal_app) as fal_url:
+
+        def replica(name: str) -> Starlette:
+            settings = make_settings(
+                tmp_path / name,
+                database_url=url,
+                storage_dir=tmp_path / "files",
+                public_url=PUBLIC_URL,
+                provider_webhooks=True,
+                provider_webhook_poll_seconds=60.0,
+                fal_key="fal-test-key",
+                fal_queue_url=fal_url,
+                fal_webhook_jwks_url=f"{fal_url}/.well-known/jwks.json",
+                provider_poll_seconds=0.1,
+                fetch_allow="127.0.0.1",
+                secret_key="s" * 32,
+            )
+            catalog = parse_catalog(CATALOG, KNOWN_PROVIDERS, source="test")
+            return create_app(settings, catalog=catalog, start_scheduler=name == "a")
+
+        a, b = replica("a"), replica("b")
+        to_b.app = b
+        fal = fal_app.state.emulator
+        fal.configure(latency=0.3)
+        async with a.router.lifespan_context(a), b.router.lifespan_context(b):
+            transport = httpx.ASGITransport(app=a)
+            async with httpx.AsyncClient(transport=transport, base_url="http://a") as client:
+                rig = Rig(client, fal, fal)
+                job = await rig.run("flux-fal-only")
+
+    assert job["status"] == "COMPLETED", job
+    delivered = [d for d in fal.webhooks.deliveries() if d.status is not None]
+    assert delivered and all(d.status == 200 for d in delivered), delivered
+    # A read the request right after its submit and once when B relayed the end
+    assert rig.polls(fal, job) <= 3, fal.requests()
