@@ -16,13 +16,12 @@ each replica different records to delete.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.background import BackgroundLoop
 from gateway.results import ResultStorage
 from gateway.store.base import JobStore
 
@@ -39,7 +38,9 @@ class PurgeCounts:
     records: int = 0
 
 
-class Janitor:
+class Janitor(BackgroundLoop):
+    name = "janitor"
+
     def __init__(
         self,
         store: JobStore,
@@ -53,18 +54,13 @@ class Janitor:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        super().__init__(interval)
         self.store = store
         self.storage = storage
         self.file_ttl = file_ttl
         self.record_ttl = record_ttl
-        self.interval = interval
         self.batch_size = batch_size
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
 
     # -- one pass ---------------------------------------------------------------------------
 
@@ -100,26 +96,6 @@ class Janitor:
             if len(ids) < self.batch_size:
                 return total
 
-    # -- the loop ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if not self.running:
-            self._task = asyncio.create_task(self._supervised(), name="janitor")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _supervised(self) -> None:
-        """Run a pass now and then every ``interval``; a failed pass is logged, not fatal."""
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("retention pass failed; trying again in %.0f s", self.interval)
-            await asyncio.sleep(self.interval)
+    async def step(self) -> None:
+        """A retention pass (``BackgroundLoop``: every ``interval``, a failure logged)."""
+        await self.run_once()
