@@ -100,17 +100,22 @@ class Waiting:
         if job.status.terminal or timeout <= 0:
             return job
         with self.hold(owner):
-            waiter = asyncio.ensure_future(
-                wait_until_terminal(self.store, self.events, job, timeout)
-            )
-            gone = asyncio.ensure_future(_disconnected(receive))
-            try:
-                await asyncio.wait((waiter, gone), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (waiter, gone):
-                    task.cancel()
-                if gone.done() and not gone.cancelled():
-                    gone.exception()  # retrieved: a receive that failed means the client went
-            if waiter.done() and not waiter.cancelled():
-                return waiter.result()
-            return job  # the client is gone: nobody reads this answer
+            return await self.held(receive, job, timeout)
+
+    async def held(self, receive: Receive, job: Job, timeout: float) -> Job:
+        """``until_terminal`` for a caller that already holds its slot (``hold``): one that
+        must be refused *before* it creates the job it would wait for."""
+        if job.status.terminal or timeout <= 0:
+            return job
+        waiter = asyncio.ensure_future(wait_until_terminal(self.store, self.events, job, timeout))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((waiter, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, gone):
+                task.cancel()
+            if gone.done() and not gone.cancelled():
+                gone.exception()  # retrieved: a receive that failed means the client went
+        if waiter.done() and not waiter.cancelled():
+            return waiter.result()
+        return job  # the client is gone: nobody reads this answer

@@ -101,24 +101,27 @@ class ImagesAPI:
         raw["prompt"] = body_str(body, "prompt")
         raw["num_images"] = body_int(body, "n", 1, 1, 10)
         raw.update(_size(body.get("size")))
-        try:
-            job, replayed = await self.service.submit(
-                JobRequest(
-                    owner=who.owner,
-                    limits=who.limits,
-                    model=model,
-                    input=raw,
-                    meta={"face": "openai", **({"user": user} if user else {})},
-                    webhook_url=body.get("webhook_url"),
-                    webhook_events=body.get("webhook_events"),
-                    idempotency=idem,
+        # the slot of this wait is taken before the job exists: a key at its cap of open
+        # waits gets a 429 that is safe to retry, never a 429 for a job that then runs
+        with self.waiting.hold(who.owner):
+            try:
+                job, replayed = await self.service.submit(
+                    JobRequest(
+                        owner=who.owner,
+                        limits=who.limits,
+                        model=model,
+                        input=raw,
+                        meta={"face": "openai", **({"user": user} if user else {})},
+                        webhook_url=body.get("webhook_url"),
+                        webhook_events=body.get("webhook_events"),
+                        idempotency=idem,
+                    )
                 )
-            )
-        except InvalidRequest as exc:
-            if exc.param in _PARAM_NAMES:
-                exc.param = _PARAM_NAMES[exc.param]
-            raise
-        job = await self.waiting.until_terminal(request.receive, who.owner, job, self.sync_wait)
+            except InvalidRequest as exc:
+                if exc.param in _PARAM_NAMES:
+                    exc.param = _PARAM_NAMES[exc.param]
+                raise
+            job = await self.waiting.held(request.receive, job, self.sync_wait)
         headers = {"x-backserv-job-id": job.id, **replay_headers(replayed)}
         if job.status is Status.COMPLETED:
             data = await self._data(job, fmt, str(raw["prompt"]))
