@@ -56,10 +56,6 @@ class Waiting:
         self.max_per_key = max_per_key
         self.open: dict[str, int] = {}
 
-    @property
-    def total(self) -> int:
-        return sum(self.open.values())
-
     def take(self, owner: str) -> Callable[[], None]:
         """Count one more wait for ``owner`` (429 past the cap); returns its release."""
         held = self.open.get(owner, 0)

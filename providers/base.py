@@ -189,13 +189,19 @@ class Provider(ABC):
         """A verified delivery (from ``parse_webhook``) for the runner following its request."""
         self.deliveries.put(delivery)
 
+    @property
+    def _polled(self) -> OrderedDict[str, tuple[float, ProviderState]]:
+        """request id -> (when, state) of its last safety-net poll (with webhooks on)."""
+        polled: OrderedDict[str, tuple[float, ProviderState]] = self.__dict__.setdefault(
+            "_polled_states", OrderedDict()
+        )
+        return polled
+
     async def delivered(self, ref: ProviderRef, timeout: float) -> ProviderState | None:
         """With webhooks on, what ``wait`` answers without a poll: the state a delivery
         brought for ``ref`` (waiting for one up to ``timeout``), or, while the safety-net poll
         is not due, the state last polled. None: poll now (and ``remember`` what it said)."""
-        polled: OrderedDict[str, tuple[float, ProviderState]] = self.__dict__.setdefault(
-            "_polled", OrderedDict()
-        )
+        polled = self._polled
         last = polled.get(ref.request_id)
         due = self.webhook_poll_interval - (0.0 if last is None else time.monotonic() - last[0])
         delivery = await self.deliveries.wait(ref.request_id, min(timeout, max(0.0, due)))
@@ -208,9 +214,7 @@ class Provider(ABC):
 
     def remember(self, ref: ProviderRef, state: ProviderState) -> None:
         """What a poll of ``ref`` said, for ``delivered`` until the next safety-net poll."""
-        polled: OrderedDict[str, tuple[float, ProviderState]] = self.__dict__.setdefault(
-            "_polled", OrderedDict()
-        )
+        polled = self._polled
         if state.terminal:
             polled.pop(ref.request_id, None)
             return

@@ -39,16 +39,9 @@ def json(content: Any, status_code: int = 200, headers: dict[str, str] | None = 
 MAX_JSON_DEPTH = 32
 
 
-async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400/413/415 that says what is wrong."""
-    ctype = request.headers.get("content-type")
-    if ctype is not None:
-        media = ctype.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            raise UnsupportedMediaType(
-                f"The request body must be JSON; got Content-Type '{media}'.",
-                code="unsupported_media_type",
-            )
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw request body; 413 as soon as it is known to pass ``max_bytes`` (its declared
+    length first, then as it streams in), never buffering more than that."""
     length = parse_digits(request.headers.get("content-length", ""))
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(
@@ -64,7 +57,20 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
                 f"The request body exceeds the limit of {max_bytes} bytes.", code="body_too_large"
             )
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400/413/415 that says what is wrong."""
+    ctype = request.headers.get("content-type")
+    if ctype is not None:
+        media = ctype.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"The request body must be JSON; got Content-Type '{media}'.",
+                code="unsupported_media_type",
+            )
+    body = await read_body(request, max_bytes)
     if not body.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.", code="empty_body")
     try:

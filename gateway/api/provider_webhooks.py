@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.common import json
-from gateway.errors import GatewayError, NotFound, PayloadTooLarge
+from gateway.api.common import json, read_body
+from gateway.errors import GatewayError, NotFound
 from gateway.observability.observer import JobObserver
 
 PATH = "/v1/provider_webhooks/{provider}"
@@ -63,7 +63,7 @@ class ProviderWebhooksAPI:
         receiver = self.receivers.get(name)
         if receiver is None or not receiver.webhooks_enabled:
             raise NotFound(f"No provider '{name}' takes webhooks here.", code="not_found")
-        body = await _body(request)
+        body = await read_body(request, MAX_BODY)
         try:
             delivery = await receiver.parse_webhook(
                 request.headers, body, dict(request.query_params)
@@ -75,15 +75,3 @@ class ProviderWebhooksAPI:
         self.observer.webhook_received(name, "verified")
         await self.relay(name, delivery.request_id)
         return json({"received": True})
-
-
-async def _body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
-        raise PayloadTooLarge(f"A webhook delivery is at most {MAX_BODY} bytes.")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise PayloadTooLarge(f"A webhook delivery is at most {MAX_BODY} bytes.")
-    return body
