@@ -24,8 +24,9 @@ Storage and providers
 
 Faces (each receives only what it uses; see pyproject's [tool.backserv.imports])
     api/             jobs, images (OpenAI), job_events (SSE), backserv_tasks, tasks/,
-                     files, keys, models, webhook_secrets, health, openapi/, and the
-                     middlewares (request_id, fair_share)
+                     files, keys, models, webhook_secrets, provider_webhooks (fal's and
+                     Replicate's callbacks), health, openapi/, and the middlewares
+                     (request_id, fair_share)
     web/             catalog, model and playground pages
     webhooks/        outgoing webhooks: validation, outbox, sender, signing, secrets
 
@@ -42,5 +43,6 @@ Running it
     settings.py      one pydantic-settings class (BACKSERV_*)
     cli.py, doctor.py
                      the backserv command, and its checks of an installation
+    background.py    the supervised loop of the janitor and the lag monitor
     observability/   logs, Prometheus metrics, and the JobObserver seam the core reports to
 """
