@@ -25,6 +25,8 @@
     ├── JobStillRunning               504 timeout               (a synchronous wait ran out)
     ├── JobCancelledMeanwhile         409 conflict_error        (cancelled during that wait)
     ├── ConfigError                   raised at start-up: bad settings or catalog
+    ├── RemoteCallFailed              `backserv run`: the gateway it calls refused or is
+    │                                 unreachable (carries the gateway's own message)
     ├── StaleLease                    a write from an owner that lost the job (fencing)
     └── ProviderError                 raised by providers, never seen by HTTP clients
         ├── ProviderInputError        the provider rejected the input: fail now, no retry
@@ -273,6 +275,12 @@ class ModelUnavailable(ServiceUnavailable):
 
 class ConfigError(GatewayError):
     default_message = "The configuration is not valid."
+
+
+class RemoteCallFailed(GatewayError):
+    """A command's call to a running gateway failed (gateway/commands/client.py)."""
+
+    default_message = "The gateway could not be reached."
 
 
 class StaleLease(GatewayError):

@@ -1,9 +1,11 @@
-"""The ``backserv`` command (gateway/cli.py): keys create|list|revoke, jobs list|show|cancel,
-models, serve's logging, config errors."""
+"""The ``backserv`` command (gateway/cli.py, gateway/commands/): keys create|list|revoke,
+jobs list|show|cancel, models, their tables and --json, --version, serve's logging, config
+errors. ``backserv run`` is in tests/commands/test_run.py."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 import re
@@ -135,10 +137,19 @@ def test_a_limit_that_is_not_a_number_is_a_usage_error(capsys: pytest.CaptureFix
     assert info.value.code == 2
 
 
+def table_rows(out: str) -> tuple[str, list[str]]:
+    """A table's header line and its rows (the rule under the header skipped)."""
+    header, rule, *rows = out.splitlines()
+    assert set(rule) == {"─"}, out
+    return header, rows
+
+
 def test_models_lists_the_sandbox_models(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _err = run(capsys, "models")
     assert code == 0
-    listed = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
+    header, rows = table_rows(out)
+    assert header.split()[:2] == ["MODEL", "KIND"]
+    listed = {row.split()[0]: row.split()[1] for row in rows}
     sandbox = {
         "sandbox-image": "image",
         "sandbox-image-fast": "image",
@@ -147,6 +158,58 @@ def test_models_lists_the_sandbox_models(capsys: pytest.CaptureFixture[str]) -> 
         "sandbox-face-swap": "face_swap",
     }
     assert sandbox.items() <= listed.items()
+
+
+def test_table_columns_line_up_under_their_headers(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _err = run(capsys, "models")
+    assert code == 0
+    header, rows = table_rows(out)
+    starts = [header.index(name) for name in ("KIND", "ROUTES")]
+    for row in rows:  # each cell starts where its header does, after a blank
+        for start in starts:
+            assert row[start - 1] == " " and row[start] != " ", (header, row)
+
+
+def test_models_json_lists_every_model_with_its_routes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _err = run(capsys, "models", "--json")
+    assert code == 0
+    models = {m["id"]: m for m in json.loads(out)}
+    assert models["sandbox-video"]["kind"] == "video"
+    assert models["flux-dev"]["routes"][0] == {"provider": "fal", "target": "fal-ai/flux/dev"}
+    assert models["flux-dev"]["routes"][1]["provider"] == "replicate"
+
+
+def test_keys_list_json_has_the_key_without_its_secret(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key, key_id = create_key(capsys, name="scripted")
+    run(capsys, "keys", "update", key_id, "--rate", "2")
+    code, out, _err = run(capsys, "keys", "list", "--json")
+    assert code == 0
+    [shown] = json.loads(out)
+    assert shown["id"] == key_id and shown["name"] == "scripted"
+    assert shown["status"] == "active" and shown["scopes"] == []
+    assert shown["limits"]["rate_limit_per_second"] == 2
+    assert key not in out and key[8:] not in out
+
+
+def test_keys_list_has_a_header(capsys: pytest.CaptureFixture[str]) -> None:
+    _key, key_id = create_key(capsys)
+    code, out, _err = run(capsys, "keys", "list")
+    assert code == 0
+    header, rows = table_rows(out)
+    assert header.split() == ["ID", "PREFIX", "STATUS", "CREATED", "SCOPES", "LIMITS", "NAME"]
+    assert [row.split()[0] for row in rows] == [key_id]
+
+
+def test_version_names_the_installed_package(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run(capsys, "--version")
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.strip() == f"backserv {importlib.metadata.version('backserv')}"
 
 
 BROKEN_MODEL = """
@@ -288,6 +351,28 @@ def test_jobs_list_of_an_empty_database_says_so(capsys: pytest.CaptureFixture[st
     code, out, _err = run(capsys, "jobs", "list")
     assert code == 0
     assert "No jobs." in out
+
+
+def test_jobs_list_json_is_the_stored_jobs_newest_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = seed(tmp_path, make_job(owner="alice"), make_job(owner="bob"), cancel=1)
+
+    code, out, _err = run(capsys, "jobs", "list", "--json")
+
+    assert code == 0
+    listed = json.loads(out)
+    assert [j["id"] for j in listed] == [jobs[1].id, jobs[0].id]
+    assert [j["status"] for j in listed] == ["QUEUED", "CANCELLED"]
+    assert listed[1]["owner"] == "alice" and listed[1]["retry_count"] == 0
+
+
+def test_jobs_list_has_a_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed(tmp_path, make_job())
+    code, out, _err = run(capsys, "jobs", "list")
+    assert code == 0
+    header, rows = table_rows(out)
+    assert header.split()[:3] == ["ID", "STATUS", "CREATED"] and len(rows) == 1
 
 
 def test_jobs_list_refuses_an_unknown_status(capsys: pytest.CaptureFixture[str]) -> None:
