@@ -55,7 +55,9 @@ class BarView(ProgressView):
         self._progress.start()
 
     def show(self, job: dict[str, Any]) -> None:
-        self._progress.update(self._task, description=describe(job), completed=percent(job))
+        self._progress.update(
+            self._task, description=describe(job), completed=percent(job), refresh=True
+        )
 
     def close(self) -> None:
         self._progress.stop()
