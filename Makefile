@@ -2,31 +2,51 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# BACKSERV_LOCAL=1 also installs the local extra (torch, diffusers), so its tests run too
-COMMA  := ,
-EXTRAS := dev$(if $(filter 1,$(BACKSERV_LOCAL)),$(COMMA)local)
-STAMP  := $(VENV)/.installed-$(subst $(COMMA),-,$(EXTRAS))-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# `make run` installs what serving needs (the package); the targets that develop it (test, lint,
+# bench, ...) add the dev extra. BACKSERV_LOCAL=1 also installs the local extra (torch,
+# diffusers), so its tests run too. Each install leaves a stamp named for what it installed and
+# pyproject.toml's checksum: an edited pyproject.toml installs again, and a dev install
+# covers a run.
+COMMA   := ,
+LOCAL   := $(if $(filter 1,$(BACKSERV_LOCAL)),local)
+SUM     := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+RUN_REQ := .$(if $(LOCAL),[$(LOCAL)])
+DEV_REQ := .[dev$(if $(LOCAL),$(COMMA)$(LOCAL))]
+RUN_STAMP := $(VENV)/.installed-run$(if $(LOCAL),-local)-$(SUM)
+DEV_STAMP := $(VENV)/.installed-dev$(if $(LOCAL),-local)-$(SUM)
+PIP     := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint imports format install clean bench
+.PHONY: run test lint imports format install install-dev clean bench
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
-	@rm -f $(VENV)/.installed-* && touch $@
+	$(PIP) -e '$(RUN_REQ)'
+	@find $(VENV) -maxdepth 1 -name '.installed-*' ! -name '*-$(SUM)' -delete
+	@touch $@
 
-install: $(STAMP)
+$(DEV_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e '$(DEV_REQ)'
+	@find $(VENV) -maxdepth 1 -name '.installed-*' ! -name '*-$(SUM)' -delete
+	@touch $@ $(RUN_STAMP)
 
-run: $(STAMP)
+# what serving needs, and no more (`make run` uses it)
+install: $(RUN_STAMP)
+
+# the development tools too (pytest, mypy, ruff, Playwright, ...)
+install-dev: $(DEV_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/backserv serve
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/pytest
 
 # the benchmark harness (wrk; see bench/RESULTS.md, which it rewrites); a few minutes
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check gateway providers tests bench tools
 	$(BIN)/ruff format --check gateway providers tests bench tools
 	$(BIN)/mypy
@@ -34,10 +54,10 @@ lint: $(STAMP)
 
 # no import cycle in gateway/ and providers/, and the layer contracts of pyproject.toml
 # ([tool.backserv.imports]); see tools/check_imports.py
-imports: $(STAMP)
+imports: $(DEV_STAMP)
 	$(BIN)/python -m tools.check_imports
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff format gateway providers tests bench tools
 	$(BIN)/ruff check --fix gateway providers tests bench tools
 
