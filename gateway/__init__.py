@@ -42,7 +42,9 @@ Running it
     app.py           the composition root: create_app(settings, store=, providers=, ...)
     settings.py      one pydantic-settings class (BACKSERV_*)
     cli.py, doctor.py
-                     the backserv command, and its checks of an installation
+                     the backserv command (and serve), and its checks of an installation
+    commands/        the other subcommands: run (a client of a running gateway: submit,
+                     follow with a progress bar, save), keys, jobs, models; tables, --json
     background.py    the supervised loop of the janitor and the lag monitor
     observability/   logs, Prometheus metrics, and the JobObserver seam the core reports to
 """
