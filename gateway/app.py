@@ -26,6 +26,7 @@ from gateway.api.files import FilesAPI
 from gateway.api.health import HealthAPI
 from gateway.api.images import ImagesAPI
 from gateway.api.job_events import JobEventsAPI
+from gateway.api.job_views import JobViews
 from gateway.api.jobs import JobsAPI, render_job
 from gateway.api.keys import KeysAPI
 from gateway.api.models import ModelsAPI
@@ -44,7 +45,7 @@ from gateway.errors import GatewayError
 from gateway.events import JobEvents
 from gateway.fetch import GuardedFetcher
 from gateway.keys import KeyManager
-from gateway.observability.http_metrics import HttpMetricsMiddleware
+from gateway.observability.http_metrics import HttpLatency
 from gateway.observability.lag import LagMonitor
 from gateway.observability.metrics import Metrics
 from gateway.observability.observer import JobObserver
@@ -190,6 +191,8 @@ def create_app(
         settings, store, lambda job: render_job(job, links), events
     )
     waiting = Waiting(store, events, settings.max_waiters_per_key)
+    views = JobViews(settings.job_cache_seconds, settings.job_cache_size)
+    events.add_listener(views.changed)
     gw = Gateway(
         settings=settings,
         store=store,
@@ -240,7 +243,7 @@ def create_app(
 
     webhook_secrets = WebhookSecrets(store)
     routes: list[BaseRoute] = [
-        *JobsAPI(service, links, settings.max_body_bytes, waiting).routes(),
+        *JobsAPI(service, links, settings.max_body_bytes, waiting, views).routes(),
         *ImagesAPI(
             service,
             waiting,
@@ -301,11 +304,12 @@ def create_app(
         HTTPException: http_error_handler,
         Exception: unhandled_error_handler,
     }
-    middleware = [Middleware(RequestIdMiddleware)]
+    # one layer for the request id and the latency histogram (it measures the fair-share
+    # wait too); then the fair share
+    latency = None if metrics is None else HttpLatency(metrics.http_latency)
+    middleware = [Middleware(RequestIdMiddleware, latency=latency)]
     if settings.max_running_requests_per_key:
         middleware.append(Middleware(FairShare, per_caller=settings.max_running_requests_per_key))
-    if metrics is not None:
-        middleware.append(Middleware(HttpMetricsMiddleware, histogram=metrics.http_latency))
     app = Starlette(
         routes=routes,
         exception_handlers=handlers,

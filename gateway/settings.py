@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     # job id (the job goes on; the client can poll it)
     sync_wait_seconds: float = Field(60.0, gt=0, le=600)
 
+    # GET /v1/jobs/{id} answers from a per-process cache of rendered jobs. Every change made
+    # through this process (on PostgreSQL: through any replica, by LISTEN/NOTIFY, within
+    # milliseconds) drops the job's entry at once; an entry also expires after this many
+    # seconds, the most an answer can be stale when a change notice is lost (the listener
+    # reconnecting) or another process writes the SQLite file. 0 turns the cache off
+    job_cache_seconds: float = Field(10.0, ge=0, le=60)
+    #: most rendered jobs the cache holds (least recently stored dropped first)
+    job_cache_size: int = Field(10_000, ge=0)
+
     # per-key limit on job creation (token bucket); 0 turns it off. These are the defaults:
     # a stored key may have its own (POST/PATCH /v1/keys, backserv keys create|update). On
     # PostgreSQL the buckets live in the database, so the limit holds across replicas.

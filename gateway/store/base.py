@@ -100,9 +100,16 @@ class JobStore(ABC):
                 log.exception("a delivery listener failed")
 
     def watch_changes(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(job_id)`` after every committed change of a job's status, progress
-        or queue position (on PostgreSQL, also for changes made by other replicas)."""
+        """Call ``listener(job_id)`` after every committed change of a job: its status,
+        progress, queue position, attempts, priority, input, meta, files, or its deletion
+        (on PostgreSQL, also for changes made by other replicas, through one NOTIFY)."""
         self._change_listeners.append(listener)
+
+    def _published(self, job_id: str, changed: bool) -> bool:
+        """Tell the listeners about ``job_id`` when ``changed``; return ``changed``."""
+        if changed:
+            self._changed([job_id])
+        return changed
 
     def _changed(self, job_ids: Iterable[str]) -> None:
         for job_id in job_ids:

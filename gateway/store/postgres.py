@@ -224,6 +224,12 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
         if self._notify_task is None or self._notify_task.done():
             self._notify_task = asyncio.get_running_loop().create_task(self._flush_notify())
 
+    def _published(self, job_id: str, changed: bool) -> bool:
+        """Publish ``job_id`` when ``changed``; return ``changed``."""
+        if changed:
+            self._publish([job_id])
+        return changed
+
     async def _flush_notify(self) -> None:
         await asyncio.sleep(0)  # let the changes of this loop turn gather
         while self._notify_pending and self._pool is not None:
@@ -411,6 +417,7 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
         )
         if rowcount(done) == 0:
             raise StaleLease(f"job {job_id}: lease token {token} is stale or the job ended")
+        self._publish([job_id])
 
     async def finish(
         self,
@@ -466,12 +473,17 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
     async def mark_files_purged(self, job_ids: list[str], now: float) -> int:
         if not job_ids:
             return 0
-        return rowcount(await self.pool.execute(sql.MARK_FILES_PURGED, now, job_ids))
+        marked = rowcount(await self.pool.execute(sql.MARK_FILES_PURGED, now, job_ids))
+        if marked:
+            self._publish(job_ids)
+        return marked
 
     async def delete_jobs_before(self, cutoff: float, limit: int) -> list[str]:
         if limit <= 0:
             return []
-        return [r[0] for r in await self.pool.fetch(sql.DELETE_JOBS_BEFORE, cutoff, limit)]
+        ids = [r[0] for r in await self.pool.fetch(sql.DELETE_JOBS_BEFORE, cutoff, limit)]
+        self._publish(ids)
+        return ids
 
     async def set_meta_value(self, job_id: str, path: tuple[str, ...], value: Any) -> bool:
         if not path or not all(META_KEY.match(p) for p in path):
@@ -490,11 +502,12 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
                 node = child
             node[path[-1]] = value
             await conn.execute(sql.SET_META, dumps(meta), time.time(), job_id)
+        self._publish([job_id])
         return True
 
     async def set_priority(self, job_id: str, priority: int) -> bool:
         done = await self.pool.execute(sql.SET_PRIORITY, priority, time.time(), job_id)
-        return rowcount(done) > 0
+        return self._published(job_id, rowcount(done) > 0)
 
     async def reroute_queued(
         self, job: Job, *, model: str, lane: str, input: dict[str, Any], meta: dict[str, Any]
@@ -509,10 +522,10 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
             job.id,
             job.updated_at,
         )
-        return rowcount(done) > 0
+        return self._published(job.id, rowcount(done) > 0)
 
     async def delete_job(self, job_id: str) -> bool:
-        return await self.pool.fetchval(sql.DELETE_JOB, job_id) is not None
+        return self._published(job_id, await self.pool.fetchval(sql.DELETE_JOB, job_id) is not None)
 
     # -- metadata (the API keys are in postgres_keys.py) -----------------------------
 

@@ -482,6 +482,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
 
         if await self._write(op) == 0:
             raise StaleLease(f"job {job_id}: lease token {token} is stale or the job ended")
+        self._changed([job_id])
 
     async def finish(
         self,
@@ -588,7 +589,10 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
                 marked += cur.rowcount
             return marked
 
-        return await self._write(op)
+        marked = await self._write(op)
+        if marked:
+            self._changed(job_ids)
+        return marked
 
     async def delete_jobs_before(self, cutoff: float, limit: int) -> list[str]:
         if limit <= 0:
@@ -603,7 +607,9 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             )
             return [r[0] for r in rows]
 
-        return await self._write(op)
+        ids = await self._write(op)
+        self._changed(ids)
+        return ids
 
     async def set_meta_value(self, job_id: str, path: tuple[str, ...], value: Any) -> bool:
         if not path or not all(META_KEY.match(p) for p in path):
@@ -627,7 +633,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             )
             return cur.rowcount
 
-        return bool(await self._write(op))
+        return self._published(job_id, bool(await self._write(op)))
 
     async def set_priority(self, job_id: str, priority: int) -> bool:
         now = time.time()
@@ -639,7 +645,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             )
             return cur.rowcount
 
-        return bool(await self._write(op))
+        return self._published(job_id, bool(await self._write(op)))
 
     async def reroute_queued(
         self, job: Job, *, model: str, lane: str, input: dict[str, Any], meta: dict[str, Any]
@@ -654,7 +660,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             )
             return cur.rowcount
 
-        return bool(await self._write(op))
+        return self._published(job.id, bool(await self._write(op)))
 
     async def delete_job(self, job_id: str) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -663,7 +669,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             )
             return bool(list(rows))
 
-        return await self._write(op)
+        return self._published(job_id, await self._write(op))
 
     # -- metadata (the API keys are in sqlite_keys.py) -------------------------------
 

@@ -21,9 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from gateway.api.request_id import RequestIdMiddleware
 from gateway.app import Gateway
 from gateway.catalog import Catalog, parse_catalog
-from gateway.observability.http_metrics import HttpMetricsMiddleware, route_template
+from gateway.observability.http_metrics import HttpLatency, route_template
 from gateway.observability.metrics import Metrics
 from providers.registry import KNOWN_PROVIDERS
 from tests.api.support import running
@@ -304,7 +305,7 @@ async def test_a_failed_count_keeps_the_last_values(
     assert value(await scrape(client), "backserv_queue_depth", provider="sandbox") == 1
 
 
-# -- the middleware on its own ----------------------------------------------------------------
+# -- the edge middleware's latency, on its own ----------------------------------------------
 
 
 async def test_an_exception_escaping_the_app_is_counted_as_500() -> None:
@@ -313,7 +314,7 @@ async def test_an_exception_escaping_the_app_is_counted_as_500() -> None:
 
     metrics = Metrics()
     inner = Starlette(routes=[Route("/boom/{n}", boom)])
-    app = HttpMetricsMiddleware(inner, metrics.http_latency)
+    app = RequestIdMiddleware(inner, HttpLatency(metrics.http_latency))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert (await client.get("/boom/1")).status_code == 500
