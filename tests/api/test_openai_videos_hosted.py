@@ -61,17 +61,21 @@ class Hosted:
 @pytest.fixture
 async def hosted(tmp_path: Path) -> AsyncIterator[Hosted]:
     fal_app, replicate_app = create_fal_app(), create_replicate_app()
-    async with serve(fal_app) as fal_url, serve(replicate_app) as replicate_url, serve_gateway(
-        tmp_path,
-        parse_catalog(CATALOG, KNOWN_PROVIDERS, source="test-hosted-videos"),
-        fal_key="fal-test-key",
-        fal_queue_url=fal_url,
-        replicate_api_token="r8-test-token",
-        replicate_base_url=replicate_url,
-        provider_poll_seconds=0.05,
-        provider_timeout_seconds=5.0,
-        fetch_allow="127.0.0.1",  # the emulators serve their outputs on loopback
-    ) as server:
+    async with (
+        serve(fal_app) as fal_url,
+        serve(replicate_app) as replicate_url,
+        serve_gateway(
+            tmp_path,
+            parse_catalog(CATALOG, KNOWN_PROVIDERS, source="test-hosted-videos"),
+            fal_key="fal-test-key",
+            fal_queue_url=fal_url,
+            replicate_api_token="r8-test-token",
+            replicate_base_url=replicate_url,
+            provider_poll_seconds=0.05,
+            provider_timeout_seconds=5.0,
+            fetch_allow="127.0.0.1",  # the emulators serve their outputs on loopback
+        ) as server,
+    ):
         fal, replicate = fal_app.state.emulator, replicate_app.state.emulator
         fal.configure(latency=0.05)
         replicate.configure(latency=0.05)
