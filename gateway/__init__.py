@@ -17,13 +17,17 @@ Running jobs
                      "can this route run now?" rule), janitor.py (retention)
     faults.py        a provider's unexpected exception -> retryable or generic error
     results.py       result files (storage) and their signed, expiring links
+    uploads.py       uploaded input files: checked as inline images, kept with the job's files
 
 Storage and providers
     store/           JobStore and its two implementations, sqlite and postgres
     ../providers/    the Provider seam (base.py), sandbox, fal, replicate, local, testing
 
 Faces (each receives only what it uses; see pyproject's [tool.backserv.imports])
-    api/             jobs, images (OpenAI), job_events (SSE), backserv_tasks, tasks/,
+    api/             jobs, images (OpenAI), openai_videos (+ openai_video_object,
+                     openai_video_params, openai_video_content), openai_edits (+
+                     openai_edit_inputs), openai_sync (the sync wait's answers), multipart
+                     (form bodies), job_events (SSE), backserv_tasks, tasks/,
                      files, keys, models, webhook_secrets, provider_webhooks (fal's and
                      Replicate's callbacks), health, openapi/, and the middlewares
                      (request_id, fair_share)

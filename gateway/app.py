@@ -30,6 +30,8 @@ from gateway.api.job_views import JobViews
 from gateway.api.jobs import JobsAPI, render_job
 from gateway.api.keys import KeysAPI
 from gateway.api.models import ModelsAPI
+from gateway.api.openai_edits import EditsAPI
+from gateway.api.openai_videos import VideosAPI
 from gateway.api.openapi import DocumentOptions, OpenAPIDocument
 from gateway.api.provider_webhooks import ProviderWebhooksAPI
 from gateway.api.request_id import RequestIdMiddleware
@@ -61,6 +63,7 @@ from gateway.service import JobService
 from gateway.settings import Settings
 from gateway.store import create_store
 from gateway.store.base import JobStore
+from gateway.uploads import Uploads
 from gateway.waiting import Waiting
 from gateway.web import WebPages
 from gateway.webhooks import WebhookDispatcher
@@ -242,6 +245,7 @@ def create_app(
             await store.close()
 
     webhook_secrets = WebhookSecrets(store)
+    uploads = Uploads(storage, links, settings.max_input_bytes)
     routes: list[BaseRoute] = [
         *JobsAPI(service, links, settings.max_body_bytes, waiting, views).routes(),
         *ImagesAPI(
@@ -251,6 +255,24 @@ def create_app(
             links,
             max_body=settings.max_body_bytes,
             sync_wait=settings.sync_wait_seconds,
+        ).routes(),
+        *EditsAPI(
+            service,
+            waiting,
+            storage,
+            links,
+            uploads,
+            max_body=settings.max_body_bytes,
+            max_upload=settings.max_upload_bytes,
+            sync_wait=settings.sync_wait_seconds,
+        ).routes(),
+        *VideosAPI(
+            service,
+            storage,
+            links,
+            uploads,
+            max_body=settings.max_body_bytes,
+            max_upload=settings.max_upload_bytes,
         ).routes(),
         *BackServTasksAPI(
             service,

@@ -109,10 +109,14 @@ def _check_urls(values: list[str]) -> list[str]:
 
 
 class EditInput(KindInput):
-    image_fields = ("image_url", "reference_image_urls")
+    image_fields = ("image_url", "reference_image_urls", "mask_url")
 
     image_url: str = Field(description="The image to edit (http(s) or data: URL).")
     prompt: Prompt
+    mask_url: str | None = Field(
+        None,
+        description="Where to edit: the mask's fully transparent pixels (OpenAI's convention).",
+    )
     reference_image_urls: list[str] = Field(
         default_factory=list, max_length=4, description="Reference images (URLs)."
     )
@@ -121,6 +125,7 @@ class EditInput(KindInput):
     seed: Seed = Field(None, description="Random seed; one is chosen when omitted.")
 
     _url = field_validator("image_url")(lambda v: _check_url(v))
+    _mask = field_validator("mask_url")(lambda v: None if v is None else _check_url(v))
     _urls = field_validator("reference_image_urls")(_check_urls)
 
 

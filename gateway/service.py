@@ -46,6 +46,9 @@ class JobRequest:
     ``param_prefix`` + the field); ``webhook_url`` / ``webhook_events`` are the request's raw
     values (checked by the service, SSRF guard included); ``limits`` are the submitting key's
     own limits; ``routes`` a route chain composed for this job; ``meta`` a face's own fields.
+    ``job_id`` is an id the face chose (``new_job_id()``) because it stored files under it
+    before the job existed (uploads); ``webhook_format`` is how the job's webhooks are
+    worded (``gateway/webhooks/due.py``: ``"backserv"`` or ``"openai"``).
     """
 
     owner: str
@@ -59,6 +62,8 @@ class JobRequest:
     routes: Sequence[RouteSpec] | None = None
     meta: Mapping[str, Any] | None = None
     param_prefix: str = ""
+    job_id: str | None = None
+    webhook_format: str = "backserv"
 
 
 def _replay(existing: Job, request_hash: str | None) -> Job:
@@ -181,6 +186,8 @@ class JobService:
             await self._check_active(owner, own.max_active, mine)
         meta = dict(request.meta or {})
         if hook is not None:
+            if request.webhook_format != "backserv":
+                hook["format"] = request.webhook_format
             meta["webhook"] = hook
         model, routes = request.model, request.routes
         listed = self.catalog.models.get(model.id)
@@ -192,7 +199,7 @@ class JobService:
         if self.availability is not None:
             self.availability.require_configured(model)
         job = Job(
-            id=new_job_id(),
+            id=request.job_id or new_job_id(),
             owner=owner,
             kind=model.kind.name,
             model=model.id,
@@ -241,6 +248,7 @@ class JobService:
         meta: dict[str, str] | None = None,
         kinds: Sequence[str] | None = None,
         offset: int = 0,
+        oldest_first: bool = False,
     ) -> tuple[list[Job], bool]:
         if after is not None:
             cursor = await self.store.get_job(after)
@@ -260,6 +268,7 @@ class JobService:
             meta=meta,
             kinds=kinds,
             offset=offset,
+            oldest_first=oldest_first,
         )
 
     async def annotate(

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     #: the most bytes one input image may have: sent inline (a data: URL or base64, decoded
     #: and checked when the job is submitted: 413 above it) or downloaded from its URL
     max_input_bytes: int = Field(DEFAULT_MAX_INPUT_BYTES, ge=1024)
+    #: the most bytes of a multipart upload (POST /v1/videos, /v1/images/edits) in all; each
+    #: file in it is also held to max_input_bytes
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     # the Back.Serv task face (POST /submit_task, GET /query_task/<id>, ...): "key" asks for
     # a Bearer key as every other face does; "none" is for a trusted network: no key, and

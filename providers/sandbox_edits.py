@@ -108,7 +108,10 @@ async def render(
             await fetch(url, f"reference_image_urls[{i}]")
             for i, url in enumerate(job_input.get("reference_image_urls") or [])
         ]
-        result = await heavy([image, *refs], partial(edit, image, refs, job_input, int(seed or 0)))
+        mask_url = job_input.get("mask_url")
+        mask = None if mask_url is None else await fetch(mask_url, "mask_url")
+        inputs = [image, *refs, *([] if mask is None else [mask])]
+        result = await heavy(inputs, partial(edit, image, refs, job_input, int(seed or 0), mask))
     elif target == "refine":
         result = await heavy([image], partial(refine, image, job_input))
     elif target == "detail_enhance":
@@ -161,8 +164,17 @@ def fal_app_placeholder(params: dict[str, Any]) -> Rendered:
     return png, width, height
 
 
-def edit(image: bytes, references: list[bytes], job_input: dict[str, Any], seed: int) -> Rendered:
-    """The image (resized as asked) tinted by the prompt, with the references as thumbnails."""
+def edit(
+    image: bytes,
+    references: list[bytes],
+    job_input: dict[str, Any],
+    seed: int,
+    mask: bytes | None = None,
+) -> Rendered:
+    """The image (resized as asked) tinted by the prompt, with the references as thumbnails.
+
+    With a ``mask`` (OpenAI's convention: its fully transparent pixels are the ones to edit),
+    every other pixel keeps the input's value."""
     prompt = str(job_input.get("prompt") or "")
     base = _workable(_open(image, "image")).convert("RGB")
     size = _scaled(base.size, job_input.get("width"), job_input.get("height"))
@@ -176,6 +188,12 @@ def edit(image: bytes, references: list[bytes], job_input: dict[str, Any], seed:
         thumb = ImageOps.fit(_open(data, "reference image").convert("RGB"), (side, side))
         out.paste(thumb, (out.width - (i + 1) * (side + margin), out.height - side - margin))
     _caption(out, prompt, f"edit, seed {seed}")
+    if mask is not None:
+        keep = _open(mask, "mask").convert("RGBA").getchannel("A")
+        if keep.size != out.size:
+            keep = keep.resize(out.size, Image.Resampling.NEAREST)
+        keep = keep.point(lambda a: 255 if a else 0)
+        out = Image.composite(base, out, keep)
     return _png(out), out.width, out.height
 
 

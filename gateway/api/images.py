@@ -10,9 +10,6 @@ id, a failed one 502 (or 400 when the provider rejected the input), both with
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import re
 from typing import Any
 
 from starlette.requests import Request
@@ -20,19 +17,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.common import body_int, body_str, json, principal, read_json
-from gateway.errors import (
-    InvalidRequest,
-    JobCancelledMeanwhile,
-    JobFailedUpstream,
-    JobStillRunning,
+from gateway.api.openai_sync import (
+    image_data,
+    outcome_error,
+    parse_size,
+    refuse_jobs_only,
+    response_format,
 )
+from gateway.errors import InvalidRequest
 from gateway.idempotency import read_idempotency, replay_headers
-from gateway.jobs import Job, Status
+from gateway.jobs import Status
 from gateway.results import ResultLinks, ResultStorage
 from gateway.service import JobRequest, JobService
 from gateway.waiting import Waiting
 
-_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 #: OpenAI parameters without a meaning here; accepted and ignored so SDK defaults pass
 _IGNORED = frozenset(
     {
@@ -80,27 +78,15 @@ class ImagesAPI:
         body = await read_json(request, self.max_body)
         idem = read_idempotency(request.headers, request.scope["path"], body)
         model = self.service.resolve(body.get("model"), kind="image")
-        if model.jobs_only:
-            raise InvalidRequest(
-                f"The model '{model.id}' is jobs-only: create the job with POST "
-                "/v1/jobs/images and poll GET /v1/jobs/{id}.",
-                param="model",
-                code="jobs_only_model",
-            )
-        fmt = body.get("response_format") or "url"
-        if fmt not in ("url", "b64_json"):
-            raise InvalidRequest(
-                "Invalid 'response_format': must be 'url' or 'b64_json'.",
-                param="response_format",
-                code="invalid_value",
-            )
+        refuse_jobs_only(model, "/v1/jobs/images")
+        fmt = response_format(body)
         user = body_str(body, "user", required=False)
         raw: dict[str, Any] = {
             k: v for k, v in body.items() if k not in _OPENAI and k not in _IGNORED
         }
         raw["prompt"] = body_str(body, "prompt")
         raw["num_images"] = body_int(body, "n", 1, 1, 10)
-        raw.update(_size(body.get("size")))
+        raw.update(parse_size(body.get("size")))
         # the slot of this wait is taken before the job exists: a key at its cap of open
         # waits gets a 429 that is safe to retry, never a 429 for a job that then runs
         with self.waiting.hold(who.owner):
@@ -124,52 +110,6 @@ class ImagesAPI:
             job = await self.waiting.held(request.receive, job, self.sync_wait)
         headers = {"x-backserv-job-id": job.id, **replay_headers(replayed)}
         if job.status is Status.COMPLETED:
-            data = await self._data(job, fmt, str(raw["prompt"]))
+            data = await image_data(job, fmt, str(raw["prompt"]), self.storage, self.links)
             return json({"created": int(job.created_at), "data": data}, 200, headers)
-        raise _outcome_error(job)
-
-    async def _data(self, job: Job, fmt: str, prompt: str) -> list[dict[str, Any]]:
-        files = (job.result or {}).get("files", [])
-        out = []
-        for f in files:
-            item: dict[str, Any] = {"revised_prompt": prompt}
-            if fmt == "b64_json":
-                path = self.storage.path(job.id, f["name"])
-                raw = await asyncio.to_thread(path.read_bytes) if path is not None else b""
-                item["b64_json"] = base64.b64encode(raw).decode()
-            else:
-                item["url"] = self.links.url(job, f["name"])
-            out.append(item)
-        return out
-
-
-def _size(value: Any) -> dict[str, int]:
-    if value is None or value == "auto":
-        return {}
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise InvalidRequest(
-            "Invalid 'size': must be 'WIDTHxHEIGHT', e.g. '1024x1024'.",
-            param="size",
-            code="invalid_value",
-        )
-    return {"width": int(match.group(1)), "height": int(match.group(2))}
-
-
-def _outcome_error(job: Job) -> Exception:
-    if job.status is Status.FAILED:
-        error = job.error or {}
-        message = str(error.get("message") or "The job failed.")
-        code = str(error.get("code") or "job_failed")
-        if code == "invalid_input":
-            return InvalidRequest(message, code=code)
-        return JobFailedUpstream(f"{message} (job {job.id})", job_id=job.id, code=code)
-    if job.status is Status.CANCELLED:
-        return JobCancelledMeanwhile(
-            f"Job {job.id} was cancelled before it finished.", job_id=job.id, code="job_cancelled"
-        )
-    return JobStillRunning(
-        f"The image is still being generated. Poll GET /v1/jobs/{job.id} for it.",
-        job_id=job.id,
-        code="job_still_running",
-    )
+        raise outcome_error(job)

@@ -155,8 +155,10 @@ class JobStore(ABC):
         meta: dict[str, str] | None = None,
         kinds: Sequence[str] | None = None,
         offset: int = 0,
+        oldest_first: bool = False,
     ) -> tuple[list[Job], bool]:
-        """Newest first; ``after`` is the id of the last job of the previous page; ``meta``
+        """Newest first (``oldest_first``: the other way); ``after`` is the id of the last job
+        of the previous page (in the same order); ``meta``
         keeps jobs whose ``meta[key] == value`` for each item (keys match ``META_KEY``);
         ``kinds`` keeps jobs of those kinds; ``offset`` skips that many matching jobs first.
 

@@ -335,9 +335,10 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
         meta: dict[str, str] | None = None,
         kinds: Sequence[str] | None = None,
         offset: int = 0,
+        oldest_first: bool = False,
     ) -> tuple[list[Job], bool]:
         statement, params = sql.list_jobs_query(
-            owner, after, status, model, limit + 1, meta, kinds, offset
+            owner, after, status, model, limit + 1, meta, kinds, offset, oldest_first
         )
         rows = await self.pool.fetch(statement, *params)
         return [row_to_job(r) for r in rows[:limit]], len(rows) > limit

@@ -332,9 +332,11 @@ def list_jobs_query(
     meta: dict[str, str] | None = None,
     kinds: Sequence[str] | None = None,
     offset: int = 0,
+    oldest_first: bool = False,
 ) -> tuple[str, list[Any]]:
-    """A page of jobs, newest first; only the filters given become predicates (so each
-    combination gets a plan that can use its index). ``meta`` keys are checked names."""
+    """A page of jobs, newest first (or oldest first); only the filters given become
+    predicates (so each combination gets a plan that can use its index). ``meta`` keys are
+    checked names."""
     where: list[str] = []
     params: list[Any] = []
     for key, wanted in (meta or {}).items():
@@ -342,9 +344,14 @@ def list_jobs_query(
             raise ValueError(f"not a filterable meta key: {key!r}")
         params.append(wanted)
         where.append(f"meta->>'{key}' = ${len(params)}")
+    cursor = (
+        "seq > COALESCE((SELECT seq FROM jobs WHERE id = $), 9223372036854775807)"
+        if oldest_first
+        else "seq < COALESCE((SELECT seq FROM jobs WHERE id = $), -1)"
+    )
     for condition, value in (
         ("owner = $", owner),
-        ("seq < COALESCE((SELECT seq FROM jobs WHERE id = $), -1)", after),
+        (cursor, after),
         ("status = $", None if status is None else status.value),
         ("model = $", model),
     ):
@@ -357,7 +364,7 @@ def list_jobs_query(
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     params.extend((limit, max(0, offset)))
     return (
-        f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC "
+        f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY seq {'ASC' if oldest_first else 'DESC'} "
         f"LIMIT ${len(params) - 1} OFFSET ${len(params)}",
         params,
     )

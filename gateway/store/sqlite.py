@@ -327,6 +327,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         meta: dict[str, str] | None = None,
         kinds: Sequence[str] | None = None,
         offset: int = 0,
+        oldest_first: bool = False,
     ) -> tuple[list[Job], bool]:
         where: list[str] = []
         params: list[Any] = []
@@ -339,7 +340,12 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             where.append("owner = ?")
             params.append(owner)
         if after is not None:
-            where.append("seq < COALESCE((SELECT seq FROM jobs WHERE id = ?), -1)")
+            if oldest_first:  # an unknown cursor matches nothing either way
+                where.append(
+                    "seq > COALESCE((SELECT seq FROM jobs WHERE id = ?), 9223372036854775807)"
+                )
+            else:
+                where.append("seq < COALESCE((SELECT seq FROM jobs WHERE id = ?), -1)")
             params.append(after)
         if status is not None:
             where.append("status = ?")
@@ -352,7 +358,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
             params.extend(kinds)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         rows = await self._read(
-            f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            f"SELECT {JOB_COLUMNS} FROM jobs {clause} "
+            f"ORDER BY seq {'ASC' if oldest_first else 'DESC'} LIMIT ? OFFSET ?",
             (*params, limit + 1, max(0, offset)),
         )
         jobs = [row_to_job(r) for r in rows[:limit]]

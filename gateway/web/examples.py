@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.api.openai_edit_inputs import SHAPES
 from gateway.web.view import ModelView
 
 SAMPLE_PROMPT = "a lighthouse at dusk"
@@ -121,6 +122,29 @@ def _openai(model: ModelView, base: str) -> str:
             f'    model={_py(model.id)}, prompt={_py(SAMPLE_PROMPT)}, size="512x512"',
             ")",
             "print(image.data[0].url)",
+            "",
+        ]
+    if model.kind == "video":
+        lines += [
+            "# OpenAI's video API: create, poll until done, download",
+            "video = client.videos.create_and_poll(",
+            f'    model={_py(model.id)}, prompt={_py(SAMPLE_PROMPT)}, seconds="2"',
+            ")",
+            'if video.status == "completed":',
+            '    client.videos.download_content(video.id).write_to_file("video.bin")',
+            "else:",
+            "    print(video.error)",
+            "",
+        ]
+    if model.kind in SHAPES and not model.jobs_only:
+        lines += [
+            "# OpenAI's image edit: upload the image, wait for the result",
+            "result = client.images.edit(",
+            f"    model={_py(model.id)},",
+            '    image=open("input.png", "rb"),',
+            f"    prompt={_py(SAMPLE_PROMPT)},",
+            ")",
+            "print(result.data[0].url)",
             "",
         ]
     lines += [

@@ -9,6 +9,12 @@ change of the job is seen:
   10-point bucket, and only the bucket the job is in when its change is read;
 - ``completed``: the job is COMPLETED, FAILED or CANCELLED (type ``job.completed``,
   ``job.failed`` or ``job.cancelled``).
+
+A job made through OpenAI's ``/v1/videos`` has a webhook in OpenAI's own words (its hook's
+``format`` is ``"openai"``): only the terminal event, typed ``video.completed`` (COMPLETED)
+or ``video.failed`` (FAILED, CANCELLED), with the payload an OpenAI event object
+``{"id": "evt_…", "object": "event", "created_at", "type", "data": {"id": <video id>}}``,
+so ``openai``'s ``client.webhooks.unwrap(...)`` verifies and parses it unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ from gateway.store.base import WebhookDelivery
 from gateway.webhooks.validate import DEFAULT_EVENTS
 
 COMPLETED_KEY = "completed"
+OPENAI_FORMAT = "openai"
+_OPENAI_TYPES = {
+    Status.COMPLETED: "video.completed",
+    Status.FAILED: "video.failed",
+    Status.CANCELLED: "video.failed",
+}
 _TERMINAL_TYPES = {
     Status.COMPLETED: "job.completed",
     Status.FAILED: "job.failed",
@@ -47,6 +59,10 @@ def due_events(job: Job) -> list[Due]:
     hook = hook_of(job)
     if hook is None:
         return []
+    if hook.get("format") == OPENAI_FORMAT:
+        if not job.status.terminal:
+            return []
+        return [Due(COMPLETED_KEY, _OPENAI_TYPES[job.status])]
     wanted = set(hook.get("events") or DEFAULT_EVENTS)
     due: list[Due] = []
     if "started" in wanted and job.started_at is not None:
@@ -70,7 +86,17 @@ def new_delivery(job: Job, due: Due, data: dict[str, Any], now: float) -> Webhoo
     hook = hook_of(job)
     if hook is None:
         raise ValueError(f"job {job.id} has no webhook")
-    payload = {"type": due.type, "timestamp": int(now), "data": data}
+    payload: dict[str, Any]
+    if hook.get("format") == OPENAI_FORMAT:
+        payload = {
+            "id": "evt_" + secrets.token_hex(12),
+            "object": "event",
+            "created_at": int(now),
+            "type": due.type,
+            "data": {"id": job.id},
+        }
+    else:
+        payload = {"type": due.type, "timestamp": int(now), "data": data}
     return WebhookDelivery(
         id=new_message_id(),
         job_id=job.id,

@@ -12,11 +12,9 @@ import asyncio
 import base64
 import contextlib
 import io
-import socket
 import time
 import tomllib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,13 +22,12 @@ from urllib.parse import urlsplit
 import httpx
 import openai
 import pytest
-import uvicorn
 from PIL import Image
 
-from gateway.app import Gateway, create_app
 from gateway.catalog import Catalog, parse_catalog
 from providers.registry import KNOWN_PROVIDERS
-from tests.conftest import KEY_A, KEY_B, ROOT, make_settings
+from tests.api.openai_support import Served, serve_gateway
+from tests.conftest import KEY_A, KEY_B, ROOT
 
 SANDBOX_IDS = {
     "sandbox-image",
@@ -90,40 +87,11 @@ def _catalog() -> Catalog:
     return parse_catalog(raw, KNOWN_PROVIDERS, source="test-images.toml")
 
 
-@dataclass
-class Served:
-    url: str
-    gateway: Gateway
-
-    def sdk(self, api_key: str = KEY_A, **kwargs: Any) -> openai.AsyncOpenAI:
-        kwargs.setdefault("max_retries", 0)
-        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=api_key, **kwargs)
-
-
 @contextlib.asynccontextmanager
 async def served(tmp_path: Path, **overrides: Any) -> AsyncIterator[Served]:
-    """The gateway app on a real loopback socket whose URL is also the app's public URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(make_settings(tmp_path, public_url=url, **overrides), catalog=_catalog())
-    config = uvicorn.Config(
-        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                await task
-                raise RuntimeError("the gateway stopped while starting")
-            await asyncio.sleep(0.005)
-        yield Served(url, app.state.gateway)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    """The gateway app (with this module's catalog) on a real loopback socket."""
+    async with serve_gateway(tmp_path, _catalog(), **overrides) as s:
+        yield s
 
 
 @pytest.fixture

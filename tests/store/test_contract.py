@@ -177,6 +177,16 @@ async def test_list_pages_with_after_cursor_and_has_more(store: JobStore) -> Non
     assert [j.id for j in page3] == newest_first[4:5] and more3 is False
 
 
+async def test_list_oldest_first_pages_forward_from_the_cursor(store: JobStore) -> None:
+    ids = [(await insert(store)).id for _ in range(5)]
+    page1, more1 = await store.list_jobs("alice", limit=3, oldest_first=True)
+    page2, more2 = await store.list_jobs("alice", limit=3, after=page1[-1].id, oldest_first=True)
+    assert [j.id for j in page1] == ids[:3] and more1 is True
+    assert [j.id for j in page2] == ids[3:] and more2 is False
+    gone, _ = await store.list_jobs("alice", limit=3, after="job-missing", oldest_first=True)
+    assert gone == []
+
+
 async def test_list_page_that_exactly_fills_limit_has_no_more(store: JobStore) -> None:
     for _ in range(3):
         await insert(store)

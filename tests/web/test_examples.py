@@ -77,3 +77,38 @@ async def test_python_examples_run_against_a_live_gateway(
     out = capsys.readouterr().out
     assert f"{live.url}/files/job-" in out
     assert "Job ended" not in out
+
+
+@pytest.mark.parametrize(
+    ("model_id", "video", "edit"),
+    [
+        ("sandbox-video", True, False),
+        ("sandbox-edit", False, True),
+        ("sandbox-upscale", False, True),
+        ("sandbox-image", False, False),
+    ],
+)
+async def test_openai_example_shows_the_video_and_edit_apis_for_their_kinds(
+    gateway: Gateway, model_id: str, video: bool, edit: bool
+) -> None:
+    view = CatalogView(gateway.catalog, Availability(gateway.providers, gateway.breakers))
+    openai_code = examples(view.model(model_id), BASE)[2].code
+    compile(openai_code, model_id, "exec")
+    assert ("client.videos.create_and_poll(" in openai_code) is video
+    assert ("client.images.edit(" in openai_code) is edit
+
+
+@pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
+async def test_the_video_example_downloads_a_video_from_a_live_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with live_gateway(tmp_path) as live:
+        view = CatalogView(
+            live.gateway.catalog, Availability(live.gateway.providers, live.gateway.breakers)
+        )
+        example = examples(view.model("sandbox-video"), live.url)[2]
+        code = example.code.replace("bsk_...", KEY_A)
+        code = code.split("# the Jobs API")[0]  # the OpenAI video part alone
+        await asyncio.to_thread(exec, compile(code, "video", "exec"), {})
+    assert (tmp_path / "video.bin").read_bytes().startswith(b"GIF8")

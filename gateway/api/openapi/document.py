@@ -23,6 +23,7 @@ from gateway.api.openapi.catalog import models_paths
 from gateway.api.openapi.components import Components, security_schemes
 from gateway.api.openapi.jobs import jobs_paths
 from gateway.api.openapi.keys import keys_paths
+from gateway.api.openapi.openai_media import openai_media_paths
 from gateway.api.openapi.operations import operations_paths
 from gateway.api.openapi.tasks import tasks_paths
 from gateway.catalog import Catalog
@@ -31,7 +32,8 @@ PATH = "/openapi.json"
 DESCRIPTION = """\
 An asynchronous, OpenAI-style jobs gateway for generative media. Faces:
 
-- **Jobs API** (`/v1/jobs*`), **OpenAI images** (`/v1/images/generations`), **models**
+- **Jobs API** (`/v1/jobs*`), **OpenAI images** (`/v1/images/generations`,
+  `/v1/images/edits`), **OpenAI videos** (`/v1/videos*`), **models**
   (`/v1/models`), **webhook secrets** and **API keys** (`/v1/keys`, `admin` keys):
   `Authorization: Bearer <API key>`, errors in OpenAI's envelope
   `{"error": {"message", "type", "param", "code"}}`.
@@ -68,6 +70,7 @@ def build_document(options: DocumentOptions, catalog: Catalog) -> dict[str, Any]
     c.error_schemas()
     paths = {
         **jobs_paths(c, catalog),
+        **openai_media_paths(c, catalog),
         **models_paths(c),
         **keys_paths(c),
         **backserv_paths(c, keyed=options.submit_task_keyed),
