@@ -10,7 +10,6 @@ id, a failed one 502 (or 400 when the provider rejected the input), both with
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from typing import Any
@@ -28,8 +27,9 @@ from gateway.errors import (
 )
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, Status
-from gateway.results import ResultLinks, ResultStorage
+from gateway.results import ResultLinks
 from gateway.service import JobRequest, JobService
+from gateway.storage import ResultStorage
 from gateway.waiting import Waiting
 
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
@@ -134,8 +134,7 @@ class ImagesAPI:
         for f in files:
             item: dict[str, Any] = {"revised_prompt": prompt}
             if fmt == "b64_json":
-                path = self.storage.path(job.id, f["name"])
-                raw = await asyncio.to_thread(path.read_bytes) if path is not None else b""
+                raw = await self.storage.read_all(job.id, f["name"]) or b""
                 item["b64_json"] = base64.b64encode(raw).decode()
             else:
                 item["url"] = self.links.url(job, f["name"])
