@@ -38,7 +38,7 @@ from gateway.storage.bucket import BucketConfig
 from gateway.storage.sources import OutputSource
 
 if TYPE_CHECKING:
-    from obstore.store import ClientConfig, S3Config
+    from obstore.store import ClientConfig, RetryConfig, S3Config
 
 #: the size of one multipart part (S3's minimum, except for the last part)
 PART_SIZE = 5 * 1024 * 1024
@@ -64,7 +64,22 @@ def _client(config: BucketConfig) -> S3Store:
         "connect_timeout": timedelta(seconds=min(5.0, config.timeout_seconds)),
         "allow_http": bool(config.endpoint_url and config.endpoint_url.startswith("http:")),
     }
-    return S3Store(config.bucket, prefix=config.prefix or None, config=s3, client_options=options)
+    # a few quick retries of 5xx answers and dropped connections, all within one timeout
+    retry: RetryConfig = {
+        "max_retries": 3,
+        "retry_timeout": timedelta(seconds=config.timeout_seconds),
+        "backoff": {
+            "init_backoff": timedelta(milliseconds=100),
+            "max_backoff": timedelta(seconds=2),
+        },
+    }
+    return S3Store(
+        config.bucket,
+        prefix=config.prefix or None,
+        config=s3,
+        client_options=options,
+        retry_config=retry,
+    )
 
 
 class ObjectStorage(ResultStorage):
@@ -87,23 +102,26 @@ class ObjectStorage(ResultStorage):
         key = relative_key(job_id, name)
         attributes = {"Content-Type": content_type_of(name)}
         first, rest = await _first_part(chunks)
+        source: _Counted | None = None
         try:
             if rest is None:  # small: one PUT
                 await obstore.put_async(
                     self.store, key, bytes(first), attributes=attributes, use_multipart=False
                 )
                 return len(first)
-            counted = _Counted(first, rest)
+            source = _Counted(first, rest)
             await obstore.put_async(
                 self.store,
                 key,
-                counted,
+                source,
                 attributes=attributes,
                 chunk_size=PART_SIZE,
                 max_concurrency=CONCURRENCY,
             )
-            return counted.size
+            return source.size
         except _FAILURES as exc:
+            if source is not None and exc is source.error:
+                raise  # the output's own failure (a download cut off): not the bucket's
             raise self._unavailable(f"writing {key}", exc) from exc
 
     async def stat(self, job_id: str, name: str) -> FileInfo | None:
@@ -184,10 +202,12 @@ async def _first_part(
 
 
 class _Counted:
-    """The first part, then the rest of the chunks, counting the bytes handed over."""
+    """The first part, then the rest of the chunks, counting the bytes handed over and
+    keeping the exception the chunks raised (the upload re-raises it as it is)."""
 
     def __init__(self, first: bytearray, rest: AsyncIterator[bytes]) -> None:
         self.size = 0
+        self.error: BaseException | None = None
         self._first: bytearray | None = first
         self._rest = rest
 
@@ -198,6 +218,12 @@ class _Counted:
         if self._first is not None:
             chunk, self._first = bytes(self._first), None
         else:
-            chunk = await anext(self._rest)
+            try:
+                chunk = await anext(self._rest)
+            except StopAsyncIteration:
+                raise
+            except BaseException as exc:
+                self.error = exc
+                raise
         self.size += len(chunk)
         return chunk
