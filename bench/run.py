@@ -8,6 +8,7 @@ The targets of issue #9, one module each:
 5. ``latency``: submit -> provider-submit latency at a paced 500 submits/s.
 6. ``postgres``: 1 to 3 again on PostgreSQL, with one replica and with two.
 7. ``fairness``: another key's polls while one key floods at full speed (issue #14).
+8. ``objectstore``: end-to-end jobs/s with the files in a bucket against a directory (#17).
 
 ``--only`` runs some of them (``--only scale,latency``); ``--smoke`` shrinks every part to
 seconds, for the test that keeps the harness from rotting.
@@ -26,13 +27,14 @@ from bench.e2e import bench_celery, bench_e2e
 from bench.fairness import bench_fairness
 from bench.http_targets import bench_http
 from bench.latency import bench_latency
+from bench.object_store import bench_object_store
 from bench.postgres import bench_pg_run, pg_lines, reachable
 from bench.report import write_results
 from bench.scale import bench_scale
 from bench.servers import ROOT, gateway_env, say
 from bench.wrk import Load, find_wrk
 
-PARTS = ("http", "e2e", "scale", "latency", "postgres", "fairness")
+PARTS = ("http", "e2e", "scale", "latency", "postgres", "fairness", "objectstore")
 DEFAULT_PG = os.environ.get(
     "BENCH_POSTGRES_URL",
     os.environ.get("BACKSERV_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -67,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--pg-jobs", type=int, default=1_500)
     add("--flood-connections", type=int, default=8, help="target 7's flooding connections")
     add("--flood-pairs", type=int, default=21, help="target 7's quiet/flooded phase pairs")
+    add("--objectstore-jobs", type=int, default=3_000, help="figure 8's jobs per backend")
     add("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     add("--no-install", action="store_true", help="never apt-get install wrk")
     add("--workdir", type=Path, help="keep the servers' logs and databases here (not deleted)")
@@ -88,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.latency_wait = 30.0
         args.pg_rounds, args.pg_duration, args.pg_jobs = 1, 1.0, 50
         args.flood_pairs = 2
+        args.objectstore_jobs = 50
     return args
 
 
@@ -172,6 +176,10 @@ def run_parts(args: argparse.Namespace, load: Load, workdir: Path) -> tuple[list
         figures.append(fair.line())
     else:
         figures.append("7. Fairness: not run (`--only`).")
+    if "objectstore" in args.parts:
+        say(f"figure 8: {args.objectstore_jobs} jobs with a directory, then with a bucket")
+        jobs, concurrency = args.objectstore_jobs, args.e2e_concurrency
+        figures.append(bench_object_store(workdir / "objectstore", jobs, concurrency, 600))
     return figures, profiles or ["Not taken (`--no-profile`)."]
 
 

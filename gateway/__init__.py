@@ -16,7 +16,9 @@ Running jobs
                      retry.py (tenacity timing), breaker.py, availability.py (the one
                      "can this route run now?" rule), janitor.py (retention)
     faults.py        a provider's unexpected exception -> retryable or generic error
-    results.py       result files (storage) and their signed, expiring links
+    results.py       result files' signed, expiring links (and reading one back as input)
+    storage/         result files: the ResultStorage seam, local.py (a directory), s3.py
+                     (an S3-compatible bucket, obstore), sources.py (outputs as streams)
     uploads.py       uploaded input files: checked as inline images, kept with the job's files
 
 Storage and providers

@@ -52,7 +52,7 @@ from gateway.observability.lag import LagMonitor
 from gateway.observability.metrics import Metrics
 from gateway.observability.observer import JobObserver
 from gateway.ratelimit import Limits, rate_limiter_for
-from gateway.results import OwnFiles, ResultLinks, ResultStorage, UrlSigner
+from gateway.results import OwnFiles, ResultLinks, UrlSigner
 from gateway.scheduler.availability import Availability, credential_report
 from gateway.scheduler.breaker import BreakerPolicy, Breakers
 from gateway.scheduler.janitor import Janitor
@@ -61,6 +61,7 @@ from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.runner import JobRunner
 from gateway.service import JobService
 from gateway.settings import Settings
+from gateway.storage import OutputSource, ResultStorage, open_storage
 from gateway.store import create_store
 from gateway.store.base import JobStore
 from gateway.uploads import Uploads
@@ -110,11 +111,12 @@ def create_app(
     events = JobEvents()
     store.watch_changes(events.publish)
     fetcher = GuardedFetcher()  # one long-lived client for every output download
-    storage = ResultStorage(
+    storage = open_storage(
+        settings.bucket,
         settings.storage_dir,
-        max_bytes=settings.max_output_bytes,
-        allow=settings.fetch_allow_list,
-        fetcher=fetcher,
+        OutputSource(
+            max_bytes=settings.max_output_bytes, allow=settings.fetch_allow_list, fetcher=fetcher
+        ),
     )
     signer = UrlSigner(b"", settings.base_url)  # keyed at start-up, from the store
     links = ResultLinks(signer, settings.file_ttl_seconds)
@@ -242,6 +244,7 @@ def create_app(
                 with contextlib.suppress(Exception):
                     await provider.aclose()
             await fetcher.aclose()
+            await storage.aclose()
             await store.close()
 
     webhook_secrets = WebhookSecrets(store)
@@ -289,7 +292,13 @@ def create_app(
             max_seconds=settings.job_timeout_seconds,
         ).routes(),
         *ModelsAPI(catalog, availability).routes(),
-        *FilesAPI(storage, signer, service).routes(),
+        *FilesAPI(
+            storage,
+            signer,
+            service,
+            redirect=settings.storage_delivery == "redirect",
+            presign_seconds=settings.storage_presign_seconds,
+        ).routes(),
         *WebhookSecretsAPI(webhook_secrets).routes(),
         *ProviderWebhooksAPI(providers, store.relay_delivery, observer).routes(),
         *KeysAPI(KeyManager(store), settings.max_body_bytes).routes(),
@@ -305,6 +314,7 @@ def create_app(
             lambda: store.get_meta("secret_key"),
             lambda: scheduler.running,
             lambda: credential_report(catalog, availability),
+            storage.check,
             metrics=metrics,
             metrics_token=settings.metrics_token,
         ).routes(),

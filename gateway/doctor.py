@@ -1,7 +1,8 @@
 """``backserv doctor``: check a setup before serving it, and say what to do about each problem.
 
 Six checks, in order, each printed as soon as it is done (``[2/6] ✓ database: ...``):
-settings, database, catalog, provider credentials, storage directory, public URL. A line is
+settings, database, catalog, provider credentials, storage (the directory, or the bucket:
+a probe object written, read back and deleted), public URL. A line is
 ✓ (fine), ! (works, but probably not as meant) or ✗ (broken), and every ! and ✗ line is
 followed by what to do. The exit code is 1 when any check failed, else 0; warnings do not
 fail, with the rule ``/readyz`` follows: a route whose provider lacks credentials is a
@@ -27,11 +28,12 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from gateway.catalog import Catalog, load_catalog
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StorageUnavailable
 from gateway.jobs import Status
 from gateway.scheduler.availability import Availability, credential_report
 from gateway.scheduler.breaker import Breakers
 from gateway.settings import Settings
+from gateway.storage import OutputSource, open_storage
 from gateway.store import create_store
 from providers.registry import KNOWN_PROVIDERS, build_providers
 
@@ -151,12 +153,38 @@ async def check_providers(settings: Settings, catalog: Catalog) -> Result:
     return Result("warn" if report.ok else "fail", detail, fix)
 
 
-def check_storage(settings: Settings) -> Result:
+async def check_storage(settings: Settings) -> Result:
+    if settings.bucket is not None:
+        return await _check_bucket(settings)
     result = _writable_dir(settings.storage_dir)
     if result.status == "fail":
         fix = "create the directory, or set BACKSERV_STORAGE_DIR to a writable one"
         return Result("fail", result.detail, fix)
     return result
+
+
+async def _check_bucket(settings: Settings) -> Result:
+    """A probe object written, read back and deleted: reachable, credentials, permissions."""
+    storage = open_storage(settings.bucket, settings.storage_dir, OutputSource(max_bytes=1))
+    try:
+        async with asyncio.timeout(OPEN_TIMEOUT):
+            where = await storage.check()
+    except StorageUnavailable as exc:
+        fix = (
+            "check BACKSERV_STORAGE_URL (the bucket must exist), BACKSERV_S3_ENDPOINT_URL, "
+            "the region and the credentials (they need PutObject, GetObject, DeleteObject, "
+            "ListBucket on the prefix)"
+        )
+        return Result("fail", exc.message, fix)
+    except TimeoutError:
+        return Result(
+            "fail",
+            f"{settings.storage_url} gave no answer within {OPEN_TIMEOUT:g} s",
+            "check BACKSERV_S3_ENDPOINT_URL and that this machine can reach it",
+        )
+    finally:
+        await storage.aclose()
+    return Result("ok", f"{where}: a probe object was written, read back and deleted")
 
 
 def check_public_url(settings: Settings) -> Result:
@@ -221,7 +249,7 @@ class Doctor:
                 self.report("providers", Result("skip", "skipped: the catalog does not load"))
             else:
                 self.report("providers", await check_providers(settings, catalog))
-            self.report("storage", check_storage(settings))
+            self.report("storage", await check_storage(settings))
             self.report("public URL", check_public_url(settings))
         warned = f" ({self.warned} warning{'s' * (self.warned != 1)})" if self.warned else ""
         if self.failed:

@@ -20,7 +20,8 @@
     ├── IdempotencyKeyReused          422 invalid_request_error (same key, different request)
     ├── RateLimited                   429 rate_limit_error      (carries Retry-After)
     ├── ServiceUnavailable            503 service_unavailable   (carries Retry-After)
-    │   └── ModelUnavailable          ... no route of the model can run (not retried)
+    │   ├── ModelUnavailable          ... no route of the model can run (not retried)
+    │   └── StorageUnavailable        ... the result store (directory, bucket) cannot be used
     ├── JobFailedUpstream             502 server_error          (a synchronous job failed)
     ├── JobStillRunning               504 timeout               (a synchronous wait ran out)
     ├── JobCancelledMeanwhile         409 conflict_error        (cancelled during that wait)
@@ -271,6 +272,16 @@ class ModelUnavailable(ServiceUnavailable):
 
     def headers(self) -> dict[str, str]:
         return {**super().headers(), "x-should-retry": "false"}
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The result store cannot be read or written now (a bucket unreachable, a credential
+    refused, a directory not writable); the message says which and why."""
+
+    default_message = "The result storage is temporarily unavailable."
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 5.0) -> None:
+        super().__init__(message, retry_after=retry_after, code="storage_unavailable")
 
 
 class ConfigError(GatewayError):

@@ -29,11 +29,12 @@ classes of their own seam. Messages name the host, never the whole URL (it may h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import ssl
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from typing import Final, Literal
 
 import httpcore
@@ -44,7 +45,15 @@ from gateway.digits import parse_digits
 from gateway.errors import UnsafeURL
 from gateway.lean_http import LeanBackend, lean_transport
 
-__all__ = ["MAX_ADDRESSES", "MAX_REDIRECTS", "FetchFailed", "GuardedFetcher", "fetch_guarded"]
+__all__ = [
+    "MAX_ADDRESSES",
+    "MAX_REDIRECTS",
+    "Body",
+    "FetchFailed",
+    "FetchLimits",
+    "GuardedFetcher",
+    "fetch_guarded",
+]
 
 MAX_ADDRESSES = 3  # addresses tried in turn when a connection is refused
 MAX_REDIRECTS = 3
@@ -174,18 +183,34 @@ class GuardedFetcher:
 
         ``accept``: media type prefixes (``"image/"``) the response must have, or None for any.
         """
-        first = netguard.parse_url(url, param=param)
+        limits = FetchLimits(max_bytes, accept, default_type, param, max_redirects)
+        async with self.stream(url, allow=allow, timeout=timeout, limits=limits) as body:
+            data = bytearray()
+            async for chunk in body.chunks:
+                data += chunk
+            return bytes(data), body.content_type
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, url: str, *, allow: netguard.AllowList, timeout: float, limits: FetchLimits
+    ) -> AsyncIterator[Body]:
+        """The body behind ``url``, read chunk by chunk inside the ``async with`` (which the
+        one ``timeout`` covers, the caller's work on the chunks included): a large file
+        never has to be held whole. The same checks and errors as ``fetch``."""
+        first = netguard.parse_url(url, param=limits.param)
         host = first.host or "?"
         client = self.client(allow)
         try:
             async with asyncio.timeout(timeout):
-                return await _follow(
-                    client,
-                    first,
-                    allow,
-                    httpx.Timeout(timeout),
-                    _Limits(max_bytes, accept, default_type, param, max_redirects),
-                )
+                response, last = await _follow(client, first, allow, httpx.Timeout(timeout), limits)
+                try:
+                    body = _body(response, last, limits)
+                    try:
+                        yield body
+                    finally:
+                        await body.chunks.aclose()
+                finally:
+                    await response.aclose()
         except TimeoutError:
             raise FetchFailed(
                 "timeout", f"no complete answer from {host} within {timeout:g} s"
@@ -236,7 +261,9 @@ async def fetch_guarded(
             await owner.aclose()
 
 
-class _Limits(typing.NamedTuple):
+class FetchLimits(typing.NamedTuple):
+    """What a fetched body must fit: size, media types, and the redirects followed."""
+
     max_bytes: int
     accept: Sequence[str] | None
     default_type: str
@@ -249,16 +276,16 @@ async def _follow(
     url: httpx.URL,
     allow: netguard.AllowList,
     timeout: httpx.Timeout,
-    limits: _Limits,
-) -> tuple[bytes, str]:
+    limits: FetchLimits,
+) -> tuple[httpx.Response, httpx.URL]:
+    """The open response (headers read, body not) at the end of the redirects, and its URL."""
     for hop in range(limits.max_redirects + 1):
         response = await _open(client, url, allow, timeout, limits.param, redirected=hop > 0)
+        if not response.has_redirect_location:
+            return response, url
         try:
-            if response.has_redirect_location:
-                location = response.headers["location"]
-                url = netguard.parse_url(str(url.join(location)), param=limits.param)
-                continue
-            return await _read(response, url, limits.max_bytes, limits.accept, limits.default_type)
+            location = response.headers["location"]
+            url = netguard.parse_url(str(url.join(location)), param=limits.param)
         finally:
             await response.aclose()
     raise FetchFailed("redirects", f"more than {limits.max_redirects} redirects from {url.host}")
@@ -292,13 +319,16 @@ async def _open(
         _PINS.reset(pins)
 
 
-async def _read(
-    response: httpx.Response,
-    url: httpx.URL,
-    max_bytes: int,
-    accept: Sequence[str] | None,
-    default_type: str,
-) -> tuple[bytes, str]:
+class Body(typing.NamedTuple):
+    """An accepted response: its media type, declared length, and its bytes in chunks (the
+    iteration raises ``FetchFailed("too_large")`` once past the limit)."""
+
+    content_type: str
+    length: int | None
+    chunks: AsyncGenerator[bytes, None]
+
+
+def _body(response: httpx.Response, url: httpx.URL, limits: FetchLimits) -> Body:
     host = url.host or "?"
     if not response.is_success:
         raise FetchFailed(
@@ -306,17 +336,24 @@ async def _read(
             f"fetching from {host} failed with HTTP {response.status_code}",
             status=response.status_code,
         )
+    default_type = limits.default_type
     content_type = response.headers.get("content-type", default_type).split(";")[0].strip()
     content_type = content_type.lower() or default_type
-    if accept is not None and not content_type.startswith(tuple(accept)):
+    if limits.accept is not None and not content_type.startswith(tuple(limits.accept)):
         raise FetchFailed("content_type", f"{host} answered content type '{content_type}'")
-    too_large = f"the body from {host} is larger than {max_bytes} bytes"
+    too_large = f"the body from {host} is larger than {limits.max_bytes} bytes"
     declared = parse_digits(response.headers.get("content-length", ""))
-    if declared is not None and declared > max_bytes:
+    if declared is not None and declared > limits.max_bytes:
         raise FetchFailed("too_large", too_large)
-    body = bytearray()
+    return Body(content_type, declared, _bounded(response, limits.max_bytes, too_large))
+
+
+async def _bounded(
+    response: httpx.Response, max_bytes: int, too_large: str
+) -> AsyncGenerator[bytes, None]:
+    seen = 0
     async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > max_bytes:
+        seen += len(chunk)
+        if seen > max_bytes:
             raise FetchFailed("too_large", too_large)
-    return bytes(body), content_type
+        yield chunk

@@ -32,8 +32,8 @@ from gateway.webhooks.view import job_webhook
 
 if TYPE_CHECKING:
     from gateway.catalog import Catalog, CatalogModel
-    from gateway.results import ResultStorage
     from gateway.scheduler.availability import Availability
+    from gateway.storage import ResultStorage
     from gateway.store.base import JobStore
     from providers.base import RouteSpec
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
 from gateway.netguard import AllowList
 from gateway.observability.logs import check_level
+from gateway.storage.bucket import BucketConfig
 
 #: jobs each provider runs at once; the sandbox is in-process and nearly free, so its lane is
 #: wide (at 8 its zero-latency load test was bound by job latency, not by CPU)
@@ -32,6 +34,34 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///data/backserv.db"
     catalog_path: Path = Path("catalog.toml")
     storage_dir: Path = Path("data/files")
+    #: result files in an S3-compatible bucket instead of storage_dir: s3://bucket[/prefix]
+    #: (needed when replicas run on several machines; see the README's "Several machines")
+    storage_url: str | None = None
+    #: how a result URL serves a file kept in a bucket: "stream" (through the gateway) or
+    #: "redirect" (a 307 to a presigned URL of the object, valid storage_presign_seconds)
+    storage_delivery: Literal["stream", "redirect"] = "stream"
+    storage_presign_seconds: int = Field(900, ge=60, le=7 * 24 * 3600)
+    #: the bucket's endpoint (MinIO, R2, ...); unset: AWS. Also read from AWS_ENDPOINT_URL
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices("BACKSERV_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+    )
+    s3_region: str | None = Field(
+        None,
+        validation_alias=AliasChoices("BACKSERV_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    )
+    #: credentials; unset: the AWS_* variables, else the machine's role (instance profile)
+    s3_access_key_id: str | None = Field(
+        None, validation_alias=AliasChoices("BACKSERV_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+    )
+    s3_secret_access_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices("BACKSERV_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
+    s3_session_token: str | None = Field(
+        None, validation_alias=AliasChoices("BACKSERV_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN")
+    )
+    #: the time limit of one request to the bucket (a part of an upload, a read, a probe)
+    s3_timeout_seconds: float = Field(30.0, gt=0)
     public_url: str | None = None
     api_keys: str = ""
     #: critical, error, warning, info or debug (any case)
@@ -266,6 +296,18 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("storage_url", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _bucket_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            BucketConfig.parse(value)  # a ValueError says what is wrong
+        return value
+
     @field_validator("record_ttl_seconds")
     @classmethod
     def _records_outlive_idempotency_keys(cls, value: int) -> int:
@@ -295,6 +337,21 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         return f"http://localhost:{self.port}"
+
+    @property
+    def bucket(self) -> BucketConfig | None:
+        """The result bucket (BACKSERV_STORAGE_URL and the S3 settings), or None: a directory."""
+        if self.storage_url is None:
+            return None
+        return dataclasses.replace(
+            BucketConfig.parse(self.storage_url),
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            session_token=self.s3_session_token,
+            timeout_seconds=self.s3_timeout_seconds,
+        )
 
     @property
     def webhook_allow_list(self) -> AllowList:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from gateway.errors import InvalidRequest, PayloadTooLarge
 from gateway.inline_media import IMAGE_TYPES, sniff
-from gateway.results import ResultLinks, ResultStorage
+from gateway.results import ResultLinks
+from gateway.storage import ResultStorage
 from providers.base import Output
 
 #: the index of a job's first uploaded file (its outputs count from 0)

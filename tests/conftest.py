@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -16,6 +16,9 @@ from starlette.applications import Starlette
 from gateway.app import Gateway, create_app
 from gateway.settings import Settings
 from gateway.store.sqlite import SQLiteJobStore
+
+if TYPE_CHECKING:
+    from tests.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_A = "test-key-a"
@@ -32,6 +35,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "REPLICATE_API_TOKEN"):
         monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):  # the result bucket's settings also read AWS_*
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -104,3 +110,18 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} stuck in {body['status']}: {body}")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """An S3-compatible server (moto) on 127.0.0.1, shared by the session's tests."""
+    from tests.s3server import s3_server  # boto3 and moto: only for the tests that use them
+
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    """A new, empty bucket on ``s3``."""
+    return s3.new_bucket()

@@ -21,10 +21,10 @@ from gateway.catalog import parse_catalog
 from gateway.errors import ProviderError, ProviderResourceExhausted
 from gateway.faults import resource_shortage, unexpected_error
 from gateway.jobs import Status
-from gateway.results import ResultStorage
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.runner import JobRunner
 from gateway.service import JobRequest, JobService
+from gateway.storage import LocalStorage, OutputSource
 from gateway.store.sqlite import SQLiteJobStore
 from providers import sandbox_media
 from providers.base import Provider
@@ -113,12 +113,12 @@ def fake() -> FakeProvider:
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> ResultStorage:
-    return ResultStorage(tmp_path / "files", max_bytes=1_000_000)
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "files", OutputSource(max_bytes=1_000_000))
 
 
 @pytest.fixture
-def runner(store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider) -> JobRunner:
+def runner(store: SQLiteJobStore, storage: LocalStorage, fake: FakeProvider) -> JobRunner:
     providers: dict[str, Provider] = {"fake": fake}
     return JobRunner(store, providers, storage, POLICY, job_timeout=30.0)
 
@@ -190,17 +190,15 @@ async def test_an_unexpected_exception_of_a_provider_shows_no_text(
 async def test_a_storage_write_failing_with_emfile_is_retried_without_running_again(
     runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway import results as storage_module
-
-    real = storage_module._write_atomic
+    real = LocalStorage.write
     failures = [emfile(), OSError(errno.ENOSPC, "No space left on device", VENV_PATH)]
 
-    def flaky(target: Path, data: bytes) -> None:
+    async def flaky(self: LocalStorage, *args: Any) -> int:
         if failures:
             raise failures.pop(0)
-        real(target, data)
+        return await real(self, *args)
 
-    monkeypatch.setattr(storage_module, "_write_atomic", flaky)
+    monkeypatch.setattr(LocalStorage, "write", flaky)
     fake.scripts = [succeed()]
 
     job = await run_one(store, runner)

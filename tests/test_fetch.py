@@ -24,8 +24,8 @@ from gateway import fetch, netguard
 from gateway.errors import InvalidRequest, ProviderUnavailable, UnsafeURL
 from gateway.fetch import FetchFailed, GuardedFetcher, fetch_guarded
 from gateway.netguard import AllowList
-from gateway.results import ResultStorage
-from providers.base import ProviderInputError
+from gateway.storage import LocalStorage, OutputSource
+from providers.base import Output, ProviderInputError
 from providers.local_inputs import fetch_input
 from tests.emulators.server import serve
 from tests.fakes import PNG
@@ -230,14 +230,18 @@ async def test_local_inputs_refuse_loopback_as_an_input_error(base: str) -> None
 
 
 async def test_output_mirroring_refuses_the_metadata_address(tmp_path: Path) -> None:
-    storage = ResultStorage(tmp_path, max_bytes=1000)
+    storage = LocalStorage(tmp_path, OutputSource(max_bytes=1000))
     with pytest.raises(ProviderUnavailable, match="refused"):
-        await storage.download("http://169.254.169.254/latest/meta-data/", "image/png")
+        async with storage.sources.open(
+            Output("image/png", url="http://169.254.169.254/latest/meta-data/")
+        ):
+            pass
 
 
 async def test_output_mirroring_from_an_allow_listed_host_works(tmp_path: Path, base: str) -> None:
-    storage = ResultStorage(tmp_path, max_bytes=1000, allow=LOOPBACK)
-    assert await storage.download(f"{base}/img", "image/jpeg") == (PNG, "image/png")
+    storage = LocalStorage(tmp_path, OutputSource(max_bytes=1000, allow=LOOPBACK))
+    async with storage.sources.open(Output("image/jpeg", url=f"{base}/img")) as (kind, chunks):
+        assert (b"".join([c async for c in chunks]), kind) == (PNG, "image/png")
 
 
 async def test_fetches_share_one_tls_context(base: str, monkeypatch: pytest.MonkeyPatch) -> None:

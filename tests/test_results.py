@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
@@ -13,7 +13,8 @@ import respx
 
 from gateway.errors import ProviderTransientError, ProviderUnavailable
 from gateway.netguard import AllowList
-from gateway.results import ResultStorage, UrlSigner
+from gateway.results import UrlSigner
+from gateway.storage import LocalStorage, OutputSource
 from providers.base import Output
 from tests.fakes import PNG
 
@@ -94,15 +95,21 @@ def test_url_from_another_secret_is_rejected_and_rekey_takes_effect() -> None:
     assert signer.verify(JOB, "0.png", expires2, sig2) is True
 
 
-# -- ResultStorage.path -----------------------------------------------------------------------
+# -- LocalStorage.path -----------------------------------------------------------------------
 
 
 #: respx answers for these names; an allow-listed name is connected to by name, not pinned
 CDN_ALLOW = AllowList.parse("*.provider.example")
 
 
-def storage(tmp_path: Path, max_bytes: int = 1_000_000) -> ResultStorage:
-    return ResultStorage(tmp_path / "files", max_bytes=max_bytes, allow=CDN_ALLOW)
+async def download(storage: LocalStorage, url: str, expected_type: str) -> tuple[bytes, str]:
+    """A URL output as the storage streams it, collected: (bytes, media type)."""
+    async with storage.sources.open(Output(expected_type, url=url)) as (content_type, chunks):
+        return b"".join([c async for c in chunks]), content_type
+
+
+def storage(tmp_path: Path, max_bytes: int = 1_000_000) -> LocalStorage:
+    return LocalStorage(tmp_path / "files", OutputSource(max_bytes=max_bytes, allow=CDN_ALLOW))
 
 
 def test_path_of_a_safe_name_is_under_the_root(tmp_path: Path) -> None:
@@ -126,7 +133,7 @@ def test_path_refuses_unsafe_job_ids(tmp_path: Path, job_id: str) -> None:
     assert storage(tmp_path).path(job_id, "0.png") is None
 
 
-# -- ResultStorage.save -----------------------------------------------------------------------
+# -- LocalStorage.save -----------------------------------------------------------------------
 
 
 async def test_save_writes_the_bytes_and_describes_the_file(tmp_path: Path) -> None:
@@ -159,15 +166,12 @@ async def test_save_replaces_atomically_and_a_failed_write_keeps_the_old_file(
     path = s.path(JOB, "0.png")
     assert path is not None
 
-    def broken_write(self: Path, data: bytes) -> int:
-        with self.open("wb") as f:
-            f.write(data[:2])  # a partial write, then the disk fills up
+    async def disk_fills_up() -> AsyncIterator[bytes]:
+        yield b"ne"  # a partial write, then the disk fills up
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_bytes", broken_write)
     with pytest.raises(OSError):
-        await s.save(JOB, 0, Output("image/png", data=b"new content"))
-    monkeypatch.undo()
+        await s.write(JOB, "0.png", disk_fills_up(), "image/png")
 
     assert path.read_bytes() == b"old", "the visible file was written in place"
     await s.save(JOB, 0, Output("image/png", data=b"new content"))
@@ -230,7 +234,7 @@ async def test_a_bad_data_url_output_is_the_providers_fault(
         await storage(tmp_path, max_bytes=10).save(JOB, 0, Output("image/png", url=url))
 
 
-# -- ResultStorage.download -------------------------------------------------------------------
+# -- LocalStorage.download -------------------------------------------------------------------
 
 
 @respx.mock
@@ -240,13 +244,13 @@ async def test_download_returns_bytes_and_media_type(tmp_path: Path) -> None:
             200, content=PNG, headers={"content-type": "image/png; charset=binary"}
         )
     )
-    assert await storage(tmp_path).download(URL, "image/jpeg") == (PNG, "image/png")
+    assert await download(storage(tmp_path), URL, "image/jpeg") == (PNG, "image/png")
 
 
 @respx.mock
 async def test_download_without_content_type_assumes_the_expected_one(tmp_path: Path) -> None:
     respx.get(URL).mock(return_value=httpx.Response(200, content=PNG))
-    assert await storage(tmp_path).download(URL, "image/png") == (PNG, "image/png")
+    assert await download(storage(tmp_path), URL, "image/png") == (PNG, "image/png")
 
 
 @respx.mock
@@ -258,7 +262,7 @@ async def test_download_of_non_media_is_rejected(tmp_path: Path, content_type: s
         return_value=httpx.Response(200, content=b"<html>", headers={"content-type": content_type})
     )
     with pytest.raises(ProviderUnavailable):
-        await storage(tmp_path).download(URL, "image/png")
+        await download(storage(tmp_path), URL, "image/png")
 
 
 @respx.mock
@@ -267,7 +271,7 @@ async def test_download_over_the_size_limit_is_rejected(tmp_path: Path) -> None:
         return_value=httpx.Response(200, content=b"x" * 101, headers={"content-type": "image/png"})
     )
     with pytest.raises(ProviderUnavailable):
-        await storage(tmp_path, max_bytes=100).download(URL, "image/png")
+        await download(storage(tmp_path, max_bytes=100), URL, "image/png")
 
 
 @respx.mock
@@ -275,7 +279,7 @@ async def test_download_at_the_size_limit_is_accepted(tmp_path: Path) -> None:
     respx.get(URL).mock(
         return_value=httpx.Response(200, content=b"x" * 100, headers={"content-type": "image/png"})
     )
-    data, _ = await storage(tmp_path, max_bytes=100).download(URL, "image/png")
+    data, _ = await download(storage(tmp_path, max_bytes=100), URL, "image/png")
     assert len(data) == 100
 
 
@@ -286,7 +290,7 @@ async def test_download_with_non_2xx_status_is_transient(tmp_path: Path, status:
         return_value=httpx.Response(status, content=PNG, headers={"content-type": "image/png"})
     )
     with pytest.raises(ProviderTransientError):
-        await storage(tmp_path).download(URL, "image/png")
+        await download(storage(tmp_path), URL, "image/png")
 
 
 @respx.mock
@@ -296,7 +300,7 @@ async def test_download_follows_redirects(tmp_path: Path) -> None:
     respx.get(final).mock(
         return_value=httpx.Response(200, content=PNG, headers={"content-type": "image/png"})
     )
-    assert await storage(tmp_path).download(URL, "image/png") == (PNG, "image/png")
+    assert await download(storage(tmp_path), URL, "image/png") == (PNG, "image/png")
 
 
 @respx.mock
@@ -307,4 +311,4 @@ async def test_download_follows_redirects(tmp_path: Path) -> None:
 async def test_download_network_error_is_transient(tmp_path: Path, error: Exception) -> None:
     respx.get(URL).mock(side_effect=error)
     with pytest.raises(ProviderTransientError):
-        await storage(tmp_path).download(URL, "image/png")
+        await download(storage(tmp_path), URL, "image/png")

@@ -27,8 +27,9 @@ from gateway.api.openai_sync import (
 from gateway.errors import InvalidRequest
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Status
-from gateway.results import ResultLinks, ResultStorage
+from gateway.results import ResultLinks
 from gateway.service import JobRequest, JobService
+from gateway.storage import ResultStorage
 from gateway.waiting import Waiting
 
 #: OpenAI parameters without a meaning here; accepted and ignored so SDK defaults pass

@@ -35,8 +35,9 @@ from gateway.catalog import CatalogModel
 from gateway.errors import InvalidRequest
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Status, new_job_id
-from gateway.results import ResultLinks, ResultStorage
+from gateway.results import ResultLinks
 from gateway.service import JobRequest, JobService
+from gateway.storage import ResultStorage
 from gateway.uploads import Uploads
 from gateway.waiting import Waiting
 

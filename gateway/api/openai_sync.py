@@ -9,7 +9,6 @@ SDK never pays for the job again (``gateway/errors.py``'s ``_JobOutcome``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from typing import Any
@@ -22,8 +21,9 @@ from gateway.errors import (
     JobStillRunning,
 )
 from gateway.jobs import Job, Status
-from gateway.results import ResultLinks, ResultStorage
+from gateway.results import ResultLinks
 from gateway.service import JobService
+from gateway.storage import ResultStorage
 
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
@@ -85,8 +85,7 @@ async def image_data(
     for f in files:
         item: dict[str, Any] = {"revised_prompt": prompt}
         if fmt == "b64_json":
-            path = storage.path(job.id, f["name"])
-            raw = await asyncio.to_thread(path.read_bytes) if path is not None else b""
+            raw = await storage.read_all(job.id, f["name"]) or b""
             item["b64_json"] = base64.b64encode(raw).decode()
         else:
             item["url"] = links.url(job, f["name"])

@@ -21,7 +21,7 @@ import contextlib
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.common import json, principal, query_int, read_json
@@ -30,12 +30,14 @@ from gateway.api.openai_sync import default_model
 from gateway.api.openai_video_content import check_variant, draw, refuse_undrawable
 from gateway.api.openai_video_object import REMIXED_FROM, render_deleted, render_video
 from gateway.api.openai_video_params import PARAM_NAMES, reference, video_input
+from gateway.api.ranges import stored_file_response
 from gateway.auth import Principal
 from gateway.errors import Conflict, Gone, InvalidRequest, NotFound
 from gateway.idempotency import Idempotency, read_idempotency, replay_headers
 from gateway.jobs import Job, Status, new_job_id
-from gateway.results import ResultLinks, ResultStorage
+from gateway.results import ResultLinks
 from gateway.service import JobRequest, JobService
+from gateway.storage import ResultStorage
 from gateway.uploads import Uploads
 
 #: what ``create_and_poll`` waits between polls when it is not told (``openai-poll-after-ms``)
@@ -244,16 +246,16 @@ class VideosAPI:
             raise NotFound(f"Video {job.id} has no file.", code="file_not_found")
         name, content_type = str(files[0]["name"]), str(files[0]["content_type"])
         refuse_undrawable(variant, content_type, job.model)
-        path = self.storage.path(job.id, name)
-        if job.files_purged_at is not None or path is None or not path.is_file():
+        info = await self.storage.stat(job.id, name)
+        if job.files_purged_at is not None or info is None:
             raise Gone(
                 f"The content of video {job.id} has expired: results are kept for a limited "
                 "time after the video completes.",
                 code="file_expired",
             )
         if variant == "video":
-            return FileResponse(path, media_type=content_type)
-        data = await asyncio.to_thread(path.read_bytes)
+            return stored_file_response(request, self.storage, job.id, name, info, {})
+        data = await self.storage.read_all(job.id, name) or b""
         try:
             drawn, media_type = await asyncio.to_thread(draw, variant, data)
         except (OSError, ValueError, EOFError) as exc:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.background import BackgroundLoop
-from gateway.results import ResultStorage
+from gateway.storage import ResultStorage
 from gateway.store.base import JobStore
 
 log = logging.getLogger("backserv.janitor")

@@ -27,14 +27,15 @@ from gateway.errors import (
     ProviderTransientError,
     ProviderUnavailable,
     StaleLease,
+    StorageUnavailable,
 )
 from gateway.faults import resource_shortage, unexpected_error
 from gateway.jobs import Attempt, Job, Outcome, Status
 from gateway.observability.observer import JobObserver
-from gateway.results import ResultStorage, StoredFile
 from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.retry import RetryPolicy
+from gateway.storage import ResultStorage, StoredFile
 from gateway.store.base import JobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, RouteSpec, StateKind
 
@@ -393,14 +394,20 @@ class JobRunner:
 
     async def _store(self, job: Job, index: int, output: Output) -> StoredFile:
         """Save one output. The machine running short of files, memory or disk (EMFILE,
-        ENOSPC, ...) is waited out until the job's deadline, the output in hand, so nothing
-        runs (or is paid for) again; any other failure is the scheduler's internal error."""
+        ENOSPC, ...) or the result bucket out of reach is waited out until the job's
+        deadline, the output in hand, so nothing runs (or is paid for) again; any other
+        failure is the scheduler's internal error."""
         deadline = (job.started_at or time.time()) + self.job_timeout
         tries = 0
         while True:
             tries += 1
             try:
                 return await self.storage.save(job.id, index, output)
+            except StorageUnavailable as exc:
+                log.warning("job %s: %s", job.id, exc.message, extra={"job_id": job.id})
+                error: ProviderError = ProviderResourceExhausted(
+                    f"The result storage could not be written: {exc.message}"
+                )
             except Exception as exc:
                 if isinstance(exc, ProviderError) or resource_shortage(exc) is None:
                     raise

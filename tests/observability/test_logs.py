@@ -23,12 +23,12 @@ from gateway.catalog import parse_catalog
 from gateway.observability.logs import UVICORN_LOGGERS, configure_logging
 from gateway.observability.redact import LOGGERS as URL_LOGGERS
 from gateway.observability.redact import RedactUrlArgs
-from gateway.results import ResultStorage
 from gateway.scheduler.loop import Scheduler
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.runner import JobRunner
 from gateway.service import JobRequest, JobService
 from gateway.settings import Settings
+from gateway.storage import LocalStorage, OutputSource
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import ProviderRef, RouteSpec
 from tests.fakes import FakeProvider
@@ -166,7 +166,7 @@ async def test_a_line_logged_while_a_job_runs_carries_its_job_id(
         runner = JobRunner(
             store,
             {"fake": LoggingProvider("fake")},
-            ResultStorage(tmp_path / "files", max_bytes=1_000_000),
+            LocalStorage(tmp_path / "files", OutputSource(max_bytes=1_000_000)),
             RetryPolicy(1, 0.001, 0.01),
             job_timeout=10.0,
         )

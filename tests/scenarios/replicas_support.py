@@ -83,8 +83,15 @@ def _stop(server: Server) -> None:
 
 @contextlib.asynccontextmanager
 async def replicas(
-    tmp_path: Path, database_url: str, fal_url: str, *, count: int, fal_limit: int
+    tmp_path: Path,
+    database_url: str,
+    fal_url: str,
+    *,
+    count: int,
+    fal_limit: int,
+    env_of: Callable[[int], dict[str, str]] | None = None,
 ) -> AsyncIterator[Replicas]:
+    """``count`` replicas; ``env_of(i)`` adds to (or overrides) replica i's environment."""
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
     env = {
@@ -110,7 +117,11 @@ async def replicas(
     # one fal key per replica: the emulator logs it, so it tells which replica sent what
     started = await asyncio.gather(
         *(
-            asyncio.to_thread(start_server, w, {**env, "FAL_KEY": f"{FAL_KEY_PREFIX}{i}"})
+            asyncio.to_thread(
+                start_server,
+                w,
+                {**env, "FAL_KEY": f"{FAL_KEY_PREFIX}{i}", **(env_of(i) if env_of else {})},
+            )
             for i, w in enumerate(workdirs)
         ),
         return_exceptions=True,

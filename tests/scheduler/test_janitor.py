@@ -13,8 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.jobs import Job, Status
-from gateway.results import ResultStorage
 from gateway.scheduler.janitor import Janitor, PurgeCounts
+from gateway.storage import LocalStorage, OutputSource
 from gateway.store.sqlite import SQLiteJobStore
 from tests.api.support import running
 from tests.conftest import make_settings
@@ -26,13 +26,13 @@ _lanes = itertools.count(1)
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> ResultStorage:
-    return ResultStorage(tmp_path / "files", max_bytes=1024)
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "files", OutputSource(max_bytes=1024))
 
 
 def janitor(
     store: SQLiteJobStore,
-    storage: ResultStorage,
+    storage: LocalStorage,
     *,
     file_ttl: float = FILE_TTL,
     interval: float = 300.0,
@@ -50,13 +50,13 @@ def janitor(
     )
 
 
-def result_file(storage: ResultStorage, job_id: str) -> Path:
+def result_file(storage: LocalStorage, job_id: str) -> Path:
     path = storage.path(job_id, "0.png")
     assert path is not None
     return path
 
 
-async def completed(store: SQLiteJobStore, storage: ResultStorage) -> Job:
+async def completed(store: SQLiteJobStore, storage: LocalStorage) -> Job:
     """A COMPLETED job (finished now) with one result file on disk."""
     job = await insert(store, lane=f"j{next(_lanes)}")
     claimed = await claim_one(store, lane=job.lane)
@@ -77,7 +77,7 @@ async def unfinished(store: SQLiteJobStore) -> tuple[Job, Job]:
 
 
 async def test_files_go_after_the_file_ttl_and_records_after_the_record_ttl(
-    store: SQLiteJobStore, storage: ResultStorage
+    store: SQLiteJobStore, storage: LocalStorage
 ) -> None:
     job = await completed(store, storage)
     queued, running = await unfinished(store)
@@ -104,7 +104,7 @@ async def test_files_go_after_the_file_ttl_and_records_after_the_record_ttl(
 
 
 async def test_files_that_outlive_the_record_go_with_it(
-    store: SQLiteJobStore, storage: ResultStorage
+    store: SQLiteJobStore, storage: LocalStorage
 ) -> None:
     job = await completed(store, storage)
     sweeper = janitor(store, storage, file_ttl=RECORD_TTL * 10)
@@ -117,7 +117,7 @@ async def test_files_that_outlive_the_record_go_with_it(
 
 
 async def test_a_backlog_larger_than_one_batch_is_purged_in_one_pass(
-    store: SQLiteJobStore, storage: ResultStorage
+    store: SQLiteJobStore, storage: LocalStorage
 ) -> None:
     jobs = [await completed(store, storage) for _ in range(7)]
     sweeper = janitor(store, storage, batch_size=3)
@@ -129,7 +129,7 @@ async def test_a_backlog_larger_than_one_batch_is_purged_in_one_pass(
 
 
 async def test_the_loop_runs_at_start_and_survives_a_failed_pass(
-    store: SQLiteJobStore, storage: ResultStorage, monkeypatch: pytest.MonkeyPatch
+    store: SQLiteJobStore, storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = await completed(store, storage)
     sweeper = janitor(store, storage, interval=0.01, clock=lambda: time.time() + RECORD_TTL + 1)

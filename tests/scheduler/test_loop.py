@@ -14,11 +14,11 @@ import pytest
 from gateway.catalog import Catalog, CatalogModel, parse_catalog
 from gateway.jobs import Attempt, Job, Status, new_job_id
 from gateway.observability.observer import JobObserver
-from gateway.results import ResultStorage
 from gateway.scheduler.loop import Scheduler
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.runner import JobRunner
 from gateway.service import JobRequest, JobService
+from gateway.storage import LocalStorage, OutputSource
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import Provider, RouteSpec
 from tests.fakes import FakeProvider, Script, submit_fails, succeed
@@ -53,7 +53,7 @@ async def make_scheduler(
     store: SQLiteJobStore, tmp_path: Path, fake: FakeProvider, fake2: FakeProvider
 ) -> AsyncIterator[MakeScheduler]:
     made: list[Scheduler] = []
-    storage = ResultStorage(tmp_path / "files", max_bytes=1_000_000)
+    storage = LocalStorage(tmp_path / "files", OutputSource(max_bytes=1_000_000))
 
     def factory(
         *,
@@ -442,7 +442,7 @@ class CrashOnce(JobRunner):
 async def test_crashing_runner_fails_its_job_and_the_loop_carries_on(
     store: SQLiteJobStore, fake: FakeProvider, tmp_path: Path, make_scheduler: MakeScheduler
 ) -> None:
-    storage = ResultStorage(tmp_path / "files", max_bytes=1_000_000)
+    storage = LocalStorage(tmp_path / "files", OutputSource(max_bytes=1_000_000))
     runner = CrashOnce(JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=30.0))
     scheduler = make_scheduler(runner=runner, concurrency={"fake": 1})
     await scheduler.start()
@@ -468,7 +468,7 @@ async def test_a_job_whose_run_hits_emfile_is_handed_back_and_completes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("gateway.scheduler.loop.HAND_BACK_PAUSE", 0.01)
-    storage = ResultStorage(tmp_path / "files", max_bytes=1_000_000)
+    storage = LocalStorage(tmp_path / "files", OutputSource(max_bytes=1_000_000))
     emfile = OSError(errno.EMFILE, "Too many open files", "/srv/backserv/.venv/lib/x.py")
     inner = JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=30.0)
     runner = CrashOnce(inner, emfile, times=3)

@@ -22,11 +22,11 @@ from gateway.errors import (
     StaleLease,
 )
 from gateway.jobs import Attempt, Job, Outcome, Status
-from gateway.results import ResultStorage
 from gateway.scheduler.breaker import BreakerPolicy, Breakers, BreakerState
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.runner import JobRunner
 from gateway.service import JobRequest, JobService
+from gateway.storage import LocalStorage, OutputSource
 from gateway.store.sqlite import SQLiteJobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, StateKind
 from tests.fakes import (
@@ -66,8 +66,8 @@ CATALOG = make_catalog()
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> ResultStorage:
-    return ResultStorage(tmp_path / "files", max_bytes=1_000_000)
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "files", OutputSource(max_bytes=1_000_000))
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def fake2() -> FakeProvider:
 
 @pytest.fixture
 def runner(
-    store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider, fake2: FakeProvider
+    store: SQLiteJobStore, storage: LocalStorage, fake: FakeProvider, fake2: FakeProvider
 ) -> JobRunner:
     providers: dict[str, Provider] = {"fake": fake, "fake2": fake2}
     return JobRunner(store, providers, storage, POLICY, job_timeout=30.0)
@@ -130,7 +130,7 @@ def open_attempt(request_id: str | None, route_index: int = 0, provider: str = "
 
 
 async def test_job_completes_with_its_outputs_stored_and_recorded(
-    runner: JobRunner, store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider
+    runner: JobRunner, store: SQLiteJobStore, storage: LocalStorage, fake: FakeProvider
 ) -> None:
     fake.scripts = [succeed(after=2, outputs=2)]
     job, model = await claimed(store)
@@ -373,7 +373,7 @@ async def test_unavailable_route_is_skipped_without_a_submit(
 
 
 async def test_unconfigured_provider_is_skipped(
-    store: SQLiteJobStore, storage: ResultStorage, fake2: FakeProvider
+    store: SQLiteJobStore, storage: LocalStorage, fake2: FakeProvider
 ) -> None:
     runner = JobRunner(store, {"fake2": fake2}, storage, POLICY, job_timeout=30.0)
     job, model = await claimed(store, "two")
@@ -437,7 +437,7 @@ async def test_an_output_url_with_an_invalid_host_name_fails_the_job_and_closes_
 
 
 async def test_a_failure_reaches_the_routes_breaker_though_other_routes_crowd_it_out_meanwhile(
-    store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider
+    store: SQLiteJobStore, storage: LocalStorage, fake: FakeProvider
 ) -> None:
     """While the job runs, its route's breaker (closed, nothing failed yet) is dropped to
     make room for others (a Tasks API client naming fal app after fal app); the failure must
@@ -472,7 +472,7 @@ async def test_success_without_outputs_is_a_route_failure(
 
 
 async def test_job_past_its_time_limit_is_cancelled_at_the_provider_and_fails(
-    store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider
+    store: SQLiteJobStore, storage: LocalStorage, fake: FakeProvider
 ) -> None:
     runner = JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=0.3)
     fake.scripts = [Script(gate=asyncio.Event())]  # never finishes
@@ -643,7 +643,7 @@ async def test_a_job_whose_lease_ran_out_is_left_alone_without_a_logged_attempt(
 @pytest.mark.parametrize("block", ["none", "not_enabled", "unavailable", "circuit_open"])
 async def test_the_runner_skips_exactly_the_routes_the_catalog_calls_unavailable(
     store: SQLiteJobStore,
-    storage: ResultStorage,
+    storage: LocalStorage,
     fake: FakeProvider,
     fake2: FakeProvider,
     block: str,

@@ -17,7 +17,6 @@ DELETE or retention, which also set ``is_deleted`` / ``deleted_at``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,8 +24,10 @@ from typing import Any
 from gateway.api.tasks.ids import task_id_of
 from gateway.api.tasks.schemas import KIND_TASKS, TASK_STATUS, TaskType
 from gateway.catalog import Catalog
+from gateway.errors import StorageUnavailable
 from gateway.jobs import Job, Status
-from gateway.results import ResultLinks, ResultStorage
+from gateway.results import ResultLinks
+from gateway.storage import ResultStorage
 
 MAX_TEXT_BYTES = 1024 * 1024
 #: job.error codes -> the document's ErrorCategory (its values are not listed; these are ours)
@@ -163,18 +164,13 @@ class Renderer:
         if job.status is not Status.COMPLETED or job.result is None or job.files_purged_at:
             return None
         files = job.result.get("files") or []
-        path = self.storage.path(job.id, files[0]["name"]) if files else None
-        if path is None:
+        if not files:
             return None
-
-        def read() -> str | None:
-            try:
-                with path.open("rb") as f:
-                    return f.read(MAX_TEXT_BYTES).decode("utf-8", "replace")
-            except OSError:
-                return None
-
-        return await asyncio.to_thread(read)
+        try:
+            data = await self.storage.read_all(job.id, files[0]["name"], MAX_TEXT_BYTES)
+        except (StorageUnavailable, OSError):
+            return None
+        return None if data is None else data.decode("utf-8", "replace")
 
 
 # -- the fields of each task type -----------------------------------------------------------

@@ -1,0 +1,112 @@
+"""Result files in a local directory: the embedded default (``BACKSERV_STORAGE_DIR``).
+
+A file is written to ``name.part`` chunk by chunk and renamed into place when complete, so a
+reader never sees half a file; blocking file calls run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from gateway.errors import StorageUnavailable
+from gateway.storage.base import (
+    FileInfo,
+    ResultStorage,
+    content_type_of,
+    relative_key,
+    safe_job,
+    safe_names,
+)
+from gateway.storage.sources import OutputSource
+
+READ_CHUNK = 256 * 1024
+
+
+class LocalStorage(ResultStorage):
+    kind = "local"
+
+    def __init__(self, root: Path, sources: OutputSource) -> None:
+        super().__init__(sources)
+        self.root = root
+
+    def path(self, job_id: str, name: str) -> Path | None:
+        """The file's path, or None when the names are not ones this storage produces."""
+        if not safe_names(job_id, name):
+            return None
+        return self.root / relative_key(job_id, name)
+
+    async def write(
+        self, job_id: str, name: str, chunks: AsyncIterator[bytes], content_type: str
+    ) -> int:
+        target = self.path(job_id, name)
+        if target is None:
+            raise ValueError(f"unsafe file name for job {job_id!r}")
+        tmp = target.with_name(f"{name}.{secrets.token_hex(4)}.part")
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        file: BinaryIO = await asyncio.to_thread(tmp.open, "wb")
+        size = 0
+        try:
+            try:
+                async for chunk in chunks:
+                    await asyncio.to_thread(file.write, chunk)
+                    size += len(chunk)
+            finally:
+                await asyncio.to_thread(file.close)
+            await asyncio.to_thread(tmp.replace, target)
+        except BaseException:
+            await asyncio.to_thread(tmp.unlink, True)
+            raise
+        return size
+
+    async def stat(self, job_id: str, name: str) -> FileInfo | None:
+        path = self.path(job_id, name)
+        if path is None:
+            return None
+        try:
+            st = await asyncio.to_thread(path.stat)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not path.is_file():
+            return None
+        return FileInfo(st.st_size, content_type_of(name), st.st_mtime)
+
+    async def read(self, job_id: str, name: str, start: int, end: int) -> AsyncIterator[bytes]:
+        path = self.path(job_id, name)
+        if path is None:
+            return
+        file: BinaryIO = await asyncio.to_thread(path.open, "rb")
+        try:
+            await asyncio.to_thread(file.seek, start)
+            left = end - start
+            while left > 0:
+                chunk = await asyncio.to_thread(file.read, min(READ_CHUNK, left))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                yield chunk
+        finally:
+            await asyncio.to_thread(file.close)
+
+    async def delete(self, job_id: str) -> None:
+        if safe_job(job_id):
+            await asyncio.to_thread(shutil.rmtree, self.root / relative_key(job_id), True)
+
+    async def check(self) -> str:
+        def probe() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise PermissionError(f"{self.root} is not writable")
+
+        try:
+            await asyncio.to_thread(probe)
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"the storage directory {self.root} cannot be written: {exc.strerror or exc}"
+            ) from None
+        return f"local directory {self.root}"
