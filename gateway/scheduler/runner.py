@@ -35,6 +35,7 @@ from gateway.results import ResultStorage, StoredFile
 from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.summary import Skipped, summarise
 from gateway.store.base import JobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, RouteSpec, StateKind
 
@@ -96,8 +97,9 @@ class JobRunner:
         deadline = (job.started_at or time.time()) + self.job_timeout
         start_index = job.attempts[-1].route_index if job.attempts else 0
         waited = 0.0
+        skipped: dict[int, Skipped] = {}
         while True:
-            error, reopen_at = await self._walk(job, model, start_index, deadline)
+            error, reopen_at = await self._walk(job, model, start_index, deadline, skipped)
             if error is None:
                 return
             now = time.monotonic()
@@ -110,38 +112,49 @@ class JobRunner:
             log.info("job %s: every route's circuit is open; waiting %.1fs", job.id, delay)
             await asyncio.sleep(delay)
             waited += delay
-        message = error.message
-        if len(model.routes) > 1 and not isinstance(error, FATAL_ERRORS):
-            message = f"Every route failed; the last error was: {message}"
-        await self._finish(job, Status.FAILED, error={"code": error.code, "message": message})
+        summary = summarise(
+            model.routes,
+            job.attempts,
+            skipped,
+            error,
+            fatal=isinstance(error, FATAL_ERRORS),
+            timed_out=time.time() >= deadline,
+        )
+        await self._finish(job, Status.FAILED, error=summary)
 
     async def _walk(
-        self, job: Job, model: CatalogModel, start_index: int, deadline: float
+        self,
+        job: Job,
+        model: CatalogModel,
+        start_index: int,
+        deadline: float,
+        skipped: dict[int, Skipped],
     ) -> tuple[ProviderError | None, float | None]:
         """Try the routes in order. Returns (None, None) once the job is terminal, else the
-        last error and, when only open circuits stood in the way, when the first reopens."""
+        last error and, when only open circuits stood in the way, when the first reopens.
+        ``skipped`` is filled with the routes passed over without a submit, and why."""
         last_error: ProviderError | None = None
         reopen_at: float | None = None
         tried = False
+        skipped.clear()
         for index in range(start_index, len(model.routes)):
             if time.time() >= deadline:
                 break
             route = model.routes[index]
             check = self.availability.check(route, claim=True)
             provider = check.provider
-            if provider is None:
-                last_error = ProviderUnavailable(f"provider '{route.provider}' is not configured")
-                continue
-            if not check.configured:
-                last_error = ProviderUnavailable(check.reason or "route unavailable")
+            if provider is None or not check.configured:
+                reason = check.reason or f"the '{route.provider}' provider is not enabled"
+                last_error = ProviderUnavailable(reason)
+                skipped[index] = Skipped(last_error, "not configured")
                 continue
             if not check.admitted:
                 at = check.reopens_at or time.monotonic()
                 reopen_at = at if reopen_at is None else min(reopen_at, at)
                 last_error = ProviderUnavailable(
-                    f"the route {route.name} is failing and paused (circuit open)",
-                    code="circuit_open",
+                    "paused after repeated failures (circuit open)", code="circuit_open"
                 )
+                skipped[index] = Skipped(last_error, "circuit open")
                 continue
             tried = True
             if index > 0 and (not job.attempts or job.attempts[-1].route_index != index):

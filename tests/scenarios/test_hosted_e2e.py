@@ -159,6 +159,27 @@ async def test_primary_that_is_down_falls_back_to_the_other_provider(rig: Rig) -
     assert_no_unlogged_submissions(rig, [job])
 
 
+@pytest.mark.parametrize(
+    "rig",
+    [{"fal_queue_url": f"http://127.0.0.1:{free_port()}", "replicate_api_token": None}],
+    indirect=True,
+)
+async def test_fal_unreachable_and_replicate_unconfigured_names_fals_cause_first(rig: Rig) -> None:
+    job = await rig.finished(await rig.submit())
+
+    assert job["status"] == "FAILED", job
+    error = job["error"]
+    assert error["code"] == "provider_transient_error"  # the primary's
+    message = error["message"]
+    fal_host = rig.app.state.gateway.settings.fal_queue_url.removeprefix("http://")
+    fal_part, _, replicate_part = message.partition("replicate:")
+    assert fal_host in fal_part and "connect" in fal_part  # fal's real cause, named first
+    assert "skipped" in replicate_part and "not configured" in replicate_part
+    assert "REPLICATE_API_TOKEN" in replicate_part
+    assert "Every route failed" not in message  # Replicate never ran
+    assert rig.replicate.submit_count(accepted_only=False) == 0
+
+
 async def test_input_rejected_by_the_provider_fails_at_once(rig: Rig) -> None:
     rig.fal.script("submit", {"status": 422, "message": "prompt contains a banned word"})
 
