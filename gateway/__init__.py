@@ -13,7 +13,8 @@ The job and its door
 
 Running jobs
     scheduler/       loop.py (claims, leases, recovery), runner.py (the route walk),
-                     summary.py (a failed job's error, route by route), retry.py
+                     summary.py (a failed job's error, route by route), timeouts.py
+                     (how long one route may take), retry.py
                      (tenacity timing), breaker.py, availability.py (the one
                      "can this route run now?" rule), janitor.py (retention)
     faults.py        a provider's unexpected exception -> retryable or generic error

@@ -143,6 +143,7 @@ def create_app(
             settings.max_route_attempts, settings.retry_base_seconds, settings.retry_max_seconds
         ),
         job_timeout=settings.job_timeout_seconds,
+        route_timeout=settings.route_timeout_seconds or None,
         breakers=breakers,
         breaker_wait=settings.breaker_max_wait_seconds,
         lease_margin=settings.lease_seconds * 0.2,

@@ -16,6 +16,7 @@ from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
 from gateway.kinds import KINDS, Kind
 from providers.base import RouteSpec
 from providers.mapping import validate_route_mapping
+from providers.options import ROUTE_TIMEOUT_OPTION, check_route_timeout
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 
@@ -175,6 +176,11 @@ def parse_catalog(
                 raise ConfigError(
                     f"{where}: field 'routes[{i}].provider': unknown provider '{r.provider}' "
                     f"(known: {', '.join(sorted(known))})."
+                )
+            timeout = r.options.get(ROUTE_TIMEOUT_OPTION)
+            if timeout is not None and (problem_text := check_route_timeout(timeout)):
+                raise ConfigError(
+                    f"{where}: field 'routes[{i}].options.{ROUTE_TIMEOUT_OPTION}': {problem_text}."
                 )
             spec = RouteSpec(r.provider, r.target, r.options, r.input_map, r.constants)
             fields = kind.input_model.model_fields

@@ -238,3 +238,16 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "catalog.toml"
     assert str(path) in config_error(path)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", '"10"', "true", "inf"])
+def test_a_bad_route_timeout_is_named_with_its_route(tmp_path: Path, value: str) -> None:
+    routes = ROUTE + f"options = {{ timeout_seconds = {value} }}\n"
+    message = config_error(write(tmp_path, model('kind = "image"', routes)))
+    assert "model 'my-model'" in message and "routes[0].options.timeout_seconds" in message
+
+
+def test_a_route_timeout_in_seconds_is_accepted(tmp_path: Path) -> None:
+    routes = ROUTE + "options = { timeout_seconds = 90 }\n"
+    catalog = load_catalog(write(tmp_path, model('kind = "image"', routes)), PROVIDERS)
+    assert catalog.get("my-model").routes[0].options["timeout_seconds"] == 90

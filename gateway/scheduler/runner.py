@@ -36,6 +36,7 @@ from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.summary import Skipped, summarise
+from gateway.scheduler.timeouts import RouteClock
 from gateway.store.base import JobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, RouteSpec, StateKind
 
@@ -74,8 +75,11 @@ class JobRunner:
         breaker_wait: float = 60.0,
         lease_margin: float = 0.0,
         observer: JobObserver | None = None,
+        route_timeout: float | None = None,
     ) -> None:
         self.observer = observer or JobObserver()
+        #: the default limit of a route that has a fallback (gateway/scheduler/timeouts.py)
+        self.route_timeout = route_timeout
         self.lease_margin = lease_margin
         self.breakers = breakers or Breakers()
         self.availability = Availability(providers, self.breakers)
@@ -182,6 +186,15 @@ class JobRunner:
         The route's breaker is looked up at each use, not held: an idle one may be dropped
         while the job runs (``gateway.scheduler.breaker.Breakers``), and the verdict must
         reach the breaker that guards the route then."""
+        clock = RouteClock(
+            route,
+            index=index,
+            routes=len(model.routes),
+            attempts=job.attempts,
+            job_deadline=deadline,
+            default=self.route_timeout,
+            now=time.time(),
+        )
         tries = 0
         try:
             while True:
@@ -192,7 +205,7 @@ class JobRunner:
                 attempt = await self._open_attempt(job, index, route)
                 try:
                     ref = await self._ensure_submitted(job, attempt, route, provider)
-                    state = await self._follow(job, attempt, route, provider, ref, deadline)
+                    state = await self._follow(job, attempt, route, provider, ref, clock)
                     if state.kind is StateKind.SUCCEEDED:
                         await self._complete(job, model, attempt, state)
                         self.breakers.get(route.name).record(ok=True)
@@ -214,7 +227,7 @@ class JobRunner:
                         f"{error.message} {ProviderResultLost.default_message}"
                     )
                 delay = self.policy.decide(error, tries)
-                if delay is None or time.time() + delay > deadline or not breaker.allow():
+                if delay is None or time.time() + delay > clock.at or not breaker.allow():
                     await self._save_attempts(job)
                     return error
                 self.observer.retried(job, route.provider, route.name)
@@ -316,7 +329,7 @@ class JobRunner:
         route: RouteSpec,
         provider: Provider,
         ref: ProviderRef,
-        deadline: float,
+        clock: RouteClock,
     ) -> ProviderState:
         last_saved = 0.0
         dirty = False  # progress changed but was not saved yet (saves are throttled)
@@ -333,12 +346,10 @@ class JobRunner:
                 await self.store.save_progress(
                     job.id, job.lease_token, job.progress, job.queue_position
                 )
-            remaining = deadline - time.time()
-            if remaining <= 0:
+            remaining = clock.at - time.time()
+            if remaining <= 0:  # the request is stopped at the provider, then the next route
                 await self._cancel_quietly(provider, route, ref)
-                raise ProviderUnavailable(
-                    "the job did not finish within the time limit", code="timeout"
-                )
+                raise clock.expired(route)
             wait = min(remaining, 30.0, PROGRESS_SAVE_INTERVAL if dirty else 30.0)
             wait = min(wait, max(0.0, self._lease_left(job)))
             self._check_lease(job)

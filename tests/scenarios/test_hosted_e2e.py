@@ -40,6 +40,11 @@ CATALOG = {
         {"id": "flux", "kind": "image", "routes": [FAL, REPLICATE]},
         {"id": "flux-fal-only", "kind": "image", "routes": [FAL]},
         {"id": "flux-replicate", "kind": "image", "routes": [REPLICATE]},
+        {
+            "id": "flux-bounded",
+            "kind": "image",
+            "routes": [{**FAL, "options": {**FAL["options"], "timeout_seconds": 1}}, REPLICATE],
+        },
     ]
 }
 
@@ -251,6 +256,22 @@ async def test_cancel_of_a_running_job_reaches_the_provider(rig: Rig) -> None:
     )
     assert final["status"] == "CANCELLED"
     assert final["attempts"][-1]["outcome"] == "cancelled"
+
+
+async def test_a_hung_primary_is_cancelled_at_its_route_timeout_and_the_fallback_runs(
+    rig: Rig,
+) -> None:
+    rig.fal.configure(latency=3600.0)  # accepted, and never finishes
+
+    job = await rig.finished(await rig.submit("flux-bounded"))
+
+    assert job["status"] == "COMPLETED", job
+    assert job["provider"] == "replicate" and job["fallback_used"] is True
+    hung = job["attempts"][0]
+    assert hung["provider"] == "fal" and hung["error"]["code"] == "route_timeout"
+    assert [r for r in rig.fal.requests("cancel") if hung["request_id"] in r.path]
+    assert rig.fal.submit_count(accepted_only=False) == 1  # cancelled, not retried
+    assert_no_unlogged_submissions(rig, [job])
 
 
 async def test_retry_after_from_the_provider_is_honoured(rig: Rig) -> None:

@@ -55,6 +55,14 @@ def make_catalog() -> Catalog:
                 {"id": "one", "kind": "image", "routes": [route("fake")]},
                 {"id": "two", "kind": "image", "routes": [route("fake"), route("fake2")]},
                 {"id": "video", "kind": "video", "routes": [route("fake", "video")]},
+                {
+                    "id": "bounded",
+                    "kind": "image",
+                    "routes": [
+                        {**route("fake"), "options": {"timeout_seconds": 0.2}},
+                        route("fake2"),
+                    ],
+                },
             ]
         },
         ["fake", "fake2"],
@@ -529,6 +537,58 @@ async def test_job_past_its_time_limit_is_cancelled_at_the_provider_and_fails(
     assert got.status is Status.FAILED
     assert got.error is not None and got.error["code"] == "timeout"
     assert fake.cancels == [fake.submits[0].request_id]
+
+
+async def test_a_hung_route_is_cancelled_at_its_own_timeout_and_the_fallback_runs(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.scripts = [Script(gate=asyncio.Event())]  # never finishes
+    job, model = await claimed(store, "bounded")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED and got.provider == "fake2"
+    assert fake.cancels == [fake.submits[0].request_id]
+    assert got.attempts[0].error is not None
+    assert got.attempts[0].error["code"] == "route_timeout"
+    assert len(fake.submits) == 1  # a timed-out route is not retried
+
+
+async def test_the_default_route_timeout_hands_a_hung_primary_to_its_fallback(
+    store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    providers: dict[str, Provider] = {"fake": fake, "fake2": fake2}
+    runner = JobRunner(store, providers, storage, POLICY, job_timeout=30.0, route_timeout=0.2)
+    fake.scripts = [Script(gate=asyncio.Event())]
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED and got.provider == "fake2"
+    assert fake.cancels == [fake.submits[0].request_id]
+
+
+async def test_the_default_route_timeout_leaves_the_last_route_to_the_jobs_limit(
+    store: SQLiteJobStore, storage: ResultStorage, fake: FakeProvider
+) -> None:
+    runner = JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=30.0, route_timeout=0.05)
+    gate = asyncio.Event()
+    fake.scripts = [Script(gate=gate)]
+    job, model = await claimed(store)
+
+    async def open_gate_after_the_route_timeout(ref: ProviderRef) -> None:
+        if time.monotonic() - started > 0.3:
+            gate.set()
+
+    started = time.monotonic()
+    fake.on_poll = open_gate_after_the_route_timeout
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED, got.error
+    assert fake.cancels == []
 
 
 # -- lost requests and resumption -------------------------------------------------------------
