@@ -45,9 +45,10 @@ from gateway.events import JobEvents
 from gateway.fetch import GuardedFetcher
 from gateway.keys import KeyManager
 from gateway.observability.http_metrics import HttpMetricsMiddleware
+from gateway.observability.joblog import JobLog
 from gateway.observability.lag import LagMonitor
 from gateway.observability.metrics import Metrics
-from gateway.observability.observer import JobObserver
+from gateway.observability.observer import Observers
 from gateway.ratelimit import Limits, rate_limiter_for
 from gateway.results import OwnFiles, ResultLinks, ResultStorage, UrlSigner
 from gateway.scheduler.availability import Availability, credential_report
@@ -134,7 +135,7 @@ def create_app(
     )
     metrics = Metrics() if settings.metrics_enabled else None
     lag = None if metrics is None else LagMonitor(metrics.loop_lag)
-    observer = metrics or JobObserver()
+    observer = Observers(*(o for o in (metrics, JobLog()) if o is not None))
     runner = JobRunner(
         store,
         providers,

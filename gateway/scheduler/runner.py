@@ -307,6 +307,7 @@ class JobRunner:
         attempt.request_id = ref.request_id
         attempt.ref = ref.data
         await self.store.save_attempts(job.id, job.lease_token, job.attempts)
+        self.observer.provider_accepted(job, route.name, ref.request_id)
         return ref
 
     def _submit_done(self, job_id: str, task: asyncio.Future[ProviderRef]) -> None:
@@ -451,6 +452,7 @@ class JobRunner:
         except StaleLease:
             log.info("job %s: finished elsewhere or cancelled; result dropped", job.id)
             return
+        job.error = error  # as stored: what the observers report
         self.observer.job_finished(job, status)
 
     async def _save_attempts(self, job: Job) -> None:
