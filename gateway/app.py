@@ -44,6 +44,7 @@ from gateway.errors import GatewayError
 from gateway.events import JobEvents
 from gateway.fetch import GuardedFetcher
 from gateway.keys import KeyManager
+from gateway.observability.access_log import AccessLogMiddleware
 from gateway.observability.http_metrics import HttpMetricsMiddleware
 from gateway.observability.joblog import JobLog
 from gateway.observability.lag import LagMonitor
@@ -304,6 +305,8 @@ def create_app(
         Exception: unhandled_error_handler,
     }
     middleware = [Middleware(RequestIdMiddleware)]
+    if settings.access_log:  # inside the request id's middleware: its lines carry the id
+        middleware.append(Middleware(AccessLogMiddleware))
     if settings.max_running_requests_per_key:
         middleware.append(Middleware(FairShare, per_caller=settings.max_running_requests_per_key))
     if metrics is not None:

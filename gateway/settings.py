@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     #: json: one JSON object per line (ts, level, logger, message, request_id, job_id, ...);
     #: text: the classic human-readable line
     log_format: Literal["json", "text"] = "json"
+    #: one INFO line per HTTP request answered (method, path, status, duration, client),
+    #: on the backserv.access logger (gateway/observability/access_log.py)
+    access_log: bool = False
     #: serve GET /metrics (Prometheus); with metrics_token set, it asks for that Bearer token
     metrics_enabled: bool = True
     metrics_token: str | None = None
