@@ -17,11 +17,15 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import io
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 from gateway.digits import parse_digits
 from gateway.errors import (
@@ -139,7 +143,10 @@ class ResultStorage:
         if target is None:
             raise ValueError(f"unsafe file name for job {job_id!r}")
         await asyncio.to_thread(_write_atomic, target, data)
-        return StoredFile(name, content_type, len(data), output.width, output.height)
+        width, height = output.width, output.height
+        if width is None or height is None:  # e.g. Replicate: read them from the file
+            width, height = image_size(data, content_type) or (width, height)
+        return StoredFile(name, content_type, len(data), width, height)
 
     async def download(self, url: str, expected_type: str) -> tuple[bytes, str]:
         """A provider's output, fetched through the SSRF guard (``gateway.fetch``)."""
@@ -234,3 +241,18 @@ class OwnFiles:
         if path is None or not path.is_file():
             raise ProviderInputError("The input URL is a result file that no longer exists.")
         return await asyncio.to_thread(path.read_bytes)
+
+
+def image_size(data: bytes, content_type: str) -> tuple[int, int] | None:
+    """An image's ``(width, height)`` from its header (Pillow reads no pixels), or None for
+    anything that is not an image Pillow can read."""
+    if not content_type.startswith("image/"):
+        return None
+    try:
+        with warnings.catch_warnings():  # a huge image's size is still its size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    return (int(width), int(height)) if width > 0 and height > 0 else None

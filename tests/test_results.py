@@ -15,7 +15,7 @@ from gateway.errors import ProviderTransientError, ProviderUnavailable
 from gateway.netguard import AllowList
 from gateway.results import ResultStorage, UrlSigner
 from providers.base import Output
-from tests.fakes import PNG
+from tests.fakes import PNG, png_bytes
 
 JOB = "job-0123456789abcdef01234567"
 OTHER_JOB = "job-fedcba9876543210fedcba98"
@@ -308,3 +308,26 @@ async def test_download_network_error_is_transient(tmp_path: Path, error: Except
     respx.get(URL).mock(side_effect=error)
     with pytest.raises(ProviderTransientError):
         await storage(tmp_path).download(URL, "image/png")
+
+
+async def test_an_image_saved_without_its_size_gets_it_from_the_file(tmp_path: Path) -> None:
+    storage = ResultStorage(tmp_path, max_bytes=1_000_000)
+    unsized = Output(content_type="image/png", data=png_bytes(7, 5))  # as Replicate's are
+
+    stored = await storage.save("job-" + "a" * 24, 0, unsized)
+
+    assert (stored.width, stored.height) == (7, 5)
+
+
+async def test_a_size_the_provider_gave_is_kept_and_non_images_have_none(tmp_path: Path) -> None:
+    storage = ResultStorage(tmp_path, max_bytes=1_000_000)
+    sized = Output(content_type="image/png", data=png_bytes(7, 5), width=70, height=50)
+    video = Output(content_type="video/mp4", data=b"\x00\x00\x00\x18ftypmp42")
+    broken = Output(content_type="image/png", data=b"\x89PNG\r\n\x1a\nnot really")
+
+    job = "job-" + "b" * 24
+    kept, clip, bad = [await storage.save(job, i, o) for i, o in enumerate((sized, video, broken))]
+
+    assert (kept.width, kept.height) == (70, 50)
+    assert (clip.width, clip.height) == (None, None)
+    assert (bad.width, bad.height) == (None, None)

@@ -152,6 +152,8 @@ async def test_a_job_on_replicate_completes(rig: Rig) -> None:
     assert job["status"] == "COMPLETED", job
     assert job["provider"] == "replicate"
     assert len(job["result"]["images"]) == 2
+    for image in job["result"]["images"]:  # Replicate gives no size: read from the file
+        assert isinstance(image["width"], int) and isinstance(image["height"], int), image
     [submit] = rig.replicate.requests("submit")
     assert submit.body["input"]["num_outputs"] == 2
     assert submit.body["input"]["aspect_ratio"] == "1:1"
