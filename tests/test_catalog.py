@@ -251,3 +251,20 @@ def test_a_route_timeout_in_seconds_is_accepted(tmp_path: Path) -> None:
     routes = ROUTE + "options = { timeout_seconds = 90 }\n"
     catalog = load_catalog(write(tmp_path, model('kind = "image"', routes)), PROVIDERS)
     assert catalog.get("my-model").routes[0].options["timeout_seconds"] == 90
+
+
+def test_a_misspelt_route_option_is_named_with_its_route(tmp_path: Path) -> None:
+    routes = ROUTE + ROUTE.replace("sandbox", "fal").replace('"image"', '"fal-ai/flux/dev"')
+    routes += 'options = { size = "image_size", start_timout = 60 }\n'
+    path = write(tmp_path, model('kind = "image"', routes))
+
+    message = config_error(path)
+
+    assert_names(message, path, "my-model", "routes[1].options.start_timout")
+    assert "fal" in message and "start_timeout" in message  # what it takes, spelt right
+
+
+def test_an_option_of_another_provider_is_refused(tmp_path: Path) -> None:
+    routes = ROUTE + "options = { deployment = true }\n"  # Replicate's, on a sandbox route
+    message = config_error(write(tmp_path, model('kind = "image"', routes)))
+    assert "routes[0].options.deployment" in message
