@@ -25,7 +25,8 @@ Storage and providers
     ../providers/    the Provider seam (base.py), sandbox, fal, replicate, local, testing
 
 Faces (each receives only what it uses; see pyproject's [tool.backserv.imports])
-    api/             jobs, images (OpenAI), job_events (SSE), backserv_tasks, tasks/,
+    api/             jobs, images (OpenAI; image_size: its n and size), job_events (SSE),
+                     backserv_tasks, tasks/,
                      files, keys, models, webhook_secrets, provider_webhooks (fal's and
                      Replicate's callbacks), health, openapi/, and the middlewares
                      (request_id, fair_share)
@@ -46,5 +47,6 @@ Running it
     cli.py, doctor.py
                      the backserv command, and its checks of an installation
     background.py    the supervised loop of the janitor and the lag monitor
-    observability/   logs, Prometheus metrics, and the JobObserver seam the core reports to
+    observability/   logs (joblog: a line per job transition; access_log), Prometheus
+                     metrics, and the JobObserver seam the core reports to
 """

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.common import body_int, body_str, json, principal, read_json
+from gateway.api.common import body_str, json, principal, read_json
+from gateway.api.image_size import read_n, read_size
 from gateway.errors import (
     InvalidRequest,
     JobCancelledMeanwhile,
@@ -32,7 +32,6 @@ from gateway.results import ResultLinks, ResultStorage
 from gateway.service import JobRequest, JobService
 from gateway.waiting import Waiting
 
-_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 #: OpenAI parameters without a meaning here; accepted and ignored so SDK defaults pass
 _IGNORED = frozenset(
     {
@@ -99,8 +98,8 @@ class ImagesAPI:
             k: v for k, v in body.items() if k not in _OPENAI and k not in _IGNORED
         }
         raw["prompt"] = body_str(body, "prompt")
-        raw["num_images"] = body_int(body, "n", 1, 1, 10)
-        raw.update(_size(body.get("size")))
+        raw["num_images"] = read_n(body, model)
+        raw.update(read_size(body.get("size"), model))
         # the slot of this wait is taken before the job exists: a key at its cap of open
         # waits gets a 429 that is safe to retry, never a 429 for a job that then runs
         with self.waiting.hold(who.owner):
@@ -141,19 +140,6 @@ class ImagesAPI:
                 item["url"] = self.links.url(job, f["name"])
             out.append(item)
         return out
-
-
-def _size(value: Any) -> dict[str, int]:
-    if value is None or value == "auto":
-        return {}
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise InvalidRequest(
-            "Invalid 'size': must be 'WIDTHxHEIGHT', e.g. '1024x1024'.",
-            param="size",
-            code="invalid_value",
-        )
-    return {"width": int(match.group(1)), "height": int(match.group(2))}
 
 
 def _outcome_error(job: Job) -> Exception:
