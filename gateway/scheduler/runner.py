@@ -3,8 +3,13 @@
 The attempt log is the job's memory across crashes. Each attempt records its route, the
 provider's request reference (persisted as soon as the provider returns it), and how it
 ended. A job claimed again after a crash resumes an open attempt that has a reference by
-polling it, so it is never paid for twice; an open attempt without a reference never
-reached the provider, and is submitted again.
+polling it, so it is never paid for twice; an open attempt without a reference is closed
+as interrupted and submitted again (its submit may have reached the provider: the one
+window the README's delivery guarantee describes).
+
+A failed job's error names every route of its chain (scheduler/summary.py); a route that
+runs past its own limit is cancelled at the provider and the next one tried
+(scheduler/timeouts.py).
 """
 
 from __future__ import annotations
