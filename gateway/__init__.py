@@ -13,7 +13,9 @@ The job and its door
 
 Running jobs
     scheduler/       loop.py (claims, leases, recovery), runner.py (the route walk),
-                     retry.py (tenacity timing), breaker.py, availability.py (the one
+                     summary.py (a failed job's error, route by route), timeouts.py
+                     (how long one route may take), retry.py
+                     (tenacity timing), breaker.py, availability.py (the one
                      "can this route run now?" rule), janitor.py (retention)
     faults.py        a provider's unexpected exception -> retryable or generic error
     results.py       result files' signed, expiring links (and reading one back as input)
@@ -26,10 +28,10 @@ Storage and providers
     ../providers/    the Provider seam (base.py), sandbox, fal, replicate, local, testing
 
 Faces (each receives only what it uses; see pyproject's [tool.backserv.imports])
-    api/             jobs, images (OpenAI), openai_videos (+ openai_video_object,
-                     openai_video_params, openai_video_content), openai_edits (+
-                     openai_edit_inputs), openai_sync (the sync wait's answers), multipart
-                     (form bodies), job_events (SSE), backserv_tasks, tasks/,
+    api/             jobs, images (OpenAI; image_size: its n and size), openai_videos (+
+                     openai_video_object, openai_video_params, openai_video_content),
+                     openai_edits (+ openai_edit_inputs), openai_sync (the sync wait's
+                     answers), multipart (form bodies), job_events (SSE), backserv_tasks, tasks/,
                      files, keys, models, webhook_secrets, provider_webhooks (fal's and
                      Replicate's callbacks), health, openapi/, and the middlewares
                      (request_id, fair_share)
@@ -52,5 +54,6 @@ Running it
     commands/        the other subcommands: run (a client of a running gateway: submit,
                      follow with a progress bar, save), keys, jobs, models; tables, --json
     background.py    the supervised loop of the janitor and the lag monitor
-    observability/   logs, Prometheus metrics, and the JobObserver seam the core reports to
+    observability/   logs (joblog: a line per job transition; access_log), Prometheus
+                     metrics, and the JobObserver seam the core reports to
 """

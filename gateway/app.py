@@ -47,10 +47,12 @@ from gateway.errors import GatewayError
 from gateway.events import JobEvents
 from gateway.fetch import GuardedFetcher
 from gateway.keys import KeyManager
+from gateway.observability.access_log import AccessLogMiddleware
 from gateway.observability.http_metrics import HttpLatency
+from gateway.observability.joblog import JobLog
 from gateway.observability.lag import LagMonitor
 from gateway.observability.metrics import Metrics
-from gateway.observability.observer import JobObserver
+from gateway.observability.observer import Observers
 from gateway.ratelimit import Limits, rate_limiter_for
 from gateway.results import OwnFiles, ResultLinks, UrlSigner
 from gateway.scheduler.availability import Availability, credential_report
@@ -140,7 +142,7 @@ def create_app(
     )
     metrics = Metrics() if settings.metrics_enabled else None
     lag = None if metrics is None else LagMonitor(metrics.loop_lag)
-    observer = metrics or JobObserver()
+    observer = Observers(*(o for o in (metrics, JobLog()) if o is not None))
     runner = JobRunner(
         store,
         providers,
@@ -149,6 +151,7 @@ def create_app(
             settings.max_route_attempts, settings.retry_base_seconds, settings.retry_max_seconds
         ),
         job_timeout=settings.job_timeout_seconds,
+        route_timeout=settings.route_timeout_seconds or None,
         breakers=breakers,
         breaker_wait=settings.breaker_max_wait_seconds,
         lease_margin=settings.lease_seconds * 0.2,
@@ -337,9 +340,11 @@ def create_app(
         Exception: unhandled_error_handler,
     }
     # one layer for the request id and the latency histogram (it measures the fair-share
-    # wait too); then the fair share
+    # wait too); then the optional access log (its lines carry the id), then the fair share
     latency = None if metrics is None else HttpLatency(metrics.http_latency)
     middleware = [Middleware(RequestIdMiddleware, latency=latency)]
+    if settings.access_log:
+        middleware.append(Middleware(AccessLogMiddleware))
     if settings.max_running_requests_per_key:
         middleware.append(Middleware(FairShare, per_caller=settings.max_running_requests_per_key))
     app = Starlette(

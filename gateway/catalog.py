@@ -16,6 +16,7 @@ from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
 from gateway.kinds import KINDS, Kind
 from providers.base import RouteSpec
 from providers.mapping import validate_route_mapping
+from providers.options import ROUTE_TIMEOUT_OPTION, check_route_timeout, unknown_options
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 
@@ -175,6 +176,18 @@ def parse_catalog(
                 raise ConfigError(
                     f"{where}: field 'routes[{i}].provider': unknown provider '{r.provider}' "
                     f"(known: {', '.join(sorted(known))})."
+                )
+            unknown, known_options = unknown_options(r.provider, r.options)
+            if unknown:
+                raise ConfigError(
+                    f"{where}: field 'routes[{i}].options.{unknown[0]}': a {r.provider} route "
+                    f"({r.target}) has no option '{unknown[0]}' (it takes: "
+                    f"{', '.join(sorted(known_options))})."
+                )
+            timeout = r.options.get(ROUTE_TIMEOUT_OPTION)
+            if timeout is not None and (problem_text := check_route_timeout(timeout)):
+                raise ConfigError(
+                    f"{where}: field 'routes[{i}].options.{ROUTE_TIMEOUT_OPTION}': {problem_text}."
                 )
             spec = RouteSpec(r.provider, r.target, r.options, r.input_map, r.constants)
             fields = kind.input_model.model_fields

@@ -32,10 +32,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from gateway.app import create_app
-    from gateway.edge import EdgeConfig, EdgeLimits, connection_cap, raise_fd_limit
+    from gateway.edge import (
+        AnnouncingServer,
+        EdgeConfig,
+        EdgeLimits,
+        connection_cap,
+        raise_fd_limit,
+    )
 
     app = create_app(settings)
     fd_limit = raise_fd_limit()
@@ -56,19 +60,27 @@ def _serve(settings: Settings) -> int:
         timeout_graceful_shutdown=15,
         access_log=False,
     )
-    print(
+    line = (
         f"Back.Serv listening on http://{settings.host}:{settings.port} "
-        f"(public URL {settings.base_url}, database {settings.database_url}; "
-        f"at most {limits.max_connections} connections)",
-        file=sys.stderr,
-        flush=True,
+        f"(public URL {settings.base_url}, database {without_password(settings.database_url)}; "
+        f"at most {limits.max_connections} connections)"
     )
     # uvicorn re-raises a caught SIGTERM/SIGINT once it has shut down gracefully; with the
     # default handlers that kills the process (exit -15). Ours turns it into a clean exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    uvicorn.Server(config).run()
+    # "listening" only once the port is bound: a busy port must not have printed it first
+    AnnouncingServer(config, lambda: print(line, file=sys.stderr, flush=True)).run()
     return 0
+
+
+def without_password(url: str) -> str:
+    """A database URL fit for a terminal: its password, if any, replaced by ``***``."""
+    user, at, host = url.partition("://")[2].rpartition("@")
+    if not at or ":" not in user:
+        return url
+    scheme = url.partition("://")[0]
+    return f"{scheme}://{user.partition(':')[0]}:***@{host}"
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

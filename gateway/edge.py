@@ -18,20 +18,23 @@ connection:
   process's file descriptors for the jobs it has accepted.
 
 ``EdgeConfig`` is uvicorn's ``Config`` carrying those limits (``EdgeLimits``) and naming this
-protocol, which uvicorn then builds for each connection.
+protocol, which uvicorn then builds for each connection. ``AnnouncingServer`` says where it
+listens only once the port is bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import resource
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.server import ServerState
+from uvicorn.server import Server, ServerState
 
 #: file descriptors kept for everything but client connections: the database, result
 #: files, outbound provider and webhook calls, the local backend's model files
@@ -214,3 +217,21 @@ class EdgeConfig(Config):
     def __init__(self, app: Any, *, edge_limits: EdgeLimits, **kwargs: Any) -> None:
         super().__init__(app, http=GuardedHttpToolsProtocol, **kwargs)
         self.edge_limits = edge_limits
+
+
+class AnnouncingServer(Server):
+    """uvicorn's server, calling ``announce`` once its sockets are bound and serving.
+
+    Not before: on a busy port uvicorn logs the bind error and exits (status 1), and an
+    operator must not have read "listening" first. (``backserv serve`` prints its
+    "Back.Serv listening on ..." line here.)
+    """
+
+    def __init__(self, config: Config, announce: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            self.announce()

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     #: json: one JSON object per line (ts, level, logger, message, request_id, job_id, ...);
     #: text: the classic human-readable line
     log_format: Literal["json", "text"] = "json"
+    #: one INFO line per HTTP request answered (method, path, status, duration, client),
+    #: on the backserv.access logger (gateway/observability/access_log.py)
+    access_log: bool = False
     #: serve GET /metrics (Prometheus); with metrics_token set, it asks for that Bearer token
     metrics_enabled: bool = True
     metrics_token: str | None = None
@@ -141,6 +144,10 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(10.0, gt=0)
     scheduler_poll_seconds: float = Field(1.0, gt=0)
     job_timeout_seconds: float = Field(3600.0, gt=0)
+    #: how long a route that has a fallback may take (its retries included) before its
+    #: request is cancelled at the provider and the next route runs; a route's catalog
+    #: option timeout_seconds overrides it; 0: no default (only the job's limit)
+    route_timeout_seconds: float = Field(600.0, ge=0)
     max_route_attempts: int = Field(3, ge=1)
     retry_base_seconds: float = Field(0.5, ge=0)
     retry_max_seconds: float = Field(30.0, ge=0)

@@ -40,6 +40,7 @@ from gateway.errors import (
     ProviderTransientError,
     ProviderUnavailable,
 )
+from providers.transport import request_host
 
 __all__ = ["Op", "SendTracker", "http_error", "retry_after", "translate_errors"]
 
@@ -78,7 +79,9 @@ def translate_errors(op: Op, sent: SendTracker | None = None) -> Iterator[None]:
     except (MissingCredentialsError, httpx.InvalidURL) as exc:
         raise ProviderUnavailable(f"fal: cannot {op} ({type(exc).__name__}).") from exc
     except _NOTHING_SENT as exc:
-        raise ProviderTransientError(f"fal: cannot connect ({type(exc).__name__}).") from exc
+        raise ProviderTransientError(
+            f"fal: cannot connect to {request_host(exc) or 'its host'} ({type(exc).__name__})."
+        ) from exc
     except (httpx.HTTPError, fal.FalClientError, TimeoutError) as exc:
         what = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
         if op == "submit" and _may_have_arrived(exc, sent):

@@ -91,11 +91,13 @@ class FalHttp:
             backup = BACKUP_HOSTS.get(request.url.host)
             if backup is None:
                 raise
+            original, host = request.url, request.headers["Host"]
             request.url = request.url.copy_with(host=backup)
             request.headers["Host"] = request.url.netloc.decode("ascii")
             try:
                 return await client.send(request)
             except (httpx.ConnectError, httpx.ConnectTimeout):
+                request.url, request.headers["Host"] = original, host  # the host it named
                 raise exc from None
 
     async def aclose(self) -> None:

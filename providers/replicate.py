@@ -57,6 +57,7 @@ from providers.gate import DEFAULT_CALLS, CallGate
 from providers.mapping import map_input
 from providers.replicate_parse import aborted, prediction_state
 from providers.replicate_webhooks import ReplicateWebhooks
+from providers.transport import request_host
 
 __all__ = ["ReplicateProvider"]
 
@@ -291,7 +292,9 @@ def _from_transport(exc: httpx.TransportError, operation: Operation) -> Provider
             f"The submission to Replicate failed after it was sent ({name}); it may have "
             "created a prediction, so it is not sent again."
         )
-    return ProviderTransientError(f"Could not reach Replicate ({name}).")
+    return ProviderTransientError(
+        f"Could not reach Replicate at {request_host(exc) or 'its host'} ({name})."
+    )
 
 
 def _cached_httpx_client(client: Client) -> httpx.AsyncClient | None:

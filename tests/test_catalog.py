@@ -238,3 +238,33 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "catalog.toml"
     assert str(path) in config_error(path)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", '"10"', "true", "inf"])
+def test_a_bad_route_timeout_is_named_with_its_route(tmp_path: Path, value: str) -> None:
+    routes = ROUTE + f"options = {{ timeout_seconds = {value} }}\n"
+    message = config_error(write(tmp_path, model('kind = "image"', routes)))
+    assert "model 'my-model'" in message and "routes[0].options.timeout_seconds" in message
+
+
+def test_a_route_timeout_in_seconds_is_accepted(tmp_path: Path) -> None:
+    routes = ROUTE + "options = { timeout_seconds = 90 }\n"
+    catalog = load_catalog(write(tmp_path, model('kind = "image"', routes)), PROVIDERS)
+    assert catalog.get("my-model").routes[0].options["timeout_seconds"] == 90
+
+
+def test_a_misspelt_route_option_is_named_with_its_route(tmp_path: Path) -> None:
+    routes = ROUTE + ROUTE.replace("sandbox", "fal").replace('"image"', '"fal-ai/flux/dev"')
+    routes += 'options = { size = "image_size", start_timout = 60 }\n'
+    path = write(tmp_path, model('kind = "image"', routes))
+
+    message = config_error(path)
+
+    assert_names(message, path, "my-model", "routes[1].options.start_timout")
+    assert "fal" in message and "start_timeout" in message  # what it takes, spelt right
+
+
+def test_an_option_of_another_provider_is_refused(tmp_path: Path) -> None:
+    routes = ROUTE + "options = { deployment = true }\n"  # Replicate's, on a sandbox route
+    message = config_error(write(tmp_path, model('kind = "image"', routes)))
+    assert "routes[0].options.deployment" in message

@@ -489,3 +489,13 @@ def test_a_serve_that_cannot_start_leaves_logging_as_it_was(
     assert code == 2
     assert "no-such-model" in err
     assert logging.getLogger().handlers == handlers
+
+
+def test_the_listening_line_never_shows_a_database_password() -> None:
+    from gateway.cli import without_password
+
+    assert without_password("postgresql://app:s3cr@t@db:5432/jobs") == (
+        "postgresql://app:***@db:5432/jobs"
+    )
+    assert without_password("postgresql://app@db/jobs") == "postgresql://app@db/jobs"
+    assert without_password("sqlite:///data/backserv.db") == "sqlite:///data/backserv.db"

@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.common import body_int, body_str, json, principal, read_json
+from gateway.api.common import body_str, json, principal, read_json
+from gateway.api.image_size import read_n, read_size
 from gateway.api.openai_sync import (
     image_data,
     outcome_error,
-    parse_size,
     refuse_jobs_only,
     response_format,
 )
@@ -86,8 +86,8 @@ class ImagesAPI:
             k: v for k, v in body.items() if k not in _OPENAI and k not in _IGNORED
         }
         raw["prompt"] = body_str(body, "prompt")
-        raw["num_images"] = body_int(body, "n", 1, 1, 10)
-        raw.update(parse_size(body.get("size")))
+        raw["num_images"] = read_n(body, model)
+        raw.update(read_size(body.get("size"), model))
         # the slot of this wait is taken before the job exists: a key at its cap of open
         # waits gets a 429 that is safe to retry, never a 429 for a job that then runs
         with self.waiting.hold(who.owner):

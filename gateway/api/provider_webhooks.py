@@ -13,6 +13,7 @@ answer is 200 as soon as the delivery is handed over, before any job changes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -22,7 +23,10 @@ from starlette.routing import Route
 
 from gateway.api.common import json, read_body
 from gateway.errors import GatewayError, NotFound
+from gateway.observability.logs import current_job_id
 from gateway.observability.observer import JobObserver
+
+log = logging.getLogger("backserv.provider_webhooks")
 
 PATH = "/v1/provider_webhooks/{provider}"
 #: the largest delivery read (fal's and Replicate's are a few KB: the result's URLs)
@@ -71,6 +75,19 @@ class ProviderWebhooksAPI:
         except GatewayError as exc:
             self.observer.webhook_received(name, "rejected" if exc.status_code == 401 else "error")
             raise
+        if delivery.job_id:  # the callback URL's hint: the rest of the request's lines name it
+            current_job_id.set(delivery.job_id)
+        log.info(
+            "provider webhook: %s request %s (%s)",
+            name,
+            delivery.request_id,
+            delivery.event,
+            extra={
+                "job_id": delivery.job_id,
+                "provider": name,
+                "provider_request_id": delivery.request_id,
+            },
+        )
         receiver.deliver(delivery)
         self.observer.webhook_received(name, "verified")
         await self.relay(name, delivery.request_id)

@@ -31,6 +31,9 @@ class JobObserver:
     def job_claimed(self, job: Job) -> None:
         """The scheduler claimed ``job`` (``job.lease_token == 1`` on its first claim)."""
 
+    def provider_accepted(self, job: Job, route: str, request_id: str) -> None:
+        """The provider accepted ``job``'s submit on ``route`` as ``request_id`` (recorded)."""
+
     def provider_done(self, provider: str, outcome: str, seconds: float) -> None:
         """An attempt on ``provider`` reached a verdict (``succeeded``, its outputs stored, or
         ``failed``) ``seconds`` after it was opened for its submit."""
@@ -45,3 +48,42 @@ class JobObserver:
 
     def fell_back(self, job: Job, route: str) -> None:
         """The runner moved ``job`` on to the fallback ``route`` of its chain."""
+
+
+class Observers(JobObserver):
+    """Tells every one of ``observers`` of each event, in order (metrics and the job log)."""
+
+    def __init__(self, *observers: JobObserver) -> None:
+        self.observers = observers
+
+    def job_submitted(self, job: Job) -> None:
+        for observer in self.observers:
+            observer.job_submitted(job)
+
+    def job_finished(self, job: Job, status: Status) -> None:
+        for observer in self.observers:
+            observer.job_finished(job, status)
+
+    def job_claimed(self, job: Job) -> None:
+        for observer in self.observers:
+            observer.job_claimed(job)
+
+    def provider_accepted(self, job: Job, route: str, request_id: str) -> None:
+        for observer in self.observers:
+            observer.provider_accepted(job, route, request_id)
+
+    def provider_done(self, provider: str, outcome: str, seconds: float) -> None:
+        for observer in self.observers:
+            observer.provider_done(provider, outcome, seconds)
+
+    def retried(self, job: Job, provider: str, route: str) -> None:
+        for observer in self.observers:
+            observer.retried(job, provider, route)
+
+    def webhook_received(self, provider: str, outcome: str) -> None:
+        for observer in self.observers:
+            observer.webhook_received(provider, outcome)
+
+    def fell_back(self, job: Job, route: str) -> None:
+        for observer in self.observers:
+            observer.fell_back(job, route)

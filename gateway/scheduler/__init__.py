@@ -4,6 +4,9 @@
   their leases (heartbeats), hands expired leases back (recovery), shuts down cleanly.
 - ``runner``: the ``JobRunner`` — one claimed job: walks its route chain, submits, follows
   the provider, records every ``Attempt``, stores the result files.
+- ``summary``: ``summarise`` — a failed job's error: every route of its chain, primary
+  first, each with its own cause.
+- ``timeouts``: ``RouteClock`` — how long one route may take before the next one runs.
 - ``retry``: the ``RetryPolicy`` — whether and when to retry a route after an error.
 - ``breaker``: ``Breakers`` and their ``BreakerPolicy`` — one circuit breaker per route.
 - ``availability``: ``Availability`` — the one rule for "can this route run now?", used by

@@ -241,17 +241,15 @@ class Scheduler:
                 return
             log.exception("job %s: unexpected error", job.id)
             with contextlib.suppress(StaleLease):
+                error = {
+                    "code": "internal_error",
+                    "message": "The gateway had an internal error running this job; "
+                    "the details are in the server's log.",
+                }
                 await self.store.finish(
-                    job.id,
-                    job.lease_token,
-                    Status.FAILED,
-                    error={
-                        "code": "internal_error",
-                        "message": "The gateway had an internal error running this job; "
-                        "the details are in the server's log.",
-                    },
-                    attempts=job.attempts,
+                    job.id, job.lease_token, Status.FAILED, error=error, attempts=job.attempts
                 )
+                job.error = error
                 self.observer.job_finished(job, Status.FAILED)
 
     async def _hand_back(self, job: Job, shortage: str) -> None:
@@ -288,13 +286,10 @@ class Scheduler:
 
     async def _fail_unknown_model(self, job: Job) -> None:
         with contextlib.suppress(StaleLease):
-            await self.store.finish(
-                job.id,
-                job.lease_token,
-                Status.FAILED,
-                error={
-                    "code": "model_not_found",
-                    "message": f"The model '{job.model}' is no longer in the catalog.",
-                },
-            )
+            error = {
+                "code": "model_not_found",
+                "message": f"The model '{job.model}' is no longer in the catalog.",
+            }
+            await self.store.finish(job.id, job.lease_token, Status.FAILED, error=error)
+            job.error = error
             self.observer.job_finished(job, Status.FAILED)

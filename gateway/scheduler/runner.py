@@ -3,8 +3,13 @@
 The attempt log is the job's memory across crashes. Each attempt records its route, the
 provider's request reference (persisted as soon as the provider returns it), and how it
 ended. A job claimed again after a crash resumes an open attempt that has a reference by
-polling it, so it is never paid for twice; an open attempt without a reference never
-reached the provider, and is submitted again.
+polling it, so it is never paid for twice; an open attempt without a reference is closed
+as interrupted and submitted again (its submit may have reached the provider: the one
+window the README's delivery guarantee describes).
+
+A failed job's error names every route of its chain (scheduler/summary.py); a route that
+runs past its own limit is cancelled at the provider and the next one tried
+(scheduler/timeouts.py).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from gateway.observability.observer import JobObserver
 from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.summary import Skipped, summarise
+from gateway.scheduler.timeouts import RouteClock
 from gateway.storage import ResultStorage, StoredFile
 from gateway.store.base import JobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, RouteSpec, StateKind
@@ -74,8 +81,11 @@ class JobRunner:
         breaker_wait: float = 60.0,
         lease_margin: float = 0.0,
         observer: JobObserver | None = None,
+        route_timeout: float | None = None,
     ) -> None:
         self.observer = observer or JobObserver()
+        #: the default limit of a route that has a fallback (gateway/scheduler/timeouts.py)
+        self.route_timeout = route_timeout
         self.lease_margin = lease_margin
         self.breakers = breakers or Breakers()
         self.availability = Availability(providers, self.breakers)
@@ -97,8 +107,9 @@ class JobRunner:
         deadline = (job.started_at or time.time()) + self.job_timeout
         start_index = job.attempts[-1].route_index if job.attempts else 0
         waited = 0.0
+        skipped: dict[int, Skipped] = {}
         while True:
-            error, reopen_at = await self._walk(job, model, start_index, deadline)
+            error, reopen_at = await self._walk(job, model, start_index, deadline, skipped)
             if error is None:
                 return
             now = time.monotonic()
@@ -111,38 +122,49 @@ class JobRunner:
             log.info("job %s: every route's circuit is open; waiting %.1fs", job.id, delay)
             await asyncio.sleep(delay)
             waited += delay
-        message = error.message
-        if len(model.routes) > 1 and not isinstance(error, FATAL_ERRORS):
-            message = f"Every route failed; the last error was: {message}"
-        await self._finish(job, Status.FAILED, error={"code": error.code, "message": message})
+        summary = summarise(
+            model.routes,
+            job.attempts,
+            skipped,
+            error,
+            fatal=isinstance(error, FATAL_ERRORS),
+            timed_out=time.time() >= deadline,
+        )
+        await self._finish(job, Status.FAILED, error=summary)
 
     async def _walk(
-        self, job: Job, model: CatalogModel, start_index: int, deadline: float
+        self,
+        job: Job,
+        model: CatalogModel,
+        start_index: int,
+        deadline: float,
+        skipped: dict[int, Skipped],
     ) -> tuple[ProviderError | None, float | None]:
         """Try the routes in order. Returns (None, None) once the job is terminal, else the
-        last error and, when only open circuits stood in the way, when the first reopens."""
+        last error and, when only open circuits stood in the way, when the first reopens.
+        ``skipped`` is filled with the routes passed over without a submit, and why."""
         last_error: ProviderError | None = None
         reopen_at: float | None = None
         tried = False
+        skipped.clear()
         for index in range(start_index, len(model.routes)):
             if time.time() >= deadline:
                 break
             route = model.routes[index]
             check = self.availability.check(route, claim=True)
             provider = check.provider
-            if provider is None:
-                last_error = ProviderUnavailable(f"provider '{route.provider}' is not configured")
-                continue
-            if not check.configured:
-                last_error = ProviderUnavailable(check.reason or "route unavailable")
+            if provider is None or not check.configured:
+                reason = check.reason or f"the '{route.provider}' provider is not enabled"
+                last_error = ProviderUnavailable(reason)
+                skipped[index] = Skipped(last_error, "not configured")
                 continue
             if not check.admitted:
                 at = check.reopens_at or time.monotonic()
                 reopen_at = at if reopen_at is None else min(reopen_at, at)
                 last_error = ProviderUnavailable(
-                    f"the route {route.name} is failing and paused (circuit open)",
-                    code="circuit_open",
+                    "paused after repeated failures (circuit open)", code="circuit_open"
                 )
+                skipped[index] = Skipped(last_error, "circuit open")
                 continue
             tried = True
             if index > 0 and (not job.attempts or job.attempts[-1].route_index != index):
@@ -170,6 +192,15 @@ class JobRunner:
         The route's breaker is looked up at each use, not held: an idle one may be dropped
         while the job runs (``gateway.scheduler.breaker.Breakers``), and the verdict must
         reach the breaker that guards the route then."""
+        clock = RouteClock(
+            route,
+            index=index,
+            routes=len(model.routes),
+            attempts=job.attempts,
+            job_deadline=deadline,
+            default=self.route_timeout,
+            now=time.time(),
+        )
         tries = 0
         try:
             while True:
@@ -180,7 +211,7 @@ class JobRunner:
                 attempt = await self._open_attempt(job, index, route)
                 try:
                     ref = await self._ensure_submitted(job, attempt, route, provider)
-                    state = await self._follow(job, attempt, route, provider, ref, deadline)
+                    state = await self._follow(job, attempt, route, provider, ref, clock)
                     if state.kind is StateKind.SUCCEEDED:
                         await self._complete(job, model, attempt, state)
                         self.breakers.get(route.name).record(ok=True)
@@ -202,7 +233,7 @@ class JobRunner:
                         f"{error.message} {ProviderResultLost.default_message}"
                     )
                 delay = self.policy.decide(error, tries)
-                if delay is None or time.time() + delay > deadline or not breaker.allow():
+                if delay is None or time.time() + delay > clock.at or not breaker.allow():
                     await self._save_attempts(job)
                     return error
                 self.observer.retried(job, route.provider, route.name)
@@ -282,6 +313,7 @@ class JobRunner:
         attempt.request_id = ref.request_id
         attempt.ref = ref.data
         await self.store.save_attempts(job.id, job.lease_token, job.attempts)
+        self.observer.provider_accepted(job, route.name, ref.request_id)
         return ref
 
     def _submit_done(self, job_id: str, task: asyncio.Future[ProviderRef]) -> None:
@@ -304,7 +336,7 @@ class JobRunner:
         route: RouteSpec,
         provider: Provider,
         ref: ProviderRef,
-        deadline: float,
+        clock: RouteClock,
     ) -> ProviderState:
         last_saved = 0.0
         dirty = False  # progress changed but was not saved yet (saves are throttled)
@@ -321,12 +353,10 @@ class JobRunner:
                 await self.store.save_progress(
                     job.id, job.lease_token, job.progress, job.queue_position
                 )
-            remaining = deadline - time.time()
-            if remaining <= 0:
+            remaining = clock.at - time.time()
+            if remaining <= 0:  # the request is stopped at the provider, then the next route
                 await self._cancel_quietly(provider, route, ref)
-                raise ProviderUnavailable(
-                    "the job did not finish within the time limit", code="timeout"
-                )
+                raise clock.expired(route)
             wait = min(remaining, 30.0, PROGRESS_SAVE_INTERVAL if dirty else 30.0)
             wait = min(wait, max(0.0, self._lease_left(job)))
             self._check_lease(job)
@@ -434,6 +464,7 @@ class JobRunner:
         except StaleLease:
             log.info("job %s: finished elsewhere or cancelled; result dropped", job.id)
             return
+        job.error = error  # as stored: what the observers report
         self.observer.job_finished(job, status)
 
     async def _save_attempts(self, job: Job) -> None:

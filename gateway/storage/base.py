@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from gateway.storage.dimensions import Head, image_size
 from gateway.storage.sources import OutputSource
 from providers.base import Output
 
@@ -94,8 +95,12 @@ class ResultStorage(ABC):
             name = f"{index}.{EXTENSIONS.get(content_type, 'bin')}"
             if not safe_names(job_id, name):
                 raise ValueError(f"unsafe file name for job {job_id!r}")
-            size = await self.write(job_id, name, chunks, content_type)
-        return StoredFile(name, content_type, size, output.width, output.height)
+            head = Head(chunks)
+            size = await self.write(job_id, name, aiter(head), content_type)
+        width, height = output.width, output.height
+        if width is None or height is None:  # e.g. Replicate's: read them from the file
+            width, height = image_size(bytes(head.data), content_type) or (width, height)
+        return StoredFile(name, content_type, size, width, height)
 
     async def read_all(self, job_id: str, name: str, limit: int | None = None) -> bytes | None:
         """The file's bytes (at most ``limit``), or None when it does not exist."""

@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.events import JobEvents
 from gateway.jobs import Job
+from gateway.observability.logs import current_job_id
 from gateway.observability.redact import redact_url
 from gateway.settings import Settings
 from gateway.store.base import JobStore, WebhookDelivery
@@ -153,7 +154,9 @@ class WebhookDispatcher:
                 try:
                     await self.process(job_id)
                 except Exception:
-                    log.exception("webhooks: reading job %s failed", job_id)
+                    log.exception(
+                        "webhooks: reading job %s failed", job_id, extra={"job_id": job_id}
+                    )
 
     # -- sweep --------------------------------------------------------------------------
 
@@ -220,6 +223,13 @@ class WebhookDispatcher:
 
     async def deliver(self, delivery: WebhookDelivery) -> Outcome:
         """Make one attempt at ``delivery`` (claimed) and record what came of it."""
+        token = current_job_id.set(delivery.job_id)  # every line of the attempt names its job
+        try:
+            return await self._deliver(delivery)
+        finally:
+            current_job_id.reset(token)
+
+    async def _deliver(self, delivery: WebhookDelivery) -> Outcome:
         try:
             secret = await self.store.get_or_create_webhook_secret(delivery.owner)
             outcome = await self.sender.send(

@@ -350,6 +350,29 @@ async def test_create_and_poll_a_job_with_client_post_and_get(
 
 
 @pytest.mark.parametrize(
+    ("fields", "says", "never"),
+    [
+        # well formed: the message names the side and the bound, not the format
+        ({"size": "13x7"}, ["'size'", "width", "64", "13x7"], ["WIDTHxHEIGHT", "'width'"]),
+        ({"size": "64x5000"}, ["'size'", "height", "1024"], ["'height'"]),
+        # the kind's maximum of num_images (4), under the OpenAI name
+        ({"n": 5}, ["'n'", "4"], ["num_images"]),
+        ({"size": "big"}, ["'size'", "WIDTHxHEIGHT"], []),
+    ],
+)
+async def test_a_bad_size_or_n_is_explained_in_the_openai_names(
+    sdk: openai.AsyncOpenAI, fields: dict[str, Any], says: list[str], never: list[str]
+) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await sdk.images.generate(
+            model="sandbox-image-fast", prompt="x", **{"size": "64x64", **fields}
+        )
+    message = error_of(info.value)["message"]
+    assert all(part in message for part in says), message
+    assert not any(part in message for part in never), message
+
+
+@pytest.mark.parametrize(
     ("fields", "param"),
     [
         ({"size": "12by12"}, "size"),

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gateway.api.provider_webhooks import ProviderWebhooksAPI
+from providers.base import WebhookDelivery
 from tests.api.support import running
 from tests.conftest import make_settings
 
@@ -36,3 +45,40 @@ async def test_an_oversized_delivery_is_a_413(tmp_path: Path) -> None:
         resp = await client.post("/v1/provider_webhooks/fal", content=b"x" * (1024 * 1024 + 1))
 
     assert resp.status_code == 413, resp.text
+
+
+class _Receiver:
+    """A provider whose deliveries always verify (the signature checks have their own tests)."""
+
+    webhooks_enabled = True
+
+    def __init__(self) -> None:
+        self.delivered: list[WebhookDelivery] = []
+
+    async def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str] | None = None
+    ) -> WebhookDelivery:
+        job = (query or {}).get("job")
+        return WebhookDelivery("req-1", None, "d-1", job_id=job)
+
+    def deliver(self, delivery: Any) -> None:
+        self.delivered.append(delivery)
+
+
+async def test_a_verified_delivery_is_logged_with_its_job_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def relay(provider: str, request_id: str) -> None:
+        return None
+
+    receiver = _Receiver()
+    app = Starlette(routes=ProviderWebhooksAPI({"fal": receiver}, relay).routes())
+    caplog.set_level(logging.INFO, logger="backserv.provider_webhooks")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        resp = await client.post("/v1/provider_webhooks/fal?job=job-abc", content=b"{}")
+
+    assert resp.status_code == 200 and len(receiver.delivered) == 1
+    [record] = [r for r in caplog.records if r.name == "backserv.provider_webhooks"]
+    assert record.job_id == "job-abc"
+    assert record.provider_request_id == "req-1"

@@ -489,9 +489,10 @@ async def test_a_connect_error_on_submit_is_transient(
     provider: FalProvider, mock: respx.MockRouter
 ) -> None:
     post = mock.post(f"{QUEUE}/{APP}").mock(side_effect=httpx.ConnectError("refused"))
-    with pytest.raises(ProviderTransientError):
+    with pytest.raises(ProviderTransientError) as caught:
         await provider.submit(route(), PROMPT, job_id="job-1", kind="image")
     assert post.call_count == 1
+    assert httpx.URL(QUEUE).netloc.decode() in caught.value.message  # which host is down
 
 
 async def test_a_connect_error_on_fal_and_its_backup_domain_is_transient(
@@ -501,11 +502,12 @@ async def test_a_connect_error_on_fal_and_its_backup_domain_is_transient(
     primary = mock.post(f"https://queue.fal.run/{APP}").mock(side_effect=httpx.ConnectError("x"))
     backup = mock.post(f"https://queue.falrun.com/{APP}").mock(side_effect=httpx.ConnectError("y"))
     try:
-        with pytest.raises(ProviderTransientError):
+        with pytest.raises(ProviderTransientError) as caught:
             await fal.submit(route(), PROMPT, job_id="job-1", kind="image")
     finally:
         await fal.aclose()
     assert (primary.call_count, backup.call_count) == (1, 1)
+    assert "queue.fal.run" in caught.value.message  # the host the route names, not the backup
 
 
 @pytest.mark.parametrize(

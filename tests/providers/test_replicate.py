@@ -408,6 +408,7 @@ async def test_a_submit_that_was_never_sent_is_transient(
     with pytest.raises(ProviderTransientError) as caught:
         await provider.submit(route(), {"prompt": "x"}, job_id="j", kind="image")
     assert isinstance(caught.value.__cause__, error)
+    assert "api.replicate.com" in caught.value.message  # which host could not be reached
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ the jobs' attempt logs account for.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -40,6 +41,11 @@ CATALOG = {
         {"id": "flux", "kind": "image", "routes": [FAL, REPLICATE]},
         {"id": "flux-fal-only", "kind": "image", "routes": [FAL]},
         {"id": "flux-replicate", "kind": "image", "routes": [REPLICATE]},
+        {
+            "id": "flux-bounded",
+            "kind": "image",
+            "routes": [{**FAL, "options": {**FAL["options"], "timeout_seconds": 1}}, REPLICATE],
+        },
     ]
 }
 
@@ -121,12 +127,33 @@ async def test_a_job_on_fal_completes_with_the_output_in_gateway_storage(rig: Ri
     assert_no_unlogged_submissions(rig, [job])
 
 
+async def test_each_call_to_a_provider_is_logged_once(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="httpx")
+    rig.fal.script("submit", 503)  # a retried submit is two calls, each logged once
+
+    job = await rig.finished(await rig.submit())
+
+    assert job["status"] == "COMPLETED", job
+    fal_host = rig.app.state.gateway.settings.fal_queue_url
+    calls = [r for r in caplog.records if r.name == "httpx" and fal_host in str(r.args)]
+    logged = [r for r in calls if "/files/" not in str(r.args)]  # not the output's download
+    received = rig.fal.requests()  # the queue API's log (the output files are not in it)
+    assert len(logged) == len(received) >= 4, (
+        [r.getMessage() for r in logged],
+        [(r.method, r.route) for r in received],
+    )
+
+
 async def test_a_job_on_replicate_completes(rig: Rig) -> None:
     job = await rig.finished(await rig.submit("flux-replicate", num_images=2))
 
     assert job["status"] == "COMPLETED", job
     assert job["provider"] == "replicate"
     assert len(job["result"]["images"]) == 2
+    for image in job["result"]["images"]:  # Replicate gives no size: read from the file
+        assert isinstance(image["width"], int) and isinstance(image["height"], int), image
     [submit] = rig.replicate.requests("submit")
     assert submit.body["input"]["num_outputs"] == 2
     assert submit.body["input"]["aspect_ratio"] == "1:1"
@@ -157,6 +184,27 @@ async def test_primary_that_is_down_falls_back_to_the_other_provider(rig: Rig) -
     assert [a["provider"] for a in job["attempts"]] == ["fal", "fal", "fal", "replicate"]
     assert rig.replicate.submit_count() == 1
     assert_no_unlogged_submissions(rig, [job])
+
+
+@pytest.mark.parametrize(
+    "rig",
+    [{"fal_queue_url": f"http://127.0.0.1:{free_port()}", "replicate_api_token": None}],
+    indirect=True,
+)
+async def test_fal_unreachable_and_replicate_unconfigured_names_fals_cause_first(rig: Rig) -> None:
+    job = await rig.finished(await rig.submit())
+
+    assert job["status"] == "FAILED", job
+    error = job["error"]
+    assert error["code"] == "provider_transient_error"  # the primary's
+    message = error["message"]
+    fal_host = rig.app.state.gateway.settings.fal_queue_url.removeprefix("http://")
+    fal_part, _, replicate_part = message.partition("replicate:")
+    assert fal_host in fal_part and "connect" in fal_part  # fal's real cause, named first
+    assert "skipped" in replicate_part and "not configured" in replicate_part
+    assert "REPLICATE_API_TOKEN" in replicate_part
+    assert "Every route failed" not in message  # Replicate never ran
+    assert rig.replicate.submit_count(accepted_only=False) == 0
 
 
 async def test_input_rejected_by_the_provider_fails_at_once(rig: Rig) -> None:
@@ -230,6 +278,22 @@ async def test_cancel_of_a_running_job_reaches_the_provider(rig: Rig) -> None:
     )
     assert final["status"] == "CANCELLED"
     assert final["attempts"][-1]["outcome"] == "cancelled"
+
+
+async def test_a_hung_primary_is_cancelled_at_its_route_timeout_and_the_fallback_runs(
+    rig: Rig,
+) -> None:
+    rig.fal.configure(latency=3600.0)  # accepted, and never finishes
+
+    job = await rig.finished(await rig.submit("flux-bounded"))
+
+    assert job["status"] == "COMPLETED", job
+    assert job["provider"] == "replicate" and job["fallback_used"] is True
+    hung = job["attempts"][0]
+    assert hung["provider"] == "fal" and hung["error"]["code"] == "route_timeout"
+    assert [r for r in rig.fal.requests("cancel") if hung["request_id"] in r.path]
+    assert rig.fal.submit_count(accepted_only=False) == 1  # cancelled, not retried
+    assert_no_unlogged_submissions(rig, [job])
 
 
 async def test_retry_after_from_the_provider_is_honoured(rig: Rig) -> None:

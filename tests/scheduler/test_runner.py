@@ -55,6 +55,14 @@ def make_catalog() -> Catalog:
                 {"id": "one", "kind": "image", "routes": [route("fake")]},
                 {"id": "two", "kind": "image", "routes": [route("fake"), route("fake2")]},
                 {"id": "video", "kind": "video", "routes": [route("fake", "video")]},
+                {
+                    "id": "bounded",
+                    "kind": "image",
+                    "routes": [
+                        {**route("fake"), "options": {"timeout_seconds": 0.2}},
+                        route("fake2"),
+                    ],
+                },
             ]
         },
         ["fake", "fake2"],
@@ -385,7 +393,7 @@ async def test_unconfigured_provider_is_skipped(
     assert got.provider == "fake2"
 
 
-async def test_all_routes_failing_fails_the_job_with_the_last_error(
+async def test_all_routes_failing_names_every_route_primary_first_with_the_primarys_code(
     runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
 ) -> None:
     fake.scripts = [submit_fails(ProviderUnavailable("first route down"))]
@@ -397,11 +405,56 @@ async def test_all_routes_failing_fails_the_job_with_the_last_error(
     got = await final(store, job.id)
     assert got.status is Status.FAILED
     assert got.error is not None
-    assert got.error["code"] == "backend_down"
-    assert "second route down" in got.error["message"]
-    assert "first route down" not in got.error["message"]
+    assert got.error["code"] == "provider_unavailable"  # the primary's
+    message = got.error["message"]
+    assert message.startswith("Every route failed.")
+    assert message.index("fake:image") < message.index("first route down")
+    assert message.index("first route down") < message.index("fake2:image")
+    assert message.index("fake2:image") < message.index("second route down")
     assert [a.route_index for a in got.attempts] == [0, 1]
     assert all(a.outcome == "failed" for a in got.attempts)
+
+
+async def test_a_fallback_skipped_as_not_configured_is_named_after_the_primarys_real_cause(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    down = ProviderTransientError("cannot connect to fake.example (ConnectError)")
+    fake.scripts = [submit_fails(down) for _ in range(POLICY.max_attempts)]
+    fake2.available, fake2.unavailable_reason = False, "FAKE2_TOKEN is not set"
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.FAILED and got.error is not None
+    assert got.error["code"] == "provider_transient_error"
+    message = got.error["message"]
+    assert "Every route failed" not in message  # the fallback never ran
+    assert message.index("fake.example") < message.index("fake2:image")
+    assert f"{POLICY.max_attempts} tries" in message
+    fallback = message[message.index("fake2:image") :]
+    assert "skipped" in fallback and "not configured" in fallback
+    assert "FAKE2_TOKEN is not set" in fallback
+    assert fake2.submits == []
+
+
+async def test_a_job_that_timed_out_on_its_primary_does_not_say_every_route_failed(
+    store: SQLiteJobStore, storage: LocalStorage, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    providers: dict[str, Provider] = {"fake": fake, "fake2": fake2}
+    runner = JobRunner(store, providers, storage, POLICY, job_timeout=0.3)
+    fake.scripts = [Script(gate=asyncio.Event())]  # never finishes
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.FAILED and got.error is not None
+    assert got.error["code"] == "timeout"
+    message = got.error["message"]
+    assert "Every route failed" not in message
+    assert "not tried" in message[message.index("fake2:image") :]
+    assert fake2.submits == []
 
 
 async def test_no_usable_route_fails_the_job(
@@ -484,6 +537,58 @@ async def test_job_past_its_time_limit_is_cancelled_at_the_provider_and_fails(
     assert got.status is Status.FAILED
     assert got.error is not None and got.error["code"] == "timeout"
     assert fake.cancels == [fake.submits[0].request_id]
+
+
+async def test_a_hung_route_is_cancelled_at_its_own_timeout_and_the_fallback_runs(
+    runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.scripts = [Script(gate=asyncio.Event())]  # never finishes
+    job, model = await claimed(store, "bounded")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED and got.provider == "fake2"
+    assert fake.cancels == [fake.submits[0].request_id]
+    assert got.attempts[0].error is not None
+    assert got.attempts[0].error["code"] == "route_timeout"
+    assert len(fake.submits) == 1  # a timed-out route is not retried
+
+
+async def test_the_default_route_timeout_hands_a_hung_primary_to_its_fallback(
+    store: SQLiteJobStore, storage: LocalStorage, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    providers: dict[str, Provider] = {"fake": fake, "fake2": fake2}
+    runner = JobRunner(store, providers, storage, POLICY, job_timeout=30.0, route_timeout=0.2)
+    fake.scripts = [Script(gate=asyncio.Event())]
+    job, model = await claimed(store, "two")
+
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED and got.provider == "fake2"
+    assert fake.cancels == [fake.submits[0].request_id]
+
+
+async def test_the_default_route_timeout_leaves_the_last_route_to_the_jobs_limit(
+    store: SQLiteJobStore, storage: LocalStorage, fake: FakeProvider
+) -> None:
+    runner = JobRunner(store, {"fake": fake}, storage, POLICY, job_timeout=30.0, route_timeout=0.05)
+    gate = asyncio.Event()
+    fake.scripts = [Script(gate=gate)]
+    job, model = await claimed(store)
+
+    async def open_gate_after_the_route_timeout(ref: ProviderRef) -> None:
+        if time.monotonic() - started > 0.3:
+            gate.set()
+
+    started = time.monotonic()
+    fake.on_poll = open_gate_after_the_route_timeout
+    await runner.run(job, model)
+
+    got = await final(store, job.id)
+    assert got.status is Status.COMPLETED, got.error
+    assert fake.cancels == []
 
 
 # -- lost requests and resumption -------------------------------------------------------------

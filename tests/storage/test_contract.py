@@ -11,7 +11,7 @@ import pytest
 from gateway.storage import LocalStorage, OutputSource, ResultStorage, open_storage
 from gateway.storage.bucket import BucketConfig
 from providers.base import Output
-from tests.fakes import PNG
+from tests.fakes import PNG, png_bytes
 from tests.s3server import REGION, S3Server
 
 JOB = "job-0123456789abcdef01234567"
@@ -116,3 +116,23 @@ async def test_delete_removes_every_file_of_the_job_and_only_those(storage: Resu
 
 async def test_check_passes_on_a_writable_store(storage: ResultStorage) -> None:
     assert await storage.check()
+
+
+async def test_an_image_saved_without_its_size_gets_it_from_the_file(
+    storage: ResultStorage,
+) -> None:
+    unsized = Output(content_type="image/png", data=png_bytes(7, 5))  # as Replicate's are
+    stored = await storage.save(JOB, 0, unsized)
+    assert (stored.width, stored.height) == (7, 5)
+
+
+async def test_a_size_the_provider_gave_is_kept_and_non_images_have_none(
+    storage: ResultStorage,
+) -> None:
+    sized = Output(content_type="image/png", data=png_bytes(7, 5), width=70, height=50)
+    video = Output(content_type="video/mp4", data=b"\x00\x00\x00\x18ftypmp42")
+    broken = Output(content_type="image/png", data=b"\x89PNG\r\n\x1a\nnot really")
+    kept, clip, bad = [await storage.save(JOB, i, o) for i, o in enumerate((sized, video, broken))]
+    assert (kept.width, kept.height) == (70, 50)
+    assert (clip.width, clip.height) == (None, None)
+    assert (bad.width, bad.height) == (None, None)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from gateway.events import JobEvents
@@ -163,6 +164,29 @@ async def test_a_failed_delivery_logs_no_token_of_its_url(
         assert "SECRET" not in text and "PASSWORD" not in text
     for record in caplog.records:
         assert "SECRET" not in record.getMessage() and "PASSWORD" not in record.getMessage()
+
+
+async def test_delivery_log_lines_carry_the_job_id(store: JobStore) -> None:
+    """The dispatcher's line and httpx's "HTTP Request" line of a delivery name its job."""
+    out = io.StringIO()
+    undo = configure_logging("info", "json", out)  # what ``backserv serve`` does
+    try:
+        async with receiving([500, 200]) as receiver:
+            job = await finished(store, {"url": receiver.url}, Status.COMPLETED)
+            d = dispatcher(store)
+            d.start()
+            try:
+                await d.process(job.id)
+                await settled(store, job.id)
+            finally:
+                await d.stop()
+    finally:
+        undo()
+
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    delivery = [ln for ln in lines if ln["logger"] in ("httpx", "backserv.webhooks")]
+    assert {ln["logger"] for ln in delivery} == {"httpx", "backserv.webhooks"}
+    assert all(ln["job_id"] == job.id for ln in delivery), delivery
 
 
 async def test_a_target_refused_at_send_time_fails_without_a_request(store: JobStore) -> None:
