@@ -147,6 +147,7 @@ def create_app(
         breaker_wait=settings.breaker_max_wait_seconds,
         lease_margin=settings.lease_seconds * 0.2,
         observer=observer,
+        prices=catalog.prices,
     )
     scheduler = Scheduler(
         store,
@@ -267,7 +268,7 @@ def create_app(
         *FilesAPI(storage, signer, service).routes(),
         *WebhookSecretsAPI(webhook_secrets).routes(),
         *ProviderWebhooksAPI(providers, store.relay_delivery, observer).routes(),
-        *KeysAPI(KeyManager(store), settings.max_body_bytes).routes(),
+        *KeysAPI(KeyManager(store), settings.max_body_bytes, catalog.currency).routes(),
         *TasksAPI(
             service,
             ModelChooser(catalog, settings.tasks_models, FalAppPolicy(settings.tasks_fal_apps)),

@@ -24,6 +24,7 @@ from gateway.jobs import Job, Status
 from gateway.observability.logs import current_job_id
 from gateway.observability.observer import JobObserver
 from gateway.scheduler.runner import JobRunner
+from gateway.spend import spend_of
 from gateway.store.base import JobStore
 
 log = logging.getLogger("backserv.scheduler")
@@ -251,6 +252,7 @@ class Scheduler:
                         "the details are in the server's log.",
                     },
                     attempts=job.attempts,
+                    spend=spend_of(job),
                 )
                 self.observer.job_finished(job, Status.FAILED)
 
@@ -296,5 +298,6 @@ class Scheduler:
                     "code": "model_not_found",
                     "message": f"The model '{job.model}' is no longer in the catalog.",
                 },
+                spend=spend_of(job),
             )
             self.observer.job_finished(job, Status.FAILED)
