@@ -37,6 +37,7 @@ from gateway.api.tasks.fal_apps import FalAppPolicy
 from gateway.api.tasks.jwt import JWTVerifier
 from gateway.api.tasks.render import Renderer
 from gateway.api.tasks.routing import ModelChooser
+from gateway.api.usage import UsageAPI
 from gateway.api.webhook_secrets import WebhookSecretsAPI
 from gateway.auth import KeyRing
 from gateway.catalog import Catalog, load_catalog
@@ -60,6 +61,7 @@ from gateway.service import JobService
 from gateway.settings import Settings
 from gateway.store import create_store
 from gateway.store.base import JobStore
+from gateway.usage import Usage
 from gateway.waiting import Waiting
 from gateway.web import WebPages
 from gateway.webhooks import WebhookDispatcher
@@ -269,6 +271,7 @@ def create_app(
         *WebhookSecretsAPI(webhook_secrets).routes(),
         *ProviderWebhooksAPI(providers, store.relay_delivery, observer).routes(),
         *KeysAPI(KeyManager(store), settings.max_body_bytes, catalog.currency).routes(),
+        *UsageAPI(Usage(store, catalog.currency), KeyManager(store)).routes(),
         *TasksAPI(
             service,
             ModelChooser(catalog, settings.tasks_models, FalAppPolicy(settings.tasks_fal_apps)),

@@ -16,6 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from gateway.catalog import Catalog, load_catalog
+from gateway.cli_spend import SPEND_COMMANDS, add_spend_parsers
 from gateway.doctor import Doctor
 from gateway.errors import ConfigError, GatewayError
 from gateway.jobs import Job, Status
@@ -317,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument("job_id")
     sub.add_parser("models", help="list the catalog's models")
+    add_spend_parsers(sub)
     sub.add_parser(
         "doctor", help="check settings, database, catalog, credentials, storage and public URL"
     )
@@ -328,6 +330,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "keys": cmd_keys,
     "jobs": cmd_jobs,
     "models": cmd_models,
+    **SPEND_COMMANDS,
 }
 
 
