@@ -139,9 +139,11 @@ def budgets_of_fields(fields: dict[str, Any]) -> Budgets:
 
 
 def budgets_view(record: ApiKeyRecord, currency: str = DEFAULT_CURRENCY) -> dict[str, Any]:
-    """A key's budgets under the API's names (null: none), in numbers of ``currency``."""
+    """A key's budgets by period (null: none), in numbers of ``currency``."""
     view: dict[str, Any] = {
-        api: None if getattr(record, column) is None else money(getattr(record, column))
+        api.removeprefix("budget_"): None
+        if getattr(record, column) is None
+        else money(getattr(record, column))
         for api, column in BUDGET_FIELDS.items()
     }
     return {**view, "currency": currency}
