@@ -71,7 +71,9 @@ def test_a_megapixel_price_needs_an_estimate_for_a_kind_without_a_size() -> None
     with pytest.raises(ConfigError, match="no width and height"):
         parse(catalog(route("upscale", amount=0.01, unit="megapixel"), kind="upscale"))
 
-    cat = parse(catalog(route("upscale", amount=0.01, unit="megapixel", estimate=4), kind="upscale"))
+    cat = parse(
+        catalog(route("upscale", amount=0.01, unit="megapixel", estimate=4), kind="upscale")
+    )
     [only] = cat.get("m").routes
     assert estimate(cat.price_of(only), {"scale_factor": 2}) == 40_000
 

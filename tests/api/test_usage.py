@@ -30,7 +30,11 @@ CATALOG = {
                 {"provider": "sandbox", "target": "image", "price": {"amount": 0.4, "unit": "run"}}
             ],
         },
-        {"id": "free-for-all", "kind": "image", "routes": [{"provider": "sandbox", "target": "video"}]},
+        {
+            "id": "free-for-all",
+            "kind": "image",
+            "routes": [{"provider": "sandbox", "target": "video"}],
+        },
     ]
 }
 BODY = {"model": "priced", "prompt": "a fox", "width": 64, "height": 64}
@@ -157,9 +161,7 @@ async def test_usage_sums_equal_the_sum_of_the_jobs_costs(rig: Rig) -> None:
     body = resp.json()
     assert resp.status_code == 200 and body["object"] == "usage"
     assert body["total"] == pytest.approx(sum(j["usage"]["cost"] for j in jobs)) == 1.2
-    assert body["data"] == [
-        {"model": "priced", "provider": "sandbox", "cost": 1.2, "attempts": 3}
-    ]
+    assert body["data"] == [{"model": "priced", "provider": "sandbox", "cost": 1.2, "attempts": 3}]
 
 
 async def test_usage_is_the_keys_own_and_an_admin_sees_every_key(rig: Rig) -> None:
