@@ -48,7 +48,7 @@ class UsageAPI:
             owner, start=query.get("start"), end=query.get("end"), group_by=query.get("group_by")
         )
         wants_csv = "text/csv" in request.headers.get("accept", "")
-        fmt = query.get("format") or ("csv" if wants_csv else "json")
+        fmt = query.get("format", "csv" if wants_csv else "json")
         if fmt not in ("json", "csv"):
             raise InvalidRequest(
                 "Invalid 'format': must be json or csv.", param="format", code="invalid_value"

@@ -194,8 +194,9 @@ async def test_usage_comes_as_csv(rig: Rig) -> None:
     ("query", "param"),
     [
         ("start=yesterday", "start"),
+        ("start=", "start"),
+        ("format=", "format"),
         ("end=2025-02-30", "end"),
-        ("start=2025-03-02&end=2025-03-01", "start"),
         ("group_by=colour", "group_by"),
         ("format=xml", "format"),
     ],
@@ -205,6 +206,12 @@ async def test_a_bad_usage_query_names_the_parameter(rig: Rig, query: str, param
 
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["param"] == param
+
+
+async def test_a_range_that_ends_before_it_starts_is_empty(rig: Rig) -> None:
+    resp = await rig.client.get("/v1/usage?start=2025-03-02&end=2025-03-01", headers=rig.admin)
+
+    assert resp.status_code == 200 and resp.json()["data"] == []
 
 
 async def test_a_budget_holds_after_a_restart(tmp_path: Path) -> None:

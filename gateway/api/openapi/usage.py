@@ -16,7 +16,7 @@ from gateway.api.openapi.components import (
 )
 from gateway.usage import DEFAULT_DAYS, GROUPS
 
-_DAY: Schema = {**STRING, "pattern": r"^\d{4}-\d{2}-\d{2}$", "examples": ["2025-03-14"]}
+_DAY: Schema = {**STRING, "format": "date", "examples": ["2025-03-14"]}
 
 
 def _query(name: str, schema: Schema, description: str) -> Schema:
@@ -71,10 +71,18 @@ def usage_paths(c: Components) -> dict[str, Schema]:
                 "summary": "What this key (or, with the admin scope, every key) spent",
                 "parameters": [
                     _query("start", _DAY, f"First UTC day (default: {DEFAULT_DAYS} days ago)."),
-                    _query("end", _DAY, "Last UTC day, included (default: today)."),
+                    _query(
+                        "end",
+                        _DAY,
+                        "Last UTC day, included (default: today); before 'start': no day.",
+                    ),
                     _query(
                         "group_by",
-                        {**STRING, "default": "day,model,provider"},
+                        {
+                            **STRING,
+                            "pattern": f"^({'|'.join(GROUPS)})(,({'|'.join(GROUPS)}))*$",
+                            "default": "day,model,provider",
+                        },
                         f"A comma list of {', '.join(GROUPS)}.",
                     ),
                     _query("format", {"enum": ["json", "csv"]}, "csv: the report as CSV."),
