@@ -14,6 +14,7 @@ backserv_queue_time_seconds                 provider: created -> first claim
 backserv_provider_latency_seconds           provider, outcome: submit -> verdict
 backserv_retries_total                      provider, route
 backserv_fallbacks_total                    model, route (the fallback route taken)
+backserv_spend_total                        model, provider, currency: what finished jobs cost
 backserv_queue_depth                        provider: QUEUED jobs, every replica
 backserv_jobs_processing                    provider: PROCESSING jobs, every replica
 backserv_inflight_jobs                      provider: this replica's running jobs
