@@ -6,6 +6,9 @@ The job and its door
                      (submit, get, list, cancel, reroute, set priority, delete, purge files)
     kinds.py         what a job does (image, video, upscale, ...): input models, bounds
     catalog.py       models and their routes (catalog.toml), validated at start-up
+    pricing.py       route prices, and what an attempt costs (estimated, then final)
+    spend.py         a job's usage, per-key budgets, the usage ledger's rows
+    usage.py         usage reports (GET /v1/usage, backserv usage)
     idempotency.py   the Idempotency-Key header, as every face reads it
     waiting.py       long-polls: wait for a job's change, capped per key, ended on hang-up
     events.py        the in-process change hub (fed by the stores; PostgreSQL relays it)
@@ -52,7 +55,8 @@ Running it
     cli.py, doctor.py
                      the backserv command (and serve), and its checks of an installation
     commands/        the other subcommands: run (a client of a running gateway: submit,
-                     follow with a progress bar, save), keys, jobs, models; tables, --json
+                     follow with a progress bar, save), keys, jobs, models, spend (usage
+                     and budgets); tables, --json
     background.py    the supervised loop of the janitor and the lag monitor
     observability/   logs (joblog: a line per job transition; access_log), Prometheus
                      metrics, and the JobObserver seam the core reports to

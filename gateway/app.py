@@ -40,6 +40,7 @@ from gateway.api.tasks.fal_apps import FalAppPolicy
 from gateway.api.tasks.jwt import JWTVerifier
 from gateway.api.tasks.render import Renderer
 from gateway.api.tasks.routing import ModelChooser
+from gateway.api.usage import UsageAPI
 from gateway.api.webhook_secrets import WebhookSecretsAPI
 from gateway.auth import KeyRing
 from gateway.catalog import Catalog, load_catalog
@@ -67,6 +68,7 @@ from gateway.storage import OutputSource, ResultStorage, open_storage
 from gateway.store import create_store
 from gateway.store.base import JobStore
 from gateway.uploads import Uploads
+from gateway.usage import Usage
 from gateway.waiting import Waiting
 from gateway.web import WebPages
 from gateway.webhooks import WebhookDispatcher
@@ -156,6 +158,7 @@ def create_app(
         breaker_wait=settings.breaker_max_wait_seconds,
         lease_margin=settings.lease_seconds * 0.2,
         observer=observer,
+        prices=catalog.prices,
     )
     scheduler = Scheduler(
         store,
@@ -304,7 +307,8 @@ def create_app(
         ).routes(),
         *WebhookSecretsAPI(webhook_secrets).routes(),
         *ProviderWebhooksAPI(providers, store.relay_delivery, observer).routes(),
-        *KeysAPI(KeyManager(store), settings.max_body_bytes).routes(),
+        *KeysAPI(KeyManager(store), settings.max_body_bytes, catalog.currency).routes(),
+        *UsageAPI(Usage(store, catalog.currency), KeyManager(store)).routes(),
         *TasksAPI(
             service,
             ModelChooser(catalog, settings.tasks_models, FalAppPolicy(settings.tasks_fal_apps)),

@@ -77,6 +77,9 @@ def new_key_record(
         rate_limit=own.rate_limit,
         rate_burst=own.rate_burst,
         max_active_jobs=own.max_active_jobs,
+        budget_daily=None if own.budgets is None else own.budgets.daily,
+        budget_monthly=None if own.budgets is None else own.budgets.monthly,
+        budget_total=None if own.budgets is None else own.budgets.total,
     )
     return key, record
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.errors import ConfigError, UnknownModel
 from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
 from gateway.kinds import KINDS, Kind
+from gateway.pricing import DEFAULT_CURRENCY, Price, PriceEntry, missing_estimate
 from providers.base import RouteSpec
 from providers.mapping import validate_route_mapping
 from providers.options import ROUTE_TIMEOUT_OPTION, check_route_timeout, unknown_options
@@ -28,6 +29,7 @@ class _RouteEntry(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     input_map: dict[str, str] = Field(default_factory=dict)
     constants: dict[str, Any] = Field(default_factory=dict)
+    price: PriceEntry | None = None
 
 
 class _ModelEntry(BaseModel):
@@ -101,9 +103,22 @@ class CatalogModel:
 
 
 class Catalog:
-    def __init__(self, models: Iterable[CatalogModel], source: str = "<memory>") -> None:
+    def __init__(
+        self,
+        models: Iterable[CatalogModel],
+        source: str = "<memory>",
+        prices: dict[str, Price] | None = None,
+    ) -> None:
         self.models: dict[str, CatalogModel] = {m.id: m for m in models}
         self.source = source
+        #: route name (``provider:target``) -> its price; a route not here is unpriced
+        self.prices: dict[str, Price] = dict(prices or {})
+        #: the one currency of every price (and of every budget)
+        self.currency = next(iter(self.prices.values())).currency if prices else DEFAULT_CURRENCY
+
+    def price_of(self, route: RouteSpec) -> Price | None:
+        """The route's price; None when it is unpriced (a cost unknown, not 0)."""
+        return self.prices.get(route.name)
 
     def configured(self, model_id: str, kind: str, setting: str, work: str) -> CatalogModel:
         """The model a setting names for ``work`` (e.g. "task type 'face_swap'"), which needs
@@ -163,6 +178,7 @@ def parse_catalog(
         raise ConfigError(_describe(source, raw, exc)) from None
     models: list[CatalogModel] = []
     seen: set[str] = set()
+    prices: dict[str, Price] = {}
     for entry in parsed.models:
         where = f"{source}: model '{entry.id}'"
         if entry.id in seen:
@@ -195,6 +211,8 @@ def parse_catalog(
             problem = validate_route_mapping(spec, None if open_kind else fields)
             if problem is not None:
                 raise ConfigError(f"{where}: field 'routes[{i}].{problem[0]}': {problem[1]}.")
+            if r.price is not None:
+                _add_price(prices, f"{where}: field 'routes[{i}].price", spec, r.price, fields)
             routes.append(spec)
         models.append(
             CatalogModel(
@@ -209,7 +227,31 @@ def parse_catalog(
                 routes=tuple(routes),
             )
         )
-    return Catalog(models, source)
+    return Catalog(models, source, prices)
+
+
+def _add_price(
+    prices: dict[str, Price], where: str, route: RouteSpec, entry: PriceEntry, fields: Any
+) -> None:
+    """Record ``route``'s price: one currency for the whole catalog, one price per
+    provider target (a provider charges for its target, whichever model runs it)."""
+    problem = missing_estimate(entry, fields)
+    if problem is not None:
+        raise ConfigError(f"{where}.estimate': {problem}.")
+    price = Price.from_entry(entry)
+    first = next(iter(prices.values()), None)
+    if first is not None and first.currency != price.currency:
+        raise ConfigError(
+            f"{where}.currency': every price in the catalog is in one currency; this one is "
+            f"{price.currency}, an earlier one {first.currency}."
+        )
+    known = prices.get(route.name)
+    if known is not None and known != price:
+        raise ConfigError(
+            f"{where}': the route {route.name} already has another price ({known.describe()}); "
+            "a provider's target has one price: give it once, or the same everywhere."
+        )
+    prices[route.name] = price
 
 
 def _check_fields(where: str, kind: Kind, entry: _ModelEntry) -> None:

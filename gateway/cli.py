@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pydantic import ValidationError
 
-from gateway.commands import jobs, keys, models, run
+from gateway.commands import jobs, keys, models, run, spend
 from gateway.doctor import Doctor
 from gateway.errors import ConfigError
 from gateway.observability.logs import configure_logging
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(sub)
     jobs.add_parser(sub)
     models.add_parser(sub)
+    spend.add_parsers(sub)
     sub.add_parser(
         "doctor", help="check settings, database, catalog, credentials, storage and public URL"
     )
@@ -117,6 +118,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "keys": keys.command,
     "jobs": jobs.command,
     "models": models.command,
+    **spend.COMMANDS,
 }
 
 

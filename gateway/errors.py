@@ -19,6 +19,7 @@
     ├── UnsupportedMediaType          415 invalid_request_error
     ├── IdempotencyKeyReused          422 invalid_request_error (same key, different request)
     ├── RateLimited                   429 rate_limit_error      (carries Retry-After)
+    ├── QuotaExceeded                 429 insufficient_quota    (a key's budget would be crossed)
     ├── ServiceUnavailable            503 service_unavailable   (carries Retry-After)
     │   ├── ModelUnavailable          ... no route of the model can run (not retried)
     │   └── StorageUnavailable        ... the result store (directory, bucket) cannot be used
@@ -227,6 +228,19 @@ class RateLimited(_RetryAfter):
     status_code = 429
     error_type = "rate_limit_error"
     default_message = "Too many requests."
+
+
+class QuotaExceeded(GatewayError):
+    """A submit whose estimated cost would cross its key's budget: OpenAI's envelope for an
+    exhausted quota (429, type and code ``insufficient_quota``), so its SDKs treat it as one
+    (not retried as a rate limit)."""
+
+    status_code = 429
+    error_type = "insufficient_quota"
+    default_message = "You exceeded your current quota."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, code="insufficient_quota")
 
 
 class ServiceUnavailable(_RetryAfter):

@@ -98,10 +98,27 @@ class Attempt:
     outcome: Outcome | None = None
     #: ``{"code", "message"}`` of a failed or interrupted attempt
     error: dict[str, Any] | None = None
+    #: the attempt's cost in micros of the catalog's currency (gateway/pricing.py): as
+    #: estimated when it opened, and as final once the provider said (None: unpriced, or
+    #: not final yet)
+    estimate: int | None = None
+    cost: int | None = None
 
     @property
     def open(self) -> bool:
         return self.ended_at is None
+
+    @property
+    def priced(self) -> bool:
+        return self.estimate is not None or self.cost is not None
+
+    @property
+    def charge(self) -> int:
+        """What the attempt costs as far as is known: its final cost, else (open, cancelled,
+        interrupted: the provider may be billing it) its estimate; 0 when unpriced."""
+        if self.cost is not None:
+            return self.cost
+        return self.estimate or 0
 
     def close(
         self, outcome: Outcome, error: dict[str, Any] | None = None, at: float | None = None
@@ -123,6 +140,8 @@ class Attempt:
             "ended_at": self.ended_at,
             "outcome": None if self.outcome is None else self.outcome.value,
             "error": self.error,
+            "estimate": self.estimate,
+            "cost": self.cost,
         }
 
     @classmethod
@@ -139,6 +158,8 @@ class Attempt:
             ended_at=data.get("ended_at"),
             outcome=None if outcome is None else Outcome(outcome),
             error=data.get("error"),
+            estimate=data.get("estimate"),
+            cost=data.get("cost"),
         )
 
 

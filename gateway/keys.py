@@ -19,7 +19,9 @@ from typing import Any
 
 from gateway.auth import new_key_record
 from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.pricing import DEFAULT_CURRENCY, money, to_micros
 from gateway.ratelimit import KeyLimits
+from gateway.spend import Budgets, Spent, day_and_month
 from gateway.store.base import ApiKeyRecord as ApiKeyRecord  # the record the key faces show
 from gateway.store.base import JobStore
 
@@ -29,12 +31,19 @@ MAX_NAME_LENGTH = 200
 MAX_RATE = 100_000.0
 MAX_BURST = 1_000_000
 MAX_ACTIVE = 1_000_000
+MAX_BUDGET = 1_000_000_000.0
 KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
 #: the limit fields, as the API and the CLI name them -> the stored column
 LIMIT_FIELDS = {
     "rate_limit_per_second": "rate_limit",
     "rate_limit_burst": "rate_burst",
     "max_active_jobs": "max_active_jobs",
+}
+#: the budget fields (numbers of the catalog's currency; stored in micros) -> the column
+BUDGET_FIELDS = {
+    "budget_daily": "budget_daily",
+    "budget_monthly": "budget_monthly",
+    "budget_total": "budget_total",
 }
 
 
@@ -116,6 +125,38 @@ def check_limits(fields: dict[str, Any]) -> dict[str, Any]:
     return {LIMIT_FIELDS[f]: check_limit(f, v) for f, v in fields.items()}
 
 
+def check_budget(field: str, value: Any) -> int | None:
+    """One budget field as stored: None (no budget), or micros of a number in bounds."""
+    if value is None:
+        return None
+    amount = _number(value, field, integer=False, lo=0, hi=MAX_BUDGET)
+    return to_micros(amount)
+
+
+def budgets_of_fields(fields: dict[str, Any]) -> Budgets:
+    """Budget fields (API names) -> ``Budgets``, each checked (absent: none)."""
+    return Budgets(*(check_budget(f, fields.get(f)) for f in BUDGET_FIELDS))
+
+
+def budgets_view(record: ApiKeyRecord, currency: str = DEFAULT_CURRENCY) -> dict[str, Any]:
+    """A key's budgets by period (null: none), in numbers of ``currency``."""
+    view: dict[str, Any] = {
+        api.removeprefix("budget_"): None
+        if getattr(record, column) is None
+        else money(getattr(record, column))
+        for api, column in BUDGET_FIELDS.items()
+    }
+    return {**view, "currency": currency}
+
+
+def spent_view(spent: Spent) -> dict[str, float]:
+    return {
+        "daily": money(spent.daily),
+        "monthly": money(spent.monthly),
+        "total": money(spent.total),
+    }
+
+
 def limits_of(record: ApiKeyRecord) -> dict[str, float | int | None]:
     """A key's own limits under the API's names (None: the gateway's default)."""
     return {api: getattr(record, column) for api, column in LIMIT_FIELDS.items()}
@@ -125,6 +166,11 @@ class KeyManager:
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
+    async def spent(self, key_id: str) -> Spent:
+        """What the key has spent today, this month (UTC) and ever, with what its running
+        jobs are estimated to cost (gateway/spend.py)."""
+        return await self.store.spent(key_id, *day_and_month())
+
     async def create(
         self,
         name: Any,
@@ -133,11 +179,13 @@ class KeyManager:
         limits: dict[str, Any] | None = None,
     ) -> tuple[str, ApiKeyRecord]:
         """A new key (the secret, shown once) and its stored record."""
-        columns = check_limits(limits or {})
+        fields = dict(limits or {})
+        budgets = budgets_of_fields({f: fields.pop(f) for f in BUDGET_FIELDS if f in fields})
+        columns = check_limits(fields)
         key, record = new_key_record(
             check_name(name),
             scopes=check_scopes([] if scopes is None else scopes),
-            limits=KeyLimits(**columns),
+            limits=KeyLimits(**columns, budgets=budgets if budgets.any else None),
         )
         await self.store.create_key(record)
         return key, record
@@ -161,10 +209,12 @@ class KeyManager:
                 columns["name"] = check_name(value)
             elif field in LIMIT_FIELDS:
                 columns[LIMIT_FIELDS[field]] = check_limit(field, value)
+            elif field in BUDGET_FIELDS:
+                columns[BUDGET_FIELDS[field]] = check_budget(field, value)
             else:
                 raise InvalidRequest(
                     f"Unknown parameter '{field}'. A key's 'name', "
-                    f"{', '.join(repr(f) for f in LIMIT_FIELDS)} can change.",
+                    f"{', '.join(repr(f) for f in (*LIMIT_FIELDS, *BUDGET_FIELDS))} can change.",
                     param=field,
                     code="unknown_parameter",
                 )

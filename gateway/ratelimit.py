@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.errors import RateLimited
+from gateway.spend import Budgets
 
 MAX_KEYS = 100_000
 
@@ -54,6 +55,8 @@ class KeyLimits:
     rate_burst: int | None = None
     #: jobs QUEUED + PROCESSING at once (0: no cap for this key)
     max_active_jobs: int | None = None
+    #: the key's budgets (None: none; gateway/spend.py)
+    budgets: Budgets | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from gateway.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
     NotFound,
+    PermissionDenied,
+    QuotaExceeded,
     RateLimited,
 )
 from gateway.idempotency import Idempotency
@@ -26,7 +28,9 @@ from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
 from gateway.jobs import Job, Status, check_transition, new_job_id
 from gateway.netguard import AllowList
 from gateway.observability.observer import JobObserver
+from gateway.pricing import estimate, money
 from gateway.ratelimit import KeyLimits, Limits, RateLimiter
+from gateway.spend import Budgets, Settlement, Spent, day_and_month
 from gateway.webhooks.validate import validate_webhook
 from gateway.webhooks.view import job_webhook
 
@@ -74,6 +78,27 @@ def _replay(existing: Job, request_hash: str | None) -> Job:
             f"different request (it created job {existing.id}); use a new key for a new request."
         )
     return existing
+
+
+def _over_budget(budgets: Budgets, spent: Spent, cost: int, currency: str) -> QuotaExceeded:
+    """The refusal of a submit that would cross a budget, naming the first it would cross."""
+    crossed: list[tuple[str, int | None, int]] = [
+        (period, budget, so_far)
+        for period, budget, so_far in (
+            ("daily", budgets.daily, spent.daily),
+            ("monthly", budgets.monthly, spent.monthly),
+            ("total", budgets.total, spent.total),
+        )
+        if budget is not None and so_far + cost > budget
+    ]
+    # none: a job settled in between, freeing some; the refusal stands, named by the total
+    period, budget, so_far = (crossed or [("total", budgets.total, spent.total)])[0]
+    return QuotaExceeded(
+        f"You exceeded your current quota: this job's estimated cost "
+        f"{money(cost):g} {currency} would take this API key past its {period} budget of "
+        f"{money(budget or 0):g} {currency} ({money(so_far):g} {currency} spent or reserved). "
+        "Jobs already accepted run to the end; ask an admin to raise the budget."
+    )
 
 
 class Waker(Protocol):
@@ -213,9 +238,12 @@ class JobService:
             request_hash=None if idem is None else idem.request_hash,
         )
         job.updated_at = job.created_at
+        budgets = None if limits is None else limits.budgets
+        await self._price(job, model, budgets)
         try:
             await self.store.insert_job(job)
         except DuplicateIdempotencyKey:
+            await self._hand_back(job)
             if idem is None:  # only a keyed job can collide on its key
                 raise
             existing = await self.store.find_by_idempotency_key(owner, idem.key)
@@ -229,6 +257,39 @@ class JobService:
         if self.waker is not None:
             self.waker.wake()
         return job, False
+
+    async def _price(self, job: Job, model: CatalogModel, budgets: Budgets | None) -> None:
+        """Record the job's estimated cost (its first route's price, its input) and, when its
+        key has a budget, reserve it: one atomic write, refused with ``QuotaExceeded`` (429
+        insufficient_quota) before anything is stored or sent when a budget would be crossed.
+        """
+        cost = estimate(self.catalog.price_of(model.routes[0]), job.input)
+        if cost is not None:
+            job.meta["spend"] = {"estimate": cost, "currency": self.catalog.currency}
+        if budgets is None or not budgets.any:
+            return  # no budget: not one statement more
+        unpriced = [r.name for r in model.routes if self.catalog.price_of(r) is None]
+        if cost is None or unpriced:
+            raise PermissionDenied(
+                f"This API key has a budget, and the model '{model.id}' has an unpriced "
+                f"route ({(unpriced or [model.routes[0].name])[0]}): its cost could not be "
+                "counted. Use a priced model, or a key without a budget.",
+                param="model",
+                code="model_unpriced",
+            )
+        day, month = day_and_month(job.created_at)
+        refused = await self.store.charge_budget(job.owner, cost, budgets, day, month)
+        if refused is not None:
+            raise _over_budget(budgets, refused, cost, self.catalog.currency)
+        job.meta["spend"].update(charged=cost, day=day, month=month)
+
+    async def _hand_back(self, job: Job) -> None:
+        """Undo the reservation of a job that was not stored after all."""
+        spend = job.meta.get("spend") or {}
+        if spend.get("charged"):
+            await self.store.settle(
+                Settlement(job.owner, -spend["charged"], spend["day"], spend["month"])
+            )
 
     async def get(self, owner: str | None, job_id: str) -> Job:
         """``owner=None`` reads any job (admin); otherwise another owner's job is a 404."""

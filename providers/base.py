@@ -134,6 +134,9 @@ class ProviderState:
     outputs: tuple[Output, ...] = ()
     seed: int | None = None
     error: ProviderError | None = None
+    #: the seconds of compute the provider reports it billed for the request, once it ended
+    #: (Replicate's ``metrics.predict_time``, fal's ``metrics.inference_time``); None: unsaid
+    compute_seconds: float | None = None
 
     @property
     def terminal(self) -> bool:

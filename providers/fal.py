@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -164,12 +165,14 @@ class FalProvider(Provider):
                 response = await self._call("GET", response_url)
                 if response.is_error:
                     raise http_error(response, "result")
-                return succeeded(response.json())
-        result: httpx.Response | None = None
-        if found.needs_result:  # a failure told apart by the replayed status (400/422)
-            with contextlib.suppress(ProviderError), translate_errors("result"):
-                result = await self._call("GET", response_url)
-        return failed(found.error, found.error_type, result)
+                state = succeeded(response.json())
+        else:
+            result: httpx.Response | None = None
+            if found.needs_result:  # a failure told apart by the replayed status (400/422)
+                with contextlib.suppress(ProviderError), translate_errors("result"):
+                    result = await self._call("GET", response_url)
+            state = failed(found.error, found.error_type, result)
+        return dataclasses.replace(state, compute_seconds=found.compute_seconds)
 
     async def wait(self, route: RouteSpec, ref: ProviderRef, timeout: float) -> ProviderState:
         """Polled on a growing delay; with webhooks on, the delivery's state as soon as it

@@ -39,6 +39,8 @@ class Ended:
 
     error: str | None = None
     error_type: str | None = None
+    #: ``metrics.inference_time``: the seconds fal reports the app ran (what it bills)
+    compute_seconds: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,6 +73,7 @@ def read_status(body: object) -> ProviderState | Ended:
         return Ended(
             error if isinstance(error, str) or error is None else str(error),
             error_type if isinstance(error_type, str) or error_type is None else str(error_type),
+            _seconds(body.get("metrics"), "inference_time"),
         )
     raise ValueError(f"unknown status {status!r}")
 
@@ -97,6 +100,14 @@ def failed(
     else:
         found = ProviderUnavailable(f"fal: the app failed: {error or error_type}")
     return ProviderState(StateKind.FAILED, error=found)
+
+
+def _seconds(metrics: object, name: str) -> float | None:
+    """A non-negative number of seconds from a metrics object, or None."""
+    value = metrics.get(name) if isinstance(metrics, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
 
 
 def _type_class(error_type: str | None) -> type[ProviderError] | None:

@@ -10,6 +10,7 @@ start) is a cancel, although replicate 1.0.7's model refuses that status.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 from collections.abc import Iterator
@@ -59,6 +60,20 @@ def aborted(exc: ValueError) -> bool:
 
 
 def prediction_state(prediction: Prediction, kind: str) -> ProviderState:
+    state = _state(prediction, kind)
+    if state.terminal:  # what Replicate bills: the seconds the prediction ran
+        return dataclasses.replace(state, compute_seconds=_predict_time(prediction))
+    return state
+
+
+def _predict_time(prediction: Prediction) -> float | None:
+    value = (prediction.metrics or {}).get("predict_time")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
+
+
+def _state(prediction: Prediction, kind: str) -> ProviderState:
     status = prediction.status
     if status == "starting":
         return ProviderState(StateKind.QUEUED)

@@ -101,6 +101,8 @@ ATTEMPT_SHAPES: dict[str, dict[str, Any]] = {
         "ended_at": None,
         "outcome": None,
         "error": None,
+        "estimate": None,
+        "cost": None,
     },
     # submitted, then the lease was lost (a crash): the next owner resumes it by polling
     "lost": {
@@ -114,6 +116,8 @@ ATTEMPT_SHAPES: dict[str, dict[str, Any]] = {
         "ended_at": None,
         "outcome": None,
         "error": None,
+        "estimate": 25000,
+        "cost": None,
     },
     "interrupted": {
         "n": 1,
@@ -129,6 +133,8 @@ ATTEMPT_SHAPES: dict[str, dict[str, Any]] = {
             "code": "interrupted",
             "message": "the gateway stopped before the provider's answer was recorded",
         },
+        "estimate": None,
+        "cost": None,
     },
     "failed": {
         "n": 3,
@@ -141,6 +147,8 @@ ATTEMPT_SHAPES: dict[str, dict[str, Any]] = {
         "ended_at": 1700000002.5,
         "outcome": "failed",
         "error": {"code": "provider_transient_error", "message": "status 502"},
+        "estimate": 300,
+        "cost": 120,
     },
     "succeeded": {
         "n": 1,
@@ -153,6 +161,8 @@ ATTEMPT_SHAPES: dict[str, dict[str, Any]] = {
         "ended_at": 1700000004.0,
         "outcome": "succeeded",
         "error": None,
+        "estimate": 25000,
+        "cost": 25000,
     },
     "cancelled": {
         "n": 1,
@@ -165,6 +175,8 @@ ATTEMPT_SHAPES: dict[str, dict[str, Any]] = {
         "ended_at": 1700000006.0,
         "outcome": "cancelled",
         "error": None,
+        "estimate": 8000,
+        "cost": None,
     },
 }
 
@@ -175,6 +187,24 @@ def test_an_attempt_reads_and_writes_the_same_json(shape: str) -> None:
     attempt = Attempt.from_dict(stored)
     assert attempt.to_dict() == stored
     assert orjson.dumps(attempt.to_dict()) == orjson.dumps(ATTEMPT_SHAPES[shape])  # key order
+
+
+def test_an_attempt_stored_before_costs_were_recorded_reads_as_unpriced() -> None:
+    old = {k: v for k, v in ATTEMPT_SHAPES["succeeded"].items() if k not in ("estimate", "cost")}
+    attempt = Attempt.from_dict(old)
+
+    assert (attempt.estimate, attempt.cost, attempt.priced, attempt.charge) == (
+        None,
+        None,
+        False,
+        0,
+    )
+
+
+def test_an_attempts_charge_is_its_final_cost_else_its_estimate() -> None:
+    assert Attempt.from_dict(ATTEMPT_SHAPES["failed"]).charge == 120  # a billed failure
+    assert Attempt.from_dict(ATTEMPT_SHAPES["lost"]).charge == 25000  # may be running
+    assert Attempt.from_dict(ATTEMPT_SHAPES["open"]).priced is False
 
 
 def test_every_outcome_has_a_stored_shape() -> None:

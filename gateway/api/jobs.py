@@ -21,8 +21,10 @@ from gateway.auth import Principal
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.idempotency import read_idempotency, replay_headers
 from gateway.jobs import Job, Status
+from gateway.pricing import money
 from gateway.results import ResultLinks
 from gateway.service import JobRequest, JobService
+from gateway.spend import job_usage
 from gateway.waiting import Waiting
 
 PRIORITY_RANGE = (-100, 100)
@@ -79,6 +81,7 @@ def render_job(job: Job, links: ResultLinks) -> dict[str, Any]:
         "provider": job.provider,
         "retry_count": job.retry_count,
         "fallback_used": job.fallback_used,
+        "usage": job_usage(job).to_dict(),
         "attempts": [
             {
                 "n": a["n"],
@@ -89,8 +92,9 @@ def render_job(job: Job, links: ResultLinks) -> dict[str, Any]:
                 "ended_at": a.get("ended_at"),
                 "outcome": a.get("outcome"),
                 "error": a.get("error"),
+                "cost": None if not attempt.priced else money(attempt.charge),
             }
-            for a in job.attempt_dicts()
+            for a, attempt in zip(job.attempt_dicts(), job.attempts, strict=True)
         ],
     }
     if job.status is Status.COMPLETED:

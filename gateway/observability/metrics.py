@@ -14,6 +14,7 @@ backserv_queue_time_seconds                 provider: created -> first claim
 backserv_provider_latency_seconds           provider, outcome: submit -> verdict
 backserv_retries_total                      provider, route
 backserv_fallbacks_total                    model, route (the fallback route taken)
+backserv_spend_total                        model, provider, currency: what finished jobs cost
 backserv_queue_depth                        provider: QUEUED jobs, every replica
 backserv_jobs_processing                    provider: PROCESSING jobs, every replica
 backserv_inflight_jobs                      provider: this replica's running jobs
@@ -40,8 +41,10 @@ from gateway.jobs import Job, Status
 from gateway.observability.gauges import GatewayState
 from gateway.observability.lag import LAG_BUCKETS
 from gateway.observability.observer import JobObserver
+from gateway.pricing import money
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.loop import Scheduler
+from gateway.spend import job_usage
 from gateway.store.base import JobStore
 
 #: generation takes seconds to many minutes
@@ -68,6 +71,13 @@ class Metrics(JobObserver):
             "backserv_jobs_finished",
             "Jobs this replica moved to a terminal status.",
             ["model", "kind", "provider", "status"],
+            registry=r,
+        )
+        self.spend = Counter(
+            "backserv_spend",
+            "What finished jobs cost, in the catalog's currency (priced attempts, a billed "
+            "failure included), by the model and the provider of each attempt.",
+            ["model", "provider", "currency"],
             registry=r,
         )
         self.queue_time = Histogram(
@@ -149,6 +159,10 @@ class Metrics(JobObserver):
     def job_finished(self, job: Job, status: Status) -> None:
         provider = job.provider or job.lane
         self.finished.labels(job.model, job.kind, provider, status.value).inc()
+        currency = job_usage(job).currency
+        for attempt in job.attempts:
+            if attempt.priced and attempt.charge > 0:
+                self.spend.labels(job.model, attempt.provider, currency).inc(money(attempt.charge))
 
     def job_claimed(self, job: Job) -> None:
         if job.lease_token == 1 and job.started_at is not None:  # the first claim

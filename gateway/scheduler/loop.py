@@ -24,6 +24,7 @@ from gateway.jobs import Job, Status
 from gateway.observability.logs import current_job_id
 from gateway.observability.observer import JobObserver
 from gateway.scheduler.runner import JobRunner
+from gateway.spend import spend_of
 from gateway.store.base import JobStore
 
 log = logging.getLogger("backserv.scheduler")
@@ -247,7 +248,12 @@ class Scheduler:
                     "the details are in the server's log.",
                 }
                 await self.store.finish(
-                    job.id, job.lease_token, Status.FAILED, error=error, attempts=job.attempts
+                    job.id,
+                    job.lease_token,
+                    Status.FAILED,
+                    error=error,
+                    attempts=job.attempts,
+                    spend=spend_of(job),
                 )
                 job.error = error
                 self.observer.job_finished(job, Status.FAILED)
@@ -290,6 +296,8 @@ class Scheduler:
                 "code": "model_not_found",
                 "message": f"The model '{job.model}' is no longer in the catalog.",
             }
-            await self.store.finish(job.id, job.lease_token, Status.FAILED, error=error)
+            await self.store.finish(
+                job.id, job.lease_token, Status.FAILED, error=error, spend=spend_of(job)
+            )
             job.error = error
             self.observer.job_finished(job, Status.FAILED)

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.catalog import CatalogModel
@@ -37,11 +38,13 @@ from gateway.errors import (
 from gateway.faults import resource_shortage, unexpected_error
 from gateway.jobs import Attempt, Job, Outcome, Status
 from gateway.observability.observer import JobObserver
+from gateway.pricing import Price, Report, estimate, final
 from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.summary import Skipped, summarise
 from gateway.scheduler.timeouts import RouteClock
+from gateway.spend import spend_of
 from gateway.storage import ResultStorage, StoredFile
 from gateway.store.base import JobStore
 from providers.base import Output, Provider, ProviderRef, ProviderState, RouteSpec, StateKind
@@ -82,7 +85,10 @@ class JobRunner:
         lease_margin: float = 0.0,
         observer: JobObserver | None = None,
         route_timeout: float | None = None,
+        prices: Mapping[str, Price] | None = None,
     ) -> None:
+        #: route name -> its price (the catalog's); a route not in it is unpriced
+        self.prices = prices or {}
         self.observer = observer or JobObserver()
         #: the default limit of a route that has a fallback (gateway/scheduler/timeouts.py)
         self.route_timeout = route_timeout
@@ -219,6 +225,9 @@ class JobRunner:
                 except ProviderError as exc:
                     state = ProviderState(StateKind.FAILED, error=exc)
                 error = state.error or ProviderUnavailable("the provider cancelled the request")
+                # what the provider bills for a failure: the compute it reports, if any
+                report = Report(succeeded=False, compute_seconds=state.compute_seconds)
+                attempt.cost = final(self.prices.get(attempt.route), job.input, report)
                 self._close_attempt(attempt, Outcome.FAILED, error)
                 breaker = self.breakers.get(route.name)
                 if isinstance(error, ProviderResourceExhausted):
@@ -266,6 +275,7 @@ class JobRunner:
             route_index=index,
             provider=route.provider,
             started_at=time.time(),
+            estimate=estimate(self.prices.get(route.name), job.input),
         )
         job.attempts.append(attempt)
         await asyncio.shield(
@@ -400,8 +410,10 @@ class JobRunner:
         self, job: Job, model: CatalogModel, attempt: Attempt, state: ProviderState
     ) -> None:
         files = []
+        sizes: list[tuple[int | None, int | None]] = []
         for i, output in enumerate(state.outputs):
             stored = await self._store(job, i, output)
+            sizes.append((stored.width, stored.height))
             files.append(
                 {
                     "name": stored.name,
@@ -419,6 +431,8 @@ class JobRunner:
         for key in ("duration", "fps"):
             if key in job.input:
                 result[key] = job.input[key]
+        report = Report(succeeded=True, sizes=sizes, compute_seconds=state.compute_seconds)
+        attempt.cost = final(self.prices.get(attempt.route), job.input, report)
         self._close_attempt(attempt, Outcome.SUCCEEDED, None)
         await self._finish(job, Status.COMPLETED, result=result)
 
@@ -457,7 +471,13 @@ class JobRunner:
         error: dict[str, Any] | None = None,
     ) -> None:
         write = self.store.finish(
-            job.id, job.lease_token, status, result=result, error=error, attempts=job.attempts
+            job.id,
+            job.lease_token,
+            status,
+            result=result,
+            error=error,
+            attempts=job.attempts,
+            spend=spend_of(job),
         )
         try:
             await asyncio.shield(write)

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.jobs import Attempt, Job, Status
 from gateway.ratelimit import KeyLimits
+from gateway.spend import Budgets, JobSpend, Settlement, Spent, UsageBucket
 
 log = logging.getLogger("backserv.store")
 
@@ -37,14 +38,38 @@ class ApiKeyRecord:
     rate_limit: float | None = None
     rate_burst: int | None = None
     max_active_jobs: int | None = None
+    #: the key's budgets, in micros of the catalog's currency (None: no budget)
+    budget_daily: int | None = None
+    budget_monthly: int | None = None
+    budget_total: int | None = None
+
+    @property
+    def budgets(self) -> Budgets:
+        return Budgets(self.budget_daily, self.budget_monthly, self.budget_total)
 
     @property
     def limits(self) -> KeyLimits:
-        return KeyLimits(self.rate_limit, self.rate_burst, self.max_active_jobs)
+        budgets = self.budgets
+        return KeyLimits(
+            self.rate_limit,
+            self.rate_burst,
+            self.max_active_jobs,
+            budgets if budgets.any else None,
+        )
 
 
 #: the columns of a key ``JobStore.update_key`` may change (the rest never change)
-KEY_UPDATABLE = frozenset({"name", "rate_limit", "rate_burst", "max_active_jobs"})
+KEY_UPDATABLE = frozenset(
+    {
+        "name",
+        "rate_limit",
+        "rate_burst",
+        "max_active_jobs",
+        "budget_daily",
+        "budget_monthly",
+        "budget_total",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -167,7 +192,10 @@ class JobStore(ABC):
 
     @abstractmethod
     async def cancel(self, job_id: str) -> Job | None:
-        """QUEUED/PROCESSING -> CANCELLED; returns the updated job, or None if it had moved on."""
+        """QUEUED/PROCESSING -> CANCELLED; returns the updated job, or None if it had moved on.
+
+        The cancelled job's ``spend_of`` is recorded in the same transaction (see ``finish``).
+        """
 
     # -- jobs: the scheduler ------------------------------------------------------------
 
@@ -229,8 +257,12 @@ class JobStore(ABC):
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
         attempts: list[Attempt] | None = None,
+        spend: JobSpend | None = None,
     ) -> None:
-        """PROCESSING -> COMPLETED/FAILED; StaleLease if the job moved on or the token is stale."""
+        """PROCESSING -> COMPLETED/FAILED; StaleLease if the job moved on or the token is stale.
+
+        ``spend`` (``gateway.spend.spend_of`` the finished job) is recorded in the same
+        transaction: its usage rows, and the settlement of its owner's running totals."""
 
     @abstractmethod
     async def release(self, job_id: str, token: int, attempts: list[Attempt]) -> None:
@@ -319,6 +351,31 @@ class JobStore(ABC):
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKeyRecord | None:
         """Set the given columns (names from ``KEY_UPDATABLE``) of a key that is not revoked,
         in one write; return the updated key, or None when it is unknown or revoked."""
+
+    # -- spend: budgets and the usage ledger (gateway/spend.py) ------------------------------
+
+    @abstractmethod
+    async def charge_budget(
+        self, owner: str, amount: int, budgets: Budgets, day: str, month: str
+    ) -> Spent | None:
+        """Reserve ``amount`` micros against ``owner``'s running totals for ``day`` and
+        ``month`` (UTC) unless that would take one of them past its budget, in one atomic
+        write (on PostgreSQL one statement, the row lock serialising replicas). None when
+        reserved; the totals as they stand when refused (nothing is reserved)."""
+
+    @abstractmethod
+    async def settle(self, settlement: Settlement) -> None:
+        """Apply one settlement alone (a reservation handed back: a submit that stored
+        no job)."""
+
+    @abstractmethod
+    async def spent(self, owner: str, day: str, month: str) -> Spent:
+        """``owner``'s running totals for ``day`` and ``month`` (0 for another period)."""
+
+    @abstractmethod
+    async def usage(self, owner: str | None, start_day: str, end_day: str) -> list[UsageBucket]:
+        """The usage ledger summed by owner, day, model and provider, for days from
+        ``start_day`` to ``end_day`` (inclusive, ``YYYY-MM-DD``); every owner's with None."""
 
     # -- per-key rate limits shared by replicas (gateway/ratelimit.py) -------------------
 

@@ -37,11 +37,13 @@ import orjson
 
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Attempt, Job, Status
+from gateway.spend import JobSpend, spend_of
 from gateway.store import postgres_schema as sql
 from gateway.store.base import META_KEY, JobStore
 from gateway.store.postgres_keys import PostgresKeys
 from gateway.store.postgres_listen import Listener, OnCancel, OnWork
 from gateway.store.postgres_schema import dumps, job_row, migrate, quote_ident, rowcount
+from gateway.store.postgres_spend import PostgresSpend, record_spend
 from gateway.store.postgres_webhooks import PostgresWebhooks
 from gateway.store.rows import dump_attempts, row_to_job
 from gateway.store.transitions import check_finish
@@ -84,7 +86,7 @@ def _settle(batch: list[_Insert], failures: dict[int, BaseException]) -> None:
                 w.future.set_result(None)
 
 
-class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
+class PostgresJobStore(PostgresKeys, PostgresSpend, PostgresWebhooks, JobStore):
     def __init__(
         self,
         url: str,
@@ -344,11 +346,15 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
         return [row_to_job(r) for r in rows[:limit]], len(rows) > limit
 
     async def cancel(self, job_id: str) -> Job | None:
-        row = await self.pool.fetchrow(sql.CANCEL, time.time(), job_id)
-        if row is None:
-            return None
+        now = time.time()
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(sql.CANCEL, now, job_id)
+            if row is None:
+                return None
+            job = row_to_job(row)
+            await record_spend(conn, spend_of(job, now))
         self._publish([job_id])
-        return row_to_job(row)
+        return job
 
     # -- jobs: the scheduler ------------------------------------------------------------
 
@@ -429,10 +435,10 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
         attempts: list[Attempt] | None = None,
+        spend: JobSpend | None = None,
     ) -> None:
         check_finish(status)
-        done = await self.pool.execute(
-            sql.FINISH,
+        args = (
             status.value,
             None if result is None else dumps(result),
             None if error is None else dumps(error),
@@ -441,6 +447,13 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
             job_id,
             token,
         )
+        if spend is None:  # an unpriced job: the one statement, as ever
+            done = await self.pool.execute(sql.FINISH, *args)
+        else:
+            async with self.pool.acquire() as conn, conn.transaction():
+                done = await conn.execute(sql.FINISH, *args)
+                if rowcount(done):
+                    await record_spend(conn, spend)
         if rowcount(done) == 0:
             raise StaleLease(f"job {job_id}: not PROCESSING under lease token {token}")
         self._publish([job_id])

@@ -26,9 +26,9 @@ from gateway.store.base import KEY_UPDATABLE, ApiKeyRecord, JobStore
 #: in ``ApiKeyRecord``'s field order
 COLUMNS = (
     "id, name, key_hash, prefix, created_at, revoked_at, scopes, rate_limit, rate_burst, "
-    "max_active_jobs"
+    "max_active_jobs, budget_daily, budget_monthly, budget_total"
 )
-INSERT_KEY = f"INSERT INTO api_keys ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+INSERT_KEY = f"INSERT INTO api_keys ({COLUMNS}) VALUES ({','.join(f'${i}' for i in range(1, 14))})"
 FIND_KEY = f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"
 GET_KEY = f"SELECT {COLUMNS} FROM api_keys WHERE id = $1"
 LIST_KEYS = f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at"

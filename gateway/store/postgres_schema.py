@@ -146,6 +146,33 @@ MIGRATIONS: tuple[str, ...] = (
         granted    boolean NOT NULL
     ) WITH (fillfactor = 50);
     """,
+    # 7 (SQLite's 8): spend (gateway/spend.py): each key's budgets (micros; NULL: none),
+    # its running totals (one row per key, rewritten by every submit of a key with a budget:
+    # room in each page keeps those updates HOT), and the usage ledger (one row per priced
+    # attempt, kept when retention deletes the job)
+    """
+    ALTER TABLE api_keys ADD COLUMN budget_daily bigint,
+        ADD COLUMN budget_monthly bigint, ADD COLUMN budget_total bigint;
+    CREATE TABLE key_spend (
+        owner       text PRIMARY KEY,
+        day         text NOT NULL,
+        day_spent   bigint NOT NULL,
+        month       text NOT NULL,
+        month_spent bigint NOT NULL,
+        total_spent bigint NOT NULL
+    ) WITH (fillfactor = 50);
+    CREATE TABLE usage (
+        job_id   text NOT NULL,
+        n        integer NOT NULL,
+        owner    text NOT NULL,
+        model    text NOT NULL,
+        provider text NOT NULL,
+        day      text NOT NULL,
+        cost     bigint NOT NULL,
+        PRIMARY KEY (job_id, n)
+    );
+    CREATE INDEX usage_day ON usage (day, owner);
+    """,
 )
 
 #: the unique index that holds idempotency keys (asyncpg reports it as ``constraint_name``)

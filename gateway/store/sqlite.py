@@ -36,10 +36,12 @@ import orjson
 
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Attempt, Job, Status
+from gateway.spend import JobSpend, spend_of
 from gateway.store.base import META_KEY, JobStore
 from gateway.store.rows import dump_attempts, row_to_job
 from gateway.store.sqlite_keys import SQLiteKeys
 from gateway.store.sqlite_schema import MIGRATIONS
+from gateway.store.sqlite_spend import SQLiteSpend, record_spend
 from gateway.store.sqlite_sync import connect_writer, fetchall, migrate
 from gateway.store.sqlite_webhooks import SQLiteWebhooks
 from gateway.store.transitions import (
@@ -156,7 +158,7 @@ def _run_batch(conn: sqlite3.Connection, batch: list[_Write]) -> list[_Outcome]:
     return results
 
 
-class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
+class SQLiteJobStore(SQLiteKeys, SQLiteSpend, SQLiteWebhooks, JobStore):
     def __init__(self, path: Path | str) -> None:
         super().__init__()
         self.path = Path(path)
@@ -379,7 +381,11 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
                     (now, now, job_id),
                 )
             )
-            return row_to_job(rows[0]) if rows else None
+            if not rows:
+                return None
+            job = row_to_job(rows[0])
+            record_spend(conn, spend_of(job, now))
+            return job
 
         job = await self._write(op)
         if job is not None:
@@ -500,6 +506,7 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
         attempts: list[Attempt] | None = None,
+        spend: JobSpend | None = None,
     ) -> None:
         check_finish(status)
         now = time.time()
@@ -523,6 +530,8 @@ class SQLiteJobStore(SQLiteKeys, SQLiteWebhooks, JobStore):
                     token,
                 ),
             )
+            if cur.rowcount:
+                record_spend(conn, spend)
             return cur.rowcount
 
         if await self._write(op) == 0:

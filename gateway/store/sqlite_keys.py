@@ -22,7 +22,7 @@ T = TypeVar("T")
 #: in ``ApiKeyRecord``'s field order
 COLUMNS = (
     "id, name, key_hash, prefix, created_at, revoked_at, scopes, rate_limit, rate_burst, "
-    "max_active_jobs"
+    "max_active_jobs, budget_daily, budget_monthly, budget_total"
 )
 #: the ids of the active keys with the ``admin`` scope (scopes are stored space-separated)
 ACTIVE_ADMINS = (
@@ -43,7 +43,8 @@ class SQLiteKeys(JobStore):
         values = dataclasses.astuple(record)  # COLUMNS are in the record's field order
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT INTO api_keys ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
+            marks = ",".join("?" * len(values))
+            conn.execute(f"INSERT INTO api_keys ({COLUMNS}) VALUES ({marks})", values)
 
         await self._write(op)
 

@@ -109,4 +109,31 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE api_keys ADD COLUMN rate_burst INTEGER;
     ALTER TABLE api_keys ADD COLUMN max_active_jobs INTEGER;
     """,
+    # 8: spend (gateway/spend.py): each key's budgets (micros; NULL: none), its running
+    # totals (one row per key), and the usage ledger (one row per priced attempt, kept when
+    # retention deletes the job)
+    """
+    ALTER TABLE api_keys ADD COLUMN budget_daily INTEGER;
+    ALTER TABLE api_keys ADD COLUMN budget_monthly INTEGER;
+    ALTER TABLE api_keys ADD COLUMN budget_total INTEGER;
+    CREATE TABLE key_spend (
+        owner       TEXT PRIMARY KEY,
+        day         TEXT NOT NULL,
+        day_spent   INTEGER NOT NULL,
+        month       TEXT NOT NULL,
+        month_spent INTEGER NOT NULL,
+        total_spent INTEGER NOT NULL
+    );
+    CREATE TABLE usage (
+        job_id   TEXT NOT NULL,
+        n        INTEGER NOT NULL,
+        owner    TEXT NOT NULL,
+        model    TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        day      TEXT NOT NULL,
+        cost     INTEGER NOT NULL,
+        PRIMARY KEY (job_id, n)
+    );
+    CREATE INDEX usage_day ON usage (day, owner);
+    """,
 )

@@ -107,6 +107,7 @@ class WebPages:
             Route("/models/{model_id:path}", self.model_page, methods=["GET"]),
             Route("/playground", self.playground_page, methods=["GET"]),
             Route("/jobs", self.jobs_page, methods=["GET"]),
+            Route("/usage", self.usage_page, methods=["GET"]),
             Mount("/static", app=StaticAssets(directory=STATIC), name="static"),
         ]
 
@@ -164,3 +165,6 @@ class WebPages:
 
     async def jobs_page(self, request: Request) -> Response:
         return self.render("jobs.html", nav="jobs", statuses=[s.value for s in Status])
+
+    async def usage_page(self, request: Request) -> Response:
+        return self.render("usage.html", nav="usage", base_url=self.base_url(request))

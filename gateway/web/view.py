@@ -159,6 +159,9 @@ class CatalogView:
 
     def _view(self, model: CatalogModel) -> ModelView:
         routes = self.availability.routes(model)
+        for shown, route in zip(routes, model.routes, strict=True):
+            price = self.catalog.price_of(route)
+            shown["price"] = "unpriced" if price is None else price.describe()
         schema = model.parameters()
         required = set(schema.get("required", []))
         params = tuple(

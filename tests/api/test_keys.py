@@ -26,6 +26,7 @@ KEY_FIELDS = {
     "created_at",
     "revoked_at",
     "limits",
+    "budgets",
 }
 
 

@@ -28,7 +28,8 @@ from gateway.observability.http_metrics import HttpLatency, route_template
 from gateway.observability.metrics import Metrics
 from providers.registry import KNOWN_PROVIDERS
 from tests.api.support import running
-from tests.conftest import AUTH_A, make_settings
+from tests.api.test_usage import catalog as priced_catalog
+from tests.conftest import AUTH_A, make_settings, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -341,3 +342,16 @@ async def test_the_event_loop_lag_and_the_process_cpu_are_exported(tmp_path: Pat
     )
     assert float(count.split()[-1]) >= 1, count
     assert "process_cpu_seconds_total" in text
+
+
+async def test_spend_is_counted_by_model_and_provider(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, sandbox_latency=0.0)
+    async with running(settings, catalog=priced_catalog()) as (client, _gw):
+        for _ in range(3):
+            body = {"model": "priced", "prompt": "a fox", "width": 64, "height": 64}
+            resp = await client.post("/v1/jobs/images", json=body, headers=AUTH_A)
+            await wait_for(client, resp.json()["id"])
+        samples = await scrape(client)
+
+    labels = {"model": "priced", "provider": "sandbox", "currency": "USD"}
+    assert value(samples, "backserv_spend_total", **labels) == pytest.approx(1.2)

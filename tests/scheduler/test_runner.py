@@ -785,6 +785,7 @@ async def test_the_attempt_log_is_stored_as_the_same_json_as_before_attempts_wer
     first, second = orjson.loads(raw)
     keys = ["n", "route", "route_index", "provider", "request_id", "ref"]
     keys += ["started_at", "ended_at", "outcome", "error"]
+    keys += ["estimate", "cost"]  # the spend feature's two, appended (None: unpriced)
     assert list(first) == list(second) == keys
     assert (first["n"], first["outcome"], second["outcome"]) == (1, "failed", "succeeded")
     assert first["error"] == {"code": "provider_transient_error", "message": "status 502"}

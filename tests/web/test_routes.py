@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ from tests.api.support import running
 from tests.conftest import make_settings
 from tests.web.support import parse
 
-FORMS = ["/", "/playground", "/playground?model=image-adjuster", "/jobs"]
+FORMS = ["/", "/playground", "/playground?model=image-adjuster", "/jobs", "/usage"]
 PAGES = [*FORMS, "/models/sandbox-image"]
 
 
@@ -166,3 +167,16 @@ async def test_pages_link_assets_with_a_version(client: httpx.AsyncClient) -> No
     href = str(css.attrs["href"])
     assert href.startswith("/static/site.css?v=")
     assert (await client.get(href)).status_code == 200
+
+
+async def test_a_catalog_card_shows_each_routes_price_or_that_it_is_unpriced(
+    client: httpx.AsyncClient,
+) -> None:
+    def prices(html: str) -> list[str]:
+        return re.findall(r'<span class="price">([^<]*)</span>', html)
+
+    flux = await client.get("/models/flux-dev")
+    sandbox = await client.get("/models/sandbox-image")
+
+    assert prices(flux.text) == ["$0.025 per megapixel", "$0.025 per image"]
+    assert prices(sandbox.text) == ["unpriced"]

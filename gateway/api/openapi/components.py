@@ -234,7 +234,8 @@ _STATUS = {
     413: "The request body is over the size limit.",
     415: "The request body is not JSON.",
     422: "The request cannot be processed as sent.",
-    429: "Over a rate limit or the cap on active jobs; retry after Retry-After seconds.",
+    429: "Over a rate limit or the cap on active jobs (retry after Retry-After seconds), or, "
+    "with type and code 'insufficient_quota' (no Retry-After), over the key's budget.",
     502: "The job failed upstream; its id is in the error.",
     503: "Temporarily unable: the store is closing, or no route of the model can run.",
     504: "The job is still running after the wait; its id is in the error.",

@@ -26,6 +26,7 @@ from gateway.api.openapi.keys import keys_paths
 from gateway.api.openapi.openai_media import openai_media_paths
 from gateway.api.openapi.operations import operations_paths
 from gateway.api.openapi.tasks import tasks_paths
+from gateway.api.openapi.usage import usage_paths
 from gateway.catalog import Catalog
 
 PATH = "/openapi.json"
@@ -73,6 +74,7 @@ def build_document(options: DocumentOptions, catalog: Catalog) -> dict[str, Any]
         **openai_media_paths(c, catalog),
         **models_paths(c),
         **keys_paths(c),
+        **usage_paths(c),
         **backserv_paths(c, keyed=options.submit_task_keyed),
         **tasks_paths(c),
         **operations_paths(metrics=options.metrics_enabled, metrics_token=options.metrics_token),

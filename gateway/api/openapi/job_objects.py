@@ -87,6 +87,13 @@ def job_schemas(c: Components) -> None:
                 "ended_at": nullable(NUMBER),
                 "outcome": nullable(STRING),
                 "error": nullable(error),
+                "cost": nullable(
+                    {
+                        **NUMBER,
+                        "description": "What the attempt cost, in the job's usage currency: "
+                        "final once the provider reported, else estimated; null: unpriced.",
+                    }
+                ),
             },
             ("n", "route", "provider", "request_id", "started_at", "ended_at", "outcome"),
         ),
@@ -149,6 +156,27 @@ def job_schemas(c: Components) -> None:
         ),
     )
     c.add(
+        "JobUsage",
+        obj(
+            {
+                "cost": nullable(
+                    {
+                        **NUMBER,
+                        "description": "The sum of the attempts' costs (a failed attempt the "
+                        "provider billed included); null when any attempt is unpriced.",
+                    }
+                ),
+                "currency": {**STRING, "examples": ["USD"]},
+                "priced": BOOLEAN,
+                "estimate": nullable(
+                    {**NUMBER, "description": "The cost estimated at submit from the input."}
+                ),
+            },
+            ("cost", "currency", "priced", "estimate"),
+            description="What the job cost (README 'Spend and budgets').",
+        ),
+    )
+    c.add(
         "Job",
         obj(
             {
@@ -167,6 +195,7 @@ def job_schemas(c: Components) -> None:
                 "provider": nullable(STRING),
                 "retry_count": INTEGER,
                 "fallback_used": BOOLEAN,
+                "usage": ref("JobUsage"),
                 "attempts": {"type": "array", "items": ref("JobAttempt")},
                 "result": nullable(ref("JobResult")),
                 "error": ref("JobError"),
@@ -188,6 +217,7 @@ def job_schemas(c: Components) -> None:
                 "provider",
                 "retry_count",
                 "fallback_used",
+                "usage",
                 "attempts",
             ),
             description="A job; 'result' when COMPLETED, 'error' when FAILED, 'webhook' "

@@ -44,7 +44,20 @@ JOB_ID: Schema = {
 def jobs_paths(c: Components, catalog: Catalog) -> dict[str, Schema]:
     job_schemas(c)
     job = ref("Job")
-    create_errors = errors("openai", 400, 401, 404, 409, 413, 415, 422, 429, 503)
+    create_errors = errors(
+        "openai",
+        400,
+        401,
+        403,
+        404,
+        409,
+        413,
+        415,
+        422,
+        429,
+        503,
+        notes={403: "The key has a budget and the model an unpriced route (model_unpriced)."},
+    )
     job_operations = ("getJob", "cancelJob", "streamJobEvents")
     accepted = answer(
         "Accepted: the job, stored.",

@@ -20,7 +20,7 @@ from gateway.api.openapi.components import (
     obj,
     ref,
 )
-from gateway.keys import MAX_ACTIVE, MAX_BURST, MAX_NAME_LENGTH, MAX_RATE, SCOPES
+from gateway.keys import MAX_ACTIVE, MAX_BUDGET, MAX_BURST, MAX_NAME_LENGTH, MAX_RATE, SCOPES
 
 TAG = "API keys"
 _NAME: Schema = {
@@ -35,6 +35,15 @@ _LIMITS: dict[str, Schema] = {
     "rate_limit_burst": nullable({**INTEGER, "minimum": 1, "maximum": MAX_BURST}),
     "max_active_jobs": nullable({**INTEGER, "minimum": 0, "maximum": MAX_ACTIVE}),
 }
+_BUDGET: Schema = nullable(
+    {
+        **NUMBER,
+        "minimum": 0,
+        "maximum": MAX_BUDGET,
+        "description": "In the catalog's currency; null: no budget.",
+    }
+)
+_BUDGETS: dict[str, Schema] = {f"budget_{p}": _BUDGET for p in ("daily", "monthly", "total")}
 _KEY_ID: Schema = {
     "name": "key_id",
     "in": "path",
@@ -59,6 +68,17 @@ def keys_paths(c: Components) -> dict[str, Schema]:
                 "created_at": UNIX_SECONDS,
                 "revoked_at": nullable(UNIX_SECONDS),
                 "limits": obj(_LIMITS, list(_LIMITS), description="null: the gateway's default."),
+                "budgets": obj(
+                    {
+                        "daily": nullable(NUMBER),
+                        "monthly": nullable(NUMBER),
+                        "total": nullable(NUMBER),
+                        "currency": STRING,
+                    },
+                    ("daily", "monthly", "total", "currency"),
+                    description="The key's budgets (UTC day and month; null: none). A submit "
+                    "whose estimate would cross one is refused (429 insufficient_quota).",
+                ),
             },
             (
                 "object",
@@ -70,6 +90,7 @@ def keys_paths(c: Components) -> dict[str, Schema]:
                 "created_at",
                 "revoked_at",
                 "limits",
+                "budgets",
             ),
         ),
     )
@@ -79,11 +100,12 @@ def keys_paths(c: Components) -> dict[str, Schema]:
             "name": _NAME,
             "scopes": nullable({"type": "array", "items": {"enum": sorted(SCOPES)}}),
             **_LIMITS,
+            **_BUDGETS,
         },
         ("name",),
         additional=False,
     )
-    update = obj({"name": _NAME, **_LIMITS}, additional=False)
+    update = obj({"name": _NAME, **_LIMITS, **_BUDGETS}, additional=False)
     listing = obj(
         {"object": {"const": "list"}, "data": {"type": "array", "items": key}, "has_more": BOOLEAN},
         ("object", "data", "has_more"),
@@ -126,7 +148,7 @@ def keys_paths(c: Components) -> dict[str, Schema]:
             "patch": {
                 **common,
                 "operationId": "updateKey",
-                "summary": "Change a key's name or limits (null: the default)",
+                "summary": "Change a key's name, limits (null: default) or budgets (null: none)",
                 "parameters": [_KEY_ID],
                 "requestBody": json_body(update),
                 "responses": answers("200", "The key.", ref("ApiKey"), 400, 404, 409, 413, 415),
