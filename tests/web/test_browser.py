@@ -142,7 +142,7 @@ async def test_playground_submission_shows_live_progress_and_the_finished_image(
     tmp_path: Path, browser: Browser, screenshot: Any
 ) -> None:
     async with live_gateway(tmp_path, sandbox_latency=1.5) as live:
-        page = await browser.page()
+        page = await browser.page(height=800)
         await page.goto(live.url + "/playground?model=sandbox-image")
         await use_key(page)
         assert KEY_A not in page.url
@@ -187,7 +187,9 @@ async def test_playground_falls_back_to_long_polling_when_the_stream_fails(
         assert [e for e in browser.errors if "ERR_FAILED" not in e] == []
 
 
-async def test_cancel_of_a_running_job_shows_cancelled(tmp_path: Path, browser: Browser) -> None:
+async def test_cancel_of_a_running_job_shows_cancelled(
+    tmp_path: Path, browser: Browser, screenshot: Any
+) -> None:
     async with live_gateway(tmp_path, sandbox_latency=30) as live:
         page = await browser.page(width=375, height=800)  # on a phone-sized screen
         await page.goto(live.url + "/playground?model=sandbox-image")
@@ -199,7 +201,10 @@ async def test_cancel_of_a_running_job_shows_cancelled(tmp_path: Path, browser: 
         await page.keyboard.press("Enter")
         await expect_text(page, "#job-status", "CANCELLED")
         assert await page.locator("#cancel").is_disabled()
+        assert await page.locator("#cancel").is_hidden()  # nothing left to cancel
         assert await page.locator("#job-result img").count() == 0
+        await page.evaluate("window.scrollTo(0, 0)")
+        await screenshot(page, "playground-phone")
         job_id = await page.inner_text("#job-id")
         async with httpx.AsyncClient(base_url=live.url, headers=AUTH_A) as client:
             assert (await client.get(f"/v1/jobs/{job_id}")).json()["status"] == "CANCELLED"

@@ -72,6 +72,7 @@ async def test_job_page_follows_a_job_to_completed_live(
             await page.click(f'#job-code button[data-lang="{lang}"]')
             code = await page.inner_text("#job-code code")
             assert needle in code and "a harbour" in code, lang
+        await page.evaluate("window.scrollTo(0, 0)")
         await screenshot(page, "job")
 
         await page.click("#run-again")  # an ordinary job with the same input
