@@ -16,7 +16,7 @@ RUN_STAMP := $(VENV)/.installed-run$(if $(LOCAL),-local)-$(SUM)
 DEV_STAMP := $(VENV)/.installed-dev$(if $(LOCAL),-local)-$(SUM)
 PIP     := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint imports format install install-dev clean bench
+.PHONY: run test lint imports format install install-dev clean bench screenshots
 
 $(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test: $(DEV_STAMP)
 # the benchmark harness (wrk; see bench/RESULTS.md, which it rewrites); a few minutes
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
+
+# the web console's pictures in docs/screenshots/ (1280x800 and a phone's width), taken by
+# the browser tests in Debian's chromium; the README links them
+screenshots: $(DEV_STAMP)
+	BACKSERV_SCREENSHOTS=1 $(BIN)/pytest -q tests/web/test_browser.py tests/web/test_console.py
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check gateway providers tests bench tools

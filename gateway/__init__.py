@@ -38,7 +38,8 @@ Faces (each receives only what it uses; see pyproject's [tool.backserv.imports])
                      files, keys, models, webhook_secrets, provider_webhooks (fal's and
                      Replicate's callbacks), health, openapi/, and the middlewares
                      (request_id, fair_share)
-    web/             catalog, model and playground pages
+    web/             the web console: catalog grid, model, playground, side by side, jobs
+                     and job pages, /docs (vendored Swagger UI), typical latency
     webhooks/        outgoing webhooks: validation, outbox, sender, signing, secrets
 
 The edge and the caller

@@ -71,10 +71,12 @@ from gateway.uploads import Uploads
 from gateway.usage import Usage
 from gateway.waiting import Waiting
 from gateway.web import WebPages
+from gateway.web.latency import Latencies
 from gateway.webhooks import WebhookDispatcher
 from gateway.webhooks.secrets import WebhookSecrets
 from providers.base import Provider, WebhookDelivery
 from providers.registry import KNOWN_PROVIDERS, build_providers
+from providers.sandbox_media import render_image
 
 log = logging.getLogger("backserv")
 
@@ -326,7 +328,12 @@ def create_app(
             metrics_token=settings.metrics_token,
         ).routes(),
         *WebPages(
-            catalog, availability, base_url=settings.base_url, public_url=settings.public_url
+            catalog,
+            availability,
+            base_url=settings.base_url,
+            public_url=settings.public_url,
+            latencies=Latencies(service.recent_latencies),
+            render_example=render_example,
         ).routes(),
         *OpenAPIDocument(
             DocumentOptions(
@@ -384,3 +391,8 @@ def _tasks_verifier(settings: Settings) -> JWTVerifier | None:
         leeway=settings.tasks_jwt_leeway_seconds,
         require_exp=not settings.tasks_jwt_allow_no_exp,
     )
+
+
+def render_example(prompt: str) -> bytes:
+    """A catalog example's prompt, drawn by the sandbox (the web catalog's cards)."""
+    return render_image(prompt, seed=7, width=384, height=256)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError, UnknownModel
 from gateway.inline_media import DEFAULT_MAX_INPUT_BYTES
@@ -20,6 +20,27 @@ from providers.mapping import validate_route_mapping
 from providers.options import ROUTE_TIMEOUT_OPTION, check_route_timeout, unknown_options
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+#: the example images a catalog may ship beside it (the web catalog's cards show them)
+EXAMPLE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+}
+MAX_EXAMPLE_BYTES = 2 * 1024 * 1024
+
+
+class _ExampleEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | None = Field(None, min_length=1, max_length=400)
+    image: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> _ExampleEntry:
+        if (self.prompt is None) == (self.image is None):
+            raise ValueError("give either 'prompt' (the sandbox renders it) or 'image' (a file)")
+        return self
 
 
 class _RouteEntry(BaseModel):
@@ -43,6 +64,7 @@ class _ModelEntry(BaseModel):
     defaults: dict[str, Any] = Field(default_factory=dict)
     limits: dict[str, float] = Field(default_factory=dict)
     routes: list[_RouteEntry] = Field(min_length=1)
+    example: _ExampleEntry | None = None
 
     @field_validator("kind")
     @classmethod
@@ -58,6 +80,19 @@ class _CatalogFile(BaseModel):
 
 
 @dataclass(frozen=True)
+class ModelExample:
+    """What a model's card shows as its example output: an image file shipped beside the
+    catalog, or a prompt the sandbox renders. Never a job's output: the catalog is public."""
+
+    prompt: str | None = None
+    image: Path | None = None
+
+    @property
+    def content_type(self) -> str:
+        return EXAMPLE_TYPES[self.image.suffix.lower()] if self.image else "image/png"
+
+
+@dataclass(frozen=True)
 class CatalogModel:
     id: str
     kind: Kind
@@ -68,6 +103,7 @@ class CatalogModel:
     defaults: dict[str, Any]
     limits: dict[str, float]
     routes: tuple[RouteSpec, ...]
+    example: ModelExample | None = None
 
     @property
     def lane(self) -> str:
@@ -165,12 +201,24 @@ def load_catalog(path: Path, known_providers: Iterable[str]) -> Catalog:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}.") from None
-    return parse_catalog(raw, known_providers, source=str(path), mtime=int(path.stat().st_mtime))
+    return parse_catalog(
+        raw,
+        known_providers,
+        source=str(path),
+        mtime=int(path.stat().st_mtime),
+        base_dir=path.parent,
+    )
 
 
 def parse_catalog(
-    raw: dict[str, Any], known_providers: Iterable[str], *, source: str, mtime: int = 0
+    raw: dict[str, Any],
+    known_providers: Iterable[str],
+    *,
+    source: str,
+    mtime: int = 0,
+    base_dir: Path | None = None,
 ) -> Catalog:
+    """``base_dir``: where example images are looked up (the catalog file's directory)."""
     known = set(known_providers)
     try:
         parsed = _CatalogFile.model_validate(raw)
@@ -225,6 +273,7 @@ def parse_catalog(
                 defaults=dict(entry.defaults),
                 limits=dict(entry.limits),
                 routes=tuple(routes),
+                example=_example(where, entry, base_dir or Path.cwd()),
             )
         )
     return Catalog(models, source, prices)
@@ -252,6 +301,37 @@ def _add_price(
             "a provider's target has one price: give it once, or the same everywhere."
         )
     prices[route.name] = price
+
+
+def _example(where: str, entry: _ModelEntry, base_dir: Path) -> ModelExample | None:
+    example = entry.example
+    if example is None:
+        return None
+    if example.prompt is not None:
+        if entry.routes[0].provider != "sandbox":
+            raise ConfigError(
+                f"{where}: field 'example.prompt': only a model whose first route is the "
+                "sandbox has its example rendered from a prompt; ship an 'image' instead."
+            )
+        return ModelExample(prompt=example.prompt)
+    path = (base_dir / str(example.image)).resolve()
+    if path.suffix.lower() not in EXAMPLE_TYPES:
+        raise ConfigError(
+            f"{where}: field 'example.image': must be one of "
+            f"{', '.join(sorted(EXAMPLE_TYPES))} (got '{example.image}')."
+        )
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise ConfigError(
+            f"{where}: field 'example.image': no file {path} (relative to the catalog)."
+        ) from None
+    if size > MAX_EXAMPLE_BYTES:
+        raise ConfigError(
+            f"{where}: field 'example.image': {path} is {size} bytes; at most "
+            f"{MAX_EXAMPLE_BYTES} are served."
+        )
+    return ModelExample(image=path)
 
 
 def _check_fields(where: str, kind: Kind, entry: _ModelEntry) -> None:

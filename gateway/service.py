@@ -8,6 +8,7 @@ delete. Nothing but the service writes a job on a face's behalf.
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -430,3 +431,8 @@ class JobService:
     async def webhook(self, job: Job) -> dict[str, Any] | None:
         """The job's webhook and its deliveries, as the job's answer shows them."""
         return await job_webhook(self.store, job)
+
+    async def recent_latencies(self, limit: int) -> builtins.list[tuple[str, float]]:
+        """``(model, seconds from submission to completion)`` of the last ``limit`` jobs
+        that completed, of every owner, newest first (no inputs or outputs: public)."""
+        return await self.store.recent_latencies(limit)

@@ -48,6 +48,7 @@ URL_FIELD_NAMES = frozenset(
         "reference_image_url",
         "reference_image_urls",
         "palette_image_url",
+        "mask_url",
         "source_image",
         "target_image",
     }

@@ -287,6 +287,12 @@ class JobStore(ABC):
         of claims and running jobs. Used by the metrics (cached between scrapes).
         """
 
+    @abstractmethod
+    async def recent_latencies(self, limit: int) -> list[tuple[str, float]]:
+        """``(model, seconds from created to completed)`` of the ``limit`` jobs of every
+        owner that COMPLETED last, newest first: the web catalog's typical latency. Reads
+        the partial index of finished jobs by completion time, not the table."""
+
     # -- retention (the janitor) ------------------------------------------------------------
 
     @abstractmethod

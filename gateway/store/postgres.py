@@ -478,6 +478,10 @@ class PostgresJobStore(PostgresKeys, PostgresSpend, PostgresWebhooks, JobStore):
         rows = await self.pool.fetch(sql.COUNT_BY_STATUS_AND_LANE)
         return {(Status(status), lane): int(n) for status, lane, n in rows}
 
+    async def recent_latencies(self, limit: int) -> list[tuple[str, float]]:
+        rows = await self.pool.fetch(sql.RECENT_LATENCIES, limit)
+        return [(str(r[0]), float(r[1])) for r in rows]
+
     # -- retention ----------------------------------------------------------------------
 
     async def jobs_with_files_before(self, cutoff: float, limit: int) -> list[str]:

@@ -322,6 +322,12 @@ COUNT_BY_STATUS_AND_LANE = (
 )
 
 
+#: newest completions first, through the partial index of finished jobs (the web catalog)
+RECENT_LATENCIES = (
+    "SELECT model, completed_at - created_at FROM jobs WHERE completed_at IS NOT NULL "
+    "AND status = 'COMPLETED' ORDER BY completed_at DESC LIMIT $1"
+)
+
 _FINISHED = "status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
 JOBS_WITH_FILES_BEFORE = f"""
     SELECT id FROM jobs WHERE files_purged_at IS NULL AND completed_at < $1 AND {_FINISHED}

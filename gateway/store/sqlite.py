@@ -76,6 +76,11 @@ COUNT_BY_STATUS_AND_LANE = (
     "SELECT 'PROCESSING', lane, count(*) FROM jobs WHERE status = 'PROCESSING' GROUP BY lane"
 )
 _FINISHED = "status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+#: newest completions first, read through the partial index of finished jobs
+RECENT_LATENCIES = (
+    "SELECT model, completed_at - created_at FROM jobs INDEXED BY jobs_finished "
+    "WHERE completed_at IS NOT NULL AND status = 'COMPLETED' ORDER BY completed_at DESC LIMIT ?"
+)
 _ID_CHUNK = 500  # ids per ``IN (...)``, well under SQLite's bound-parameter limit
 MAX_BATCH = 512
 CLOSE_GRACE = 10.0  # seconds close() waits for queued writes to commit
@@ -576,6 +581,10 @@ class SQLiteJobStore(SQLiteKeys, SQLiteSpend, SQLiteWebhooks, JobStore):
     async def count_by_status_and_lane(self) -> dict[tuple[Status, str], int]:
         rows = await self._read(COUNT_BY_STATUS_AND_LANE)
         return {(Status(status), lane): int(n) for status, lane, n in rows}
+
+    async def recent_latencies(self, limit: int) -> list[tuple[str, float]]:
+        rows = await self._read(RECENT_LATENCIES, (limit,))
+        return [(str(model), float(seconds)) for model, seconds in rows]
 
     # -- retention ----------------------------------------------------------------------
 

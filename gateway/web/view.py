@@ -33,9 +33,13 @@ class Param:
     min_length: int | None = None
     max_length: int | None = None
     enum: tuple[str, ...] = ()
+    #: holds an image (a URL or a list of them): the playground offers an upload too
+    image: bool = False
 
     @classmethod
-    def from_schema(cls, name: str, prop: dict[str, Any], required: bool) -> Param:
+    def from_schema(
+        cls, name: str, prop: dict[str, Any], required: bool, image: bool = False
+    ) -> Param:
         kind = str(prop.get("type", "object"))
         return cls(
             name=name,
@@ -50,6 +54,7 @@ class Param:
             min_length=prop.get("minLength", prop.get("minItems")),
             max_length=prop.get("maxLength", prop.get("maxItems")),
             enum=tuple(str(v) for v in prop.get("enum", ())),
+            image=image,
         )
 
     @property
@@ -116,6 +121,28 @@ class ModelView:
     available: bool
     routes: tuple[dict[str, Any], ...]
     params: tuple[Param, ...]
+    #: the card's example image (``/examples/{id}``), when the catalog gives one
+    example_url: str | None = None
+    #: the primary route's price in words, or "unpriced"
+    price: str | None = None
+
+    @property
+    def sandbox(self) -> bool:
+        """Every route is the sandbox: a stand-in for development, grouped apart."""
+        return all(r["provider"] == "sandbox" for r in self.routes)
+
+    @property
+    def reason(self) -> str:
+        """Why the model cannot run now ("" when it can): its first route's reason."""
+        if self.available:
+            return ""
+        return next((str(r["reason"]) for r in self.routes if r.get("reason")), "")
+
+    @property
+    def prompted(self) -> bool:
+        """Takes a prompt and needs nothing else: the side-by-side page can run it."""
+        required = {p.name for p in self.params if p.required}
+        return required == {"prompt"}
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -130,10 +157,13 @@ class ModelView:
     def search_text(self) -> str:
         return f"{self.id} {self.kind} {self.description}".lower()
 
-    def matches(self, query: str = "", kind: str = "", provider: str = "") -> bool:
+    def matches(
+        self, query: str = "", kind: str = "", provider: str = "", available: bool = False
+    ) -> bool:
         words = query.lower().split()
         return (
-            (not kind or self.kind == kind)
+            (not available or self.available)
+            and (not kind or self.kind == kind)
             and (not provider or provider in self.providers)
             and all(w in self.search_text for w in words)
         )
@@ -164,8 +194,9 @@ class CatalogView:
             shown["price"] = "unpriced" if price is None else price.describe()
         schema = model.parameters()
         required = set(schema.get("required", []))
+        images = set(model.kind.input_model.image_fields)
         params = tuple(
-            Param.from_schema(name, prop, name in required)
+            Param.from_schema(name, prop, name in required, name in images)
             for name, prop in schema.get("properties", {}).items()
         )
         return ModelView(
@@ -177,7 +208,15 @@ class CatalogView:
             available=any(r["available"] for r in routes),
             routes=tuple(routes),
             params=params,
+            example_url=f"/examples/{model.id}" if model.example else None,
+            price=_price(self.catalog, model),
         )
+
+
+def _price(catalog: Catalog, model: CatalogModel) -> str:
+    """The primary route's price in words, or "unpriced" (never 0: the cost is unknown)."""
+    price = catalog.price_of(model.routes[0])
+    return "unpriced" if price is None else price.describe()
 
 
 def _unique(values: Iterable[str]) -> list[str]:

@@ -25,6 +25,7 @@ from tests.store.test_contract import *  # noqa: F403 - the contract suite, run 
 from tests.store.test_contract import insert, make_job, stored
 from tests.store.test_counts_contract import *  # noqa: F403 - job counts, on PostgreSQL
 from tests.store.test_keys_contract import *  # noqa: F403 - api keys, on PostgreSQL
+from tests.store.test_latency_contract import *  # noqa: F403 - latencies, on PostgreSQL
 from tests.store.test_postgres_buckets import *  # noqa: F403 - shared rate limits
 from tests.store.test_spend_contract import *  # noqa: F403 - spend, on PostgreSQL
 from tests.store.test_webhook_contract import *  # noqa: F403 - webhooks, on PostgreSQL

@@ -21,6 +21,7 @@ from tests.store.test_contract import *  # noqa: F403 - the contract suite, run 
 from tests.store.test_contract import insert, stored
 from tests.store.test_counts_contract import *  # noqa: F403 - job counts, on SQLite
 from tests.store.test_keys_contract import *  # noqa: F403 - api keys, on SQLite
+from tests.store.test_latency_contract import *  # noqa: F403 - latencies, on SQLite
 from tests.store.test_spend_contract import *  # noqa: F403 - spend, on SQLite
 from tests.store.test_webhook_contract import *  # noqa: F403 - webhooks, on SQLite
 

@@ -25,6 +25,8 @@ from tests.conftest import make_settings
 # read at import: tests/conftest.py clears BACKSERV_* variables before each test
 CHROMIUM = os.environ.get("BACKSERV_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = os.environ.get("BACKSERV_SCREENSHOTS") == "1"
+#: a browser test module's mark: its tests share one event loop, so they share one Chromium
+BROWSER_LOOP = pytest.mark.asyncio(loop_scope="module")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -85,13 +87,20 @@ class Browser:
 
     browser: Any
     errors: list[str] = field(default_factory=list)
+    contexts: list[Any] = field(default_factory=list)
 
     async def page(self, width: int = 1280, height: int = 900) -> Any:
         context = await self.browser.new_context(viewport={"width": width, "height": height})
+        self.contexts.append(context)
         page = await context.new_page()
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         return page
+
+    async def close(self) -> None:
+        for context in self.contexts:
+            await context.close()
+        self.contexts.clear()
 
     def _console(self, message: Any) -> None:
         if message.type == "error":

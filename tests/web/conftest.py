@@ -1,4 +1,9 @@
-"""Fixtures of the web tests: a headless Chromium (tests/web/browser.py), and screenshots."""
+"""Fixtures of the web tests: one headless Chromium per test module (tests/web/browser.py),
+a fresh set of pages per test, and screenshots.
+
+A module's browser tests share its event loop (``pytestmark = BROWSER_LOOP``) so they can
+share the browser: launching Chromium is most of a short test's time on a 2-core CI runner.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from tests.web.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, Browser, chromium_missing
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium() -> AsyncIterator[Any]:
     try:
         from playwright.async_api import async_playwright
     except ImportError:
@@ -23,19 +29,31 @@ async def browser() -> AsyncIterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         chromium_missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield Browser(chromium)
+            yield launched
         finally:
-            await chromium.close()
+            await launched.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(chromium: Any) -> AsyncIterator[Browser]:
+    """The module's Chromium, with this test's own pages (closed after it) and errors."""
+    opened = Browser(chromium)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture
 def screenshot() -> Callable[[Any, str], Awaitable[None]]:
-    """Saves a page as docs/<name>.png when BACKSERV_SCREENSHOTS=1 (the README's pictures)."""
+    """Saves a page as docs/screenshots/<name>.png when BACKSERV_SCREENSHOTS=1 (the README's
+    pictures; ``make screenshots``)."""
 
     async def take(page: Any, name: str) -> None:
         if SCREENSHOTS:
-            await page.screenshot(path=str(DOCS / f"{name}.png"))
+            SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOT_DIR / f"{name}.png"))
 
     return take

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tests.conftest import AUTH_A, AUTH_B, KEY_A
-from tests.web.browser import Browser, live_gateway
+from tests.web.browser import BROWSER_LOOP, Browser, live_gateway
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), BROWSER_LOOP]
 
 SANDBOX_MODELS = [
     "sandbox-image",
@@ -46,7 +46,7 @@ async def expect_text(page: Any, selector: str, text: str, timeout: float = 10_0
 
 
 async def visible_models(page: Any) -> list[str]:
-    ids: list[str] = await page.locator("#models > li:visible").evaluate_all(
+    ids: list[str] = await page.locator(".models > li:visible").evaluate_all(
         "items => items.map(li => li.dataset.id)"
     )
     return ids
@@ -58,39 +58,67 @@ async def use_key(page: Any, key: str = KEY_A) -> None:
     await page.locator("#key-state").filter(has_text="Using key").wait_for()
 
 
-async def test_catalog_lists_the_sandbox_models_and_filters_them(
+async def test_catalog_grid_puts_real_models_first_and_filters_without_reload(
     tmp_path: Path, browser: Browser, screenshot: Any
 ) -> None:
-    async with live_gateway(tmp_path) as live:
-        page = await browser.page()
+    async with live_gateway(tmp_path, sandbox_latency=0) as live:
+        async with httpx.AsyncClient(base_url=live.url, headers=AUTH_A) as client:
+            job = await client.post(
+                "/v1/jobs/images",
+                json={"model": "sandbox-image", "prompt": "x", "width": 64, "height": 64},
+            )
+            await client.get(f"/v1/jobs/{job.json()['id']}?wait=10")
+        page = await browser.page(height=800)
         await page.goto(live.url + "/")
         shown = await visible_models(page)
         assert set(SANDBOX_MODELS) <= set(shown)
-        assert "flux-dev" in shown
-        card = page.locator('#models > li[data-id="sandbox-image"]')
+        real = await page.locator("#group-models .models > li").evaluate_all(
+            "l => l.map(li => li.dataset.id)"
+        )
+        assert real[0] == shown[0] == "flux-dev"  # hosted models first, the sandbox apart
+        assert not set(SANDBOX_MODELS) & set(real)
+        card = page.locator('.models > li[data-id="sandbox-image"]')
         assert "available" in await card.locator(".badges").inner_text()
-        flux = page.locator('#models > li[data-id="flux-dev"]')
-        assert "FAL_KEY" in await flux.locator(".routes").inner_text()  # why it cannot run
-        await card.locator("summary").click()
-        assert "2048" in await card.locator("table").inner_text()  # the model's own bound
+        assert "p50 of 1" in await card.locator(".latency").inner_text()  # this gateway's jobs
+        await page.wait_for_function(
+            "() => { const i = document.querySelector('li[data-id=\"sandbox-image\"] .thumb img');"
+            " return i && i.complete && i.naturalWidth === 384; }"
+        )  # the example the sandbox rendered from the catalog's prompt
+        flux = page.locator('.models > li[data-id="flux-dev"]')
+        assert "FAL_KEY" in await flux.locator(".reason").inner_text()  # why it cannot run
+        assert "$" in await flux.locator(".price").inner_text()  # the catalog's price
+        assert await card.locator(".price").inner_text() == "unpriced"  # never shown as 0
+        assert await page.evaluate("document.documentElement.scrollHeight") < 3500
         await screenshot(page, "catalog")
 
+        await page.evaluate("window.marker = 1")  # gone if the page reloads
         await page.select_option("#filter-kind", "video")
         assert sorted(await visible_models(page)) == ["ltx-video", "sandbox-video"]
         assert "kind=video" in page.url
         await page.select_option("#filter-provider", "fal")
         assert await visible_models(page) == ["ltx-video"]
+        assert not await page.locator("#group-sandbox").is_visible()
         await page.select_option("#filter-kind", "")
         await page.select_option("#filter-provider", "")
+        await page.check("#filter-available")
+        assert set(await visible_models(page)) == set(
+            await page.locator("li[data-available=yes]").evaluate_all(
+                "l => l.map(li => li.dataset.id)"
+            )
+        )
+        assert "flux-dev" not in await visible_models(page)
+        await page.uncheck("#filter-available")
         await page.fill("#filter-q", "lanczos")
         assert sorted(await visible_models(page)) == ["sandbox-refine", "sandbox-upscale"]
         await page.fill("#filter-q", "no such model anywhere")
         assert await visible_models(page) == []
         assert await page.locator("#catalog-empty").is_visible()
+        assert await page.evaluate("window.marker") == 1
 
         phone = await browser.page(width=375, height=800)
         await phone.goto(live.url + "/")
         assert await phone.evaluate("document.documentElement.scrollWidth") <= 375
+        await screenshot(phone, "catalog-phone")
         assert browser.errors == []
 
 
@@ -100,7 +128,7 @@ async def test_model_page_shows_three_examples_with_this_gateway_and_model(
     async with live_gateway(tmp_path) as live:
         page = await browser.page()
         await page.goto(live.url + "/")
-        await page.click('#models a[href="/models/sandbox-video"]')
+        await page.click('.models a[href="/models/sandbox-video"]')
         await page.wait_for_url(live.url + "/models/sandbox-video")
         for slug in ("curl", "requests", "openai"):
             code = await page.locator(f"#code-{slug}").inner_text()
@@ -115,7 +143,7 @@ async def test_playground_submission_shows_live_progress_and_the_finished_image(
     tmp_path: Path, browser: Browser, screenshot: Any
 ) -> None:
     async with live_gateway(tmp_path, sandbox_latency=1.5) as live:
-        page = await browser.page()
+        page = await browser.page(height=800)
         await page.goto(live.url + "/playground?model=sandbox-image")
         await use_key(page)
         assert KEY_A not in page.url
@@ -160,7 +188,9 @@ async def test_playground_falls_back_to_long_polling_when_the_stream_fails(
         assert [e for e in browser.errors if "ERR_FAILED" not in e] == []
 
 
-async def test_cancel_of_a_running_job_shows_cancelled(tmp_path: Path, browser: Browser) -> None:
+async def test_cancel_of_a_running_job_shows_cancelled(
+    tmp_path: Path, browser: Browser, screenshot: Any
+) -> None:
     async with live_gateway(tmp_path, sandbox_latency=30) as live:
         page = await browser.page(width=375, height=800)  # on a phone-sized screen
         await page.goto(live.url + "/playground?model=sandbox-image")
@@ -172,7 +202,10 @@ async def test_cancel_of_a_running_job_shows_cancelled(tmp_path: Path, browser: 
         await page.keyboard.press("Enter")
         await expect_text(page, "#job-status", "CANCELLED")
         assert await page.locator("#cancel").is_disabled()
+        assert await page.locator("#cancel").is_hidden()  # nothing left to cancel
         assert await page.locator("#job-result img").count() == 0
+        await page.evaluate("window.scrollTo(0, 0)")
+        await screenshot(page, "playground-phone")
         job_id = await page.inner_text("#job-id")
         async with httpx.AsyncClient(base_url=live.url, headers=AUTH_A) as client:
             assert (await client.get(f"/v1/jobs/{job_id}")).json()["status"] == "CANCELLED"

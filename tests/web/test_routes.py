@@ -14,8 +14,29 @@ from tests.api.support import running
 from tests.conftest import make_settings
 from tests.web.support import parse
 
-FORMS = ["/", "/playground", "/playground?model=image-adjuster", "/jobs", "/usage"]
-PAGES = [*FORMS, "/models/sandbox-image"]
+FORMS = [
+    "/",
+    "/playground",
+    "/playground?model=image-adjuster",
+    "/playground?model=sandbox-edit",
+    "/compare",
+    "/jobs",
+    "/jobs/job-0123456789abcdef",
+    "/usage",
+]
+PAGES = [*FORMS, "/models/sandbox-image", "/docs"]
+
+
+async def test_example_images_are_public_and_only_the_catalogs(
+    client: httpx.AsyncClient,
+) -> None:
+    resp = await client.get("/examples/sandbox-image")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "image/png"
+    assert resp.content.startswith(b"\x89PNG")
+    assert (await client.get("/examples/sandbox-image")).content == resp.content
+    assert (await client.get("/examples/flux-dev")).status_code == 404  # none in the catalog
+    assert (await client.get("/examples/no-such-model")).status_code == 404
 
 
 def shown_models(html: str) -> set[str]:
@@ -144,7 +165,7 @@ async def test_result_files_origin_is_allowed_for_images(tmp_path: Path) -> None
     settings = make_settings(tmp_path, public_url="https://gw.example.com/base")
     async with running(settings) as (client, _gw):
         csp = (await client.get("/playground")).headers["content-security-policy"]
-    assert "img-src 'self' https://gw.example.com;" in csp
+    assert "img-src 'self' https://gw.example.com data: blob:;" in csp
     assert "media-src 'self' https://gw.example.com;" in csp
 
 

@@ -170,7 +170,7 @@ def operations_paths(*, metrics: bool, metrics_token: bool) -> dict[str, Schema]
             "The catalog browser",
             parameters=[
                 {"name": name, "in": "query", "schema": STRING}
-                for name in ("q", "kind", "provider")
+                for name in ("q", "kind", "provider", "available")
             ],
         ),
         "/models/{model_id}": {
@@ -187,6 +187,42 @@ def operations_paths(*, metrics: bool, metrics_token: bool) -> dict[str, Schema]
         },
         "/playground": _page("playgroundPage", "The playground"),
         "/jobs": _page("jobsPage", "The key's recent jobs (the page asks for the key)"),
+        "/jobs/{job_id}": _page(
+            "jobPage",
+            "One job: live status, input, attempts, webhook deliveries, outputs (the page "
+            "asks for the key)",
+            parameters=[{"name": "job_id", "in": "path", "required": True, "schema": STRING}],
+        ),
+        "/compare": _page(
+            "comparePage",
+            "One prompt on two to four models side by side",
+            parameters=[
+                {
+                    "name": "model",
+                    "in": "query",
+                    "schema": {"type": "array", "items": STRING},
+                    "style": "form",
+                    "explode": True,
+                }
+            ],
+        ),
+        "/docs": _page("docsPage", "This API reference, rendered (Swagger UI)"),
+        "/usage": _page("usagePage", "What the key spent, by day, model and provider"),
+        "/examples/{model_id}": {
+            "get": {
+                "tags": ["Web pages"],
+                "operationId": "modelExampleImage",
+                "summary": "A catalog model's example image (never a job's output)",
+                "security": [],
+                "parameters": [
+                    {"name": "model_id", "in": "path", "required": True, "schema": STRING}
+                ],
+                "responses": {
+                    "200": answer("The image.", _FILE, media="image/*"),
+                    "404": answer("The model has no example.", STRING, media="text/plain"),
+                },
+            }
+        },
         "/static/{path}": {
             "get": {
                 "tags": ["Web pages"],

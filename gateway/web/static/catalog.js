@@ -1,4 +1,5 @@
-/* The catalog's filters, live: search, kind and provider narrow the list as you type. */
+/* The catalog's filters, live: search, kind, provider and "available now" narrow the grid as
+   you type, with no reload; the URL keeps them, so a filtered catalog can be linked. */
 'use strict';
 
 (() => {
@@ -6,9 +7,11 @@
   const q = document.getElementById('filter-q');
   const kind = document.getElementById('filter-kind');
   const provider = document.getElementById('filter-provider');
+  const available = document.getElementById('filter-available');
   const count = document.getElementById('catalog-count');
   const empty = document.getElementById('catalog-empty');
-  const items = Array.from(document.querySelectorAll('#models > li'));
+  const groups = Array.from(document.querySelectorAll('.model-group'));
+  const items = Array.from(document.querySelectorAll('.models > li'));
 
   function apply() {
     const words = q.value.toLowerCase().split(/\s+/).filter(Boolean);
@@ -16,16 +19,19 @@
     for (const li of items) {
       const ok = (!kind.value || li.dataset.kind === kind.value)
         && (!provider.value || li.dataset.providers.split(' ').includes(provider.value))
+        && (!available.checked || li.dataset.available === 'yes')
         && words.every((w) => li.dataset.text.includes(w));
       li.hidden = !ok;
       if (ok) shown += 1;
     }
+    for (const group of groups) group.hidden = !group.querySelector('.models > li:not([hidden])');
     count.textContent = `Showing ${shown} of ${items.length} models.`;
     empty.hidden = shown > 0;
     const params = new URLSearchParams();
     if (q.value.trim()) params.set('q', q.value.trim());
     if (kind.value) params.set('kind', kind.value);
     if (provider.value) params.set('provider', provider.value);
+    if (available.checked) params.set('available', '1');
     const query = params.toString();
     history.replaceState(null, '', query ? `?${query}` : location.pathname);
   }
@@ -34,4 +40,5 @@
   q.addEventListener('input', apply);
   kind.addEventListener('change', apply);
   provider.addEventListener('change', apply);
+  available.addEventListener('change', apply);
 })();

@@ -125,5 +125,118 @@ window.BackServ = (() => {
     return new Date(epoch * 1000).toLocaleString();
   }
 
-  return { api, streamEvents, initKeyForm, getKey: currentKey, ApiError, TERMINAL, formatTime };
+  /* "0.8 s", "12 s", "3 min 5 s" */
+  function formatSeconds(s) {
+    if (s === null || s === undefined || !Number.isFinite(s)) return '—';
+    if (s < 10) return `${s.toFixed(1)} s`;
+    if (s < 60) return `${Math.round(s)} s`;
+    const m = Math.floor(Math.round(s) / 60);
+    const r = Math.round(s) % 60;
+    return r ? `${m} min ${r} s` : `${m} min`;
+  }
+
+  /* submission to result (or to now), in seconds; null before it ends unless running */
+  function latency(job) {
+    const end = job.completed_at === null || job.completed_at === undefined ? null : job.completed_at;
+    return end === null ? null : Math.max(0, end - job.created_at);
+  }
+
+  async function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+      return;
+    }
+    const area = document.createElement('textarea');
+    area.value = text;
+    area.setAttribute('readonly', '');
+    area.className = 'offscreen';
+    document.body.appendChild(area);
+    area.select();
+    const ok = document.execCommand('copy');
+    area.remove();
+    if (!ok) throw new Error('copy refused');
+  }
+
+  /* the files of a finished job, inline: images, a video player, and a download link each */
+  function renderOutputs(container, job, compact) {
+    const res = job.result || {};
+    const files = res.images || res.videos || [];
+    container.replaceChildren();
+    if (res.expired) {
+      const p = document.createElement('p');
+      p.textContent = 'The result files have expired.';
+      container.append(p);
+      return;
+    }
+    files.forEach((file, i) => {
+      const figure = document.createElement('figure');
+      const type = file.content_type || '';
+      let media = null;
+      if (type.startsWith('video/')) {
+        media = document.createElement('video');
+        media.controls = true;
+        media.preload = 'metadata';
+        media.setAttribute('aria-label', `Result ${i + 1} of job ${job.id}`);
+      } else if (type.startsWith('image/')) {
+        media = document.createElement('img');
+        media.alt = `Result ${i + 1} of ${files.length} of job ${job.id}`;
+        media.decoding = 'async';
+      }
+      if (media) {
+        media.src = file.url;
+        if (file.width) media.width = file.width;
+        if (file.height) media.height = file.height;
+        figure.append(media);
+      }
+      const caption = document.createElement('figcaption');
+      const open = document.createElement('a');
+      open.href = file.url;
+      open.target = '_blank';
+      open.rel = 'noopener';
+      open.textContent = compact ? 'Open' : `Open result ${i + 1}`;
+      open.setAttribute('aria-label', `Open result ${i + 1} of job ${job.id}`);
+      const save = document.createElement('a');
+      save.href = file.url;
+      save.download = '';
+      save.textContent = 'Download';
+      save.setAttribute('aria-label', `Download result ${i + 1} of job ${job.id}`);
+      const size = file.width && file.height ? ` ${file.width}×${file.height}` : '';
+      caption.append(open, ' · ', save, compact ? '' : ` (${type}${size})`);
+      figure.append(caption);
+      container.append(figure);
+    });
+  }
+
+  /* Follow a job until it ends: SSE read with fetch, long-polling when the stream fails.
+     onJob(job) per change; onTransport(text); resolves with the last job seen. */
+  async function followJob(id, onJob, signal, onTransport) {
+    const path = `/v1/jobs/${encodeURIComponent(id)}`;
+    const say = onTransport || (() => {});
+    let last = null;
+    const seen = (job) => { last = job; onJob(job); };
+    try {
+      say('live (Server-Sent Events)');
+      await streamEvents(`${path}/events`, (name, job) => seen(job), signal);
+    } catch (e) {
+      if (signal && signal.aborted) return last;
+      if (e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 429) throw e;
+    }
+    if ((signal && signal.aborted) || (last && TERMINAL.includes(last.status))) return last;
+    say('polling');
+    while (!(signal && signal.aborted) && !(last && TERMINAL.includes(last.status))) {
+      try {
+        seen(await api(`${path}?wait=20`, { signal }));
+      } catch (e) {
+        if (signal && signal.aborted) return last;
+        if (e instanceof ApiError && e.status === 404) throw e;
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    }
+    return last;
+  }
+
+  return {
+    api, streamEvents, followJob, initKeyForm, getKey: currentKey, ApiError, TERMINAL,
+    formatTime, formatSeconds, latency, copyText, renderOutputs,
+  };
 })();

@@ -30,13 +30,34 @@
     return job.completed_at === null || job.completed_at === undefined ? `${text} so far` : text;
   }
 
+  function thumbnail(job) {
+    const res = job.result || {};
+    const file = (res.images || res.videos || [])[0];
+    if (job.status !== 'COMPLETED' || !file || res.expired) return '';
+    if (!(file.content_type || '').startsWith('image/')) return '';
+    const img = document.createElement('img');
+    img.src = file.url;
+    img.alt = '';
+    img.loading = 'lazy';
+    img.className = 'thumb-sm';
+    return img;
+  }
+
   function row(job) {
     const tr = document.createElement('tr');
     tr.dataset.jobId = job.id;
-    cell(tr, formatTime(job.created_at));
+    cell(tr, thumbnail(job), 'thumb-cell');
+    const link = document.createElement('a');
+    link.href = `/jobs/${encodeURIComponent(job.id)}`;
+    link.className = 'job-link';
     const code = document.createElement('code');
     code.textContent = job.id;
-    cell(tr, code);
+    link.append(code);
+    const when = document.createElement('span');
+    when.className = 'muted small-text';
+    when.textContent = formatTime(job.created_at);
+    const jobCell = cell(tr, link, 'job');
+    jobCell.append(document.createElement('br'), when);
     const status = cell(tr, job.status, 'status');
     status.dataset.status = job.status;
     cell(tr, job.model, 'model');
@@ -52,7 +73,7 @@
       a.href = job.result.url;
       a.target = '_blank';
       a.rel = 'noopener';
-      a.textContent = 'Result';
+      a.textContent = 'File';
       a.setAttribute('aria-label', `Result of job ${job.id}`);
       actions.append(a);
     } else if (!TERMINAL.includes(job.status)) {

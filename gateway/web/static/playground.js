@@ -1,23 +1,119 @@
-/* The playground: submit a job from the model's form, follow it live, show the result. */
+/* The playground: pick a model (its form swaps in, no reload), upload or drop images, run a
+   job and follow it live; the result shows its files, seed, times, provider and fallback. */
 'use strict';
 
 (() => {
-  const { api, streamEvents, initKeyForm, getKey, ApiError, TERMINAL } = window.BackServ;
+  const B = window.BackServ;
   const form = document.getElementById('job-form');
   if (!form) return;
   const $ = (id) => document.getElementById(id);
+  const root = document.querySelector('.playground');
+  const base = root.dataset.baseUrl;
   const submit = $('submit');
   const formError = $('form-error');
-  const panel = $('job');
   const cancel = $('cancel');
   const jobError = $('job-error');
   const result = $('job-result');
   const live = $('job-live');
+  const select = $('model-select');
+  const showCode = window.BackServSnippets.init($('form-code'));
+  const MAX_UPLOAD = 20 * 1024 * 1024;
 
   let current = null; /* { id, status, controller } */
+  const uploads = new Map(); /* field id -> [{ name, url }] */
 
-  initKeyForm(() => { formError.hidden = true; });
+  B.initKeyForm(() => { formError.hidden = true; });
+  $('model-load').hidden = true;
 
+  /* -- model switch ------------------------------------------------------------------- */
+  function useModel(id, push) {
+    const tpl = document.getElementById(`form-${id}`);
+    if (!tpl) return;
+    form.dataset.model = id;
+    form.dataset.kind = tpl.dataset.kind;
+    uploads.clear();
+    $('job-fields').replaceChildren(tpl.content.cloneNode(true));
+    const desc = $('model-description');
+    const link = document.createElement('a');
+    link.href = `/models/${id}`;
+    link.textContent = 'Model page';
+    desc.replaceChildren(`${tpl.dataset.description} `, link);
+    clearInvalid();
+    wireUploads();
+    $('form-code').hidden = true;
+    if (push) history.replaceState(null, '', `?model=${encodeURIComponent(id)}`);
+  }
+  select.addEventListener('change', () => useModel(select.value, true));
+  $('model-form').addEventListener('submit', (ev) => { ev.preventDefault(); useModel(select.value, true); });
+
+  /* -- uploads: file picker and drag-and-drop, sent as data: URLs ------------------------ */
+  const readFile = (file) => new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+
+  async function addFiles(fieldId, files) {
+    const field = $(fieldId);
+    const many = field.dataset.type === 'array';
+    const list = many ? (uploads.get(fieldId) || []) : [];
+    for (const file of Array.from(files).slice(0, many ? 16 : 1)) {
+      if (!/^image\/(png|jpeg|webp|gif)$/.test(file.type)) {
+        showFormError(`${file.name} is not a PNG, JPEG, WebP or GIF image.`, field);
+        continue;
+      }
+      if (file.size > MAX_UPLOAD) {
+        showFormError(`${file.name} is larger than ${MAX_UPLOAD / 1024 / 1024} MB.`, field);
+        continue;
+      }
+      list.push({ name: file.name, url: await readFile(file) });
+    }
+    uploads.set(fieldId, list);
+    paintPreviews(fieldId);
+  }
+
+  function paintPreviews(fieldId) {
+    const field = $(fieldId);
+    const list = uploads.get(fieldId) || [];
+    const box = $(`${fieldId}-previews`);
+    box.replaceChildren(...list.map((item, i) => {
+      const li = document.createElement('li');
+      const img = document.createElement('img');
+      img.src = item.url;
+      img.alt = `Uploaded ${item.name}`;
+      const remove = document.createElement('button');
+      remove.type = 'button';
+      remove.className = 'secondary small';
+      remove.textContent = 'Remove';
+      remove.setAttribute('aria-label', `Remove ${item.name}`);
+      remove.addEventListener('click', () => { list.splice(i, 1); paintPreviews(fieldId); });
+      li.append(img, remove);
+      return li;
+    }));
+    if (field.dataset.type !== 'array') {
+      field.disabled = list.length > 0;
+      if (list.length) field.value = '';
+    }
+  }
+
+  function wireUploads() {
+    for (const input of form.querySelectorAll('input[data-upload-for]')) {
+      const fieldId = input.dataset.uploadFor;
+      input.addEventListener('change', () => { addFiles(fieldId, input.files); input.value = ''; });
+      const zone = input.closest('.drop');
+      zone.addEventListener('dragover', (ev) => { ev.preventDefault(); zone.classList.add('over'); });
+      zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+      zone.addEventListener('drop', (ev) => {
+        ev.preventDefault();
+        zone.classList.remove('over');
+        if (ev.dataTransfer && ev.dataTransfer.files.length) addFiles(fieldId, ev.dataTransfer.files);
+      });
+    }
+  }
+  wireUploads();
+
+  /* -- the input ------------------------------------------------------------------------ */
   class FieldError extends Error {
     constructor(el, message) { super(message); this.el = el; }
   }
@@ -38,9 +134,16 @@
     for (const el of form.querySelectorAll('[data-param]')) {
       const name = el.dataset.param;
       const type = el.dataset.type;
+      const uploaded = (uploads.get(el.id) || []).map((u) => u.url);
       if (type === 'boolean') { input[name] = el.checked; continue; }
       if (el.validity && el.validity.badInput) throw new FieldError(el, `'${name}' must be a number.`);
       const raw = el.value.trim();
+      if (type === 'array') {
+        const items = raw.split('\n').map((s) => s.trim()).filter(Boolean).concat(uploaded);
+        if (items.length) input[name] = items;
+        continue;
+      }
+      if (uploaded.length) { input[name] = uploaded[0]; continue; }
       if (raw === '') continue;
       if (type === 'integer' || type === 'number') {
         const n = Number(raw);
@@ -48,8 +151,6 @@
           throw new FieldError(el, `'${name}' must be ${type === 'integer' ? 'a whole number' : 'a number'}.`);
         }
         input[name] = n;
-      } else if (type === 'array') {
-        input[name] = raw.split('\n').map((s) => s.trim()).filter(Boolean);
       } else if (type === 'json') {
         try { input[name] = JSON.parse(raw); } catch (e) {
           throw new FieldError(el, `'${name}' is not valid JSON.`);
@@ -79,10 +180,15 @@
     return form.querySelector(`[data-param="${CSS.escape(name)}"]`) || form.querySelector('[data-input-json]');
   }
 
+  $('show-code').addEventListener('click', () => {
+    clearInvalid();
+    try { showCode(base, form.dataset.model, collect()); } catch (e) { showFormError(e.message, e.el); }
+  });
+
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     clearInvalid();
-    if (!getKey()) {
+    if (!B.getKey()) {
       showFormError('Paste your API key above first.', $('api-key'));
       return;
     }
@@ -93,74 +199,50 @@
     }
     submit.disabled = true;
     try {
-      const job = await api('/v1/jobs', { method: 'POST', body: { model: form.dataset.model, input } });
+      const job = await B.api('/v1/jobs', { method: 'POST', body: { model: form.dataset.model, input } });
       follow(job);
     } catch (e) {
-      showFormError(e.message, e instanceof ApiError ? fieldFor(e.param) : null);
+      showFormError(e.message, e instanceof B.ApiError ? fieldFor(e.param) : null);
     } finally {
       submit.disabled = false;
     }
   });
 
+  /* -- the job -------------------------------------------------------------------------- */
   cancel.addEventListener('click', async () => {
     if (!current) return;
     cancel.disabled = true;
     try {
-      render(await api(`/v1/jobs/${encodeURIComponent(current.id)}/cancel`, { method: 'POST' }));
+      render(await B.api(`/v1/jobs/${encodeURIComponent(current.id)}/cancel`, { method: 'POST' }));
     } catch (e) {
       jobError.textContent = e.message;
       jobError.hidden = false;
-      cancel.disabled = current && TERMINAL.includes(current.status);
+      cancel.disabled = current && B.TERMINAL.includes(current.status);
     }
   });
 
   function follow(job) {
     if (current) current.controller.abort();
-    current = { id: job.id, status: null, controller: new AbortController() };
+    const state = { id: job.id, status: null, controller: new AbortController() };
+    current = state;
     $('job-details').hidden = false;
     $('job-empty').hidden = true;
     jobError.hidden = true;
     result.replaceChildren();
     render(job);
-    watch(current);
-    panel.scrollIntoView({ block: 'nearest' });
-  }
-
-  /* SSE read with fetch; on any failure but a client error, long-polling takes over */
-  async function watch(state) {
-    const path = `/v1/jobs/${encodeURIComponent(state.id)}`;
-    const { signal } = state.controller;
-    if (TERMINAL.includes(state.status)) return;
-    try {
-      $('job-transport').textContent = 'live (Server-Sent Events)';
-      await streamEvents(`${path}/events`, (name, job) => { if (state === current) render(job); }, signal);
-    } catch (e) {
-      if (signal.aborted) return;
-      if (e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 429) {
-        jobError.textContent = e.message;
-        jobError.hidden = false;
-        return;
-      }
+    if (!B.TERMINAL.includes(job.status)) {
+      B.followJob(job.id, (j) => { if (state === current) render(j); }, state.controller.signal,
+        (t) => { if (state === current) $('job-transport').textContent = t; })
+        .catch((e) => { jobError.textContent = e.message; jobError.hidden = false; });
     }
-    if (signal.aborted || TERMINAL.includes(state.status)) return;
-    $('job-transport').textContent = 'polling';
-    while (!signal.aborted && !TERMINAL.includes(state.status)) {
-      try {
-        const job = await api(`${path}?wait=20`, { signal });
-        if (state === current) render(job);
-      } catch (e) {
-        if (signal.aborted) return;
-        jobError.textContent = `${e.message} Retrying…`;
-        jobError.hidden = false;
-        await new Promise((r) => setTimeout(r, 2000));
-      }
-    }
+    $('job').scrollIntoView({ block: 'nearest' });
   }
 
   function render(job) {
     const changed = current.status !== job.status;
     current.status = job.status;
     $('job-id').textContent = job.id;
+    $('job-link').href = `/jobs/${encodeURIComponent(job.id)}`;
     const status = $('job-status');
     status.textContent = job.status;
     status.dataset.status = job.status;
@@ -170,8 +252,16 @@
     $('job-progress').value = progress;
     $('job-progress-text').textContent = `${progress}%`;
     $('job-provider').textContent = job.provider || '—';
-    const done = TERMINAL.includes(job.status);
+    $('job-fallback').textContent = job.provider ? (job.fallback_used ? 'yes' : 'no') : '—';
+    const seed = (job.result && job.result.seed !== undefined) ? job.result.seed : (job.input || {}).seed;
+    $('job-seed').textContent = seed === undefined || seed === null ? '—' : String(seed);
+    const done = B.TERMINAL.includes(job.status);
+    if (job.started_at !== null && job.completed_at !== null && job.completed_at !== undefined) {
+      $('job-duration').textContent = B.formatSeconds(job.completed_at - job.started_at);
+    }
+    $('job-latency').textContent = B.formatSeconds(B.latency(job));
     cancel.disabled = done;
+    cancel.hidden = done;
     if (changed) {
       const where = job.queue_position ? `, position ${job.queue_position} in the queue` : '';
       live.textContent = `Job ${job.status.toLowerCase()}${where}.`;
@@ -180,48 +270,6 @@
       jobError.textContent = `Failed: ${job.error.message || job.error.code || 'unknown error'}`;
       jobError.hidden = false;
     }
-    if (job.status === 'COMPLETED' && changed) showResult(job);
-  }
-
-  function showResult(job) {
-    const res = job.result || {};
-    const files = res.images || res.videos || [];
-    result.replaceChildren();
-    if (res.expired) {
-      const p = document.createElement('p');
-      p.textContent = 'The result files have expired.';
-      result.append(p);
-      return;
-    }
-    files.forEach((file, i) => {
-      const figure = document.createElement('figure');
-      const type = file.content_type || '';
-      let media;
-      if (type.startsWith('video/')) {
-        media = document.createElement('video');
-        media.controls = true;
-        media.preload = 'metadata';
-      } else if (type.startsWith('image/')) {
-        media = document.createElement('img');
-        media.alt = `Result ${i + 1} of ${files.length} of job ${job.id}`;
-        media.decoding = 'async';
-      }
-      if (media) {
-        media.src = file.url;
-        if (file.width) media.width = file.width;
-        if (file.height) media.height = file.height;
-        figure.append(media);
-      }
-      const caption = document.createElement('figcaption');
-      const link = document.createElement('a');
-      link.href = file.url;
-      link.target = '_blank';
-      link.rel = 'noopener';
-      link.textContent = `Open result ${i + 1}`;
-      const size = file.width && file.height ? ` ${file.width}×${file.height}` : '';
-      caption.append(link, ` (${type}${size})`);
-      figure.append(caption);
-      result.append(figure);
-    });
+    if (job.status === 'COMPLETED' && changed) B.renderOutputs(result, job);
   }
 })();
