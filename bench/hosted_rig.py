@@ -124,8 +124,6 @@ def histogram(text: str, name: str) -> dict[float, float]:
     """A histogram's cumulative bucket counts, by upper bound (``+Inf`` included)."""
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name != name:
-            continue
         for sample in family.samples:
             if sample.name == f"{name}_bucket":
                 buckets[float(sample.labels["le"])] = sample.value
@@ -136,8 +134,6 @@ def counter(text: str, name: str, **labels: str) -> float:
     """The sum of a counter's samples whose labels include ``labels``."""
     total = 0.0
     for family in text_string_to_metric_families(text):
-        if family.name != name:
-            continue
         for sample in family.samples:
             if sample.name == f"{name}_total" and labels.items() <= sample.labels.items():
                 total += sample.value
