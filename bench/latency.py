@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.emulator import FAL_JOB, Emulator, fal_rig, submits_by_job
-from bench.rawhttp import Pool
+from bench.rawhttp import Pool, Spread
 from bench.servers import AUTH, BenchError, say
 from bench.stats import ms, percentile, verdict
 from bench.store_reads import (
@@ -100,8 +100,15 @@ class Latency:
 
 
 async def _paced(url: str, result: Latency, pool_size: int) -> None:
-    body = json.dumps(FAL_JOB).encode()
     pool = Pool(url, AUTH, size=pool_size)
+    await send_paced(pool, result)
+    pool.close()
+
+
+async def send_paced(pool: Pool | Spread, result: Latency) -> None:
+    """``result.rate`` submits a second for ``result.seconds``, open-loop; each job's send
+    time in ``result.sent``."""
+    body = json.dumps(FAL_JOB).encode()
     count = max(1, round(result.rate * result.seconds))
     tasks: list[asyncio.Task[None]] = []
 
@@ -131,10 +138,9 @@ async def _paced(url: str, result: Latency, pool_size: int) -> None:
         tasks.append(asyncio.create_task(one()))
     result.send_span = max(last - first, 1 / result.rate)
     await asyncio.gather(*tasks)
-    pool.close()
 
 
-async def _warm_up(url: str, jobs: int) -> None:
+async def warm_up(url: str, jobs: int) -> None:
     """A few submits one after another: connections, caches and code paths are warm."""
     pool = Pool(url, AUTH, size=1)
     body = json.dumps(FAL_JOB).encode()
@@ -149,7 +155,7 @@ async def _drive(
 ) -> dict[str, float]:
     """Warm up, send the paced submits, and wait (at most ``timeout``) until each has
     reached the provider; when each did, by job id."""
-    await _warm_up(url, 20)
+    await warm_up(url, 20)
     async with job_counter(database_url) as count:
         await until_finished(count, timeout, "latency warm-up", 0.1)
     await _paced(url, result, pool_size=512)
@@ -162,8 +168,10 @@ async def _drive(
         await asyncio.sleep(0.5)
 
 
-def _match(result: Latency, received: dict[str, float], database_url: str) -> None:
-    times = sqlite_job_times(database_url)
+def match_received(result: Latency, received: dict[str, float], database_url: str) -> None:
+    """Each sent job's latency to the provider; on SQLite, split by the jobs' records."""
+    sqlite = database_url.startswith("sqlite:///")
+    times = sqlite_job_times(database_url) if sqlite else {}
     for job_id, sent in result.sent.items():
         at = received.get(job_id)
         if at is None:
@@ -189,7 +197,7 @@ def bench_latency(
         database_url = f"sqlite:///{gw.workdir / 'backserv.db'}"
         received = asyncio.run(_drive(gw.url, database_url, emulator, result, timeout))
         say(f"  latency: matching {len(result.sent):,} jobs to the emulator's log")
-        _match(result, received, database_url)
+        match_received(result, received, database_url)
         result.health = health_text(*sqlite_run_health(database_url))
     if not result.sent:
         raise BenchError(f"latency: no submit succeeded: {result.failures[:3]}")

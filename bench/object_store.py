@@ -1,4 +1,4 @@
-"""Figure 8: end-to-end jobs/s with result files in a bucket against a local directory.
+"""Figure 9: end-to-end jobs/s with result files in a bucket against a local directory.
 
 The same run does both, one after the other, with target 3's job (``sandbox-image-fast``,
 a 64x64 PNG) and client: first the files go to a directory, then to a bucket on an S3
@@ -40,7 +40,7 @@ class ObjectStoreRun:
 
     def line(self) -> str:
         return (
-            f"8. Results in object storage: {self.bucket.jobs:,} jobs end to end with their "
+            f"9. Results in object storage: {self.bucket.jobs:,} jobs end to end with their "
             f"files in a bucket (moto's S3 server on this machine) "
             f"**{self.bucket.jobs_per_second:,.0f} jobs/s**, in a local directory "
             f"{self.local.jobs_per_second:,.0f} jobs/s, same run: bucket/directory "
@@ -79,11 +79,11 @@ def s3_server(workdir: Path) -> Iterator[str]:
 
 
 def bench_object_store(workdir: Path, jobs: int, concurrency: int, timeout: float) -> str:
-    """Figure 8's line (or why it was not run)."""
+    """Figure 9's line (or why it was not run)."""
     try:
         import boto3
     except ImportError:
-        return "8. Results in object storage: not run (moto[server] is not installed)."
+        return "9. Results in object storage: not run (moto[server] is not installed)."
     workdir.mkdir(parents=True, exist_ok=True)
     local = bench_e2e(workdir / "local", gateway_env(), jobs, concurrency, timeout)
     with s3_server(workdir) as endpoint:

@@ -110,3 +110,27 @@ class Pool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+
+class Spread:
+    """Pools to several replicas of one gateway, taken in turn: each request goes to the next
+    replica (a load balancer's round robin)."""
+
+    def __init__(self, base_urls: list[str], headers: dict[str, str], size: int = 64) -> None:
+        per = max(1, size // max(1, len(base_urls)))
+        self.pools = [Pool(url, headers, size=per) for url in base_urls]
+        self._next = 0
+
+    def _pool(self) -> Pool:
+        pool = self.pools[self._next % len(self.pools)]
+        self._next += 1
+        return pool
+
+    async def post_json(
+        self, path: str, body: bytes, on_send: list[float] | None = None
+    ) -> tuple[int, bytes]:
+        return await self._pool().post_json(path, body, on_send)
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.close()

@@ -102,6 +102,18 @@ SETUP = """## Setup
   directory; wrk and the end-to-end client split their connections between them, and targets 1
   and 2 compare them with two bare apps loaded the same way). wrk: {pg_rounds} rounds of
   {pg_duration:g} s; {pg_jobs:,} jobs end to end.
+- **Target 8** (`bench/hosted.py`, rig in `bench/hosted_rig.py`): issue #16's figures in four
+  columns, SQLite with one gateway and PostgreSQL with two replicas (a fresh database each
+  run), each with provider webhooks (`BACKSERV_PROVIDER_WEBHOOKS=true`, the emulator's JWKS as
+  `BACKSERV_FAL_WEBHOOK_JWKS_URL`, safety-net poll at its default; with two replicas each
+  one's `BACKSERV_PUBLIC_URL` is the other's, so deliveries land on either replica) and with
+  polling only. Every column runs twice on a fresh rig: the volume run ({hosted_jobs:,} jobs
+  of {hosted_latency:g} s on {hosted_concurrency} connections spread over the replicas, at
+  most {hosted_limit:g} s), and the paced run ({hosted_rate:g} submits/s for
+  {hosted_seconds:g} s, open-loop). Loop lag is the gateways' own
+  `backserv_event_loop_lag_seconds` histogram (the run's difference of two scrapes, read as
+  the upper bound of the bucket holding the p99); gateway CPU is `/proc/PID/stat` over each
+  run, replicas summed, over the jobs COMPLETED.
 """
 
 
@@ -120,6 +132,12 @@ def setup_text(args: argparse.Namespace) -> str:
         pg_rounds=args.pg_rounds,
         pg_duration=args.pg_duration,
         pg_jobs=args.pg_jobs,
+        hosted_jobs=args.hosted.jobs,
+        hosted_latency=args.hosted.latency,
+        hosted_concurrency=args.hosted.concurrency,
+        hosted_limit=args.hosted.limit,
+        hosted_rate=args.hosted.rate,
+        hosted_seconds=args.hosted.seconds,
     )
 
 

@@ -8,7 +8,11 @@ The targets of issue #9, one module each:
 5. ``latency``: submit -> provider-submit latency at a paced 500 submits/s.
 6. ``postgres``: 1 to 3 again on PostgreSQL, with one replica and with two.
 7. ``fairness``: another key's polls while one key floods at full speed (issue #14).
-8. ``objectstore``: end-to-end jobs/s with the files in a bucket against a directory (#17).
+8. ``hosted``: issue #16's targets, provider webhooks and polling only side by side, on
+   SQLite and on PostgreSQL with two replicas (``hosted``, ``hosted_report``). Its SQLite
+   polling column measures what 4 and 5 do, so those two are left out unless ``--only``
+   names them. ``--hosted-size`` scales it (1 = the issue's 10,000 jobs; 0.1 is a quick look).
+9. ``objectstore``: end-to-end jobs/s with the files in a bucket against a directory (#17).
 
 ``--only`` runs some of them (``--only scale,latency``); ``--smoke`` shrinks every part to
 seconds, for the test that keeps the harness from rotting.
@@ -25,6 +29,9 @@ from pathlib import Path
 
 from bench.e2e import bench_celery, bench_e2e
 from bench.fairness import bench_fairness
+from bench.hosted import Sizes, bench_cell
+from bench.hosted_report import hosted_lines
+from bench.hosted_rig import MODES, STORES, Cell
 from bench.http_targets import bench_http
 from bench.latency import bench_latency
 from bench.object_store import bench_object_store
@@ -34,7 +41,8 @@ from bench.scale import bench_scale
 from bench.servers import ROOT, gateway_env, say
 from bench.wrk import Load, find_wrk
 
-PARTS = ("http", "e2e", "scale", "latency", "postgres", "fairness", "objectstore")
+PARTS = ("http", "e2e", "scale", "latency", "postgres", "fairness", "hosted", "objectstore")
+DEFAULT_PARTS = ("http", "e2e", "postgres", "fairness", "hosted", "objectstore")
 DEFAULT_PG = os.environ.get(
     "BENCH_POSTGRES_URL",
     os.environ.get("BACKSERV_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -45,7 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--smoke", action="store_true", help="seconds per part: tiny sizes, no profiles")
-    add("--only", default=",".join(PARTS), help=f"comma-separated parts of {','.join(PARTS)}")
+    add(
+        "--only",
+        default=",".join(DEFAULT_PARTS),
+        help=f"comma-separated parts of {','.join(PARTS)}",
+    )
     add("--rounds", type=int, default=3)
     add("--duration", type=float, default=5.0, help="seconds per wrk run")
     add("--connections", type=int, default=64)
@@ -69,7 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--pg-jobs", type=int, default=1_500)
     add("--flood-connections", type=int, default=8, help="target 7's flooding connections")
     add("--flood-pairs", type=int, default=21, help="target 7's quiet/flooded phase pairs")
-    add("--objectstore-jobs", type=int, default=3_000, help="figure 8's jobs per backend")
+    add("--objectstore-jobs", type=int, default=3_000, help="figure 9's jobs per backend")
+    add("--hosted-size", type=float, default=1.0, help="target 8's size (1 = the issue's)")
+    add("--hosted-stores", default=",".join(STORES), help="target 8's stores")
+    add("--hosted-modes", default=",".join(MODES), help="target 8's modes")
+    add("--hosted-limit", type=float, default=180.0, help="most seconds for a volume run")
     add("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     add("--no-install", action="store_true", help="never apt-get install wrk")
     add("--workdir", type=Path, help="keep the servers' logs and databases here (not deleted)")
@@ -92,6 +108,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.pg_rounds, args.pg_duration, args.pg_jobs = 1, 1.0, 50
         args.flood_pairs = 2
         args.objectstore_jobs = 50
+    args.hosted = Sizes.scaled(args.hosted_size, limit=args.hosted_limit)
+    if args.smoke:
+        args.hosted = Sizes(jobs=40, latency=0.5, concurrency=8, limit=60, rate=40, seconds=1)
+        args.hosted.wait = 20.0
     return args
 
 
@@ -156,7 +176,9 @@ def run_parts(args: argparse.Namespace, load: Load, workdir: Path) -> tuple[list
             )
             profiles += scale.profile
     else:
-        figures.append("4. Scale: not run (`--only`).")
+        figures.append(
+            "4. Scale: not run (`--only`; target 8's SQLite polling column measures it)."
+        )
     if "latency" in args.parts:
         say(f"target 5: submit -> provider-submit latency at {args.latency_rate:g}/s")
         latency = bench_latency(
@@ -168,7 +190,7 @@ def run_parts(args: argparse.Namespace, load: Load, workdir: Path) -> tuple[list
         )
         figures += latency.lines()
     else:
-        figures.append("5. Submit → provider-submit latency: not run (`--only`).")
+        figures.append("5. Submit → provider-submit latency: not run (`--only`; see target 8).")
     figures += run_postgres(args, load, workdir)
     if "fairness" in args.parts:
         say(f"target 7: a key flooding from {args.flood_connections} connections")
@@ -176,11 +198,38 @@ def run_parts(args: argparse.Namespace, load: Load, workdir: Path) -> tuple[list
         figures.append(fair.line())
     else:
         figures.append("7. Fairness: not run (`--only`).")
+    figures += run_hosted(args, workdir, profiles)
     if "objectstore" in args.parts:
-        say(f"figure 8: {args.objectstore_jobs} jobs with a directory, then with a bucket")
+        say(f"figure 9: {args.objectstore_jobs} jobs with a directory, then with a bucket")
         jobs, concurrency = args.objectstore_jobs, args.e2e_concurrency
         figures.append(bench_object_store(workdir / "objectstore", jobs, concurrency, 600))
     return figures, profiles or ["Not taken (`--no-profile`)."]
+
+
+def run_hosted(args: argparse.Namespace, workdir: Path, profiles: list[str] | None) -> list[str]:
+    if "hosted" not in args.parts:
+        return hosted_lines([])
+    stores = [s for s in STORES if s in args.hosted_stores.split(",")]
+    skipped = ""
+    if "postgres" in stores and (why := reachable(args.postgres_url)) is not None:
+        stores.remove("postgres")
+        skipped = f"   - PostgreSQL columns not run: no server answers ({why[:200]})."
+    runs = []
+    for store in stores:
+        for mode in (m for m in MODES if m in args.hosted_modes.split(",")):
+            cell = Cell(store, mode)
+            spy = 0.0 if profiles is None or store != "sqlite" else 20.0
+            run = bench_cell(
+                workdir / f"hosted-{store}-{mode}", cell, args.hosted, args.postgres_url, spy
+            )
+            runs.append(run)
+            if profiles is not None and run.profile:
+                profiles.append(
+                    f"- Target 8's volume run, {cell.label} ({args.hosted.jobs:,} jobs), the "
+                    "first 20 s from the first submit:"
+                )
+                profiles += run.profile
+    return hosted_lines(runs) + ([skipped] if skipped else [])
 
 
 def run_postgres(args: argparse.Namespace, load: Load, workdir: Path) -> list[str]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.emulator import FAL_JOB, fal_rig, submits_by_job
 from bench.probe import probing, write_ids
 from bench.profiles import finish_recording, start_recording
-from bench.rawhttp import Pool
+from bench.rawhttp import Pool, Spread
 from bench.servers import AUTH, BenchError, cpu_seconds, memory_kb, say
 from bench.stats import ms, peak_overlap, percentile, verdict
 from bench.store_reads import Counts, health_text, job_counter, sqlite_run_health, unfinished
@@ -158,7 +158,8 @@ class Scale:
         return f" at +{self.lag_at[worst] - self.started_at:.0f} s from the first submit"
 
 
-async def _submit(pool: Pool, result: Scale, concurrency: int, deadline: float) -> None:
+async def submit_all(pool: Pool | Spread, result: Scale, concurrency: int, deadline: float) -> None:
+    """``result.jobs`` submits on ``concurrency`` workers, until ``deadline``."""
     body = json.dumps(FAL_JOB).encode()
     remaining = iter(range(result.jobs))
 
@@ -183,9 +184,12 @@ async def _submit(pool: Pool, result: Scale, concurrency: int, deadline: float) 
     await asyncio.gather(*late, return_exceptions=True)
 
 
-async def _drive(
-    url: str, database_url: str, result: Scale, ids_path: Path, concurrency: int
+async def drive(
+    urls: list[str], database_url: str, result: Scale, ids_path: Path, concurrency: int
 ) -> None:
+    """Submit ``result.jobs`` (to the replicas in turn) and wait until all are finished or
+    the run's time limit is up, sampling the peak of jobs in flight."""
+
     def note(counts: Counts) -> None:
         result.peak_gateway = max(result.peak_gateway, unfinished(counts))
 
@@ -199,12 +203,12 @@ async def _drive(
                 await asyncio.sleep(0.25)
 
         sampler = asyncio.create_task(sample())
-        pool = Pool(url, AUTH, size=concurrency)
+        pool = Spread(urls, AUTH, size=concurrency)
         start = time.perf_counter()
         result.started_at = time.time()
         deadline = time.monotonic() + result.limit
         try:
-            await _submit(pool, result, concurrency, deadline)
+            await submit_all(pool, result, concurrency, deadline)
         finally:
             result.submit_seconds = time.perf_counter() - start
             submitting = False
@@ -240,7 +244,7 @@ def bench_scale(
             spy = None
             if profile_seconds:
                 spy = start_recording(gw.pid, profile_seconds, workdir / "scale-profile.txt")
-            asyncio.run(_drive(gw.url, database_url, result, ids_path, concurrency))
+            asyncio.run(drive([gw.url], database_url, result, ids_path, concurrency))
             mem = memory_kb(gw.pid)
             if profile_seconds:
                 result.profile = finish_recording(spy, workdir / "scale-profile.txt")

@@ -4,6 +4,7 @@ in seconds and writes its figures. This asserts that the harness works, not any 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import shutil
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from bench.emulator import JOB_HEADER, submits_by_job
+from bench.hosted import Sizes
+from bench.hosted_rig import bucket_percentile, counter, delta
 from bench.postgres import reachable
 from bench.run import DEFAULT_PG
 from bench.stats import peak_overlap, percentile
@@ -180,3 +183,62 @@ def test_bench_smoke_fairness_reports_the_flooded_to_quiet_ratio(tmp_path: Path)
     assert re.search(r"\*\*\d+\.\d\dx\*\*, target ≤ 2x", line), line
     assert "**met**" in line or "**not met**" in line
     assert re.search(r"[1-9]\d*% of them 429", line), line  # the flood did meet the limit
+
+
+def test_lag_histogram_percentile_is_the_bound_of_its_bucket() -> None:
+    before = {0.001: 10.0, 0.05: 10.0, 0.1: 10.0, math.inf: 10.0}
+    after = {0.001: 108.0, 0.05: 209.0, 0.1: 210.0, math.inf: 210.0}
+    run = delta(before, after)  # 98 under 1 ms, 101 up to 50 ms, 1 up to 100 ms
+    assert bucket_percentile(run, 50) == 0.05
+    assert bucket_percentile(run, 99) == 0.05
+    assert bucket_percentile(run, 100) == 0.1
+    assert math.isnan(bucket_percentile(delta(after, after), 99))
+
+
+def test_counters_are_summed_over_the_samples_whose_labels_match() -> None:
+    text = (
+        "# TYPE backserv_provider_webhooks counter\n"
+        'backserv_provider_webhooks_total{provider="fal",outcome="verified"} 7.0\n'
+        'backserv_provider_webhooks_total{provider="replicate",outcome="verified"} 2.0\n'
+        'backserv_provider_webhooks_total{provider="fal",outcome="rejected"} 1.0\n'
+    )
+    assert counter(text, "backserv_provider_webhooks", outcome="verified") == 9
+    assert counter(text, "backserv_provider_webhooks", provider="fal", outcome="rejected") == 1
+
+
+def test_hosted_sizes_scale_the_issue_figures_down_but_not_the_rate() -> None:
+    full, tenth = Sizes.scaled(1.0), Sizes.scaled(0.1)
+    assert (full.jobs, full.rate, full.seconds) == (10_000, 500, 6)
+    assert (tenth.jobs, tenth.rate, tenth.latency) == (1_000, 500, 5)
+    assert Sizes.scaled(0.1, limit=30).limit == 30
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_hosted_reports_issue_16_targets_for_both_modes(tmp_path: Path) -> None:
+    stores = "sqlite" if reachable(DEFAULT_PG) is not None else "sqlite,postgres"
+    text, _ = _smoke(tmp_path, "hosted", "--hosted-stores", stores)
+    header = _line(text, "| Figure |")
+    columns = header.count("|") - 2
+    assert columns == 2 * len(stores.split(",")), header
+    assert "webhooks" in header and "polling" in header
+    for start in (
+        "| Gateway CPU per hosted job",
+        "| All 40 jobs of 0.5 s in flight",
+        "| All 40 COMPLETED",
+        "| Gateway RSS peak",
+        "| Event-loop lag p99",
+        "| `GET /v1/jobs/{id}` p99",
+        "| Submit → provider p50",
+        "| Submit → provider p99",
+    ):
+        row = _line(text, start)
+        verdicts = re.findall(r"\*\*(?:not )?met\*\*", row)
+        assert len(verdicts) == columns, row
+    assert re.findall(r"\*\*[\d.]+ ms\*\* \(volume [\d.]+, paced", _line(text, "| Gateway CPU"))
+    assert _line(text, "| All 40 COMPLETED").count("**met**") == columns, text
+    deliveries = _line(text, "| Webhook deliveries").split("|")[2:-1]
+    for label, cell in zip(header.split("|")[2:-1], deliveries, strict=True):
+        if "webhooks" in label:  # every job's delivery was verified (by one replica or other)
+            assert sum(int(n) for n in re.findall(r"(\d+)", cell.split("verified")[0])) == 40
+        else:
+            assert cell.strip() == "off"
