@@ -58,9 +58,11 @@ __all__ = [
 MAX_ADDRESSES = 3  # addresses tried in turn when a connection is refused
 MAX_REDIRECTS = 3
 USER_AGENT = "Back.Serv-Fetch/1"
-#: connections a fetcher keeps per allow-list; idle ones are closed after KEEPALIVE seconds
+#: connections a fetcher keeps per allow-list (and fetches it runs at once: more wait their
+#: turn in an asyncio semaphore, not in httpcore's pool, which walks every queued request on
+#: each start and end); idle ones are kept for reuse and closed after KEEPALIVE seconds
 MAX_CONNECTIONS = 64
-MAX_IDLE = 16
+MAX_IDLE = MAX_CONNECTIONS
 KEEPALIVE = 30.0
 
 Reason = Literal["status", "too_large", "timeout", "network", "content_type", "redirects"]
@@ -150,6 +152,7 @@ class GuardedFetcher:
     def __init__(self, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._transport = transport
         self._clients: dict[netguard.AllowList, httpx.AsyncClient] = {}
+        self._gates: dict[netguard.AllowList, asyncio.Semaphore] = {}
         self._closed = False
 
     def client(self, allow: netguard.AllowList) -> httpx.AsyncClient:
@@ -200,8 +203,13 @@ class GuardedFetcher:
         first = netguard.parse_url(url, param=limits.param)
         host = first.host or "?"
         client = self.client(allow)
+        gate = self._gates.get(allow)
+        if gate is None:
+            gate = self._gates[allow] = asyncio.Semaphore(MAX_CONNECTIONS)
+        # a turn first (each holder is bounded by its own timeout), then the timeout: waiting
+        # behind this gateway's other downloads is not the remote's slowness
         try:
-            async with asyncio.timeout(timeout):
+            async with gate, asyncio.timeout(timeout):
                 response, last = await _follow(client, first, allow, httpx.Timeout(timeout), limits)
                 try:
                     body = _body(response, last, limits)

@@ -359,3 +359,31 @@ async def test_a_closed_fetcher_closes_its_clients_and_takes_no_more_fetches(
     assert client.is_closed
     with pytest.raises(RuntimeError, match="closed"):
         await get(f"{base}/img", fetcher=fetcher)
+
+
+async def test_a_burst_of_downloads_waits_its_turn_outside_the_connection_pool() -> None:
+    """Thousands of deliveries may finish at once: at most MAX_CONNECTIONS downloads are in
+    the HTTP stack together, the rest wait in the fetcher's gate, and every one completes."""
+    in_flight = peak = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.001)
+        in_flight -= 1
+        return httpx.Response(200, content=b"x", headers={"content-type": "image/png"})
+
+    shared = GuardedFetcher(transport=httpx.MockTransport(handler))
+    allow = AllowList.parse("example.test")
+    try:
+        bodies = await asyncio.gather(
+            *(
+                shared.fetch(f"https://example.test/{n}.png", allow=allow, max_bytes=10, timeout=30)
+                for n in range(fetch.MAX_CONNECTIONS * 3)
+            )
+        )
+    finally:
+        await shared.aclose()
+    assert [b for b, _ in bodies] == [b"x"] * (fetch.MAX_CONNECTIONS * 3)
+    assert peak == fetch.MAX_CONNECTIONS
