@@ -129,9 +129,11 @@ class JobsAPI:
         self.views = views if views is not None else JobViews(ttl=0)
 
     def routes(self) -> list[Route]:
-        return [  # the poll first: clients do it most, and the router tries routes in order
-            Route("/v1/jobs/{job_id}", self.get_job, methods=["GET"]),
+        # the router tries routes in order and clients poll most: the poll comes second,
+        # after the one literal path its template also fits (a 405 there names POST only)
+        return [
             Route("/v1/jobs/images", self.create_image, methods=["POST"]),
+            Route("/v1/jobs/{job_id}", self.get_job, methods=["GET"]),
             Route("/v1/jobs", self.create_generic, methods=["POST"]),
             Route("/v1/jobs", self.list_jobs, methods=["GET"]),
             Route("/v1/jobs/{job_id}/cancel", self.cancel_job, methods=["POST"]),
