@@ -158,16 +158,11 @@ class ReplicateProvider(Provider):
         """Polled on a growing delay; with webhooks on, the delivery's state as soon as it
         comes, and a poll only every ``webhook_poll_interval`` (the safety net)."""
         if self.webhooks_enabled:
-            delivered = await self.delivered(ref, timeout)
-            if delivered is not None:
-                return delivered
-        else:
-            await asyncio.sleep(max(0.0, min(timeout, self._next_delay(ref.request_id))))
-        state = await self.poll(route, ref)
+            return await self.follow_webhooks(route, ref, timeout)
+        await asyncio.sleep(max(0.0, min(timeout, self._next_delay(ref.request_id))))
+        state = await self.status(route, ref)
         if state.terminal:
             self._delays.pop(ref.request_id, None)
-        elif self.webhooks_enabled:
-            self.remember(ref, state)
         return state
 
     async def cancel(self, route: RouteSpec, ref: ProviderRef) -> None:

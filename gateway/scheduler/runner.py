@@ -180,6 +180,7 @@ class JobRunner:
                 try:
                     ref = await self._ensure_submitted(job, attempt, route, provider)
                     state = await self._follow(job, attempt, route, provider, ref, deadline)
+                    self.observer.provider_ended(route.provider, state.via)
                     if state.kind is StateKind.SUCCEEDED:
                         await self._complete(job, model, attempt, state)
                         self.breakers.get(route.name).record(ok=True)
@@ -246,6 +247,10 @@ class JobRunner:
     ) -> None:
         ended = time.time()
         attempt.close(outcome, None if error is None else error_dict(error), ended)
+        provider = self.providers.get(attempt.provider)
+        if provider is not None and attempt.request_id:
+            polls = provider.poll_counts.take(attempt.request_id)
+            self.observer.provider_polled(attempt.provider, polls)
         if outcome is not Outcome.CANCELLED:  # a user's cancel is no verdict on the provider
             seconds = ended - attempt.started_at
             self.observer.provider_done(attempt.provider, outcome.value, seconds)
@@ -352,7 +357,7 @@ class JobRunner:
         try:
             try:
                 if wait is None:
-                    return await provider.poll(route, ref)
+                    return await provider.status(route, ref)
                 return await provider.wait(route, ref, wait)
             except ProviderError:
                 raise
