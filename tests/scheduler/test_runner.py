@@ -214,13 +214,17 @@ async def test_provider_reference_is_persisted_before_polling_starts(
 async def test_progress_is_persisted_while_the_provider_runs(
     runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
 ) -> None:
-    fake.scripts = [Script(polls=[running(40, queue_position=2), running(40), succeeded()])]
+    # progress is saved at most every PROGRESS_SAVE_INTERVAL from the reference's write: the
+    # request runs until the store shows it (or the runner gave up after the job's timeout)
+    fake.scripts = [Script(polls=[running(40, queue_position=2)])]
     job, model = await claimed(store)
     seen: list[tuple[int, int | None, Status]] = []
 
     async def inspect(ref: ProviderRef) -> None:
         j = await final(store, job.id)
         seen.append((j.progress, j.queue_position, j.status))
+        if (40, 2, Status.PROCESSING) in seen:
+            fake.requests[ref.request_id].script.polls = [running(40), succeeded()]
 
     fake.on_poll = inspect
     await runner.run(job, model)
