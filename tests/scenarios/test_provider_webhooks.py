@@ -159,6 +159,24 @@ async def test_a_forged_delivery_is_refused_and_the_safety_net_poll_finishes_the
     assert refused and all(d.status == 401 for d in refused), refused
 
 
+@pytest.mark.parametrize("model", ["flux-fal-only", "flux-replicate"])
+async def test_a_lost_delivery_is_found_by_the_safety_net_poll_and_counted_as_such(
+    netted: Rig, model: str
+) -> None:
+    emulator = netted.fal if model == "flux-fal-only" else netted.replicate
+    emulator.script("webhook", "drop")
+
+    job = await netted.run(model)
+
+    assert job["status"] == "COMPLETED", job
+    assert emulator.submit_count() == 1
+    assert [d.status for d in emulator.webhooks.deliveries()] == [None]  # dropped
+    metrics = (await netted.client.get("/metrics")).text
+    provider = emulator_name(model)
+    assert f'backserv_provider_ends_total{{provider="{provider}",via="poll"}} 1.0' in metrics
+    assert f'backserv_provider_ends_total{{provider="{provider}",via="webhook"}}' not in metrics
+
+
 async def test_duplicated_deliveries_change_nothing(rig: Rig) -> None:
     rig.replicate.script("webhook", {"kind": "duplicate", "times": 3, "seconds": 0})
 
