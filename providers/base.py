@@ -22,7 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
@@ -37,6 +37,7 @@ from gateway.errors import (
     ProviderUnavailable,
 )
 from providers.deliveries import Deliveries
+from providers.polls import PollCounts
 
 __all__ = [
     "PROVIDER_WEBHOOK_PATH",
@@ -137,6 +138,8 @@ class ProviderState:
     #: the seconds of compute the provider reports it billed for the request, once it ended
     #: (Replicate's ``metrics.predict_time``, fal's ``metrics.inference_time``); None: unsaid
     compute_seconds: float | None = None
+    #: how the gateway learned it: ``poll`` (a status read) or ``webhook`` (a delivery)
+    via: str = "poll"
 
     @property
     def terminal(self) -> bool:
@@ -200,23 +203,42 @@ class Provider(ABC):
         )
         return polled
 
-    async def delivered(self, ref: ProviderRef, timeout: float) -> ProviderState | None:
-        """With webhooks on, what ``wait`` answers without a poll: the state a delivery
-        brought for ``ref`` (waiting for one up to ``timeout``), or, while the safety-net poll
-        is not due, the state last polled. None: poll now (and ``remember`` what it said)."""
+    @property
+    def poll_counts(self) -> PollCounts:
+        """The status reads made (see providers/polls.py)."""
+        counts = self.__dict__.get("_poll_counts")
+        if counts is None:
+            counts = self.__dict__["_poll_counts"] = PollCounts()
+        return counts
+
+    async def status(self, route: RouteSpec, ref: ProviderRef) -> ProviderState:
+        """One status read (``poll``), counted: what the runner and ``wait`` call."""
+        self.poll_counts.add(ref.request_id)
+        return await self.poll(route, ref)
+
+    async def follow_webhooks(
+        self, route: RouteSpec, ref: ProviderRef, timeout: float
+    ) -> ProviderState:
+        """``wait`` with webhooks on: the state a delivery brought for ``ref`` as soon as it
+        comes (waiting up to ``timeout``; a delivery without a readable state is read at
+        once), else, while the safety-net poll is not due, the state last polled; else a
+        poll (``webhook_poll_interval``), remembered until the next one is due."""
         polled = self._polled
         last = polled.get(ref.request_id)
         due = self.webhook_poll_interval - (0.0 if last is None else time.monotonic() - last[0])
         delivery = await self.deliveries.wait(ref.request_id, min(timeout, max(0.0, due)))
         if delivery is not None:
             polled.pop(ref.request_id, None)
-            return delivery.state  # None: "it ended, read it"
-        if last is None or time.monotonic() - last[0] >= self.webhook_poll_interval:
-            return None
-        return last[1]
+            state = delivery.state or await self.status(route, ref)
+            return replace(state, via="webhook")
+        if last is not None and time.monotonic() - last[0] < self.webhook_poll_interval:
+            return last[1]
+        state = await self.status(route, ref)
+        self.remember(ref, state)
+        return state
 
     def remember(self, ref: ProviderRef, state: ProviderState) -> None:
-        """What a poll of ``ref`` said, for ``delivered`` until the next safety-net poll."""
+        """What a poll of ``ref`` said, for ``follow_webhooks`` until the next safety net."""
         polled = self._polled
         if state.terminal:
             polled.pop(ref.request_id, None)
@@ -279,7 +301,7 @@ class Provider(ABC):
         webhook) override it to answer sooner.
         """
         await asyncio.sleep(min(timeout, self.poll_interval))
-        return await self.poll(route, ref)
+        return await self.status(route, ref)
 
     async def aclose(self) -> None:
         """Release clients and connections."""

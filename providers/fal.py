@@ -21,10 +21,11 @@ answer gave (or, for an old record without them, URLs rebuilt from the app id).
 
 **Polling.** A status read asks for no logs (``logs=0``): fal would send every log line of
 the run on every read. A route with ``options.logs = true`` asks for them, and its progress
-is read from the latest lines. ``wait()`` sleeps on a per-request schedule before reading
-the status: the first wait is ``poll_interval / 4``, each next one 1.5 times longer, capped
-at ``4 * poll_interval`` (1 s: 0.25, 0.38, 0.56, 0.84, 1.27, 1.90, 2.85, 4, 4, ...). The
-schedules of the most recent 10,000 requests are kept.
+is read from the latest lines. ``wait()`` reads the status on a per-request schedule
+(``poll_interval / 4`` first, 1.5 times longer each time, at most ``4 * poll_interval``),
+batched on one timer for every request of the provider (providers/poller.py). fal's status
+never carries the result: a ``COMPLETED`` status costs one more GET of the result (the
+webhook carries it: with webhooks on, that round trip is gone too).
 
 **Webhooks.** With ``webhook_base_url`` set, a submit adds ``fal_webhook=<callback URL>``, and
 ``parse_webhook`` verifies and reads fal's deliveries (providers/fal_webhooks.py).
@@ -35,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,13 +58,13 @@ from providers.fal_parse import Ended, failed, progress_from_logs, read_status, 
 from providers.fal_webhooks import DEFAULT_JWKS_URL, FalWebhooks
 from providers.gate import DEFAULT_CALLS, CallGate
 from providers.mapping import map_input
+from providers.poller import Poller
 
 __all__ = ["FalProvider", "normalise_queue_url", "progress_from_logs"]
 
 DEFAULT_START_TIMEOUT = 3600.0
 _URL_KEYS = ("status_url", "response_url", "cancel_url")
 _PRIORITIES = ("normal", "low")
-_MAX_SCHEDULES = 10_000
 
 
 def normalise_queue_url(url: str) -> str:
@@ -111,7 +111,9 @@ class FalProvider(Provider):
         self.webhook_base_url = webhook_base_url
         self.webhooks = FalWebhooks(jwks_url)
         self._http_client = FalHttp(self._key, max_connections=max_calls)
-        self._delays: OrderedDict[str, float] = OrderedDict()
+        self.poller = Poller(
+            self.status, interval=poll_interval, workers=self._gate.limit, name="fal"
+        )
 
     # -- the seam ------------------------------------------------------------------------
 
@@ -175,20 +177,12 @@ class FalProvider(Provider):
         return dataclasses.replace(state, compute_seconds=found.compute_seconds)
 
     async def wait(self, route: RouteSpec, ref: ProviderRef, timeout: float) -> ProviderState:
-        """Polled on a growing delay; with webhooks on, the delivery's state as soon as it
-        comes, and a poll only every ``webhook_poll_interval`` (the safety net)."""
+        """Polled on a growing delay, one timer for all requests; with webhooks on, the
+        delivery's state as soon as it comes, and a poll only every
+        ``webhook_poll_interval`` (the safety net)."""
         if self.webhooks_enabled:
-            delivered = await self.delivered(ref, timeout)
-            if delivered is not None:
-                return delivered
-        else:
-            await asyncio.sleep(max(0.0, min(timeout, self._next_delay(ref.request_id))))
-        state = await self.poll(route, ref)
-        if state.terminal:
-            self._delays.pop(ref.request_id, None)
-        elif self.webhooks_enabled:
-            self.remember(ref, state)
-        return state
+            return await self.follow_webhooks(route, ref, timeout)
+        return await self.poller.wait(route, ref, timeout)
 
     async def cancel(self, route: RouteSpec, ref: ProviderRef) -> None:
         """PUT the cancel URL; a request already finished (400) or unknown (404) is fine."""
@@ -204,7 +198,9 @@ class FalProvider(Provider):
         return await self.webhooks.parse(headers, body, query or {})
 
     async def aclose(self) -> None:
-        """Close this loop's client; forget the others (their loops closed, or own them)."""
+        """Stop polling; close this loop's client; forget the others (their loops closed,
+        or own them)."""
+        await self.poller.aclose()
         await self._http_client.aclose()
 
     # -- helpers -------------------------------------------------------------------------
@@ -233,15 +229,6 @@ class FalProvider(Provider):
         prefix = f"{app.namespace}/" if app.namespace else ""
         base = f"{self.queue_url}{prefix}{app.owner}/{app.alias}/requests/{ref.request_id}"
         return f"{base}/status", base, f"{base}/cancel"
-
-    def _next_delay(self, request_id: str) -> float:
-        previous = self._delays.pop(request_id, None)
-        first, cap = self.poll_interval / 4, self.poll_interval * 4
-        delay = first if previous is None else min(previous * 1.5, cap)
-        self._delays[request_id] = delay
-        while len(self._delays) > _MAX_SCHEDULES:
-            self._delays.popitem(last=False)
-        return delay
 
 
 def _submit_request(queue_url: str, route: RouteSpec) -> tuple[str, dict[str, str]]:

@@ -15,8 +15,10 @@ each call (``2 * timeout``), so the deadline only ever fires after the request w
 
 Every call goes through ``_edge``, which translates vendor exceptions into ours (``from exc``).
 The client caches its httpx client, which breaks on another event loop, so there is one
-``replicate.Client`` per running loop. ``wait`` polls each request on a growing interval:
-``poll_interval / 4``, then x1.5 per call, capped at ``poll_interval * 4``.
+``replicate.Client`` per running loop. ``wait`` polls each request on a growing interval
+(``poll_interval / 4``, then x1.5 per call, capped at ``poll_interval * 4``), batched on one
+timer for every request of the provider (providers/poller.py). The prediction a poll reads
+carries the outputs: the answer that says it finished is the result (no second GET).
 
 **Webhooks.** With ``webhook_base_url`` set, a create asks for ``webhook`` (the callback URL,
 with the job's id and kind) on the ``completed`` event only: one delivery per prediction, as
@@ -29,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -55,6 +56,7 @@ from providers.base import (
 )
 from providers.gate import DEFAULT_CALLS, CallGate
 from providers.mapping import map_input
+from providers.poller import Poller
 from providers.replicate_parse import aborted, prediction_state
 from providers.replicate_webhooks import ReplicateWebhooks
 from providers.transport import request_host
@@ -64,8 +66,6 @@ __all__ = ["ReplicateProvider"]
 Operation = Literal["submit", "get", "cancel"]
 
 NO_TOKEN = "REPLICATE_API_TOKEN is not set"
-#: how many request ids ``wait`` remembers the poll interval of (least recently used go first)
-_MAX_TRACKED = 10_000
 #: the webhook events a create asks for
 WEBHOOK_EVENTS = ("completed",)
 _TARGET = re.compile(
@@ -105,7 +105,9 @@ class ReplicateProvider(Provider):
         self._deadline = 2 * timeout
         self.poll_interval = poll_interval
         self._clients: dict[asyncio.AbstractEventLoop, Client] = {}
-        self._delays: OrderedDict[str, float] = OrderedDict()
+        self.poller = Poller(
+            self.status, interval=poll_interval, workers=self._gate.limit, name="replicate"
+        )
         self.webhook_base_url = webhook_base_url
         self.webhooks = ReplicateWebhooks(secret=webhook_secret, fetch_secret=self._secret)
 
@@ -156,25 +158,17 @@ class ReplicateProvider(Provider):
         return prediction_state(prediction, str(ref.data.get("kind") or ""))
 
     async def wait(self, route: RouteSpec, ref: ProviderRef, timeout: float) -> ProviderState:
-        """Polled on a growing delay; with webhooks on, the delivery's state as soon as it
-        comes, and a poll only every ``webhook_poll_interval`` (the safety net)."""
+        """Polled on a growing delay, one timer for all requests; with webhooks on, the
+        delivery's state as soon as it comes, and a poll only every
+        ``webhook_poll_interval`` (the safety net)."""
         if self.webhooks_enabled:
-            delivered = await self.delivered(ref, timeout)
-            if delivered is not None:
-                return delivered
-        else:
-            await asyncio.sleep(max(0.0, min(timeout, self._next_delay(ref.request_id))))
-        state = await self.poll(route, ref)
-        if state.terminal:
-            self._delays.pop(ref.request_id, None)
-        elif self.webhooks_enabled:
-            self.remember(ref, state)
-        return state
+            return await self.follow_webhooks(route, ref, timeout)
+        return await self.poller.wait(route, ref, timeout)
 
     async def cancel(self, route: RouteSpec, ref: ProviderRef) -> None:
         """Cancel; a prediction Replicate no longer knows (404) or that is over is fine."""
         client = self._client()
-        self._delays.pop(ref.request_id, None)
+        self.poller.forget(ref.request_id)
         with contextlib.suppress(ProviderLostRequest):
             async with self._edge("cancel"):
                 # a 2xx the client cannot parse (e.g. an ``aborted`` status) was still accepted
@@ -188,9 +182,9 @@ class ReplicateProvider(Provider):
 
     async def aclose(self) -> None:
         """Close this loop's client; drop the others (they cannot be closed from this loop)."""
+        await self.poller.aclose()
         client = self._clients.pop(asyncio.get_running_loop(), None)
         self._clients.clear()
-        self._delays.clear()
         if client is not None and (http := _cached_httpx_client(client)) is not None:
             await http.aclose()
 
@@ -215,13 +209,6 @@ class ReplicateProvider(Provider):
             client = Client(api_token=self._token, base_url=self._base_url, timeout=self._timeout)
             self._clients[loop] = client
         return client
-
-    def _next_delay(self, request_id: str) -> float:
-        delay = self._delays.pop(request_id, self.poll_interval / 4)
-        self._delays[request_id] = min(delay * 1.5, self.poll_interval * 4)
-        while len(self._delays) > _MAX_TRACKED:
-            self._delays.popitem(last=False)
-        return delay
 
     @contextlib.asynccontextmanager
     async def _edge(self, operation: Operation) -> AsyncIterator[None]:

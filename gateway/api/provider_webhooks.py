@@ -67,8 +67,9 @@ class ProviderWebhooksAPI:
         receiver = self.receivers.get(name)
         if receiver is None or not receiver.webhooks_enabled:
             raise NotFound(f"No provider '{name}' takes webhooks here.", code="not_found")
-        body = await read_body(request, MAX_BODY)
+        self.observer.webhook_arrived(name)
         try:
+            body = await read_body(request, MAX_BODY)
             delivery = await receiver.parse_webhook(
                 request.headers, body, dict(request.query_params)
             )

@@ -1,4 +1,5 @@
-"""Gauges read when Prometheus scrapes: queue depth, in-flight jobs and circuit breakers.
+"""Values read when Prometheus scrapes: queue depth, in-flight jobs, circuit breakers, and
+the providers' status reads (a counter each provider keeps: providers/polls.py).
 
 Nothing here is updated as jobs move; each value is read from its owner at scrape time. The
 one value that costs a database query (the jobs QUEUED and PROCESSING per lane, across every
@@ -14,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.catalog import Catalog
@@ -102,4 +103,11 @@ class GatewayState(Collector):
         )
         for name in self.route_names:
             breaker.add_metric([name], BREAKER_VALUES[self.breakers.state(name)])
-        return [queued, processing, inflight, limit, breaker]
+        polls = CounterMetricFamily(
+            "backserv_provider_polls",
+            "Status reads (polls) of provider requests this replica made.",
+            labels=["provider"],
+        )
+        for name, provider in sorted(self.scheduler.runner.providers.items()):
+            polls.add_metric([name], provider.poll_counts.total)
+        return [queued, processing, inflight, limit, breaker, polls]

@@ -21,6 +21,11 @@ backserv_inflight_jobs                      provider: this replica's running job
 backserv_provider_concurrency_limit         provider
 backserv_breaker_state                      route: 0 closed, 1 half-open, 2 open
 backserv_http_request_duration_seconds      method, route (the template), status
+backserv_provider_webhooks_received_total   provider: deliveries at the ingress route
+backserv_provider_webhooks_total            provider, outcome: verified, rejected, error
+backserv_provider_ends_total                provider, via: how a request's end was learned
+backserv_provider_polls_total               provider: status reads (read at scrape time)
+backserv_provider_polls_per_job             provider: status reads of one attempt's request
 ==========================================  ============================================
 
 A finished job's ``provider`` is the provider of its last attempt (the one that produced the
@@ -50,6 +55,7 @@ from gateway.store.base import JobStore
 #: generation takes seconds to many minutes
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 QUEUE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+POLL_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 OTHER_ROUTE = "other"
 
@@ -120,6 +126,26 @@ class Metrics(JobObserver):
             ["provider", "outcome"],
             registry=r,
         )
+        self.webhooks_arrived = Counter(
+            "backserv_provider_webhooks_received",
+            "Webhook deliveries that reached a hosted provider's ingress route (each then "
+            "counts once in backserv_provider_webhooks_total by its outcome).",
+            ["provider"],
+            registry=r,
+        )
+        self.provider_ends = Counter(
+            "backserv_provider_ends",
+            "Provider requests whose end the runner learned, via a webhook or a poll.",
+            ["provider", "via"],
+            registry=r,
+        )
+        self.polls_per_job = Histogram(
+            "backserv_provider_polls_per_job",
+            "Status reads of one attempt's provider request, observed when the attempt ends.",
+            ["provider"],
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
         self.http_latency = Histogram(
             "backserv_http_request_duration_seconds",
             "HTTP request latency, by route template.",
@@ -176,6 +202,15 @@ class Metrics(JobObserver):
 
     def webhook_received(self, provider: str, outcome: str) -> None:
         self.provider_webhooks.labels(provider, outcome).inc()
+
+    def webhook_arrived(self, provider: str) -> None:
+        self.webhooks_arrived.labels(provider).inc()
+
+    def provider_ended(self, provider: str, via: str) -> None:
+        self.provider_ends.labels(provider, via).inc()
+
+    def provider_polled(self, provider: str, polls: int) -> None:
+        self.polls_per_job.labels(provider).observe(polls)
 
     def fell_back(self, job: Job, route: str) -> None:
         self.fallbacks.labels(job.model, self._route(route)).inc()

@@ -38,6 +38,16 @@ class JobObserver:
         """An attempt on ``provider`` reached a verdict (``succeeded``, its outputs stored, or
         ``failed``) ``seconds`` after it was opened for its submit."""
 
+    def provider_ended(self, provider: str, via: str) -> None:
+        """The runner learned that a request on ``provider`` ended (succeeded, failed or was
+        cancelled there), ``via`` a ``webhook`` delivery or a ``poll``."""
+
+    def provider_polled(self, provider: str, polls: int) -> None:
+        """An attempt that reached ``provider`` ended after ``polls`` status reads."""
+
+    def webhook_arrived(self, provider: str) -> None:
+        """A delivery reached the ingress route of ``provider`` (before it is read)."""
+
     def retried(self, job: Job, provider: str, route: str) -> None:
         """The runner is about to retry ``route`` after a retryable failure."""
 
@@ -75,6 +85,18 @@ class Observers(JobObserver):
     def provider_done(self, provider: str, outcome: str, seconds: float) -> None:
         for observer in self.observers:
             observer.provider_done(provider, outcome, seconds)
+
+    def provider_ended(self, provider: str, via: str) -> None:
+        for observer in self.observers:
+            observer.provider_ended(provider, via)
+
+    def provider_polled(self, provider: str, polls: int) -> None:
+        for observer in self.observers:
+            observer.provider_polled(provider, polls)
+
+    def webhook_arrived(self, provider: str) -> None:
+        for observer in self.observers:
+            observer.webhook_arrived(provider)
 
     def retried(self, job: Job, provider: str, route: str) -> None:
         for observer in self.observers:

@@ -216,8 +216,10 @@ class JobRunner:
                 self._check_lease(job)
                 attempt = await self._open_attempt(job, index, route)
                 try:
+                    resumed = attempt.request_id is not None
                     ref = await self._ensure_submitted(job, attempt, route, provider)
-                    state = await self._follow(job, attempt, route, provider, ref, clock)
+                    state = await self._follow(job, route, provider, ref, clock, resumed)
+                    self.observer.provider_ended(route.provider, state.via)
                     if state.kind is StateKind.SUCCEEDED:
                         await self._complete(job, model, attempt, state)
                         self.breakers.get(route.name).record(ok=True)
@@ -288,6 +290,10 @@ class JobRunner:
     ) -> None:
         ended = time.time()
         attempt.close(outcome, None if error is None else error_dict(error), ended)
+        provider = self.providers.get(attempt.provider)
+        if provider is not None and attempt.request_id:
+            polls = provider.poll_counts.take(attempt.request_id)
+            self.observer.provider_polled(attempt.provider, polls)
         if outcome is not Outcome.CANCELLED:  # a user's cancel is no verdict on the provider
             seconds = ended - attempt.started_at
             self.observer.provider_done(attempt.provider, outcome.value, seconds)
@@ -342,20 +348,29 @@ class JobRunner:
     async def _follow(
         self,
         job: Job,
-        attempt: Attempt,
         route: RouteSpec,
         provider: Provider,
         ref: ProviderRef,
         clock: RouteClock,
+        resumed: bool,
     ) -> ProviderState:
-        last_saved = 0.0
+        """Follow the request to its end. A request resumed from the log is read at once
+        (it may have ended while nobody watched); a fresh one was just accepted, so the
+        first read waits for its schedule (or its webhook). Progress is saved at most every
+        ``PROGRESS_SAVE_INTERVAL``, counted from the reference's write: what changes within
+        a job's first quarter second rides on the finish, and a short job costs three
+        writes: its attempt, its reference, its finish."""
+        last_saved = 0.0 if resumed else time.monotonic()
         dirty = False  # progress changed but was not saved yet (saves are throttled)
         self._check_lease(job)
-        state = await self._poll_once(job, provider, route, ref, None)
+        if resumed:
+            state = await self._poll_once(job, provider, route, ref, None)
+        else:
+            state = ProviderState(StateKind.QUEUED)
         while not state.terminal:
-            if (state.progress, state.queue_position) != (job.progress, job.queue_position):
-                job.progress = min(99, max(job.progress, state.progress or 0))
-                job.queue_position = state.queue_position
+            progress = min(99, max(job.progress, state.progress or 0))
+            if (progress, state.queue_position) != (job.progress, job.queue_position):
+                job.progress, job.queue_position = progress, state.queue_position
                 dirty = True
             now = time.monotonic()
             if dirty and now - last_saved >= PROGRESS_SAVE_INTERVAL:
@@ -393,7 +408,7 @@ class JobRunner:
         try:
             try:
                 if wait is None:
-                    return await provider.poll(route, ref)
+                    return await provider.status(route, ref)
                 return await provider.wait(route, ref, wait)
             except ProviderError:
                 raise

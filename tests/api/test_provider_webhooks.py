@@ -37,14 +37,20 @@ async def test_an_unsigned_delivery_is_a_401_and_counted_as_rejected(tmp_path: P
     assert resp.status_code == 401, resp.text
     assert resp.json()["error"]["code"] == "webhook_signature"
     assert 'backserv_provider_webhooks_total{outcome="rejected",provider="fal"} 1.0' in metrics
+    assert 'backserv_provider_webhooks_received_total{provider="fal"} 1.0' in metrics
 
 
-async def test_an_oversized_delivery_is_a_413(tmp_path: Path) -> None:
+async def test_an_oversized_delivery_is_a_413_counted_as_received_and_an_error(
+    tmp_path: Path,
+) -> None:
     settings = make_settings(tmp_path, provider_webhooks=True, fal_key="k")
     async with running(settings) as (client, _gw):
         resp = await client.post("/v1/provider_webhooks/fal", content=b"x" * (1024 * 1024 + 1))
+        metrics = (await client.get("/metrics")).text
 
     assert resp.status_code == 413, resp.text
+    assert 'backserv_provider_webhooks_received_total{provider="fal"} 1.0' in metrics
+    assert 'backserv_provider_webhooks_total{outcome="error",provider="fal"} 1.0' in metrics
 
 
 class _Receiver:

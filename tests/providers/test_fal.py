@@ -11,7 +11,6 @@ import httpx
 import pytest
 import respx
 
-import providers.fal
 from gateway.errors import ConfigError
 from providers.base import (
     Output,
@@ -686,56 +685,29 @@ async def test_aclose_closes_the_client_and_a_later_call_makes_a_new_one(
 # -- wait ----------------------------------------------------------------------------------
 
 
-async def test_wait_backs_off_per_request_up_to_a_bound(
-    provider: FalProvider, mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+async def test_wait_reads_every_request_on_one_timer_and_starts_over_after_an_end(
+    mock: respx.MockRouter,
 ) -> None:
-    slept: list[float] = []
-
-    async def sleep(delay: float) -> None:
-        slept.append(delay)
-
-    monkeypatch.setattr(asyncio, "sleep", sleep)  # the sleep before each status read
-    monkeypatch.setattr(providers.fal, "_MAX_SCHEDULES", 2)
-    mock.get(path__regex=r"/status$").mock(
+    fal = FalProvider(key=KEY, queue_url=QUEUE, poll_interval=0.04)
+    reads = mock.get(path__regex=r"/status$").mock(
         return_value=status({"status": "IN_PROGRESS", "logs": []})
     )
 
     def ref(request_id: str) -> ProviderRef:
         return ProviderRef(request_id, {"app": APP})
 
-    for _ in range(10):
-        await provider.wait(route(), ref("a"), 30.0)
-    expected = [0.25 * 1.5**n for n in range(7)] + [4.0, 4.0, 4.0]
-    assert slept == pytest.approx(expected)
-
-    slept.clear()
-    await provider.wait(route(), ref("b"), 30.0)  # another request starts its own schedule
-    await provider.wait(route(), ref("a"), 0.1)  # the caller's timeout still wins
-    await provider.wait(route(), ref("c"), 30.0)  # a third schedule evicts the oldest ("b")
-    await provider.wait(route(), ref("b"), 30.0)
-    assert slept == pytest.approx([0.25, 0.1, 0.25, 0.25])
-
-
-async def test_wait_starts_over_after_a_request_ends(
-    provider: FalProvider, mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    slept: list[float] = []
-
-    async def sleep(delay: float) -> None:
-        slept.append(delay)
-
-    monkeypatch.setattr(asyncio, "sleep", sleep)  # the sleep before each status read
-    mock.get(URLS["status_url"]).mock(
-        side_effect=[
-            status({"status": "IN_PROGRESS", "logs": []}),
-            completed(error="Request was cancelled", error_type="request_cancelled"),
-            status({"status": "IN_PROGRESS", "logs": []}),
-        ]
-    )
-    assert (await provider.wait(route(), REF, 30.0)).kind is StateKind.RUNNING
-    assert (await provider.wait(route(), REF, 30.0)).kind is StateKind.CANCELLED
-    assert (await provider.wait(route(), REF, 30.0)).kind is StateKind.RUNNING
-    assert slept == pytest.approx([0.25, 0.375, 0.25])
+    try:
+        states = await asyncio.gather(*(fal.wait(route(), ref(f"r{n}"), 30.0) for n in range(20)))
+        assert [s.kind for s in states] == [StateKind.RUNNING] * 20
+        assert reads.call_count == 20 and fal.poller.fires <= 2
+        assert fal.poller.next_delay("r1") == pytest.approx(0.015)  # its schedule moved on
+        reads.mock(
+            return_value=completed(error="Request was cancelled", error_type="request_cancelled")
+        )
+        assert (await fal.wait(route(), REF, 30.0)).kind is StateKind.CANCELLED
+        assert fal.poller.next_delay(REF.request_id) == pytest.approx(0.01)  # starts over
+    finally:
+        await fal.aclose()
 
 
 # -- the call gate --------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
@@ -535,46 +534,22 @@ async def test_aclose_closes_the_http_client_and_a_later_call_makes_a_new_one(
 # -- wait ------------------------------------------------------------------------------------
 
 
-async def test_wait_polls_sooner_first_then_slower_up_to_a_bound(
-    api: respx.MockRouter, provider: ReplicateProvider, monkeypatch: pytest.MonkeyPatch
+async def test_wait_reads_on_the_pollers_schedule_and_forgets_ended_requests(
+    api: respx.MockRouter, provider: ReplicateProvider
 ) -> None:
-    get = api.get("/v1/predictions/p1").respond(200, json=prediction("processing"))
-    api.get("/v1/predictions/p2").respond(200, json=prediction("processing"))
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await real_sleep(0)
-
-    monkeypatch.setattr(asyncio, "sleep", sleep)
-    for _ in range(10):
-        assert (await provider.wait(route(), REF, 30.0)).kind is StateKind.RUNNING
-    interval = provider.poll_interval
-    assert slept[0] == pytest.approx(interval / 4)
-    assert slept[1] == pytest.approx(interval / 4 * 1.5)
-    assert all(b >= a for a, b in itertools.pairwise(slept))
-    assert max(slept) == pytest.approx(interval * 4)
-    assert get.call_count == 10
-    await provider.wait(route(), REF, 0.001)  # a shorter timeout wins
-    assert slept[-1] == 0.001
-    await provider.wait(route(), ProviderRef("p2", {}), 30.0)  # each request has its own pace
-    assert slept[-1] == pytest.approx(interval / 4)
-
-
-async def test_wait_forgets_finished_requests_and_remembers_a_bounded_number(
-    api: respx.MockRouter, provider: ReplicateProvider, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(module, "_MAX_TRACKED", 3)
-    api.get("/v1/predictions/p5").mock(
+    get = api.get("/v1/predictions/p1").mock(
         side_effect=[
+            httpx.Response(200, json=prediction("processing")),
             httpx.Response(200, json=prediction("processing")),
             httpx.Response(200, json=prediction("canceled")),
         ]
     )
-    api.get(url__regex=r"/v1/predictions/p\d+$").respond(200, json=prediction("processing"))
-    for n in range(6):
-        await provider.wait(route(), ProviderRef(f"p{n}", {}), 0.0)
-    assert list(provider._delays) == ["p3", "p4", "p5"]
-    assert (await provider.wait(route(), ProviderRef("p5", {}), 0.0)).terminal
-    assert "p5" not in provider._delays
+    ref = ProviderRef("p1", {})
+    quarter = provider.poll_interval / 4
+
+    assert (await provider.wait(route(), ref, 30.0)).kind is StateKind.RUNNING
+    assert (await provider.wait(route(), ref, 30.0)).kind is StateKind.RUNNING
+    assert provider.poller.next_delay("p1") == pytest.approx(quarter * 1.5**2)
+    assert (await provider.wait(route(), ref, 30.0)).terminal
+    assert get.call_count == 3
+    assert provider.poller.next_delay("p1") == pytest.approx(quarter)  # it starts over

@@ -127,7 +127,9 @@ async def test_an_unavailable_route_falls_back_to_the_next(tmp_path: Path) -> No
 
 async def test_queue_position_and_progress_steps_reach_the_job(tmp_path: Path) -> None:
     release = asyncio.Event()
-    fake = FakeProvider(succeed(after=[queued(3), running(40)], until=release))
+    # each step is one read, 10 ms apart; the runner saves progress at most every 0.25 s,
+    # so a state must last that long to be seen (50 reads do)
+    fake = FakeProvider(succeed(after=[*[queued(3)] * 50, running(40)], until=release))
     async with gateway(tmp_path, {"fake": fake}) as client:
         job_id = await submit(client)
         queued_job = await wait_for(client, job_id, until=lambda j: j["queue_position"] == 3)

@@ -115,6 +115,25 @@ async def test_a_job_finishes_on_its_providers_webhook_not_on_a_poll(rig: Rig, m
     emulator = rig.fal if model == "flux-fal-only" else rig.replicate
     # the one read right after the submit; the end came by webhook (the safety net is 60 s)
     assert rig.polls(emulator, job) <= 2, emulator.requests()
+    metrics = (await rig.client.get("/metrics")).text
+    provider = emulator_name(model)
+    assert f'backserv_provider_ends_total{{provider="{provider}",via="webhook"}} 1.0' in metrics
+    assert f'backserv_provider_webhooks_received_total{{provider="{provider}"}} 1.0' in metrics
+    polls = metric_value(metrics, f'backserv_provider_polls_total{{provider="{provider}"}}')
+    assert polls == rig.polls(emulator, job), metrics
+    per_job = f'backserv_provider_polls_per_job_count{{provider="{provider}"}} 1.0'
+    assert per_job in metrics
+
+
+def emulator_name(model: str) -> str:
+    return "fal" if model == "flux-fal-only" else "replicate"
+
+
+def metric_value(exposition: str, name: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} is not in the exposition")
 
 
 async def test_a_delivery_before_the_submit_is_recorded_is_kept_for_its_request(
@@ -138,6 +157,24 @@ async def test_a_forged_delivery_is_refused_and_the_safety_net_poll_finishes_the
     assert job["status"] == "COMPLETED", job
     refused = [d for d in netted.fal.webhooks.deliveries() if d.status is not None]
     assert refused and all(d.status == 401 for d in refused), refused
+
+
+@pytest.mark.parametrize("model", ["flux-fal-only", "flux-replicate"])
+async def test_a_lost_delivery_is_found_by_the_safety_net_poll_and_counted_as_such(
+    netted: Rig, model: str
+) -> None:
+    emulator = netted.fal if model == "flux-fal-only" else netted.replicate
+    emulator.script("webhook", "drop")
+
+    job = await netted.run(model)
+
+    assert job["status"] == "COMPLETED", job
+    assert emulator.submit_count() == 1
+    assert [d.status for d in emulator.webhooks.deliveries()] == [None]  # dropped
+    metrics = (await netted.client.get("/metrics")).text
+    provider = emulator_name(model)
+    assert f'backserv_provider_ends_total{{provider="{provider}",via="poll"}} 1.0' in metrics
+    assert f'backserv_provider_ends_total{{provider="{provider}",via="webhook"}}' not in metrics
 
 
 async def test_duplicated_deliveries_change_nothing(rig: Rig) -> None:

@@ -22,6 +22,7 @@ from gateway.errors import (
     StaleLease,
 )
 from gateway.jobs import Attempt, Job, Outcome, Status
+from gateway.observability.observer import JobObserver
 from gateway.scheduler.breaker import BreakerPolicy, Breakers, BreakerState
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.runner import JobRunner
@@ -221,13 +222,17 @@ async def test_provider_reference_is_persisted_before_polling_starts(
 async def test_progress_is_persisted_while_the_provider_runs(
     runner: JobRunner, store: SQLiteJobStore, fake: FakeProvider
 ) -> None:
-    fake.scripts = [Script(polls=[running(40, queue_position=2), running(40), succeeded()])]
+    # progress is saved at most every PROGRESS_SAVE_INTERVAL from the reference's write: the
+    # request runs until the store shows it (or the runner gave up after the job's timeout)
+    fake.scripts = [Script(polls=[running(40, queue_position=2)])]
     job, model = await claimed(store)
     seen: list[tuple[int, int | None, Status]] = []
 
     async def inspect(ref: ProviderRef) -> None:
         j = await final(store, job.id)
         seen.append((j.progress, j.queue_position, j.status))
+        if (40, 2, Status.PROCESSING) in seen:
+            fake.requests[ref.request_id].script.polls = [running(40), succeeded()]
 
     fake.on_poll = inspect
     await runner.run(job, model)
@@ -791,3 +796,34 @@ async def test_the_attempt_log_is_stored_as_the_same_json_as_before_attempts_wer
     assert first["error"] == {"code": "provider_transient_error", "message": "status 502"}
     assert (first["route"], first["route_index"], first["provider"]) == ("fake:image", 0, "fake")
     assert second["error"] is None and isinstance(second["ended_at"], float)
+
+
+# -- what the observer is told ----------------------------------------------------------------
+
+
+class PollObserver(JobObserver):
+    def __init__(self) -> None:
+        self.polled: list[tuple[str, int]] = []
+        self.ended: list[tuple[str, str]] = []
+
+    def provider_polled(self, provider: str, polls: int) -> None:
+        self.polled.append((provider, polls))
+
+    def provider_ended(self, provider: str, via: str) -> None:
+        self.ended.append((provider, via))
+
+
+async def test_the_observer_hears_each_attempts_polls_and_how_its_end_was_learned(
+    store: SQLiteJobStore, storage: LocalStorage, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    observer = PollObserver()
+    providers: dict[str, Provider] = {"fake": fake, "fake2": fake2}
+    runner = JobRunner(store, providers, storage, POLICY, job_timeout=30.0, observer=observer)
+    fake.scripts = [succeed(after=3)]
+    job, model = await claimed(store)
+
+    await runner.run(job, model)
+
+    assert observer.polled == [("fake", 4)] and len(fake.polled) == 4
+    assert observer.ended == [("fake", "poll")]
+    assert fake.poll_counts.total == 4
