@@ -27,7 +27,8 @@ _AUTHORIZATION = b"authorization"
 _LONG_PATHS = ("/v1/images/generations",)
 
 
-def _is_long(scope: Scope) -> bool:
+def is_long(scope: Scope) -> bool:
+    """A request that waits for a job rather than uses the CPU: not shared out."""
     path: str = scope["path"]
     return path.endswith("/events") or path in _LONG_PATHS or b"wait=" in scope["query_string"]
 
@@ -40,7 +41,7 @@ class FairShare:
         self.waiting: dict[bytes, deque[asyncio.Future[None]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.per_caller or _is_long(scope):
+        if scope["type"] != "http" or not self.per_caller or is_long(scope):
             await self.app(scope, receive, send)
             return
         caller = next((v for k, v in scope["headers"] if k == _AUTHORIZATION), None)
