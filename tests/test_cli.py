@@ -404,3 +404,24 @@ def test_a_serve_that_cannot_start_leaves_logging_as_it_was(
     assert code == 2
     assert "no-such-model" in err
     assert logging.getLogger().handlers == handlers
+
+
+@pytest.mark.usefixtures("restore_logging_and_signals")
+def test_serve_holds_each_keys_requests_past_its_share_at_the_edge(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    from gateway.edge import EdgeConfig
+
+    seen: list[Any] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server: seen.append(server.config))
+    monkeypatch.setenv("BACKSERV_MAX_RUNNING_REQUESTS_PER_KEY", "3")
+
+    code, _out, _err = run(capsys, "serve", "--port", "4999")
+
+    assert code == 0
+    [config] = seen
+    assert isinstance(config, EdgeConfig)
+    assert config.edge_limits.running_per_key == 3
+    assert config.key_shares.per_key == 3
