@@ -15,7 +15,10 @@ connection:
   (so the client gets an answer, not a reset) and answered 503 with ``Retry-After`` and
   ``Connection: close``, under a shorter header deadline; past the cap plus
   ``overflow`` (only an attack gets there) a new connection is closed at once, keeping the
-  process's file descriptors for the jobs it has accepted.
+  process's file descriptors for the jobs it has accepted;
+- a **share per key**: past ``running_per_key`` running requests of one key, a request is
+  held, parsed but given no task, its connection not read, until one of the key's requests
+  ends (``gateway/edge_share.py``, which says why this belongs here).
 
 ``EdgeConfig`` is uvicorn's ``Config`` carrying those limits (``EdgeLimits``) and naming this
 protocol, which uvicorn then builds for each connection.

@@ -14,6 +14,10 @@ not shared out: behind a reverse proxy they would all come from one address, and
 anonymous traffic per client is the proxy's job. Long waits do not hold a share: long-polls
 (``wait=`` in the query), event streams (``/events``) and the synchronous image endpoint,
 which wait for a job rather than use the CPU, are limited by the per-key cap on open waits.
+
+Served by ``backserv serve``, the HTTP protocol applies the same share first
+(``gateway/edge_share.py``), before a request costs a task, so nothing waits here; this
+middleware keeps the rule under any other ASGI server.
 """
 
 from __future__ import annotations
