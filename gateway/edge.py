@@ -228,7 +228,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
         caller, cycle, app = self.held
         self.held = None
         self.flow.resume_reading()
-        self._run_shared(caller, cycle, app)
+        # one loop turn later: what other keys sent meanwhile is read, and queued, first
+        self.loop.call_soon(self._run_shared, caller, cycle, app)
 
     def shutdown(self) -> None:
         if self.held is not None:  # the server stops: answer it now, whatever the share

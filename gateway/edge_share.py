@@ -6,7 +6,9 @@ of one caller (its ``Authorization`` header) run at once; requests without one a
 are not counted. Applied in the HTTP protocol (``gateway/edge.py``), a request past its
 caller's share gets no ASGI task and runs no middleware: it is parked with its connection,
 whose reading stops (the client's next bytes stay in the kernel, unparsed), until one of the
-caller's running requests ends; then the caller's oldest held request starts.
+caller's running requests ends; then the caller's oldest held request starts, one turn of
+the event loop later, so that requests of other keys that arrived meanwhile are read and
+queued ahead of it.
 
 Why here and not only in the middleware: one process serves every key on one event loop, and
 a request that arrives waits behind every callback already queued on it. A request parked in
