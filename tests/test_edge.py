@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,8 +57,7 @@ class Edge:
         """The server's side of a client connection."""
         here = conn.writer.get_extra_info("sockname")
         for protocol in self.state.connections:
-            if protocol.client == tuple(here[:2]):
-                assert isinstance(protocol, GuardedHttpToolsProtocol)
+            if isinstance(protocol, GuardedHttpToolsProtocol) and protocol.client == here[:2]:
                 return protocol
         raise LookupError(f"no server connection for {here}")
 
@@ -126,16 +125,41 @@ async def connect(server: Edge) -> Client:
 
 
 async def settle() -> None:
+    """Time for anything that would happen next to happen (before asserting it did not)."""
     for _ in range(20):
         await asyncio.sleep(0.005)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Until ``condition()`` holds; fails after 10 s."""
+    async with asyncio.timeout(10):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.005)
+
+
+async def started(app: Gates, count: int) -> None:
+    await until(lambda: len(app.started) >= count)
+
+
+def held_by(server: Edge) -> list[GuardedHttpToolsProtocol]:
+    return [
+        p
+        for p in server.state.connections
+        if isinstance(p, GuardedHttpToolsProtocol) and p.held is not None
+    ]
 
 
 async def held_third(server: Edge, app: Gates) -> tuple[list[Client], GuardedHttpToolsProtocol]:
     """Key A's requests /a0 and /a1 running, /a2 held on a third connection."""
     conns = [await connect(server) for _ in range(3)]
-    for i, conn in enumerate(conns):
+    for i, conn in enumerate(conns[:2]):
         conn.send(f"/a{i}", "A")
-        await settle()
+        await started(app, i + 1)
+    conns[2].send("/a2", "A")
+    await until(lambda: bool(held_by(server)))
+    await settle()
     assert app.started == ["/a0", "/a1"]
     return conns, server.protocol_of(conns[2])
 
@@ -149,13 +173,13 @@ async def test_a_request_past_its_keys_share_is_held_paused_while_another_key_ru
         assert len(server.state.tasks) == 2
         b = await connect(server)
         b.send("/b0", "B")
-        await settle()
+        await started(app, 3)
         assert app.started == ["/a0", "/a1", "/b0"]  # B did not wait behind A
         app.release("/b0")
         assert await b.answer() == (200, b"/b0 0")
         app.release("/a0")
         assert await a0.answer() == (200, b"/a0 0")
-        await settle()
+        await started(app, 4)
         assert app.started[-1] == "/a2"  # A's turn came when one of its own ended
         assert held.held is None and held.transport.is_reading()
         app.release("/a1", "/a2")
@@ -184,10 +208,10 @@ async def test_a_held_requests_body_is_read_once_its_turn_comes() -> None:
         conns = [await connect(server) for _ in range(3)]
         for i, conn in enumerate(conns[:2]):
             conn.send(f"/a{i}", "A")
-        await settle()
+        await started(app, 2)
         late = conns[2]
         late.writer.write(head("/upload", "A", content_length=100_000) + b"y" * 1000)
-        await settle()
+        await until(lambda: bool(held_by(server)))
         assert server.protocol_of(late).held is not None
         late.writer.write(b"y" * 99_000)  # the rest stays in the socket meanwhile
         await settle()
@@ -201,7 +225,7 @@ async def test_a_key_flooding_from_many_connections_is_served_whole_two_at_a_tim
         conns = [await connect(server) for _ in range(12)]
         for i, conn in enumerate(conns):
             conn.send(f"/f{i}", "A")
-        await settle()
+        await until(lambda: len(held_by(server)) == 10)
         assert len(app.started) == 2
         for i in range(12):
             app.release(f"/f{i}")
@@ -221,8 +245,8 @@ async def test_keyless_requests_long_waits_and_a_share_of_zero_are_never_held() 
             conns = [await connect(server) for _ in paths]
             for conn, path in zip(conns, paths, strict=True):
                 conn.send(path, key)
-            await settle()
-            assert len(app.started) == 3, (per_key, paths)
+            await started(app, 3)
+            assert not held_by(server), (per_key, paths)
 
 
 async def test_at_shutdown_a_held_request_is_started_and_answered() -> None:
@@ -231,7 +255,7 @@ async def test_at_shutdown_a_held_request_is_started_and_answered() -> None:
         (a0, a1, a2), held = await held_third(server, app)
         for protocol in list(server.state.connections):
             protocol.shutdown()
-        await settle()
+        await started(app, 3)
         assert app.started == ["/a0", "/a1", "/a2"] and held.held is None
         app.release("/a0", "/a1", "/a2")
         assert [await conn.answer() for conn in (a0, a1, a2)] == [
@@ -247,8 +271,7 @@ async def test_a_held_connection_lost_is_forgotten_and_never_started() -> None:
     async with edge(app) as server:
         (a0, a1, _), held = await held_third(server, app)
         held.transport.abort()  # as when the socket fails under a paused read
-        await settle()
-        assert server.config.key_shares.held == {}
+        await until(lambda: not server.config.key_shares.held)
         app.release("/a0", "/a1")
         assert [await a0.answer(), await a1.answer()] == [(200, b"/a0 0"), (200, b"/a1 0")]
         await settle()

@@ -49,7 +49,7 @@ def test_anonymous_requests_and_long_waits_are_not_shared_out(
 
 
 def test_past_its_share_a_caller_holds_and_its_oldest_held_request_gets_the_next_turn() -> None:
-    shares, started = KeyShares(per_key=2), []
+    shares, started = KeyShares(per_key=2), list[str]()
     assert shares.enter(b"a") and shares.enter(b"a")
     assert not shares.enter(b"a")
     shares.hold(b"a", FakeTurn("a2", started))
@@ -66,7 +66,7 @@ def test_past_its_share_a_caller_holds_and_its_oldest_held_request_gets_the_next
 
 
 def test_a_held_request_whose_client_left_is_skipped_and_its_turn_passes_on() -> None:
-    shares, started = KeyShares(per_key=1), []
+    shares, started = KeyShares(per_key=1), list[str]()
     assert shares.enter(b"a")
     shares.hold(b"a", FakeTurn("gone", started, gone=True))
     shares.hold(b"a", FakeTurn("here", started))
@@ -77,7 +77,7 @@ def test_a_held_request_whose_client_left_is_skipped_and_its_turn_passes_on() ->
 
 
 def test_a_dropped_request_never_starts_and_a_forced_one_is_counted() -> None:
-    shares, started = KeyShares(per_key=1), []
+    shares, started = KeyShares(per_key=1), list[str]()
     assert shares.enter(b"a")
     lost, early = FakeTurn("lost", started), FakeTurn("early", started)
     shares.hold(b"a", lost)
