@@ -44,6 +44,7 @@ Faces (each receives only what it uses; see pyproject's [tool.backserv.imports])
 
 The edge and the caller
     edge.py          the HTTP server's guards: head deadline and size, connection cap
+    edge_share.py    each key's share of running requests, held in the HTTP server
     auth.py, keys.py, ratelimit.py
                      who is calling (keys, scopes), key management, per-key limits
     netguard.py, fetch.py, inline_media.py, digits.py

@@ -47,6 +47,7 @@ def _serve(settings: Settings) -> int:
         header_timeout=settings.header_timeout_seconds,
         max_header_bytes=settings.max_header_bytes,
         max_connections=connection_cap(settings.max_connections, fd_limit),
+        running_per_key=settings.max_running_requests_per_key,
     )
     config = EdgeConfig(
         app,

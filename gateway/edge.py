@@ -15,7 +15,10 @@ connection:
   (so the client gets an answer, not a reset) and answered 503 with ``Retry-After`` and
   ``Connection: close``, under a shorter header deadline; past the cap plus
   ``overflow`` (only an attack gets there) a new connection is closed at once, keeping the
-  process's file descriptors for the jobs it has accepted.
+  process's file descriptors for the jobs it has accepted;
+- a **share per key**: past ``running_per_key`` running requests of one key, a request is
+  held, parsed but given no task, its connection not read, until one of the key's requests
+  ends (``gateway/edge_share.py``, which says why this belongs here).
 
 ``EdgeConfig`` is uvicorn's ``Config`` carrying those limits (``EdgeLimits``) and naming this
 protocol, which uvicorn then builds for each connection. ``AnnouncingServer`` says where it
@@ -36,6 +39,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import Server, ServerState
 
+from gateway.edge_share import KeyShares, Turn, caller_of
+
 #: file descriptors kept for everything but client connections: the database, result
 #: files, outbound provider and webhook calls, the local backend's model files
 FD_RESERVE = 256
@@ -51,6 +56,9 @@ class EdgeLimits:
     header_timeout: float
     max_header_bytes: int
     max_connections: int
+    #: most requests of one key running at once; more are held (``gateway/edge_share.py``);
+    #: 0: none held
+    running_per_key: int = 0
 
     @property
     def overflow(self) -> int:
@@ -126,9 +134,9 @@ async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a header deadline, a head size cap and a
-    connection cap (module docstring)."""
+class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
+    """uvicorn's httptools protocol with a header deadline, a head size cap, a connection
+    cap and per-key shares of running requests (module docstring)."""
 
     def __init__(
         self,
@@ -141,6 +149,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise TypeError("GuardedHttpToolsProtocol needs an EdgeConfig (its limits)")
         super().__init__(config, server_state, app_state, _loop)
         self.edge = config.edge_limits
+        self.shares = config.key_shares
+        #: the request held for its caller's share: (caller, cycle, app)
+        self.held: tuple[bytes, Any, Any] | None = None
         self.over_cap = False
         self.in_head = True
         self.head_bytes = 0
@@ -157,6 +168,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        if self.held is not None:
+            self.shares.drop(self.held[0], self)
+            self.held = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -184,8 +198,49 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if self.over_cap:
-            app = _over_capacity
-        super()._start_asgi_task(cycle, app)
+            super()._start_asgi_task(cycle, _over_capacity)
+            return
+        caller = caller_of(cycle.scope) if self.shares.per_key else None
+        if caller is None:
+            super()._start_asgi_task(cycle, app)
+        elif self.shares.enter(caller):
+            self._run_shared(caller, cycle, app)
+        else:  # past its caller's share: parsed, and nothing more until its turn
+            self.flow.pause_reading()
+            self.held = (caller, cycle, app)
+            self.shares.hold(caller, self)
+
+    def _run_shared(self, caller: bytes, cycle: Any, app: Any) -> None:
+        shares = self.shares
+
+        async def counted(scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await app(scope, receive, send)
+            finally:
+                shares.leave(caller)
+
+        super()._start_asgi_task(cycle, counted)
+
+    # Turn: what the shares see of a held request
+    def gone(self) -> bool:
+        return self.transport.is_closing()
+
+    def start(self) -> None:
+        if self.held is None:
+            raise RuntimeError("start() of a connection that holds no request")
+        caller, cycle, app = self.held
+        self.held = None
+        self.flow.resume_reading()
+        # one loop turn later: what other keys sent meanwhile is read, and queued, first
+        self.loop.call_soon(self._run_shared, caller, cycle, app)
+
+    def shutdown(self) -> None:
+        if self.held is not None:  # the server stops: answer it now, whatever the share
+            caller = self.held[0]
+            self.shares.drop(caller, self)
+            self.shares.force(caller)
+            self.start()
+        super().shutdown()
 
     def _arm_head_timer(self) -> None:
         self._disarm_head_timer()
@@ -217,6 +272,8 @@ class EdgeConfig(Config):
     def __init__(self, app: Any, *, edge_limits: EdgeLimits, **kwargs: Any) -> None:
         super().__init__(app, http=GuardedHttpToolsProtocol, **kwargs)
         self.edge_limits = edge_limits
+        #: every connection's share of its key's running requests, counted together
+        self.key_shares = KeyShares(edge_limits.running_per_key)
 
 
 class AnnouncingServer(Server):

@@ -104,8 +104,9 @@ class Settings(BaseSettings):
     #: is a 429 (code too_many_waiters); 0 turns the cap off
     max_waiters_per_key: int = Field(100, ge=0)
     #: most requests of one key (its Authorization header) the process runs at once;
-    #: more wait their turn, so one flooding key cannot slow the others' polls (waits are
-    #: not counted: see max_waiters_per_key); 0 turns it off
+    #: more wait their turn, held in the HTTP server (gateway/edge_share.py), so one
+    #: flooding key cannot slow the others' polls (waits are not counted: see
+    #: max_waiters_per_key); 0 turns it off
     max_running_requests_per_key: int = Field(2, ge=0)
 
     # the HTTP edge (gateway/edge.py), before a request reaches the application

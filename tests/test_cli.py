@@ -499,3 +499,24 @@ def test_the_listening_line_never_shows_a_database_password() -> None:
     )
     assert without_password("postgresql://app@db/jobs") == "postgresql://app@db/jobs"
     assert without_password("sqlite:///data/backserv.db") == "sqlite:///data/backserv.db"
+
+
+@pytest.mark.usefixtures("restore_logging_and_signals")
+def test_serve_holds_each_keys_requests_past_its_share_at_the_edge(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    from gateway.edge import EdgeConfig
+
+    seen: list[Any] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server: seen.append(server.config))
+    monkeypatch.setenv("BACKSERV_MAX_RUNNING_REQUESTS_PER_KEY", "3")
+
+    code, _out, _err = run(capsys, "serve", "--port", "4999")
+
+    assert code == 0
+    [config] = seen
+    assert isinstance(config, EdgeConfig)
+    assert config.edge_limits.running_per_key == 3
+    assert config.key_shares.per_key == 3

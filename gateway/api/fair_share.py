@@ -14,6 +14,10 @@ not shared out: behind a reverse proxy they would all come from one address, and
 anonymous traffic per client is the proxy's job. Long waits do not hold a share: long-polls
 (``wait=`` in the query), event streams (``/events``) and the synchronous image endpoint,
 which wait for a job rather than use the CPU, are limited by the per-key cap on open waits.
+
+Served by ``backserv serve``, the HTTP protocol applies the same share first
+(``gateway/edge_share.py``), before a request costs a task, so nothing waits here; this
+middleware keeps the rule under any other ASGI server.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ _AUTHORIZATION = b"authorization"
 _LONG_PATHS = ("/v1/images/generations",)
 
 
-def _is_long(scope: Scope) -> bool:
+def is_long(scope: Scope) -> bool:
+    """A request that waits for a job rather than uses the CPU: not shared out."""
     path: str = scope["path"]
     return path.endswith("/events") or path in _LONG_PATHS or b"wait=" in scope["query_string"]
 
@@ -40,7 +45,7 @@ class FairShare:
         self.waiting: dict[bytes, deque[asyncio.Future[None]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.per_caller or _is_long(scope):
+        if scope["type"] != "http" or not self.per_caller or is_long(scope):
             await self.app(scope, receive, send)
             return
         caller = next((v for k, v in scope["headers"] if k == _AUTHORIZATION), None)

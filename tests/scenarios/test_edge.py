@@ -7,6 +7,7 @@ buffered whole, and abandoned long-polls that used to run to their end.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from tests.conftest import AUTH_A, KEY_A, KEY_B
+from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B
 from tests.server import Server, running_server
 
 KEYS = {"BACKSERV_API_KEYS": f"{KEY_A},{KEY_B}"}
@@ -207,3 +208,32 @@ def test_abandoned_long_polls_free_their_slots_and_the_cap_holds(tmp_path: Path)
                 break
             time.sleep(0.1)
         assert again.status_code == 200, "abandoned waits still hold their slots"
+
+
+async def test_a_key_past_its_share_is_held_not_refused_and_every_accepted_job_completes(
+    tmp_path: Path,
+) -> None:
+    """Key A sends 24 submits at once over 12 connections (its share is 2): each is held at
+    the edge until its turn, none refused or lost, every job runs; key B is answered
+    meanwhile."""
+    job = {"model": "sandbox-image", "prompt": "a fox", "width": 64, "height": 64}
+    env = {**KEYS, "BACKSERV_SANDBOX_LATENCY": "0.05"}
+    many = httpx.Limits(max_connections=12)
+    with running_server(tmp_path, env) as server:
+        async with (
+            httpx.AsyncClient(base_url=server.url, headers=AUTH_A, limits=many, timeout=30) as a,
+            httpx.AsyncClient(base_url=server.url, headers=AUTH_B, timeout=30) as b,
+        ):
+            *submits, listing = await asyncio.gather(
+                *(a.post("/v1/jobs/images", json=job) for _ in range(24)), b.get("/v1/jobs")
+            )
+            assert listing.status_code == 200
+            assert [r.status_code for r in submits] == [202] * 24
+            ids = {r.json()["id"] for r in submits}
+            assert len(ids) == 24
+            deadline = time.monotonic() + 60
+            while ids and time.monotonic() < deadline:
+                polls = await asyncio.gather(*(a.get(f"/v1/jobs/{i}") for i in ids))
+                ids -= {p.json()["id"] for p in polls if p.json()["status"] == "COMPLETED"}
+                await asyncio.sleep(0.1)
+            assert not ids, f"jobs never completed: {sorted(ids)}"
