@@ -202,7 +202,7 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
                 self._cancelled,
                 self._remote_change,
                 self._relayed,
-                on_key=self._keys_changed,
+                on_key=self._remote_key_change,
                 on_live=self._listening,
             )
             self._listener.start()
@@ -218,6 +218,15 @@ class PostgresJobStore(PostgresKeys, PostgresWebhooks, JobStore):
         """A key changed, here (after the commit) or at any replica (its NOTIFY)."""
         self._key_epoch += 1
         super()._keys_changed(key_id)
+
+    @property
+    def instance(self) -> str:
+        return self._instance
+
+    def _remote_key_change(self, payload: str) -> None:
+        instance, _, key_id = payload.partition(":")
+        if instance != self._instance and key_id:
+            self._keys_changed(key_id)
 
     def _listening(self, live: bool) -> None:
         """The listener connected (every key change from now on will be heard) or was lost
