@@ -116,6 +116,10 @@ async def measure(postgres: str | None, requests: int, rounds: int) -> dict[str,
             app = create_app(settings, store=store, start_scheduler=False)
             async with app.router.lifespan_context(app):
                 gw = app.state.gateway
+                for _ in range(500):  # PostgreSQL: keys are kept once the listener is up
+                    if await gw.store.key_epoch() is not None:
+                        break
+                    await asyncio.sleep(0.02)
                 key, record = new_key_record("bench")
                 await gw.store.create_key(record)
                 lookups = 0
