@@ -45,8 +45,9 @@ Faces (each receives only what it uses; see pyproject's [tool.backserv.imports])
 The edge and the caller
     edge.py          the HTTP server's guards: head deadline and size, connection cap
     edge_share.py    each key's share of running requests, held in the HTTP server
-    auth.py, keys.py, ratelimit.py
-                     who is calling (keys, scopes), key management, per-key limits
+    auth.py, auth_cache.py, keys.py, ratelimit.py
+                     who is calling (keys, scopes; stored keys kept within the store's key
+                     epoch), key management, per-key limits
     netguard.py, fetch.py, inline_media.py, digits.py
                      what the gateway fetches or decodes for a client: the SSRF guard,
                      guarded downloads, data: URLs, digits read as ASCII

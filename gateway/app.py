@@ -192,7 +192,7 @@ def create_app(
         webhook_allow=settings.webhook_allow_list,
         storage=storage,
     )
-    keyring = KeyRing(store, settings.static_api_keys())
+    keyring = KeyRing(store, settings.static_api_keys(), cache_seconds=settings.auth_cache_seconds)
     janitor = Janitor(
         store,
         storage,

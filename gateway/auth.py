@@ -5,13 +5,21 @@ Keys come from ``BACKSERV_API_KEYS`` (kept in memory, never written) and from th
 SHA-256, so a static key keeps its jobs across restarts. Lookups go by hash, and the match is
 confirmed with a constant-time comparison.
 
-A stored key is looked up in the store on every request, so revoking it (``backserv keys
-revoke``, ``DELETE /v1/keys/{id}``) takes effect at once on every replica: there is no cache
-to wait out. The key's own limits (``Principal.limits``) are read with it, so a change to
-them applies from the next request too. The lookup is
-one primary-key-style read by hash (measured on SQLite: tens of microseconds per request, see
-``_lookup``). Only *unknown* hashes are cached, for a couple of seconds, so a flood of wrong
-keys does not become a flood of queries; a key created from the CLI may therefore take up to
+A stored key's principal (its id, scopes and limits) is kept by the hash of the key
+(``KnownKeys``, gateway/auth_cache.py) for at most ``BACKSERV_AUTH_CACHE_SECONDS``, and only
+within the store's *key epoch*: a number the store moves at every change of a stored key,
+wherever it is made (on SQLite a trigger bumps it in the changing transaction, so
+``backserv keys revoke`` from another process counts; on PostgreSQL every replica hears a
+NOTIFY sent in the changing transaction, and the epoch is None, so nothing is kept, while the
+listener is down). So revoking a key (``backserv keys revoke``, ``DELETE /v1/keys/{id}``) or
+changing its limits takes effect at the next request, as when every request read the key: on
+SQLite at once; on PostgreSQL at once on the replica that made the change and, on the others,
+as soon as the notification arrives (the same milliseconds as the job-change relay). A
+request then costs one read of the epoch on SQLite (a one-row table, on the loop), nothing on
+PostgreSQL; with the cache off (0), the key's row is read at every request.
+
+Unknown hashes are also remembered, for ``CACHE_SECONDS``, so a flood of wrong keys does not
+become a flood of queries; a key created from the CLI may therefore take up to
 ``CACHE_SECONDS`` to be accepted by a replica that saw it before it existed.
 """
 
@@ -24,6 +32,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from gateway.auth_cache import KnownKeys
 from gateway.errors import AuthenticationFailed
 from gateway.ratelimit import KeyLimits
 from gateway.store.base import ApiKeyRecord, JobStore
@@ -85,13 +94,24 @@ def new_key_record(
 
 
 class KeyRing:
-    def __init__(self, store: JobStore, static_keys: list[str]) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        static_keys: list[str],
+        *,
+        cache_seconds: float = 0.0,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
         self.store = store
         self._static: dict[str, Principal] = {}
         for key in static_keys:
             digest = hash_key(key)
             self._static[digest] = Principal(key_id_for(digest))
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+        #: the stored keys' principals, valid within one key epoch of the store
+        self.known: KnownKeys[Principal] = KnownKeys(cache_seconds, cache_size)
+        if self.known.enabled:
+            store.watch_keys(self.known.drop)
 
     async def authenticate(self, header: str | None) -> Principal:
         if not header:
@@ -106,14 +126,21 @@ class KeyRing:
         principal = self._static.get(digest)
         if principal is not None:
             return principal
+        epoch = None
+        if self.known.enabled:
+            epoch = await self.store.key_epoch()  # before the key is read (auth_cache.py)
+            principal = self.known.get(digest, epoch)
+            if principal is not None:
+                return principal
         principal = await self._lookup(digest)
         if principal is None:
             raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
+        self.known.put(digest, principal.key_id, principal, epoch)
         return principal
 
     async def _lookup(self, digest: str) -> Principal | None:
-        """The key's principal, read from the store every time (revocation is immediate);
-        only a miss (unknown or revoked) is remembered, for ``CACHE_SECONDS``."""
+        """The key's principal, read from the store; a miss (unknown or revoked) is
+        remembered for ``CACHE_SECONDS``."""
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:

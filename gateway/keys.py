@@ -5,7 +5,8 @@ endpoints under ``/v1/keys`` (gateway/api/keys.py). Every check lives here and r
 gateway's own errors, naming the field, so both say the same thing.
 
 A key is shown once, when it is created; only its SHA-256 is stored. Revoking is immediate
-on every replica (the key ring reads stored keys at every request) and final: a revoked key
+on every replica (every change of a key moves the store's key epoch, and the key
+ring keeps what it read of a key only within one: gateway/auth.py) and final: a revoked key
 cannot be changed or revived. Keys from ``BACKSERV_API_KEYS`` are not stored, so they are
 neither listed nor managed here.
 """

@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     #: most rendered jobs the cache holds (least recently stored dropped first)
     job_cache_size: int = Field(10_000, ge=0)
 
+    # a stored API key, once read, is kept in memory (by its hash) for up to this many seconds,
+    # so a poll or a submit does not read the key's row. Revocations and changes of limits
+    # still apply from the next request: every change of a key moves the store's key epoch
+    # (a trigger on SQLite, also for `backserv keys` in another process; LISTEN/NOTIFY on
+    # PostgreSQL, where nothing is kept while the listener is down) and the cache holds only
+    # within one epoch. This bounds how long an entry lives, as a backstop. 0 turns it off:
+    # the key's row is read at every request
+    auth_cache_seconds: float = Field(60.0, ge=0, le=3600)
+
     # per-key limit on job creation (token bucket); 0 turns it off. These are the defaults:
     # a stored key may have its own (POST/PATCH /v1/keys, backserv keys create|update). On
     # PostgreSQL the buckets live in the database, so the limit holds across replicas.

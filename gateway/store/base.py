@@ -107,6 +107,7 @@ class JobStore(ABC):
     def __init__(self) -> None:
         self._change_listeners: list[Callable[[str], None]] = []
         self._delivery_listeners: list[Callable[[str, str], None]] = []
+        self._key_listeners: list[Callable[[str], None]] = []
 
     def watch_deliveries(self, listener: Callable[[str, str], None]) -> None:
         """Call ``listener(provider, request_id)`` when a provider webhook delivery for that
@@ -143,6 +144,28 @@ class JobStore(ABC):
                     listener(job_id)
                 except Exception:
                     log.exception("a job-change listener failed")
+
+    def watch_keys(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(key_id)`` after every committed change of a stored key (revoked,
+        new limits, a new name) made through this store (on PostgreSQL, also by other
+        replicas, through one NOTIFY sent in the changing transaction)."""
+        self._key_listeners.append(listener)
+
+    def _keys_changed(self, key_id: str) -> None:
+        for listener in self._key_listeners:
+            try:
+                listener(key_id)
+            except Exception:
+                log.exception("a key-change listener failed")
+
+    async def key_epoch(self) -> int | None:
+        """A number that changes whenever a stored key may have changed, wherever the change
+        was made; None while that cannot be known (nothing read by key may be kept then).
+
+        What a reader may keep of a stored key (its principal) holds only while the epoch it
+        read *before* reading the key is still the current one. The default knows nothing.
+        """
+        return None
 
     @abstractmethod
     async def open(self) -> None:

@@ -15,6 +15,10 @@ Each replica holds a connection pool; nothing is shared in memory, the database 
 - **Wake-ups ride LISTEN/NOTIFY.** A committed insert batch, a release and a requeue notify
   ``backserv_work``; a cancel notifies ``backserv_cancel`` with the job id. Subscribers are
   served by a dedicated, supervised listener connection (``Listener``).
+- **Key changes too.** A revocation or an update of a key notifies ``backserv_key`` in its
+  own transaction. ``key_epoch`` moves at every key change heard (local or not) and at every
+  connect and loss of the listener, and is None while it is down: a replica keeps what it
+  read of a key only while it is sure to hear of the key's next change.
 
 Every statement has a deadline (``command_timeout``). Pool connections are handed back
 without asyncpg's ``RESET ALL``/``UNLISTEN``/``pg_advisory_unlock_all`` round trip: the store
@@ -108,6 +112,8 @@ class PostgresJobStore(PostgresKeys, PostgresSpend, PostgresWebhooks, JobStore):
         self._writer_task: asyncio.Task[None] | None = None
         self._subscribers: list[tuple[OnWork, OnCancel]] = []
         self._listener: Listener | None = None
+        self._key_epoch = 0
+        self._keys_live = False
         self._lane_lock_prefix = f"backserv.lane:{schema or ''}:"
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -185,12 +191,50 @@ class PostgresJobStore(PostgresKeys, PostgresSpend, PostgresWebhooks, JobStore):
         return None if self._listener is None else self._listener.pid
 
     def _start_listener(self) -> None:
-        wanted = self._subscribers or self._change_listeners or self._delivery_listeners
+        wanted = (
+            self._subscribers
+            or self._change_listeners
+            or self._delivery_listeners
+            or self._key_listeners
+        )
         if self._listener is None and wanted and self._pool is not None:
             self._listener = Listener(
-                self.url, self._work, self._cancelled, self._remote_change, self._relayed
+                self.url,
+                self._work,
+                self._cancelled,
+                self._remote_change,
+                self._relayed,
+                on_key=self._remote_key_change,
+                on_live=self._listening,
             )
             self._listener.start()
+
+    def watch_keys(self, listener: Callable[[str], None]) -> None:
+        super().watch_keys(listener)
+        self._start_listener()
+
+    async def key_epoch(self) -> int | None:
+        return self._key_epoch if self._keys_live else None
+
+    def _keys_changed(self, key_id: str) -> None:
+        """A key changed, here (after the commit) or at any replica (its NOTIFY)."""
+        self._key_epoch += 1
+        super()._keys_changed(key_id)
+
+    @property
+    def instance(self) -> str:
+        return self._instance
+
+    def _remote_key_change(self, payload: str) -> None:
+        instance, _, key_id = payload.partition(":")
+        if instance != self._instance and key_id:
+            self._keys_changed(key_id)
+
+    def _listening(self, live: bool) -> None:
+        """The listener connected (every key change from now on will be heard) or was lost
+        (changes may go unheard: nothing read by key may be kept until it is back)."""
+        self._key_epoch += 1
+        self._keys_live = live
 
     def watch_deliveries(self, listener: Callable[[str, str], None]) -> None:
         super().watch_deliveries(listener)

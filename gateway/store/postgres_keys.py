@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.errors import LastAdminKey
 from gateway.store.base import KEY_UPDATABLE, ApiKeyRecord, JobStore
+from gateway.store.postgres_schema import KEY_CHANNEL
 
 #: in ``ApiKeyRecord``'s field order
 COLUMNS = (
@@ -32,7 +33,15 @@ INSERT_KEY = f"INSERT INTO api_keys ({COLUMNS}) VALUES ({','.join(f'${i}' for i 
 FIND_KEY = f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"
 GET_KEY = f"SELECT {COLUMNS} FROM api_keys WHERE id = $1"
 LIST_KEYS = f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at"
-REVOKE_KEY = "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
+# Every change of a key notifies KEY_CHANNEL ("<store instance>:<key id>") in the same
+# statement, so in the same transaction: every replica hears of it at commit (and of nothing
+# rolled back); the replica that made it already knew.
+REVOKE_KEY = f"""
+    WITH revoked AS (
+        UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL RETURNING id
+    )
+    SELECT count(*), max(pg_notify('{KEY_CHANNEL}', $3 || ':' || id)::text) FROM revoked
+"""
 # The active admin keys, each row locked until the revoking transaction ends. A concurrent
 # revocation waits for these locks; under READ COMMITTED it then re-reads every row it waited
 # for (a row revoked meanwhile no longer matches), so it counts the admins that remain. The
@@ -65,6 +74,11 @@ class PostgresKeys(JobStore):
     def pool(self) -> Any:
         """The asyncpg pool (PostgresJobStore's)."""
 
+    @property
+    @abstractmethod
+    def instance(self) -> str:
+        """This store's id among the replicas, in the payload of its notifications."""
+
     async def create_key(self, record: ApiKeyRecord) -> None:
         # COLUMNS are in the record's field order
         await self.pool.execute(INSERT_KEY, *dataclasses.astuple(record))
@@ -82,14 +96,16 @@ class PostgresKeys(JobStore):
 
     async def revoke_key(self, key_id: str, now: float, *, keep_an_admin: bool = False) -> bool:
         if not keep_an_admin:
-            done: str = await self.pool.execute(REVOKE_KEY, now, key_id)
-            return int(done.rpartition(" ")[2] or 0) > 0
-        async with self.pool.acquire() as conn, conn.transaction():
-            admins = [row[0] for row in await conn.fetch(LOCK_ACTIVE_ADMINS)]
-            if admins == [key_id]:
-                raise LastAdminKey(key_id)
-            done = await conn.execute(REVOKE_KEY, now, key_id)
-        return int(done.rpartition(" ")[2] or 0) > 0
+            revoked = int(await self.pool.fetchval(REVOKE_KEY, now, key_id, self.instance))
+        else:
+            async with self.pool.acquire() as conn, conn.transaction():
+                admins = [row[0] for row in await conn.fetch(LOCK_ACTIVE_ADMINS)]
+                if admins == [key_id]:
+                    raise LastAdminKey(key_id)
+                revoked = int(await conn.fetchval(REVOKE_KEY, now, key_id, self.instance))
+        if revoked:
+            self._keys_changed(key_id)
+        return revoked > 0
 
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKeyRecord | None:
         unknown = set(changes) - KEY_UPDATABLE
@@ -99,14 +115,19 @@ class PostgresKeys(JobStore):
             found = await self.get_key(key_id)
             return found if found is not None and found.revoked_at is None else None
         names = sorted(changes)
-        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=3))
         row = await self.pool.fetchrow(
-            f"UPDATE api_keys SET {assignments} WHERE id = $1 AND revoked_at IS NULL "
-            f"RETURNING {COLUMNS}",
+            f"WITH updated AS (UPDATE api_keys SET {assignments} "
+            f"WHERE id = $1 AND revoked_at IS NULL RETURNING {COLUMNS}) "
+            f"SELECT {COLUMNS}, pg_notify('{KEY_CHANNEL}', $2 || ':' || id)::text FROM updated",
             key_id,
+            self.instance,
             *(changes[n] for n in names),
         )
-        return None if row is None else ApiKeyRecord(*row)
+        if row is None:
+            return None
+        self._keys_changed(key_id)
+        return ApiKeyRecord(*tuple(row)[: len(dataclasses.fields(ApiKeyRecord))])
 
     async def take_rate_token(self, bucket: str, rate: float, burst: int) -> float:
         granted, tokens = await self.pool.fetchrow(TAKE_TOKEN, bucket, float(rate), float(burst))

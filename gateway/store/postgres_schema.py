@@ -233,6 +233,9 @@ WORK_CHANNEL, CANCEL_CHANNEL = "backserv_work", "backserv_cancel"
 JOB_CHANNEL = "backserv_job"
 #: a provider webhook delivery arrived at some replica: "provider\nrequest_id"
 DELIVERY_CHANNEL = "backserv_delivery"
+#: a stored key changed (revoked, new limits or name): its id, sent in the changing
+#: transaction (postgres_keys.py), so it is delivered at commit or never
+KEY_CHANNEL = "backserv_key"
 NOTIFY_DELIVERY = f"SELECT pg_notify('{DELIVERY_CHANNEL}', $1)"
 NOTIFY_CHANGED = f"SELECT pg_notify('{JOB_CHANNEL}', $1 || ':' || x) FROM unnest($2::text[]) AS x"
 NOTIFY_WORK = f"NOTIFY {WORK_CHANNEL}"

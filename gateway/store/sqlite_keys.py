@@ -4,6 +4,12 @@ A mixin of ``SQLiteJobStore``: writes go through its group-committing ``_write``
 through its reader connection (``_read``), a key by hash (every request) as a point read on
 the loop (``_point_read``). SQLite serves one process, so per-key rate-limit
 buckets stay in that process (``gateway/ratelimit.py``); only the keys' own limits are here.
+
+**The key epoch** (``key_epoch``) is one row that triggers bump in the transaction of every
+change of a key (migration 9), whoever makes it: this process, ``backserv keys revoke`` in
+another one, an operator in the sqlite3 shell. Reading it is a point read of a one-row table
+on the loop, cheaper than reading and building the key, and it is what lets the key ring keep
+keys it read without missing a revocation made by another process.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ class SQLiteKeys(JobStore):
 
         async def _point_read(self, sql: str, params: tuple[Any, ...]) -> list[Any]: ...
 
+        #: the read-only connection of point reads (None for an in-memory database)
+        _point: sqlite3.Connection | None
+
     async def create_key(self, record: ApiKeyRecord) -> None:
         values = dataclasses.astuple(record)  # COLUMNS are in the record's field order
 
@@ -54,6 +63,12 @@ class SQLiteKeys(JobStore):
             f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)
         )
         return ApiKeyRecord(*rows[0]) if rows else None
+
+    async def key_epoch(self) -> int | None:
+        if self._point is None:  # an in-memory database: its other connections see another
+            return None
+        rows = await self._point_read("SELECT epoch FROM key_epoch WHERE id = 1", ())
+        return int(rows[0][0]) if rows else None
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None:
         rows = await self._read(f"SELECT {COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
@@ -77,7 +92,10 @@ class SQLiteKeys(JobStore):
             )
             return cur.rowcount
 
-        return bool(await self._write(op))
+        revoked = bool(await self._write(op))
+        if revoked:
+            self._keys_changed(key_id)
+        return revoked
 
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKeyRecord | None:
         unknown = set(changes) - KEY_UPDATABLE
@@ -100,4 +118,7 @@ class SQLiteKeys(JobStore):
             )
             return ApiKeyRecord(*rows[0]) if rows else None
 
-        return await self._write(op)
+        updated = await self._write(op)
+        if updated is not None:
+            self._keys_changed(key_id)
+        return updated

@@ -136,4 +136,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX usage_day ON usage (day, owner);
     """,
+    # 9: an epoch of the stored keys, bumped in the transaction of every change of a key by
+    # whoever makes it (the gateway, ``backserv keys`` in another process, an operator's
+    # sqlite3 shell): the gateway keeps keys it read only while the epoch it saw holds
+    """
+    CREATE TABLE key_epoch (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch INTEGER NOT NULL
+    );
+    INSERT INTO key_epoch (id, epoch) VALUES (1, 0);
+    CREATE TRIGGER api_keys_updated AFTER UPDATE ON api_keys
+    BEGIN
+        UPDATE key_epoch SET epoch = epoch + 1 WHERE id = 1;
+    END;
+    CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys
+    BEGIN
+        UPDATE key_epoch SET epoch = epoch + 1 WHERE id = 1;
+    END;
+    """,
 )

@@ -23,6 +23,21 @@ def connect_writer(path: str) -> sqlite3.Connection:
     return conn
 
 
+def statements(script: str) -> list[str]:
+    """The statements of ``script``, one by one (a trigger's body keeps its semicolons)."""
+    found: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n\t;"):
+                found.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n\t;"):
+        found.append(pending.strip())
+    return found
+
+
 def migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> None:
     """Apply the migrations not applied yet (``PRAGMA user_version`` counts them)."""
     conn.execute("BEGIN IMMEDIATE")
@@ -30,9 +45,8 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         for number, script in enumerate(migrations[version:], start=version + 1):
             log.info("applying schema migration %d", number)
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(script):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
         conn.execute("COMMIT")
     except BaseException:

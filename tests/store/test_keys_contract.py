@@ -127,3 +127,39 @@ async def test_a_keys_limits_are_one_object(store: JobStore) -> None:
     assert found is not None
     assert _with_limits(found) == (1.0, None, 4)
     assert found.limits.rate_limit == 1.0 and found.limits.max_active_jobs == 4
+
+
+async def test_key_changes_are_published_after_they_commit(store: JobStore) -> None:
+    heard: list[str] = []
+    store.watch_keys(heard.append)
+    await store.create_key(make_key(1, BASE_TIME))
+    await store.create_key(make_key(2, BASE_TIME))
+    assert heard == []  # a new key changes nothing anyone kept
+
+    await store.update_key("key_1", {"max_active_jobs": 3})
+    await store.revoke_key("key_2", BASE_TIME + 1)
+    await store.update_key("key_2", {"name": "revoked"})  # refused: nothing changed
+    await store.revoke_key("key_2", BASE_TIME + 2)  # already revoked: nothing changed
+    assert heard == ["key_1", "key_2"]
+
+
+async def _epoch(store: JobStore) -> int:
+    """The store's key epoch, once it is known (PostgreSQL: once its listener is up)."""
+    for _ in range(1000):
+        epoch = await store.key_epoch()
+        if epoch is not None:
+            return epoch
+        await asyncio.sleep(0.01)
+    raise AssertionError("the key epoch stayed unknown for 10 s")
+
+
+async def test_every_change_of_a_key_moves_the_key_epoch(store: JobStore) -> None:
+    store.watch_keys(lambda _key_id: None)  # PostgreSQL: follow key changes
+    await store.create_key(make_key(1, BASE_TIME))
+    seen = [await _epoch(store)]
+    await store.update_key("key_1", {"rate_limit": 1.5})
+    seen.append(await _epoch(store))
+    await store.revoke_key("key_1", BASE_TIME + 1)
+    seen.append(await _epoch(store))
+    assert len(set(seen)) == 3, seen
+    assert await _epoch(store) == seen[-1]  # and stays put while nothing changes

@@ -22,7 +22,7 @@ from gateway.store.postgres_schema import MIGRATIONS, quote_ident
 from tests.postgres import URL, connect
 from tests.store.test_active_contract import *  # noqa: F403 - active jobs, on PostgreSQL
 from tests.store.test_contract import *  # noqa: F403 - the contract suite, run against PostgreSQL
-from tests.store.test_contract import insert, make_job, stored
+from tests.store.test_contract import BASE_TIME, insert, make_job, make_key, stored
 from tests.store.test_counts_contract import *  # noqa: F403 - job counts, on PostgreSQL
 from tests.store.test_keys_contract import *  # noqa: F403 - api keys, on PostgreSQL
 from tests.store.test_latency_contract import *  # noqa: F403 - latencies, on PostgreSQL
@@ -356,3 +356,40 @@ async def test_listener_reconnects_after_its_connection_is_terminated(
     signals.work.clear()
     await insert(a)
     await asyncio.wait_for(signals.work.wait(), 1.0)
+
+
+async def test_a_key_change_on_one_replica_moves_the_others_key_epoch(
+    replicas: Callable[[], PostgresJobStore],
+) -> None:
+    a, b = await _open_pair(replicas)
+    heard: list[str] = []
+    b.watch_keys(heard.append)
+    await _until(lambda: b._keys_live)
+    await a.create_key(make_key(1, BASE_TIME))
+    before = await b.key_epoch()
+
+    await a.revoke_key("key_1", BASE_TIME + 1)
+    await _until(lambda: heard == ["key_1"])
+    after = await b.key_epoch()
+    assert before is not None and after is not None and after != before
+
+
+async def test_the_key_epoch_is_unknown_while_the_listener_is_down_and_new_after(
+    replicas: Callable[[], PostgresJobStore], admin: Any
+) -> None:
+    _a, b = await _open_pair(replicas)
+    b.watch_keys(lambda _key_id: None)
+    await _until(lambda: b.listener_pid is not None and b._keys_live)
+    before = await b.key_epoch()
+    listener = b._listener
+    assert listener is not None and before is not None
+    url, listener.url = listener.url, "postgresql://postgres@127.0.0.1:1/none"
+
+    assert await admin.fetchval("SELECT pg_terminate_backend($1)", b.listener_pid) is True
+    await _until(lambda: not b._keys_live)
+    assert await b.key_epoch() is None
+
+    listener.url = url
+    await _until(lambda: b._keys_live, timeout=20.0)
+    after = await b.key_epoch()
+    assert after is not None and after != before  # what was kept before is not used again
