@@ -49,7 +49,9 @@ class LocalStorage(ResultStorage):
             raise ValueError(f"unsafe file name for job {job_id!r}")
         tmp = target.with_name(f"{name}.{secrets.token_hex(4)}.part")
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-        file: BinaryIO = await asyncio.to_thread(tmp.open, "wb")
+        # opened and closed on the loop (each a quick system call), never in a thread: a
+        # task cancelled while a thread opened the file would leave it open, unreferenced
+        file: BinaryIO = tmp.open("wb")
         size = 0
         try:
             try:
@@ -57,7 +59,7 @@ class LocalStorage(ResultStorage):
                     await asyncio.to_thread(file.write, chunk)
                     size += len(chunk)
             finally:
-                await asyncio.to_thread(file.close)
+                file.close()
             await asyncio.to_thread(tmp.replace, target)
         except BaseException:
             await asyncio.to_thread(tmp.unlink, True)
@@ -80,7 +82,10 @@ class LocalStorage(ResultStorage):
         path = self.path(job_id, name)
         if path is None:
             return
-        file: BinaryIO = await asyncio.to_thread(path.open, "rb")
+        try:
+            file: BinaryIO = path.open("rb")  # on the loop: see write()
+        except (FileNotFoundError, NotADirectoryError):
+            return
         try:
             await asyncio.to_thread(file.seek, start)
             left = end - start
@@ -91,7 +96,7 @@ class LocalStorage(ResultStorage):
                 left -= len(chunk)
                 yield chunk
         finally:
-            await asyncio.to_thread(file.close)
+            file.close()
 
     async def delete(self, job_id: str) -> None:
         if safe_job(job_id):
