@@ -2,7 +2,8 @@
 
 A file name carries everything needed to rebuild it (``{id}-{n}-{w}x{h}.png``,
 ``{id}.mp4``), so serving one needs no state: the PNG is a real image of that size made with
-Pillow; the MP4 is a few bytes with the right content type.
+Pillow; the MP4 is a real clip, a square crossing the frame (``video.py``, built with PyAV,
+imported only when an emulator first serves a video).
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ FAL_IMAGE_SIZES: dict[str, tuple[int, int]] = {
 
 _PNG_NAME = re.compile(r"^[A-Za-z0-9_-]+-(\d+)-(\d+)x(\d+)\.png$")
 _MP4_NAME = re.compile(r"^[A-Za-z0-9_-]+\.mp4$")
-# An ISO base media "ftyp" box followed by an empty "mdat": enough to sniff as MP4.
-_MP4_BYTES = (
-    b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00\x00\x00\x08mdat" + b"\x00" * 64
-)
 
 
 def _side(value: Any) -> int | None:
@@ -97,7 +94,10 @@ def png_bytes(width: int, height: int, index: int = 0) -> bytes:
 
 
 def mp4_bytes() -> bytes:
-    return _MP4_BYTES
+    """Every emulated video job's MP4 (the same playable clip; see ``video.py``)."""
+    from tests.emulators.video import clip_bytes  # PyAV only once a video is asked for
+
+    return clip_bytes()
 
 
 async def serve_file(request: Request) -> Response:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.emulators import Behaviour, FalEmulator, create_fal_app, serve
 from tests.emulators.conftest import ManualClock
+from tests.emulators.video import FRAMES, SIZE, probe
 
 KEY = {"Authorization": "Key test"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -173,7 +174,7 @@ async def test_named_image_size_and_default_size(
     assert (plain_image["width"], plain_image["height"]) == (64, 64)
 
 
-async def test_video_app_returns_an_mp4(
+async def test_video_app_returns_a_playable_mp4(
     fal: tuple[httpx.AsyncClient, FalEmulator], clock: ManualClock
 ) -> None:
     client, _ = fal
@@ -184,6 +185,8 @@ async def test_video_app_returns_an_mp4(
     file = await client.get(video["url"])
     assert file.headers["content-type"] == "video/mp4"
     assert len(file.content) == video["file_size"]
+    clip = probe(file.content)
+    assert (clip.size, clip.frames) == (SIZE, FRAMES)
 
 
 async def test_failed_run_completes_with_error_and_result_replays_it(

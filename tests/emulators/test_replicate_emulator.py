@@ -16,6 +16,7 @@ from tests.emulators import Behaviour, ReplicateEmulator, create_replicate_app, 
 from tests.emulators.conftest import ManualClock
 from tests.emulators.replicate import parse_duration, parse_prefer_wait
 from tests.emulators.replicate_state import tqdm_line
+from tests.emulators.video import FRAMES, SIZE, probe
 
 TOKEN = {"Authorization": "Bearer test"}
 BASE = "https://api.replicate.com"
@@ -88,6 +89,20 @@ async def test_prediction_goes_from_starting_through_processing_to_succeeded(
     image = await client.get(done["output"][0])
     assert Image.open(io.BytesIO(image.content)).size == (64, 64)
     assert state.submit_count("black-forest-labs/flux-schnell") == 1
+
+
+async def test_a_video_model_outputs_one_playable_mp4(
+    rep: tuple[httpx.AsyncClient, ReplicateEmulator], clock: ManualClock
+) -> None:
+    client, _ = rep
+    created = await create(client, "/v1/models/minimax/video-01/predictions")
+    clock.advance(30)
+    done = (await client.get(created["urls"]["get"])).json()
+    assert done["status"] == "succeeded" and isinstance(done["output"], str)
+    file = await client.get(done["output"])
+    assert file.headers["content-type"] == "video/mp4"
+    clip = probe(file.content)
+    assert (clip.size, clip.frames) == (SIZE, FRAMES)
 
 
 async def test_create_with_a_version_and_with_a_deployment(
