@@ -32,7 +32,8 @@ Storage and providers
 
 Faces (each receives only what it uses; see pyproject's [tool.backserv.imports])
     api/             jobs, images (OpenAI; image_size: its n and size), openai_videos (+
-                     openai_video_object, openai_video_params, openai_video_content),
+                     openai_video_object, openai_video_params, openai_video_content,
+                     openai_video_frames: GIF/WebP with Pillow, MP4 with PyAV if installed),
                      openai_edits (+ openai_edit_inputs), openai_sync (the sync wait's
                      answers), multipart (form bodies), job_events (SSE), backserv_tasks, tasks/,
                      files, keys, models, webhook_secrets, provider_webhooks (fal's and

@@ -3,8 +3,10 @@
 ``video`` is the job's result file as it is stored, with its own content type (``video/mp4``
 from fal and Replicate; ``image/gif`` from the sandbox, an animated GIF). ``thumbnail`` (its
 first frame, ``image/webp``) and ``spritesheet`` (up to ``SPRITES`` frames spread over the
-clip, in a grid, ``image/jpeg``) are drawn from the video with Pillow, which reads animated
-GIF and WebP; for an MP4 or WebM (no decoder here) they are a 400 ``unsupported_variant``
+clip, in a grid, ``image/jpeg``) are drawn from the video's frames
+(``openai_video_frames.py``): Pillow reads animated GIF and WebP; MP4, WebM and QuickTime
+need PyAV, the optional ``video`` extra. A video this gateway cannot read frames from (an
+MP4 without PyAV) has only the ``video`` variant: the others are a 400 ``unsupported_variant``
 that says so.
 """
 
@@ -13,17 +15,14 @@ from __future__ import annotations
 import io
 import math
 
-from PIL import Image, ImageSequence
+from PIL import Image
 
+from gateway.api.openai_video_frames import drawable, first_frame, spread_frames
 from gateway.errors import InvalidRequest
 
 VARIANTS = ("video", "thumbnail", "spritesheet")
-#: the video types Pillow can read frames from
-DRAWABLE = frozenset({"image/gif", "image/webp"})
 SPRITES = 16
 SPRITE_WIDTH = 160
-#: the most pixels of one frame decoded for a preview
-MAX_FRAME_PIXELS = 16 * 1024 * 1024
 
 
 def check_variant(raw: str | None) -> str:
@@ -39,7 +38,7 @@ def check_variant(raw: str | None) -> str:
 
 def refuse_undrawable(variant: str, content_type: str, model: str) -> None:
     """A 400 when ``variant`` cannot be drawn from a video of ``content_type``."""
-    if variant != "video" and content_type not in DRAWABLE:
+    if variant != "video" and not drawable(content_type):
         raise InvalidRequest(
             f"Invalid 'variant': the model '{model}' makes {content_type} videos, which this "
             f"gateway cannot draw a {variant} from; only 'video' is available.",
@@ -48,50 +47,31 @@ def refuse_undrawable(variant: str, content_type: str, model: str) -> None:
         )
 
 
-def _frames(data: bytes) -> list[Image.Image]:
-    """Up to ``SPRITES`` frames, spread evenly over the clip, as RGB."""
-    with Image.open(io.BytesIO(data)) as clip:
-        if clip.width * clip.height > MAX_FRAME_PIXELS:
-            raise ValueError("frame too large")
-        total = getattr(clip, "n_frames", 1)
-        step = max(1, math.ceil(total / SPRITES))
-        return [
-            frame.convert("RGB")
-            for i, frame in enumerate(ImageSequence.Iterator(clip))
-            if i % step == 0
-        ][:SPRITES]
-
-
-def thumbnail(data: bytes) -> bytes:
+def thumbnail(data: bytes, content_type: str) -> bytes:
     """The first frame, as WebP."""
-    with Image.open(io.BytesIO(data)) as clip:
-        if clip.width * clip.height > MAX_FRAME_PIXELS:
-            raise ValueError("frame too large")
-        first = clip.convert("RGB")
     out = io.BytesIO()
-    first.save(out, "WEBP", quality=85)
+    first_frame(data, content_type).save(out, "WEBP", quality=85)
     return out.getvalue()
 
 
-def spritesheet(data: bytes) -> bytes:
-    """Frames spread over the clip, each ``SPRITE_WIDTH`` wide, in a grid, as JPEG."""
-    frames = _frames(data)
-    first = frames[0]
-    width = min(SPRITE_WIDTH, first.width)
-    height = max(1, round(first.height * width / first.width))
+def spritesheet(data: bytes, content_type: str) -> bytes:
+    """Frames spread over the clip, each at most ``SPRITE_WIDTH`` wide, in a grid, as JPEG."""
+    frames = spread_frames(data, content_type, SPRITES, SPRITE_WIDTH)
+    width, height = frames[0].size
     columns = min(4, len(frames))
     rows = math.ceil(len(frames) / columns)
     sheet = Image.new("RGB", (columns * width, rows * height))
     for i, frame in enumerate(frames):
-        sprite = frame.resize((width, height), Image.Resampling.LANCZOS)
-        sheet.paste(sprite, ((i % columns) * width, (i // columns) * height))
+        if frame.size != (width, height):  # a clip whose frame size changes midway
+            frame = frame.resize((width, height), Image.Resampling.LANCZOS)
+        sheet.paste(frame, ((i % columns) * width, (i // columns) * height))
     out = io.BytesIO()
     sheet.save(out, "JPEG", quality=80)
     return out.getvalue()
 
 
-def draw(variant: str, data: bytes) -> tuple[bytes, str]:
+def draw(variant: str, data: bytes, content_type: str) -> tuple[bytes, str]:
     """``variant`` (thumbnail or spritesheet) of a drawable video: bytes and content type."""
     if variant == "thumbnail":
-        return thumbnail(data), "image/webp"
-    return spritesheet(data), "image/jpeg"
+        return thumbnail(data, content_type), "image/webp"
+    return spritesheet(data, content_type), "image/jpeg"

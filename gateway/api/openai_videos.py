@@ -257,7 +257,7 @@ class VideosAPI:
             return stored_file_response(request, self.storage, job.id, name, info, {})
         data = await self.storage.read_all(job.id, name) or b""
         try:
-            drawn, media_type = await asyncio.to_thread(draw, variant, data)
+            drawn, media_type = await asyncio.to_thread(draw, variant, data, content_type)
         except (OSError, ValueError, EOFError) as exc:
             raise InvalidRequest(
                 f"Invalid 'variant': a {variant} cannot be drawn from video {job.id} "

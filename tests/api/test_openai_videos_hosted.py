@@ -1,16 +1,20 @@
 """``client.videos`` through the fal and Replicate emulators: the real adapters and SDKs on
 loopback, the gateway's copy of the provider's MP4 downloaded with ``download_content`` and
-decoded frame by frame (the emulators' clip, ``tests/emulators/video.py``)."""
+decoded frame by frame (the emulators' clip, ``tests/emulators/video.py``); its thumbnail and
+spritesheet drawn with PyAV, and refused as a 400 when PyAV is not installed."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import openai
 import pytest
+from PIL import Image
 
+from gateway.api import openai_video_frames
 from gateway.catalog import parse_catalog
 from providers.registry import KNOWN_PROVIDERS
 from tests.api.openai_support import Served, serve_gateway
@@ -51,6 +55,12 @@ CATALOG = {
         },
     ]
 }
+
+
+def picture(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
 
 
 @dataclass
@@ -103,14 +113,45 @@ async def test_create_and_poll_then_download_saves_the_providers_playable_mp4(
         assert (clip.size, clip.frames) == (SIZE, FRAMES)
         assert list(clip.square_x) == sorted(clip.square_x) and clip.square_x[0] < clip.square_x[-1]
 
-        with pytest.raises(openai.BadRequestError) as info:
-            await sdk.videos.download_content(video.id, variant="thumbnail")
-        assert (info.value.param, info.value.code) == ("variant", "unsupported_variant")
-
     emulator = hosted.fal if model == "ltx-fal" else hosted.replicate
     [submit] = emulator.requests("submit")
     sent = submit.body if model == "ltx-fal" else submit.body["input"]
     assert sent["prompt"] == "waves at dusk" and "duration" not in sent
+
+
+async def test_thumbnail_and_spritesheet_are_drawn_from_the_providers_mp4(hosted: Hosted) -> None:
+    async with hosted.server.sdk() as sdk:
+        video = await sdk.videos.create_and_poll(
+            model="minimax-replicate", prompt="waves", poll_interval_ms=20
+        )
+        thumb = await sdk.videos.download_content(video.id, variant="thumbnail")
+        assert thumb.response.headers["content-type"] == "image/webp"
+        first = picture(thumb.content)
+        assert first.format == "WEBP" and first.size == SIZE
+        grey = first.convert("L")  # the first frame: the square still at the left edge
+        assert grey.getpixel((7, 32)) > 200 > grey.getpixel((56, 32))  # type: ignore[operator]
+        sheet = await sdk.videos.download_content(video.id, variant="spritesheet")
+        assert sheet.response.headers["content-type"] == "image/jpeg"
+        grid = picture(sheet.content)
+        # every one of the clip's 12 frames (fewer than 16), four to a row, at full size
+        assert grid.format == "JPEG" and grid.size == (4 * SIZE[0], 3 * SIZE[1])
+
+
+async def test_without_pyav_an_mp4_has_only_the_video_variant(
+    hosted: Hosted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openai_video_frames, "pyav_installed", lambda: False)
+    async with hosted.server.sdk() as sdk:
+        video = await sdk.videos.create_and_poll(
+            model="ltx-fal", prompt="waves", poll_interval_ms=20
+        )
+        for variant in ("thumbnail", "spritesheet"):
+            with pytest.raises(openai.BadRequestError) as info:
+                await sdk.videos.download_content(video.id, variant=variant)
+            assert (info.value.param, info.value.code) == ("variant", "unsupported_variant")
+            assert "video/mp4" in info.value.message
+        content = await sdk.videos.download_content(video.id)
+        assert probe(content.content).frames == FRAMES
 
 
 async def test_a_model_that_drops_the_length_refuses_seconds(hosted: Hosted) -> None:
