@@ -133,7 +133,10 @@ def _pyav_stream(data: bytes) -> Iterator[tuple[InputContainer, VideoStream]]:
     are ``ValueError``."""
     if not pyav_installed():
         raise ValueError("PyAV is not installed")
-    import av
+    try:
+        import av
+    except ImportError as exc:  # installed, but its FFmpeg libraries do not load
+        raise ValueError(f"PyAV does not import ({exc})") from None
 
     try:
         container = av.open(io.BytesIO(data), "r")

@@ -5,6 +5,7 @@ The MP4 is the emulators' clip: a white square crossing a 64x64 frame in 12 fram
 from __future__ import annotations
 
 import io
+import sys
 
 import pytest
 from PIL import Image
@@ -106,3 +107,9 @@ def test_bytes_that_do_not_decode_are_a_value_error(data: bytes) -> None:
 def test_without_pyav_an_mp4_is_a_value_error_not_an_import_error() -> None:
     with pytest.raises(ValueError, match="PyAV is not installed"):
         vf.first_frame(clip_bytes(), MP4)
+
+
+def test_a_pyav_that_does_not_import_is_a_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
+    with pytest.raises(ValueError, match="PyAV does not import"):
+        vf.spread_frames(clip_bytes(), MP4, count=4, width=160)
