@@ -16,6 +16,7 @@ The job and its door
 
 Running jobs
     scheduler/       loop.py (claims, leases, recovery), runner.py (the route walk),
+                     choice.py (the walk's order: as listed, or cheapest first),
                      summary.py (a failed job's error, route by route), timeouts.py
                      (how long one route may take), retry.py
                      (tenacity timing), breaker.py, availability.py (the one

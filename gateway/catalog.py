@@ -7,7 +7,7 @@ import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -29,6 +29,10 @@ EXAMPLE_TYPES = {
     ".gif": "image/gif",
 }
 MAX_EXAMPLE_BYTES = 2 * 1024 * 1024
+#: how a job picks among its model's routes: ``in_order`` (the first is the primary, the
+#: rest fallbacks, as listed) or ``cheapest`` (the routes are interchangeable: the cheapest
+#: that can run now, by the job's estimated cost, then the fastest; gateway/scheduler/choice.py)
+RouteChoice = Literal["in_order", "cheapest"]
 
 
 class _ExampleEntry(BaseModel):
@@ -64,6 +68,7 @@ class _ModelEntry(BaseModel):
     defaults: dict[str, Any] = Field(default_factory=dict)
     limits: dict[str, float] = Field(default_factory=dict)
     routes: list[_RouteEntry] = Field(min_length=1)
+    route_choice: RouteChoice = "in_order"
     example: _ExampleEntry | None = None
 
     @field_validator("kind")
@@ -104,6 +109,12 @@ class CatalogModel:
     limits: dict[str, float]
     routes: tuple[RouteSpec, ...]
     example: ModelExample | None = None
+    route_choice: RouteChoice = "in_order"
+
+    @property
+    def interchangeable(self) -> bool:
+        """Its routes are interchangeable: a job runs on the cheapest that can run now."""
+        return self.route_choice == "cheapest"
 
     @property
     def lane(self) -> str:
@@ -111,10 +122,11 @@ class CatalogModel:
         return self.routes[0].provider
 
     def with_routes(self, routes: Sequence[RouteSpec]) -> CatalogModel:
-        """This model run through other routes (a per-job override of the chain)."""
+        """This model run through other routes (a per-job override of the chain), tried in
+        the order given: a chain composed for one job is an order, not a set to pick from."""
         if not routes:
             raise ValueError("a route chain needs at least one route")
-        return dataclasses.replace(self, routes=tuple(routes))
+        return dataclasses.replace(self, routes=tuple(routes), route_choice="in_order")
 
     def for_job(self, meta: dict[str, Any]) -> CatalogModel:
         """The model as a job runs it: with the job's own route chain, if it has one."""
@@ -274,9 +286,30 @@ def parse_catalog(
                 limits=dict(entry.limits),
                 routes=tuple(routes),
                 example=_example(where, entry, base_dir or Path.cwd()),
+                route_choice=entry.route_choice,
             )
         )
+    for model in models:
+        if model.interchangeable:  # after every price is known: one is per target
+            _check_interchangeable(f"{source}: model '{model.id}'", model.routes, prices)
     return Catalog(models, source, prices)
+
+
+def _check_interchangeable(
+    where: str, routes: Sequence[RouteSpec], prices: dict[str, Price]
+) -> None:
+    """``route_choice = "cheapest"`` picks among routes by price: it needs two routes or more,
+    and a price on at least one (unpriced routes rank after priced ones)."""
+    if len(routes) < 2:
+        raise ConfigError(
+            f"{where}: field 'route_choice': \"cheapest\" picks among a model's routes; this "
+            "model has one route: list the interchangeable routes, or drop 'route_choice'."
+        )
+    if not any(route.name in prices for route in routes):
+        raise ConfigError(
+            f"{where}: field 'route_choice': \"cheapest\" picks the route by its price, and "
+            "none of this model's routes has one: give them a 'price', or drop 'route_choice'."
+        )
 
 
 def _add_price(

@@ -103,6 +103,15 @@ class Attempt:
     #: not final yet)
     estimate: int | None = None
     cost: int | None = None
+    #: the route's place in the order the job tried its routes (0: its first choice); None
+    #: when it is the route's place in the chain (a model whose routes run in order)
+    place: int | None = None
+
+    @property
+    def choice(self) -> int:
+        """The route's place in the order the job tried its routes: 0 for its first choice,
+        more for a fallback."""
+        return self.route_index if self.place is None else self.place
 
     @property
     def open(self) -> bool:
@@ -142,7 +151,7 @@ class Attempt:
             "error": self.error,
             "estimate": self.estimate,
             "cost": self.cost,
-        }
+        } | ({} if self.place is None else {"place": self.place})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Attempt:
@@ -160,6 +169,7 @@ class Attempt:
             error=data.get("error"),
             estimate=data.get("estimate"),
             cost=data.get("cost"),
+            place=data.get("place"),
         )
 
 
@@ -204,7 +214,7 @@ class Job:
 
     @property
     def fallback_used(self) -> bool:
-        return any(a.route_index > 0 for a in self.attempts)
+        return any(a.choice > 0 for a in self.attempts)
 
     def attempt_dicts(self) -> list[dict[str, Any]]:
         """The attempts as stored and shown (``Attempt.to_dict``)."""

@@ -31,6 +31,7 @@ from gateway.netguard import AllowList
 from gateway.observability.observer import JobObserver
 from gateway.pricing import estimate, money
 from gateway.ratelimit import KeyLimits, Limits, RateLimiter
+from gateway.scheduler.choice import rank_routes
 from gateway.spend import Budgets, Settlement, Spent, day_and_month
 from gateway.webhooks.validate import validate_webhook
 from gateway.webhooks.view import job_webhook
@@ -260,11 +261,19 @@ class JobService:
         return job, False
 
     async def _price(self, job: Job, model: CatalogModel, budgets: Budgets | None) -> None:
-        """Record the job's estimated cost (its first route's price, its input) and, when its
-        key has a budget, reserve it: one atomic write, refused with ``QuotaExceeded`` (429
+        """Record the job's estimated cost (on the route it will most likely run on: the first,
+        or for interchangeable routes the cheapest that can run now) and, when its key has a
+        budget, reserve it: one atomic write, refused with ``QuotaExceeded`` (429
         insufficient_quota) before anything is stored or sent when a budget would be crossed.
+
+        For interchangeable routes the reservation is the dearest route's estimate: which one
+        runs is decided when the job is claimed (the cheap one's circuit may open meanwhile,
+        or it may fail and hand over to a dearer one), so reserving the cheapest would let
+        spend pass a budget unnoticed; the job's end gives back what it did not cost.
         """
-        cost = estimate(self.catalog.price_of(model.routes[0]), job.input)
+        prices = self.catalog.prices
+        likely = model.routes[rank_routes(model, job.input, prices, self.availability)[0]]
+        cost = estimate(self.catalog.price_of(likely), job.input)
         if cost is not None:
             job.meta["spend"] = {"estimate": cost, "currency": self.catalog.currency}
         if budgets is None or not budgets.any:
@@ -278,6 +287,8 @@ class JobService:
                 param="model",
                 code="model_unpriced",
             )
+        if model.interchangeable:
+            cost = max(estimate(prices.get(r.name), job.input) or 0 for r in model.routes)
         day, month = day_and_month(job.created_at)
         refused = await self.store.charge_budget(job.owner, cost, budgets, day, month)
         if refused is not None:

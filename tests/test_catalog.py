@@ -268,3 +268,55 @@ def test_an_option_of_another_provider_is_refused(tmp_path: Path) -> None:
     routes = ROUTE + "options = { deployment = true }\n"  # Replicate's, on a sandbox route
     message = config_error(write(tmp_path, model('kind = "image"', routes)))
     assert "routes[0].options.deployment" in message
+
+
+# -- interchangeable routes (route_choice) ----------------------------------------------------
+
+PRICED = ROUTE + 'price = { amount = 0.01, unit = "image" }\n'
+OTHER = PRICED.replace('"image"\n', '"image-2"\n', 1).replace("0.01", "0.02")
+
+
+def test_interchangeable_routes_are_read(tmp_path: Path) -> None:
+    path = write(tmp_path, model('kind = "image"\nroute_choice = "cheapest"', PRICED + OTHER))
+    found = load_catalog(path, PROVIDERS).get("my-model")
+    assert found.interchangeable and found.route_choice == "cheapest"
+    assert [r.target for r in found.routes] == ["image", "image-2"]
+
+
+def test_routes_run_in_order_by_default(tmp_path: Path) -> None:
+    found = load_catalog(write(tmp_path, model('kind = "image"')), PROVIDERS).get("my-model")
+    assert found.route_choice == "in_order" and not found.interchangeable
+
+
+def test_a_per_job_route_chain_runs_in_the_order_given(tmp_path: Path) -> None:
+    path = write(tmp_path, model('kind = "image"\nroute_choice = "cheapest"', PRICED + OTHER))
+    found = load_catalog(path, PROVIDERS).get("my-model")
+    assert not found.with_routes(list(reversed(found.routes))).interchangeable
+
+
+@pytest.mark.parametrize(
+    ("choice", "routes", "words"),
+    [
+        ('"fastest"', PRICED + OTHER, "'in_order' or 'cheapest'"),
+        ("true", PRICED + OTHER, "'in_order' or 'cheapest'"),
+        ('"cheapest"', PRICED, "this model has one route"),
+        (
+            '"cheapest"',
+            ROUTE + ROUTE.replace('"image"\n', '"image-2"\n', 1),
+            "none of this model's",
+        ),
+    ],
+)
+def test_a_bad_route_choice_is_named(tmp_path: Path, choice: str, routes: str, words: str) -> None:
+    path = write(tmp_path, model(f'kind = "image"\nroute_choice = {choice}', routes))
+    message = config_error(path)
+    assert_names(message, path, "my-model", "route_choice")
+    assert words in message, message
+
+
+def test_a_price_given_in_a_later_model_counts_for_route_choice(tmp_path: Path) -> None:
+    plain = ROUTE + ROUTE.replace('"image"\n', '"image-2"\n', 1)
+    text = model('kind = "image"\nroute_choice = "cheapest"', plain, "first")
+    text += "\n" + model('kind = "image"', PRICED, "second")
+    catalog = load_catalog(write(tmp_path, text), PROVIDERS)
+    assert catalog.get("first").interchangeable  # its sandbox:image is priced, by "second"

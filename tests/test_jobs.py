@@ -164,6 +164,23 @@ ATTEMPT_SHAPES: dict[str, dict[str, Any]] = {
         "estimate": 25000,
         "cost": 25000,
     },
+    # an interchangeable model's route (catalog route_choice = "cheapest"): the second listed,
+    # tried first; ``place`` is stored only when it is not the route's index
+    "chosen": {
+        "n": 1,
+        "route": "replicate:black-forest-labs/flux-dev",
+        "route_index": 1,
+        "provider": "replicate",
+        "request_id": "r-9a1",
+        "ref": None,
+        "started_at": 1700000003.0,
+        "ended_at": 1700000004.0,
+        "outcome": "succeeded",
+        "error": None,
+        "estimate": 25000,
+        "cost": 25000,
+        "place": 0,
+    },
     "cancelled": {
         "n": 1,
         "route": "local:sd15",
@@ -261,6 +278,14 @@ def test_derived_fields_come_from_the_attempts() -> None:
     assert job.provider == "replicate"
     assert job.retry_count == 2
     assert job.fallback_used is True
+
+
+def test_a_first_choice_listed_after_another_route_is_not_a_fallback() -> None:
+    chosen = Attempt.from_dict(ATTEMPT_SHAPES["chosen"])
+    assert bare_job(attempts=[chosen]).fallback_used is False
+    then = attempt(0, "fal")
+    then.place = 1
+    assert bare_job(attempts=[chosen, then]).fallback_used is True
 
 
 def test_retries_on_the_primary_route_are_not_a_fallback() -> None:

@@ -4,6 +4,8 @@
   their leases (heartbeats), hands expired leases back (recovery), shuts down cleanly.
 - ``runner``: the ``JobRunner`` — one claimed job: walks its route chain, submits, follows
   the provider, records every ``Attempt``, stores the result files.
+- ``choice``: ``walk_order`` — the order a job tries its routes in: as listed, or for
+  interchangeable routes the cheapest that can run now first (then the fastest).
 - ``summary``: ``summarise`` — a failed job's error: every route of its chain, primary
   first, each with its own cause.
 - ``timeouts``: ``RouteClock`` — how long one route may take before the next one runs.

@@ -9,7 +9,9 @@ window the README's delivery guarantee describes).
 
 A failed job's error names every route of its chain (scheduler/summary.py); a route that
 runs past its own limit is cancelled at the provider and the next one tried
-(scheduler/timeouts.py).
+(scheduler/timeouts.py). The chain is walked as listed, or, for a model whose routes are
+interchangeable, cheapest first (scheduler/choice.py); each attempt records its route and
+its place in that order.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import functools
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.catalog import CatalogModel
@@ -41,6 +44,7 @@ from gateway.observability.observer import JobObserver
 from gateway.pricing import Price, Report, estimate, final
 from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers
+from gateway.scheduler.choice import RouteLatencies, walk_order
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.summary import Skipped, summarise
 from gateway.scheduler.timeouts import RouteClock
@@ -94,6 +98,8 @@ class JobRunner:
         self.route_timeout = route_timeout
         self.lease_margin = lease_margin
         self.breakers = breakers or Breakers()
+        #: each route's recent successful durations here: the tie-break among equal prices
+        self.latencies = RouteLatencies()
         self.availability = Availability(providers, self.breakers)
         self._submitting: dict[str, asyncio.Future[ProviderRef]] = {}
         self.breaker_wait = breaker_wait
@@ -111,11 +117,13 @@ class JobRunner:
     async def run(self, job: Job, model: CatalogModel) -> None:
         """Run ``job`` to a terminal state, or raise CancelledError leaving the log current."""
         deadline = (job.started_at or time.time()) + self.job_timeout
-        start_index = job.attempts[-1].route_index if job.attempts else 0
+        order, start = walk_order(
+            model, job.input, job.attempts, self.prices, self.availability, self.latencies
+        )
         waited = 0.0
         skipped: dict[int, Skipped] = {}
         while True:
-            error, reopen_at = await self._walk(job, model, start_index, deadline, skipped)
+            error, reopen_at = await self._walk(job, model, order[start:], start, deadline, skipped)
             if error is None:
                 return
             now = time.monotonic()
@@ -135,6 +143,7 @@ class JobRunner:
             error,
             fatal=isinstance(error, FATAL_ERRORS),
             timed_out=time.time() >= deadline,
+            order=order,
         )
         await self._finish(job, Status.FAILED, error=summary)
 
@@ -142,18 +151,21 @@ class JobRunner:
         self,
         job: Job,
         model: CatalogModel,
-        start_index: int,
+        indices: list[int],
+        first_place: int,
         deadline: float,
         skipped: dict[int, Skipped],
     ) -> tuple[ProviderError | None, float | None]:
-        """Try the routes in order. Returns (None, None) once the job is terminal, else the
-        last error and, when only open circuits stood in the way, when the first reopens.
+        """Try the routes ``indices`` (of ``model.routes``) in order, the first of them at
+        ``first_place`` in the job's walk. Returns (None, None) once the job is terminal, else
+        the last error and, when only open circuits stood in the way, when the first reopens.
         ``skipped`` is filled with the routes passed over without a submit, and why."""
         last_error: ProviderError | None = None
         reopen_at: float | None = None
         tried = False
         skipped.clear()
-        for index in range(start_index, len(model.routes)):
+        total = first_place + len(indices)
+        for place, index in enumerate(indices, start=first_place):
             if time.time() >= deadline:
                 break
             route = model.routes[index]
@@ -173,9 +185,10 @@ class JobRunner:
                 skipped[index] = Skipped(last_error, "circuit open")
                 continue
             tried = True
-            if index > 0 and (not job.attempts or job.attempts[-1].route_index != index):
+            if place > 0 and (not job.attempts or job.attempts[-1].route_index != index):
                 self.observer.fell_back(job, route.name)
-            outcome = await self._run_route(job, model, index, route, provider, deadline)
+            where = _Place(index, place if model.interchangeable else None, place < total - 1)
+            outcome = await self._run_route(job, model, where, route, provider, deadline)
             if outcome is None:
                 return None, None
             last_error = outcome
@@ -188,7 +201,7 @@ class JobRunner:
         self,
         job: Job,
         model: CatalogModel,
-        index: int,
+        where: _Place,
         route: RouteSpec,
         provider: Provider,
         deadline: float,
@@ -200,8 +213,8 @@ class JobRunner:
         reach the breaker that guards the route then."""
         clock = RouteClock(
             route,
-            index=index,
-            routes=len(model.routes),
+            index=where.index,
+            fallback=where.fallback,
             attempts=job.attempts,
             job_deadline=deadline,
             default=self.route_timeout,
@@ -214,7 +227,7 @@ class JobRunner:
                 # checked before an attempt is logged: one logged without a submit would
                 # look like a crash in the submit window to the job's next owner
                 self._check_lease(job)
-                attempt = await self._open_attempt(job, index, route)
+                attempt = await self._open_attempt(job, where, route)
                 try:
                     resumed = attempt.request_id is not None
                     ref = await self._ensure_submitted(job, attempt, route, provider)
@@ -261,23 +274,24 @@ class JobRunner:
         finally:
             self.breakers.get(route.name).release_probe()
 
-    async def _open_attempt(self, job: Job, index: int, route: RouteSpec) -> Attempt:
+    async def _open_attempt(self, job: Job, where: _Place, route: RouteSpec) -> Attempt:
         """The attempt to work on: an open one with a provider reference is resumed; an open
         one without is closed as interrupted (its submit may or may not have reached the
         provider: the one window documented in the README); otherwise a new one is logged,
         persisted *before* the submit so a job cancelled meanwhile is never submitted."""
         last = job.attempts[-1] if job.attempts else None
         if last is not None and last.open:
-            if last.request_id and last.route_index == index:
+            if last.request_id and last.route_index == where.index:
                 return last
             last.close(Outcome.INTERRUPTED, dict(INTERRUPTED))
         attempt = Attempt(
             n=len(job.attempts) + 1,
             route=route.name,
-            route_index=index,
+            route_index=where.index,
             provider=route.provider,
             started_at=time.time(),
             estimate=estimate(self.prices.get(route.name), job.input),
+            place=where.place,
         )
         job.attempts.append(attempt)
         await asyncio.shield(
@@ -297,6 +311,8 @@ class JobRunner:
         if outcome is not Outcome.CANCELLED:  # a user's cancel is no verdict on the provider
             seconds = ended - attempt.started_at
             self.observer.provider_done(attempt.provider, outcome.value, seconds)
+            if outcome is Outcome.SUCCEEDED:
+                self.latencies.record(attempt.route, seconds)
 
     async def _ensure_submitted(
         self, job: Job, attempt: Attempt, route: RouteSpec, provider: Provider
@@ -526,6 +542,18 @@ class JobRunner:
             await asyncio.wait_for(provider.cancel(route, ref), timeout=10)
         except (ProviderError, TimeoutError) as exc:
             log.warning("cancel of %s on %s failed: %s", ref.request_id, route.name, exc)
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a route stands in a job's walk."""
+
+    #: its index in the model's routes
+    index: int
+    #: its place in the walk, recorded on its attempts (None: the walk is the chain's order)
+    place: int | None
+    #: another route follows it in the walk
+    fallback: bool
 
 
 def _who(route: RouteSpec) -> str:

@@ -1,4 +1,5 @@
-"""The error of a failed job: every route of its chain, primary first, and what became of it.
+"""The error of a failed job: every route of its chain, primary first (in the order the job
+walked them), and what became of it.
 
 The attempt log holds each try's own error; a job's ``error`` is what a client (and the web
 pages) read first, so it must name the real cause, not the last one seen. ``summarise``
@@ -47,22 +48,25 @@ def summarise(
     *,
     fatal: bool,
     timed_out: bool,
+    order: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """``{"code", "message"}`` for a job that failed on ``routes``; ``final`` is the error
     that ended it (``fatal``: one that stops a job at once), ``timed_out``: the job's own
-    time limit ran out."""
+    time limit ran out. ``order``: the indices of ``routes`` in the order the job walked
+    them (default: as listed), the first of them its primary."""
     if isinstance(final, ProviderInputError):  # the input's fault: no route could help
         return {"code": final.code or "invalid_input", "message": final.message}
     parts: list[str] = []
     codes: list[str | None] = []
     tried_all = True
-    for index, route in enumerate(routes):
+    for place, index in enumerate(range(len(routes)) if order is None else order):
+        route = routes[index]
         mine = [
             a
             for a in attempts
             if a.route_index == index and a.route == route.name and a.error is not None
         ]
-        label = _label(route, index, len(routes))
+        label = _label(route, place, len(routes))
         if mine:
             error = mine[-1].error or {}
             tries = f"; {len(mine)} tries" if len(mine) > 1 else ""
@@ -84,10 +88,10 @@ def summarise(
     return {"code": code or "provider_error", "message": head + " ".join(parts)}
 
 
-def _label(route: RouteSpec, index: int, count: int) -> str:
+def _label(route: RouteSpec, place: int, count: int) -> str:
     if count == 1:
         return route.name
-    return f"{route.name} ({'primary' if index == 0 else 'fallback'})"
+    return f"{route.name} ({'primary' if place == 0 else 'fallback'})"
 
 
 def _sentence(text: str) -> str:

@@ -23,14 +23,15 @@ __all__ = ["RouteClock"]
 
 
 class RouteClock:
-    """The deadline of one route of one job's chain."""
+    """The deadline of one route of one job's chain: ``index`` is its index in the chain,
+    ``fallback`` whether another route follows it in the job's walk."""
 
     def __init__(
         self,
         route: RouteSpec,
         *,
         index: int,
-        routes: int,
+        fallback: bool,
         attempts: Sequence[Attempt],
         job_deadline: float,
         default: float | None,
@@ -40,7 +41,7 @@ class RouteClock:
         if own is not None and check_route_timeout(own) is None:  # the catalog checked it
             limit: float | None = float(own)
         else:
-            limit = default if index < routes - 1 else None
+            limit = default if fallback else None
         started = _started(attempts, index, route.name, now)
         self.limit = limit
         self.at = job_deadline if limit is None else min(job_deadline, started + limit)

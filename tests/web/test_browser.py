@@ -258,3 +258,57 @@ async def test_jobs_page_lists_the_keys_jobs_with_their_outcome(
         await page.locator("#jobs-body tr").filter(has_text="COMPLETED").wait_for(state="detached")
         assert await rows.count() == 1
         assert browser.errors == []
+
+
+PRICED_CATALOG = """
+[[models]]
+id = "priced-image"
+kind = "image"
+[[models.routes]]
+provider = "sandbox"
+target = "image"
+price = { amount = 0.04, unit = "image" }
+
+[[models]]
+id = "unpriced-video"
+kind = "video"
+[[models.routes]]
+provider = "sandbox"
+target = "video"
+"""
+
+
+async def test_job_page_shows_what_the_job_and_each_attempt_cost(
+    tmp_path: Path, browser: Browser
+) -> None:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(PRICED_CATALOG, encoding="utf-8")
+    async with live_gateway(tmp_path, sandbox_latency=0, catalog_path=catalog) as live:
+        async with httpx.AsyncClient(base_url=live.url, headers=AUTH_A) as client:
+            priced = await client.post(
+                "/v1/jobs",
+                json={"model": "priced-image", "input": {"prompt": "x", "num_images": 2}},
+            )
+            unpriced = await client.post(
+                "/v1/jobs", json={"model": "unpriced-video", "input": {"prompt": "y"}}
+            )
+            ids = [r.json()["id"] for r in (priced, unpriced)]
+            for job_id in ids:
+                assert (await client.get(f"/v1/jobs/{job_id}?wait=10")).json()["usage"]
+
+        page = await browser.page()
+        await page.goto(f"{live.url}/jobs/{ids[0]}")
+        await use_key(page)
+        await expect_text(page, "#job-status", "COMPLETED")
+        assert await page.inner_text("#fact-cost") == "0.08 USD"  # two images at $0.04
+        assert await page.inner_text("#fact-estimate") == "0.08 USD"
+        attempt = page.locator("#job-attempts tr").first
+        assert await attempt.locator("td").nth(5).inner_text() == "0.08 USD"
+
+        await page.goto(f"{live.url}/jobs/{ids[1]}")
+        await expect_text(page, "#job-status", "COMPLETED")
+        assert await page.inner_text("#fact-cost") == "unpriced"  # not 0: unknown
+        assert await page.inner_text("#fact-estimate") == "unpriced"
+        attempt = page.locator("#job-attempts tr").first
+        assert await attempt.locator("td").nth(5).inner_text() == "unpriced"
+        assert browser.errors == []

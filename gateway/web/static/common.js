@@ -135,6 +135,15 @@ window.BackServ = (() => {
     return r ? `${m} min ${r} s` : `${m} min`;
   }
 
+  /* An amount of money as the API gives it (a number of the currency, exact to a
+     millionth): "0.08 USD", "0.026214 USD"; never rounded to 0. */
+  function formatMoney(value, currency) {
+    if (value === null || value === undefined || !Number.isFinite(value)) return '—';
+    const digits = value.toFixed(6).replace(/0+$/, '');
+    const [whole, part = ''] = digits.split('.');
+    return `${whole}.${part.padEnd(2, '0')} ${currency}`;
+  }
+
   /* submission to result (or to now), in seconds; null before it ends unless running */
   function latency(job) {
     const end = job.completed_at === null || job.completed_at === undefined ? null : job.completed_at;
@@ -237,6 +246,6 @@ window.BackServ = (() => {
 
   return {
     api, streamEvents, followJob, initKeyForm, getKey: currentKey, ApiError, TERMINAL,
-    formatTime, formatSeconds, latency, copyText, renderOutputs,
+    formatTime, formatSeconds, formatMoney, latency, copyText, renderOutputs,
   };
 })();

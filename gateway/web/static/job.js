@@ -1,5 +1,5 @@
-/* A job's page: status live over SSE, input, attempts, webhook deliveries, outputs inline,
-   "run again" and "copy as" with this job's input. */
+/* A job's page: status live over SSE, input, attempts, what it cost, webhook deliveries,
+   outputs inline, "run again" and "copy as" with this job's input. */
 'use strict';
 
 (() => {
@@ -53,6 +53,15 @@
     return code;
   }
 
+  /* What the job costs: the sum over its attempts ("so far" until it ends), or "unpriced"
+     when a route it ran on has no price: a cost unknown, never shown as 0. */
+  function usageText(usage, done) {
+    if (!usage) return '—';
+    if (!usage.priced) return 'unpriced';
+    const cost = B.formatMoney(usage.cost, usage.currency);
+    return done ? cost : `${cost} so far`;
+  }
+
   function render(j) {
     job = j;
     $('job-body').hidden = false;
@@ -79,6 +88,11 @@
     $('fact-started').textContent = B.formatTime(j.started_at);
     $('fact-completed').textContent = B.formatTime(j.completed_at);
     $('fact-latency').textContent = B.formatSeconds(B.latency(j));
+    const usage = j.usage || null;
+    const currency = usage ? usage.currency : '';
+    $('fact-cost').textContent = usageText(usage, done);
+    $('fact-estimate').textContent = usage && usage.estimate !== null
+      ? B.formatMoney(usage.estimate, currency) : (usage && !usage.priced ? 'unpriced' : '—');
     $('open-playground').href = `/playground?model=${encodeURIComponent(j.model)}`;
     if (j.status !== lastStatus) {
       $('job-live').textContent = `Job ${j.status.toLowerCase()}.`;
@@ -97,12 +111,13 @@
     $('job-attempts').replaceChildren(...(j.attempts || []).map((a) => cells([
       String(a.n), a.route, a.request_id, B.formatTime(a.started_at), B.formatTime(a.ended_at),
       a.outcome || (a.ended_at ? '' : 'running'),
+      a.cost === null || a.cost === undefined ? 'unpriced' : B.formatMoney(a.cost, currency),
       a.error ? `${a.error.message || ''}${a.error.code ? ` (${a.error.code})` : ''}` : '',
     ])));
     if (!j.attempts || !j.attempts.length) {
       const tr = document.createElement('tr');
       const td = document.createElement('td');
-      td.colSpan = 7;
+      td.colSpan = 8;
       td.textContent = 'No attempt yet.';
       tr.append(td);
       $('job-attempts').replaceChildren(tr);
