@@ -24,6 +24,7 @@ from gateway.jobs import Job, Status
 from gateway.observability.logs import current_job_id
 from gateway.observability.observer import JobObserver
 from gateway.scheduler.runner import JobRunner
+from gateway.scheduler.shielded import shielded
 from gateway.spend import spend_of
 from gateway.store.base import JobStore
 
@@ -233,12 +234,12 @@ class Scheduler:
             await self.runner.run(job, model)
         except asyncio.CancelledError:
             reason = self._reasons.get(job.id, _SHUTDOWN)
-            await asyncio.shield(self._after_cancel(job, reason))
+            await shielded(self._after_cancel(job, reason))
         except StaleLease:
             log.info("job %s: cancelled or taken over before it was submitted", job.id)
         except Exception as exc:
             if (shortage := resource_shortage(exc)) is not None:
-                await asyncio.shield(self._hand_back(job, shortage))
+                await shielded(self._hand_back(job, shortage))
                 return
             log.exception("job %s: unexpected error", job.id)
             with contextlib.suppress(StaleLease):

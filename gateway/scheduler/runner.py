@@ -46,6 +46,7 @@ from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.choice import RouteLatencies, walk_order
 from gateway.scheduler.retry import RetryPolicy
+from gateway.scheduler.shielded import shielded
 from gateway.scheduler.summary import Skipped, summarise
 from gateway.scheduler.timeouts import RouteClock
 from gateway.spend import spend_of
@@ -294,7 +295,7 @@ class JobRunner:
             place=where.place,
         )
         job.attempts.append(attempt)
-        await asyncio.shield(
+        await shielded(
             self.store.save_attempts(job.id, job.lease_token, job.attempts, active_only=True)
         )
         return attempt
@@ -511,7 +512,7 @@ class JobRunner:
             spend=spend_of(job),
         )
         try:
-            await asyncio.shield(write)
+            await shielded(write)
         except StaleLease:
             log.info("job %s: finished elsewhere or cancelled; result dropped", job.id)
             return
@@ -519,7 +520,7 @@ class JobRunner:
         self.observer.job_finished(job, status)
 
     async def _save_attempts(self, job: Job) -> None:
-        await asyncio.shield(self.store.save_attempts(job.id, job.lease_token, job.attempts))
+        await shielded(self.store.save_attempts(job.id, job.lease_token, job.attempts))
 
     async def cancel_provider(self, job: Job, model: CatalogModel) -> None:
         """After a user cancel: stop the provider's request and close the attempt."""
