@@ -20,7 +20,8 @@ Running jobs
                      summary.py (a failed job's error, route by route), timeouts.py
                      (how long one route may take), retry.py
                      (tenacity timing), breaker.py, availability.py (the one
-                     "can this route run now?" rule), janitor.py (retention)
+                     "can this route run now?" rule), janitor.py (retention),
+                     shielded.py (state writes that outlive a cancelled caller)
     faults.py        a provider's unexpected exception -> retryable or generic error
     results.py       result files' signed, expiring links (and reading one back as input)
     storage/         result files: the ResultStorage seam, local.py (a directory), s3.py
@@ -38,8 +39,9 @@ Faces (each receives only what it uses; see pyproject's [tool.backserv.imports])
                      openai_edits (+ openai_edit_inputs), openai_sync (the sync wait's
                      answers), multipart (form bodies), job_events (SSE), backserv_tasks, tasks/,
                      files, keys, models, webhook_secrets, provider_webhooks (fal's and
-                     Replicate's callbacks), health, openapi/, and the middlewares
-                     (request_id, fair_share)
+                     Replicate's callbacks), health, openapi/, job_views (the cache of
+                     rendered jobs), and the middlewares (request_id, fair_share,
+                     poll_shortcut: a cached poll answered before the router)
     web/             the web console: catalog grid, model, playground, side by side, jobs
                      and job pages, /docs (vendored Swagger UI), typical latency
     webhooks/        outgoing webhooks: validation, outbox, sender, signing, secrets
