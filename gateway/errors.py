@@ -38,8 +38,11 @@
         ├── ProviderUnavailable       down, out of credit, bad credentials: next route
         ├── ProviderLostRequest       the provider no longer knows the request: resubmit
         │   └── ProviderResultLost    ... and resubmitting would be paid again: fail the job
-        └── ProviderSubmitUncertain   a submit that may or may not have created a (paid)
-                                      request (timeout after sending): never resubmitted
+        ├── ProviderSubmitUncertain   a submit that may or may not have created a (paid)
+        │                             request (timeout after sending): never resubmitted
+        └── ResultNotStored           the provider's (paid) output could not be written to
+                                      result storage by the job's deadline: fail the job,
+                                      never run it again
 
 Every class carries its HTTP status, its OpenAI error ``type`` and a default message, so a
 handler registered on the root renders them all the same way.
@@ -365,6 +368,17 @@ class ProviderResultLost(ProviderLostRequest):
         "it again would be paid for twice; submit the job again."
     )
     default_code = "provider_result_lost"
+
+
+class ResultNotStored(ProviderError):
+    """The request succeeded (and was paid for) but its output could not be saved before the
+    job's deadline: running it again would pay again, so the job fails with the cause."""
+
+    default_message = (
+        "The provider's output could not be written to result storage in time; the gateway "
+        "did not run the job again."
+    )
+    default_code = "result_not_stored"
 
 
 class ProviderSubmitUncertain(ProviderError):

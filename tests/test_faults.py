@@ -244,3 +244,26 @@ async def settled(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
             body: dict[str, Any] = resp.json()
             if body["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
                 return body
+
+
+async def test_a_storage_that_stays_full_fails_the_job_and_never_runs_it_again(
+    store: SQLiteJobStore, fake: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the job's deadline with the (paid) output still unsaved, the job fails naming the
+    cause; the route is not retried, which would submit and pay again."""
+
+    async def full(self: LocalStorage, *args: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalStorage, "write", full)
+    storage = LocalStorage(tmp_path / "files", OutputSource(max_bytes=1_000_000))
+    policy = RetryPolicy(max_attempts=3, base=0.01, cap=0.05)
+    short = JobRunner(store, {"fake": fake}, storage, policy, job_timeout=0.5)
+    fake.scripts = [succeed(), succeed(), succeed()]
+
+    job = await run_one(store, short)
+
+    assert job["status"] is Status.FAILED
+    assert job["error"]["code"] == "result_not_stored"
+    assert "ENOSPC" in job["error"]["message"]
+    assert len(fake.submits) == 1  # never submitted (and paid for) again

@@ -35,31 +35,32 @@ from gateway.errors import (
     ProviderSubmitUncertain,
     ProviderTransientError,
     ProviderUnavailable,
+    ResultNotStored,
     StaleLease,
-    StorageUnavailable,
 )
-from gateway.faults import resource_shortage, unexpected_error
+from gateway.faults import unexpected_error
 from gateway.jobs import Attempt, Job, Outcome, Status
 from gateway.observability.observer import JobObserver
 from gateway.pricing import Price, Report, estimate, final
 from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.choice import RouteLatencies, walk_order
+from gateway.scheduler.outputs import OutputSaver
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.shielded import shielded
 from gateway.scheduler.summary import Skipped, summarise
 from gateway.scheduler.timeouts import RouteClock
 from gateway.spend import spend_of
-from gateway.storage import ResultStorage, StoredFile
+from gateway.storage import ResultStorage
 from gateway.store.base import JobStore
-from providers.base import Output, Provider, ProviderRef, ProviderState, RouteSpec, StateKind
+from providers.base import Provider, ProviderRef, ProviderState, RouteSpec, StateKind
 
 log = logging.getLogger("backserv.runner")
 
 PROGRESS_SAVE_INTERVAL = 0.25
 #: errors that end the job at once: no retry, no fallback (a fallback cannot fix a bad
 #: prompt, and a submit that may have been accepted must not be paid for twice)
-FATAL_ERRORS = (ProviderInputError, ProviderSubmitUncertain, ProviderResultLost)
+FATAL_ERRORS = (ProviderInputError, ProviderSubmitUncertain, ProviderResultLost, ResultNotStored)
 #: errors that say something about a route's health (they feed its circuit breaker); the
 #: gateway's own resource shortages (ProviderResourceExhausted) do not
 HEALTH_ERRORS = (ProviderTransientError, ProviderUnavailable, ProviderSubmitUncertain)
@@ -109,6 +110,7 @@ class JobRunner:
         self.storage = storage
         self.policy = policy
         self.job_timeout = job_timeout
+        self.outputs = OutputSaver(storage, policy, job_timeout)
 
     @property
     def provider_names(self) -> frozenset[str]:
@@ -441,58 +443,11 @@ class JobRunner:
     async def _complete(
         self, job: Job, model: CatalogModel, attempt: Attempt, state: ProviderState
     ) -> None:
-        files = []
-        sizes: list[tuple[int | None, int | None]] = []
-        for i, output in enumerate(state.outputs):
-            stored = await self._store(job, i, output)
-            sizes.append((stored.width, stored.height))
-            files.append(
-                {
-                    "name": stored.name,
-                    "content_type": stored.content_type,
-                    "width": stored.width,
-                    "height": stored.height,
-                }
-            )
-        if not files:
-            raise ProviderUnavailable("the provider succeeded but returned no output")
-        result: dict[str, Any] = {"files": files}
-        seed = state.seed if state.seed is not None else job.input.get("seed")
-        if seed is not None:
-            result["seed"] = seed
-        for key in ("duration", "fps"):
-            if key in job.input:
-                result[key] = job.input[key]
+        result, sizes = await self.outputs.save(job, state, self._check_lease)
         report = Report(succeeded=True, sizes=sizes, compute_seconds=state.compute_seconds)
         attempt.cost = final(self.prices.get(attempt.route), job.input, report)
         self._close_attempt(attempt, Outcome.SUCCEEDED, None)
         await self._finish(job, Status.COMPLETED, result=result)
-
-    async def _store(self, job: Job, index: int, output: Output) -> StoredFile:
-        """Save one output. The machine running short of files, memory or disk (EMFILE,
-        ENOSPC, ...) or the result bucket out of reach is waited out until the job's
-        deadline, the output in hand, so nothing runs (or is paid for) again; any other
-        failure is the scheduler's internal error."""
-        deadline = (job.started_at or time.time()) + self.job_timeout
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                return await self.storage.save(job.id, index, output)
-            except StorageUnavailable as exc:
-                log.warning("job %s: %s", job.id, exc.message, extra={"job_id": job.id})
-                error: ProviderError = ProviderResourceExhausted(
-                    f"The result storage could not be written: {exc.message}"
-                )
-            except Exception as exc:
-                if isinstance(exc, ProviderError) or resource_shortage(exc) is None:
-                    raise
-                error = unexpected_error(exc, who="the result storage", job_id=job.id, log=log)
-            delay = self.policy.decide(error, tries)
-            if delay is None or time.time() + delay > deadline:
-                raise error
-            self._check_lease(job)
-            await asyncio.sleep(delay)
 
     async def _finish(
         self,

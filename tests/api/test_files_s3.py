@@ -188,7 +188,8 @@ async def test_a_job_whose_bucket_is_gone_is_never_completed(tmp_path: Path, s3:
     async with running(settings) as (client, _):
         job = await wait_for(client, (await submit_image(client))["id"], AUTH_A, timeout=30)
     assert job["status"] == "FAILED", job
-    assert "bucket-that-is-not-there" in job["error"]["message"]
+    assert "bucket-that-is-not-there" in job["error"]["message"], job["attempts"]
+    assert job["error"]["code"] == "result_not_stored"
 
 
 async def test_the_doctor_writes_a_probe_object_and_names_a_missing_bucket(

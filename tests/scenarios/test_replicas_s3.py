@@ -107,34 +107,45 @@ class HoldingProxy:
         parts = urlsplit(target)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.holding = asyncio.Event()
+        self.handlers: set[asyncio.Task[None]] = set()
 
     async def _pipe_up(self, reader: asyncio.StreamReader, up: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
             line = data.split(b"\r\n", 1)[0]
             if not self.holding.is_set() and line.startswith(b"PUT ") and b"/results/" in line:
-                up.write(data[: len(data) // 2])
+                # the whole head (a cut one would be a malformed request, not an upload in
+                # flight) and half of the body bytes that came with it
+                end = data.find(b"\r\n\r\n")
+                cut = len(data) if end < 0 else end + 4 + (len(data) - end - 4) // 2
+                up.write(data[:cut])
                 await up.drain()
                 self.holding.set()
                 while await reader.read(65536):  # swallow the rest until the replica dies
                     pass
-                break
+                return
             up.write(data)
             await up.drain()
-        up.close()
 
-    async def _pipe_down(self, up: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await up.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
+    @staticmethod
+    async def _pipe_down(up: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await up.read(65536):
+            writer.write(data)
+            await writer.drain()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
         up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
-        with contextlib.suppress(ConnectionError):
-            await asyncio.gather(
-                self._pipe_up(reader, up_writer), self._pipe_down(up_reader, writer)
-            )
+        try:
+            with contextlib.suppress(ConnectionError):
+                await asyncio.gather(
+                    self._pipe_up(reader, up_writer), self._pipe_down(up_reader, writer)
+                )
+        finally:
+            up_writer.close()
+            writer.close()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[str]:
@@ -144,6 +155,9 @@ class HoldingProxy:
             yield f"http://127.0.0.1:{port}"
         finally:
             server.close()
+            for task in list(self.handlers):  # connections still open: ended, not abandoned
+                task.cancel()
+            await asyncio.gather(*self.handlers, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
 
@@ -169,8 +183,14 @@ async def test_a_replica_killed_mid_upload_leaves_no_job_completed_without_its_o
         ) as group,
     ):
         a, b = group.clients
-        ids = await submit_round_robin([a], 8)
-        await asyncio.wait_for(proxy.holding.wait(), 30)
+        ids: list[str] = []
+        for _ in range(6):  # B may claim a round's jobs before A: submit until A is caught
+            ids += await submit_round_robin([a], 8)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proxy.holding.wait(), 10)
+            if proxy.holding.is_set():
+                break
+        assert proxy.holding.is_set(), "replica A never uploaded a result"
         await group.kill(0)
         visible_at_kill = set(s3.keys(bucket))
         jobs = await until_all_terminal(b, ids, 60, group.logs)
