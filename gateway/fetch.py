@@ -43,7 +43,8 @@ import httpx
 from gateway import netguard
 from gateway.digits import parse_digits
 from gateway.errors import UnsafeURL
-from gateway.lean_http import LeanBackend, lean_transport
+from gateway.lean_http import lean_transport
+from gateway.lean_net import AsyncioBackend
 
 __all__ = [
     "MAX_ADDRESSES",
@@ -97,7 +98,7 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
     """Connects only to the addresses the guard checked for the request being sent."""
 
     def __init__(self) -> None:
-        self._inner = LeanBackend()
+        self._inner = AsyncioBackend()
 
     async def connect_tcp(
         self,

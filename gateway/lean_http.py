@@ -1,112 +1,39 @@
 """A leaner transport under httpx for the gateway's long-lived outgoing clients.
 
-httpcore's pool walks its connections at the start and end of every request and asks each
-idle one whether the server closed it (``get_extra_info("is_readable")``). Its anyio streams
-answer that by building anyio's whole dict of socket attributes first; with a few dozen idle
-connections that was a fifth of the CPU of a fal status call. ``LeanBackend`` wraps anyio's
-backend and keeps each connection's socket at hand, so the check is one ``poll`` of it.
+Its connections are made and read by gateway/lean_net.py (asyncio's own transports, not
+anyio's; whether an idle connection was closed by the server is known without a system
+call).
 
 ``LeanPool`` is httpcore's pool without that walk. httpcore 1.0's, at every start and end,
 counts *all* its connections again for each idle one (quadratic: with 64 keep-alive
-connections, 4,096 checks a request) and polls every idle socket: about 3.8 ms of CPU a
-request at 64 connections, most of a hosted job's cost. ``LeanPool`` does nothing at a
-request's end, and at its start looks for the first idle connection to its origin and polls
-that one only. Every ``SWEEP_SECONDS`` at most it walks them all: closed, expired and
-server-closed connections go, and idle ones past the keep-alive limit (httpcore counts all
-connections against that limit, not the idle ones). An idle HTTP/1.1 connection is given to
-one queued request per walk, not to several that then race for it.
+connections, 4,096 checks a request) and asks every idle one whether the server closed it:
+about 3.8 ms of CPU a request at 64 connections, most of a hosted job's cost. ``LeanPool``
+does nothing at a request's end, and at its start looks for the first idle connection to
+its origin and checks that one only. Every ``SWEEP_SECONDS`` at most it walks them all:
+closed, expired and server-closed connections go, and idle ones past the keep-alive limit
+(httpcore counts all connections against that limit, not the idle ones). An idle HTTP/1.1
+connection is given to one queued request per walk, not to several that then race for it.
 
 ``lean_transport()`` is httpx's own transport (its API, its error mapping, respx-mockable)
-with its connection pool replaced by a ``LeanPool`` on such a backend: httpx has no argument
+with its connection pool replaced by a ``LeanPool`` on that backend: httpx has no argument
 for a network backend or a pool, so the pool it made, still unused, is replaced.
 """
 
 from __future__ import annotations
 
-import select
-import socket
 import ssl
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import httpcore
 import httpx
 
-__all__ = ["LeanBackend", "LeanPool", "lean_transport"]
+from gateway.lean_net import AsyncioBackend
+
+__all__ = ["LeanPool", "lean_transport"]
 
 #: the most seconds between two checks of every idle connection for the server's close
 SWEEP_SECONDS = 1.0
-
-
-def _readable(sock: socket.socket | None) -> bool:
-    """Whether a read would not block: data, or the peer's close (a gone socket counts)."""
-    if sock is None or sock.fileno() < 0:
-        return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-class _Stream(httpcore.AsyncNetworkStream):
-    """An httpcore stream whose socket is looked up once, when it is made."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._socket: socket.socket | None = inner.get_extra_info("socket")
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            return _readable(self._socket)
-        if info == "socket":
-            return self._socket
-        return self._inner.get_extra_info(info)
-
-
-class LeanBackend(httpcore.AsyncNetworkBackend):
-    """anyio's backend, its streams wrapped so the pool's idle check is cheap."""
-
-    def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _Stream(stream)
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.connect_unix_socket(path, timeout, socket_options))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
 
 class LeanPool(httpcore.AsyncConnectionPool):
@@ -197,8 +124,8 @@ def lean_transport(
     verify: ssl.SSLContext | bool = True,
     backend: httpcore.AsyncNetworkBackend | None = None,
 ) -> httpx.AsyncHTTPTransport:
-    """httpx's transport over a pool on ``backend`` (a ``LeanBackend`` by default); never
-    through a proxy from the environment (``trust_env`` off)."""
+    """httpx's transport over a ``LeanPool`` on ``backend`` (an ``AsyncioBackend`` by
+    default); never through a proxy from the environment (``trust_env`` off)."""
     context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
     transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False, limits=limits)
     transport._pool = LeanPool(
@@ -206,6 +133,6 @@ def lean_transport(
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
-        network_backend=backend or LeanBackend(),
+        network_backend=backend or AsyncioBackend(),
     )
     return transport
