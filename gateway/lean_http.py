@@ -14,6 +14,11 @@ closed, expired and server-closed connections go, and idle ones past the keep-al
 (httpcore counts all connections against that limit, not the idle ones). An idle HTTP/1.1
 connection is given to one queued request per walk, not to several that then race for it.
 
+``LeanClient`` is httpx's client keeping no cookies: httpx reads every answer's cookies
+into its jar through ``http.cookiejar`` (about 5% of a request's CPU), and would send what a
+CDN set with the next download from it, another job's. The gateway's provider calls and
+downloads use none.
+
 ``lean_transport()`` is httpx's own transport (its API, its error mapping, respx-mockable)
 with its connection pool replaced by a ``LeanPool`` on that backend: httpx has no argument
 for a network backend or a pool, so the pool it made, still unused, is replaced.
@@ -30,7 +35,7 @@ import httpx
 
 from gateway.lean_net import AsyncioBackend
 
-__all__ = ["LeanPool", "lean_transport"]
+__all__ = ["LeanClient", "LeanPool", "lean_transport"]
 
 #: the most seconds between two checks of every idle connection for the server's close
 SWEEP_SECONDS = 1.0
@@ -116,6 +121,31 @@ class LeanPool(httpcore.AsyncConnectionPool):
             kept.remove(connection)
             closing.append(connection)
         self._connections = kept
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that keeps nothing an answer sets (and so sends nothing)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class LeanClient(httpx.AsyncClient):
+    """httpx's client, its cookies never kept (see above)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        if kwargs.get("cookies"):
+            raise ValueError("a LeanClient sends no cookies")
+        super().__init__(**kwargs)
+        self._no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        raise ValueError("a LeanClient sends no cookies")
 
 
 def lean_transport(

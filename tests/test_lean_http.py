@@ -134,3 +134,30 @@ async def test_a_full_pool_makes_room_by_closing_another_origins_idle_connection
         assert (await client.get(other)).text == "ok"
         assert len(_pool(transport).connections) == 1
     assert len(ports) == 2
+
+
+async def test_cookies_an_answer_sets_are_not_sent_with_the_next_request() -> None:
+    sent: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                sent.append(head)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\n"
+                    b"Content-Length: 2\r\n\r\nok"
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = lean_transport(limits=httpx.Limits())
+    async with server, lean_http.LeanClient(transport=transport) as client:
+        for _ in range(2):
+            assert (await client.get(f"http://127.0.0.1:{port}/")).text == "ok"
+        assert not client.cookies
+    assert len(sent) == 2 and all(b"cookie" not in head.lower() for head in sent)
