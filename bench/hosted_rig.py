@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,9 @@ def hosted_rig(
     workdir: Path, cell: Cell, latency: float, lane_limit: int, admin_url: str
 ) -> Iterator[Rig]:
     """The emulator (``latency`` seconds a run) and the cell's gateways, all stopped (and a
-    PostgreSQL database dropped) afterwards."""
+    PostgreSQL database dropped) afterwards. ``workdir`` is emptied first: a SQLite database
+    left by an earlier run in it would count that run's jobs as this one's."""
+    shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     with fal_emulator(workdir, latency) as emulator:
         env = fal_env(workdir, emulator, lane_limit)

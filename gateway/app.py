@@ -77,6 +77,7 @@ from gateway.webhooks import WebhookDispatcher
 from gateway.webhooks.secrets import WebhookSecrets
 from providers.base import Provider, WebhookDelivery
 from providers.registry import KNOWN_PROVIDERS, build_providers
+from providers.relay import decode_state, encode_state
 from providers.sandbox_media import render_image
 
 log = logging.getLogger("backserv")
@@ -130,12 +131,20 @@ def create_app(
     if providers is None:
         providers = build_providers(settings, fetch=OwnFiles(storage, signer))
 
-    def relayed(provider: str, request_id: str) -> None:
-        """A delivery for ``request_id`` arrived at another replica: read it now here."""
+    def relayed(provider: str, request_id: str, state: str | None) -> None:
+        """A delivery for ``request_id`` arrived at another replica: its state, relayed
+        (providers/relay.py), or None: read the request now here."""
         if (target := providers.get(provider)) is not None:
-            target.deliver(WebhookDelivery(request_id, None, delivery_id="relayed"))
+            delivery = WebhookDelivery(request_id, decode_state(state), delivery_id="relayed")
+            target.deliver(delivery)
 
     store.watch_deliveries(relayed)
+
+    async def relay(provider: str, delivery: WebhookDelivery) -> None:
+        """A delivery verified here, for the replica following its request (perhaps
+        another): its state as text when it has one (providers/relay.py)."""
+        await store.relay_delivery(provider, delivery.request_id, encode_state(delivery.state))
+
     breakers = Breakers(
         BreakerPolicy(
             failure_threshold=settings.breaker_failure_threshold,
@@ -309,7 +318,7 @@ def create_app(
             presign_seconds=settings.storage_presign_seconds,
         ).routes(),
         *WebhookSecretsAPI(webhook_secrets).routes(),
-        *ProviderWebhooksAPI(providers, store.relay_delivery, observer).routes(),
+        *ProviderWebhooksAPI(providers, relay, observer).routes(),
         *KeysAPI(KeyManager(store), settings.max_body_bytes, catalog.currency).routes(),
         *UsageAPI(Usage(store, catalog.currency), KeyManager(store)).routes(),
         *TasksAPI(

@@ -43,7 +43,8 @@ import httpx
 from gateway import netguard
 from gateway.digits import parse_digits
 from gateway.errors import UnsafeURL
-from gateway.lean_http import LeanBackend, lean_transport
+from gateway.lean_http import LeanClient, lean_transport
+from gateway.lean_net import AsyncioBackend
 
 __all__ = [
     "MAX_ADDRESSES",
@@ -97,7 +98,7 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
     """Connects only to the addresses the guard checked for the request being sent."""
 
     def __init__(self) -> None:
-        self._inner = LeanBackend()
+        self._inner = AsyncioBackend()
 
     async def connect_tcp(
         self,
@@ -161,7 +162,7 @@ class GuardedFetcher:
             raise RuntimeError("the fetcher is closed")
         client = self._clients.get(allow)
         if client is None:
-            client = httpx.AsyncClient(
+            client = LeanClient(
                 follow_redirects=False,
                 trust_env=False,  # a proxy would connect by name, bypassing the pinned address
                 transport=self._transport or _pinned_transport(),

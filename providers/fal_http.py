@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from gateway.lean_http import lean_transport
+from gateway.lean_http import LeanClient, lean_transport
 
 __all__ = ["BACKUP_HOSTS", "FalHttp"]
 
@@ -55,7 +55,7 @@ class FalHttp:
             if self._key:
                 headers["Authorization"] = f"Key {self._key}"
             transport = lean_transport(limits=self._limits)
-            client = httpx.AsyncClient(headers=headers, transport=transport, trust_env=False)
+            client = LeanClient(headers=headers, transport=transport, trust_env=False)
             self._clients[loop] = client
         return client
 

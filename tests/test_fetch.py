@@ -295,12 +295,12 @@ async def test_a_fetcher_serves_many_downloads_with_one_client_and_connection(
 ) -> None:
     built: list[object] = []
 
-    class Counting(httpx.AsyncClient):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+    class Counting(fetch.LeanClient):
+        def __init__(self, **kwargs: Any) -> None:
             built.append(self)
-            super().__init__(*args, **kwargs)
+            super().__init__(**kwargs)
 
-    monkeypatch.setattr(httpx, "AsyncClient", Counting)
+    monkeypatch.setattr(fetch, "LeanClient", Counting)
     ports = {(await get(f"{base}/peer", fetcher=fetcher))[0] for _ in range(5)}
     assert (len(built), len(ports)) == (1, 1)
 

@@ -43,29 +43,121 @@ async def test_an_idle_connection_the_server_closed_is_not_reused(
     assert len(set(ports)) == 3
 
 
-async def test_a_live_idle_connection_is_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_live_idle_connection_is_reused(
+    keepalive_server: tuple[str, list[int]],
+) -> None:
+    url, ports = keepalive_server
+    async with httpx.AsyncClient(transport=lean_transport(limits=httpx.Limits())) as client:
+        for _ in range(3):
+            assert (await client.get(url)).text == "ok"
+            await asyncio.sleep(0.02)
+    assert len(ports) == 1
+
+
+@pytest.fixture
+async def keepalive_server() -> AsyncIterator[tuple[str, list[int]]]:
+    """Keeps each connection open for as many requests as the client sends, answering each
+    after a short pause (so requests overlap); yields its URL and the client ports it saw."""
+    ports: list[int] = []
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ports.append(writer.get_extra_info("peername")[1])
         try:
             while await reader.readuntil(b"\r\n\r\n"):
+                await asyncio.sleep(0.01)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 await writer.drain()
-        except asyncio.IncompleteReadError:
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client closed the connection
         finally:
             writer.close()
-            await writer.wait_closed()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    checks: list[bool] = []
-    real = lean_http._readable
+    async with server:
+        yield f"http://127.0.0.1:{port}/", ports
 
-    def counting(sock: object) -> bool:
-        checks.append(real(sock))  # type: ignore[arg-type]
-        return checks[-1]
 
-    monkeypatch.setattr(lean_http, "_readable", counting)
-    async with server, httpx.AsyncClient(transport=lean_transport(limits=httpx.Limits())) as c:
-        for _ in range(3):
-            assert (await c.get(f"http://127.0.0.1:{port}/")).text == "ok"
-    assert checks and not any(checks)  # asked, and the connection was found alive
+def _pool(client_transport: httpx.AsyncHTTPTransport) -> lean_http.LeanPool:
+    pool = client_transport._pool
+    assert isinstance(pool, lean_http.LeanPool)
+    return pool
+
+
+async def test_concurrent_requests_share_at_most_the_pools_connections(
+    keepalive_server: tuple[str, list[int]],
+) -> None:
+    url, ports = keepalive_server
+    transport = lean_transport(limits=httpx.Limits(max_connections=4))
+    async with httpx.AsyncClient(transport=transport) as client:
+        for _ in range(2):  # the second round reuses the first one's connections
+            answers = await asyncio.gather(*(client.get(url) for _ in range(20)))
+            assert [a.text for a in answers] == ["ok"] * 20
+        assert len(_pool(transport).connections) <= 4
+    assert len(set(ports)) == 4
+
+
+async def test_one_connection_serves_queued_requests_one_after_another(
+    keepalive_server: tuple[str, list[int]],
+) -> None:
+    url, ports = keepalive_server
+    transport = lean_transport(limits=httpx.Limits(max_connections=1))
+    async with httpx.AsyncClient(transport=transport) as client:
+        answers = await asyncio.gather(*(client.get(url) for _ in range(5)))
+    assert [a.text for a in answers] == ["ok"] * 5
+    assert len(ports) == 1
+
+
+async def test_idle_connections_past_the_keepalive_limit_are_closed_at_the_sweep(
+    keepalive_server: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = keepalive_server
+    transport = lean_transport(limits=httpx.Limits(max_connections=5, max_keepalive_connections=2))
+    async with httpx.AsyncClient(transport=transport) as client:
+        await asyncio.gather(*(client.get(url) for _ in range(5)))
+        assert len(_pool(transport).connections) == 5  # nothing walked them yet
+        monkeypatch.setattr(lean_http, "SWEEP_SECONDS", 0.0)
+        _pool(transport)._sweep_at = 0.0
+        assert (await client.get(url)).text == "ok"
+        assert len(_pool(transport).connections) == 2
+
+
+async def test_a_full_pool_makes_room_by_closing_another_origins_idle_connection(
+    keepalive_server: tuple[str, list[int]],
+) -> None:
+    url, ports = keepalive_server
+    other = url.replace("127.0.0.1", "localhost")  # the same server, another origin
+    transport = lean_transport(limits=httpx.Limits(max_connections=1))
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get(url)).text == "ok"
+        assert (await client.get(other)).text == "ok"
+        assert (await client.get(other)).text == "ok"
+        assert len(_pool(transport).connections) == 1
+    assert len(ports) == 2
+
+
+async def test_cookies_an_answer_sets_are_not_sent_with_the_next_request() -> None:
+    sent: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                sent.append(head)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\n"
+                    b"Content-Length: 2\r\n\r\nok"
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = lean_transport(limits=httpx.Limits())
+    async with server, lean_http.LeanClient(transport=transport) as client:
+        for _ in range(2):
+            assert (await client.get(f"http://127.0.0.1:{port}/")).text == "ok"
+        assert not client.cookies
+    assert len(sent) == 2 and all(b"cookie" not in head.lower() for head in sent)

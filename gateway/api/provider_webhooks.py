@@ -7,8 +7,10 @@ and reads it into the state a poll would have produced; the runner following tha
 takes the state instead of polling (``Provider.deliver`` / ``Provider.wait``). A forged,
 altered or replayed delivery is a 401 and changes nothing; a duplicate is harmless (the same
 state again). The delivery may reach a replica other than the one following its request:
-it is then relayed (PostgreSQL NOTIFY), and that replica reads the request at once. The
-answer is 200 as soon as the delivery is handed over, before any job changes.
+it is then relayed (PostgreSQL NOTIFY) with the state it brought, so that replica needs no
+round trip to the provider either (one whose state does not fit is relayed bare, and that
+replica reads the request at once). The answer is 200 as soon as the delivery is handed
+over, before any job changes.
 """
 
 from __future__ import annotations
@@ -50,11 +52,11 @@ class ProviderWebhooksAPI:
     def __init__(
         self,
         receivers: Mapping[str, WebhookReceiver],
-        relay: Callable[[str, str], Awaitable[None]],
+        relay: Callable[[str, Any], Awaitable[None]],
         observer: JobObserver | None = None,
     ) -> None:
-        """``relay(provider, request_id)`` tells the other replicas (the one following the
-        request may be another: it then reads the request at once)."""
+        """``relay(provider, delivery)`` tells the other replicas (the one following the
+        request may be another), with the state the delivery brought when it can."""
         self.receivers = receivers
         self.relay = relay
         self.observer = observer or JobObserver()
@@ -91,5 +93,5 @@ class ProviderWebhooksAPI:
         )
         receiver.deliver(delivery)
         self.observer.webhook_received(name, "verified")
-        await self.relay(name, delivery.request_id)
+        await self.relay(name, delivery)
         return json({"received": True})

@@ -1,7 +1,9 @@
 """Result files in a local directory: the embedded default (``BACKSERV_STORAGE_DIR``).
 
-A file is written to ``name.part`` chunk by chunk and renamed into place when complete, so a
-reader never sees half a file; blocking file calls run in worker threads.
+A file is written to ``name.part`` and renamed into place when complete, so a reader never
+sees half a file; blocking file calls run in worker threads. A file of at most ``GATHER``
+bytes (a provider's image) is gathered first and written in one thread call: directory,
+file and rename, not a thread hop for each; a larger one is streamed chunk by chunk.
 """
 
 from __future__ import annotations
@@ -26,6 +28,20 @@ from gateway.storage.base import (
 from gateway.storage.sources import OutputSource
 
 READ_CHUNK = 256 * 1024
+#: a file up to this size is gathered in memory and written in one thread call
+GATHER = 1024 * 1024
+
+
+def _write_whole(target: Path, tmp: Path, data: bytes | bytearray) -> None:
+    """The whole file, atomically (in a worker thread: it always closes what it opens)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tmp.open("wb") as file:
+            file.write(data)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(True)
+        raise
 
 
 class LocalStorage(ResultStorage):
@@ -48,14 +64,25 @@ class LocalStorage(ResultStorage):
         if target is None:
             raise ValueError(f"unsafe file name for job {job_id!r}")
         tmp = target.with_name(f"{name}.{secrets.token_hex(4)}.part")
+        stream = aiter(chunks)
+        gathered = bytearray()
+        async for chunk in stream:
+            gathered += chunk
+            if len(gathered) > GATHER:
+                break
+        else:
+            await asyncio.to_thread(_write_whole, target, tmp, gathered)
+            return len(gathered)
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
         # opened and closed on the loop (each a quick system call), never in a thread: a
         # task cancelled while a thread opened the file would leave it open, unreferenced
         file: BinaryIO = tmp.open("wb")
-        size = 0
+        size = len(gathered)
         try:
             try:
-                async for chunk in chunks:
+                await asyncio.to_thread(file.write, gathered)
+                del gathered
+                async for chunk in stream:
                     await asyncio.to_thread(file.write, chunk)
                     size += len(chunk)
             finally:

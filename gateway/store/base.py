@@ -106,22 +106,25 @@ class WebhookSecret:
 class JobStore(ABC):
     def __init__(self) -> None:
         self._change_listeners: list[Callable[[str], None]] = []
-        self._delivery_listeners: list[Callable[[str, str], None]] = []
+        self._delivery_listeners: list[Callable[[str, str, str | None], None]] = []
         self._key_listeners: list[Callable[[str], None]] = []
 
-    def watch_deliveries(self, listener: Callable[[str, str], None]) -> None:
-        """Call ``listener(provider, request_id)`` when a provider webhook delivery for that
-        request arrived at another replica (``relay_delivery``)."""
+    def watch_deliveries(self, listener: Callable[[str, str, str | None], None]) -> None:
+        """Call ``listener(provider, request_id, state)`` when a provider webhook delivery
+        for that request arrived at another replica (``relay_delivery``); ``state`` is the
+        text it was relayed with, or None (read the request now)."""
         self._delivery_listeners.append(listener)
 
-    async def relay_delivery(self, provider: str, request_id: str) -> None:
-        """Tell the other replicas that a delivery for ``request_id`` arrived here (so the
-        one following that request reads it now). One process (SQLite) has no others."""
+    async def relay_delivery(self, provider: str, request_id: str, state: str | None) -> None:
+        """Tell the other replicas that a delivery for ``request_id`` arrived here, with its
+        ``state`` as text (providers/relay.py) when there is one and it fits the channel
+        (else the one following that request reads it now). One process (SQLite) has no
+        others."""
 
-    def _delivered(self, provider: str, request_id: str) -> None:
+    def _delivered(self, provider: str, request_id: str, state: str | None) -> None:
         for listener in self._delivery_listeners:
             try:
-                listener(provider, request_id)
+                listener(provider, request_id, state)
             except Exception:
                 log.exception("a delivery listener failed")
 

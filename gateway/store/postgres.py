@@ -57,6 +57,8 @@ log = logging.getLogger("backserv.store")
 COMMAND_TIMEOUT = 30.0  # seconds, for every statement on every connection
 CLOSE_GRACE = 10.0  # seconds close() waits for pending inserts, then for busy connections
 MAX_BATCH = 512
+#: the largest NOTIFY payload sent (PostgreSQL refuses 8,000 bytes and more)
+MAX_NOTIFY_BYTES = 7900
 
 
 async def _keep_session(conn: Any) -> None:
@@ -236,26 +238,31 @@ class PostgresJobStore(PostgresKeys, PostgresSpend, PostgresWebhooks, JobStore):
         self._key_epoch += 1
         self._keys_live = live
 
-    def watch_deliveries(self, listener: Callable[[str, str], None]) -> None:
+    def watch_deliveries(self, listener: Callable[[str, str, str | None], None]) -> None:
         super().watch_deliveries(listener)
         self._start_listener()
 
-    async def relay_delivery(self, provider: str, request_id: str) -> None:
-        """Tell every replica (this one too) through one NOTIFY; best effort: the safety-net
-        poll finds a delivery whose relay was lost."""
+    async def relay_delivery(self, provider: str, request_id: str, state: str | None) -> None:
+        """Tell the other replicas through one NOTIFY (``provider``, ``request_id``, this
+        store's instance, and ``state`` when the payload stays under PostgreSQL's limit,
+        else nothing: "read it now"); best effort: the safety-net poll finds a delivery whose
+        relay was lost."""
         if self._pool is None:
             return
+        payload = f"{provider}\n{request_id}\n{self._instance}\n"
+        if state and len(payload.encode()) + len(state.encode()) <= MAX_NOTIFY_BYTES:
+            payload += state
         try:
-            await asyncio.wait_for(
-                self._pool.execute(sql.NOTIFY_DELIVERY, f"{provider}\n{request_id}"), 5.0
-            )
+            await asyncio.wait_for(self._pool.execute(sql.NOTIFY_DELIVERY, payload), 5.0)
         except Exception:
             log.exception("relaying a %s delivery failed", provider)
 
     def _relayed(self, payload: str) -> None:
-        provider, _, request_id = payload.partition("\n")
-        if provider and request_id:
-            self._delivered(provider, request_id)
+        """A relayed delivery: for the listeners unless this replica sent it (its own
+        ingress already handed it over)."""
+        provider, request_id, instance, state = [*payload.split("\n", 3), "", "", ""][:4]
+        if provider and request_id and instance != self._instance:
+            self._delivered(provider, request_id, state or None)
 
     def watch_changes(self, listener: Callable[[str], None]) -> None:
         super().watch_changes(listener)

@@ -74,8 +74,10 @@ class _Receiver:
 async def test_a_verified_delivery_is_logged_with_its_job_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def relay(provider: str, request_id: str) -> None:
-        return None
+    relayed: list[tuple[str, Any]] = []
+
+    async def relay(provider: str, delivery: Any) -> None:
+        relayed.append((provider, delivery))
 
     receiver = _Receiver()
     app = Starlette(routes=ProviderWebhooksAPI({"fal": receiver}, relay).routes())
@@ -85,6 +87,7 @@ async def test_a_verified_delivery_is_logged_with_its_job_id(
         resp = await client.post("/v1/provider_webhooks/fal?job=job-abc", content=b"{}")
 
     assert resp.status_code == 200 and len(receiver.delivered) == 1
+    assert relayed == [("fal", receiver.delivered[0])]  # for the replica following it
     [record] = [r for r in caplog.records if r.name == "backserv.provider_webhooks"]
     assert record.job_id == "job-abc"
     assert record.provider_request_id == "req-1"

@@ -12,6 +12,7 @@ import pytest
 import respx
 
 from gateway.errors import ConfigError
+from providers import fal_http
 from providers.base import (
     Output,
     ProviderError,
@@ -197,12 +198,12 @@ async def test_status_reads_of_many_polls_go_through_one_client_without_logs(
 ) -> None:
     built: list[object] = []
 
-    class Counting(httpx.AsyncClient):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+    class Counting(fal_http.LeanClient):
+        def __init__(self, **kwargs: Any) -> None:
             built.append(self)
-            super().__init__(*args, **kwargs)
+            super().__init__(**kwargs)
 
-    monkeypatch.setattr(httpx, "AsyncClient", Counting)
+    monkeypatch.setattr(fal_http, "LeanClient", Counting)
     mock.post(f"{QUEUE}/{APP}").mock(return_value=accepted())
     get = mock.get(URLS["status_url"]).mock(return_value=status({"status": "IN_PROGRESS"}))
     fal = FalProvider(key=KEY, queue_url=QUEUE)

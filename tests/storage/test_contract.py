@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -92,6 +93,28 @@ async def test_a_failed_write_leaves_the_previous_file_and_no_partial_one(
 
     assert await storage.read_all(JOB, "0.mp4") == b"old"
     assert await storage.stat(JOB, "1.mp4") is None
+
+
+async def test_a_small_file_that_fails_midway_leaves_nothing(
+    storage: ResultStorage, tmp_path: Path
+) -> None:
+    async def breaks_soon() -> AsyncIterator[bytes]:
+        yield b"x" * 100
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        await storage.write(JOB, "0.png", breaks_soon(), "image/png")
+    assert await storage.stat(JOB, "0.png") is None
+    assert await asyncio.to_thread(lambda: list(tmp_path.rglob("*.part"))) == []
+
+
+async def test_files_small_and_past_the_gathered_size_are_written_whole(
+    storage: ResultStorage,
+) -> None:
+    for name, size in (("0.png", 10), ("1.png", 1024 * 1024), ("2.png", 1024 * 1024 + 1)):
+        data = hashlib.sha256(name.encode()).digest() * (size // 32 + 1)
+        assert await storage.write(JOB, name, chunks_of(data[:size], 1000), "image/png") == size
+        assert await storage.read_all(JOB, name) == data[:size]
 
 
 async def test_missing_files_and_unsafe_names_have_no_metadata(storage: ResultStorage) -> None:

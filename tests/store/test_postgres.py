@@ -393,3 +393,24 @@ async def test_the_key_epoch_is_unknown_while_the_listener_is_down_and_new_after
     await _until(lambda: b._keys_live, timeout=20.0)
     after = await b.key_epoch()
     assert after is not None and after != before  # what was kept before is not used again
+
+
+async def test_a_relayed_delivery_reaches_the_other_replica_with_its_state_when_it_fits(
+    replicas: Callable[[], PostgresJobStore],
+) -> None:
+    a, b = await _open_pair(replicas)
+    heard_a: list[tuple[str, str, str | None]] = []
+    heard_b: list[tuple[str, str, str | None]] = []
+    a.watch_deliveries(lambda *relayed: heard_a.append(relayed))
+    b.watch_deliveries(lambda *relayed: heard_b.append(relayed))
+    await _until(lambda: a.listener_pid is not None and b.listener_pid is not None)
+    state = '{"kind":"succeeded","outputs":[{"content_type":"image/png","url":"u\\nv"}]}'
+
+    await a.relay_delivery("fal", "req-1", state)
+    await a.relay_delivery("fal", "req-2", "x" * 8000)  # past NOTIFY's limit: bare
+    await a.relay_delivery("fal", "req-3", None)
+
+    await _until(lambda: len(heard_b) == 3)
+    assert heard_b == [("fal", "req-1", state), ("fal", "req-2", None), ("fal", "req-3", None)]
+    await asyncio.sleep(0.2)  # a's own NOTIFYs echo back: its ingress already delivered them
+    assert heard_a == []
