@@ -77,6 +77,12 @@ class LeanPool(httpcore.AsyncConnectionPool):
             pool_request.assign_to_connection(connection)
         return closing
 
+    async def _close_connections(self, closing: list[httpcore.AsyncConnectionInterface]) -> None:
+        """httpcore's, without entering a cancellation shield (an anyio cancel scope) twice a
+        request for nothing: most walks close no connection."""
+        if closing:
+            await super()._close_connections(closing)
+
     def _idle_for(
         self,
         origin: httpcore.Origin,
