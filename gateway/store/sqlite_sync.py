@@ -1,5 +1,5 @@
 """Plain (thread-bound) sqlite3 pieces of the embedded store: the writer's connection, the
-schema migrations it applies, and a fetch-all helper for the writer's operations."""
+schema migrations it applies, and small helpers the store's modules share."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 log = logging.getLogger("backserv.store")
+
+#: a job that has ended, as SQL
+FINISHED = "status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+
+
+def dumps(value: Any) -> str:
+    """A JSON column's text."""
+    return orjson.dumps(value).decode()
 
 
 def fetchall(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[Any]:
