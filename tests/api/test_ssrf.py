@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from gateway.lean_net import AsyncioBackend
 from tests.api.support import png, running
 from tests.api.tasks_support import SECRET, auth
 from tests.conftest import AUTH_A, make_settings, wait_for
@@ -106,20 +107,25 @@ async def network(monkeypatch: pytest.MonkeyPatch) -> Network:
         return await real_getaddrinfo(host, port, *args, **kwargs)
 
     monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
-    real_connect = httpcore.AnyIOBackend.connect_tcp
+    # every network backend the gateway's clients use: httpcore's (the SDKs) and its own
+    for backend in (httpcore.AnyIOBackend, AsyncioBackend):
+        monkeypatch.setattr(backend, "connect_tcp", _fake_connect(net, backend.connect_tcp))
+    return net
 
+
+def _fake_connect(net: Network, real_connect: Any) -> Any:
     async def connect(
-        self: httpcore.AnyIOBackend, host: str, port: int, *args: Any, **kwargs: Any
+        self: Any, host: str, port: int, *args: Any, **kwargs: Any
     ) -> httpcore.AsyncNetworkStream:
         net.connections.append(host)
         if host == PUBLIC:  # the public address is the test's own "public" server
             host = "127.0.0.1"
         elif not _is_loopback(host):
             raise httpcore.ConnectError(f"the test network does not reach {host}")
-        return await real_connect(self, host, port, *args, **kwargs)
+        stream: httpcore.AsyncNetworkStream = await real_connect(self, host, port, *args, **kwargs)
+        return stream
 
-    monkeypatch.setattr(httpcore.AnyIOBackend, "connect_tcp", connect)
-    return net
+    return connect
 
 
 def _is_loopback(host: str) -> bool:
