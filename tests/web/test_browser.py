@@ -134,6 +134,8 @@ async def test_model_page_shows_three_examples_with_this_gateway_and_model(
             code = await page.locator(f"#code-{slug}").inner_text()
             assert f"{live.url}/v1" in code, slug
             assert '"sandbox-video"' in code, slug
+        await page.click('button[data-copy="code-curl"]')  # copied, or selected for Ctrl+C
+        await page.wait_for_function("document.getElementById('copy-status').textContent")
         await page.click('a[href="/playground?model=sandbox-video"]')
         assert await page.locator("#job-form").get_attribute("data-model") == "sandbox-video"
         assert browser.errors == []

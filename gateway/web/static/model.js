@@ -1,30 +1,14 @@
-/* Copy buttons of the examples. */
+/* Copy buttons of the examples (the copy itself: BackServ.copyText, common.js). */
 'use strict';
 
 (() => {
   const status = document.getElementById('copy-status');
 
-  async function copy(text) {
-    if (navigator.clipboard && window.isSecureContext) {
-      await navigator.clipboard.writeText(text);
-      return;
-    }
-    const area = document.createElement('textarea');
-    area.value = text;
-    area.setAttribute('readonly', '');
-    area.className = 'offscreen';
-    document.body.appendChild(area);
-    area.select();
-    const ok = document.execCommand('copy');
-    area.remove();
-    if (!ok) throw new Error('copy refused');
-  }
-
   for (const button of document.querySelectorAll('button[data-copy]')) {
     button.addEventListener('click', async () => {
       const code = document.getElementById(button.dataset.copy);
       try {
-        await copy(code.textContent);
+        await window.BackServ.copyText(code.textContent);
         button.textContent = 'Copied';
         status.textContent = 'Copied to the clipboard.';
       } catch (e) {
