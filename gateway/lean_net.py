@@ -159,6 +159,10 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     async def aclose(self) -> None:
         self._transport.close()
 
+    def close(self) -> None:
+        """Close at once: an asyncio transport does not wait to close."""
+        self._transport.close()
+
     async def start_tls(
         self,
         ssl_context: ssl.SSLContext,

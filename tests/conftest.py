@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+import respx.mocks
 from starlette.applications import Starlette
 
 from gateway.app import Gateway, create_app
@@ -19,6 +20,9 @@ from gateway.store.sqlite import SQLiteJobStore
 
 if TYPE_CHECKING:
     from tests.s3server import S3Server
+
+# respx mocks httpcore's pools; the gateway's own (gateway/lean_pool.py) takes the same requests
+respx.mocks.HTTPCoreMocker.add_targets("gateway.lean_pool.LeanPool")
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_A = "test-key-a"

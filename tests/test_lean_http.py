@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from gateway import lean_http
+from gateway import lean_http, lean_pool
 from gateway.lean_http import lean_transport
 
 
@@ -93,7 +93,7 @@ async def test_concurrent_requests_share_at_most_the_pools_connections(
         for _ in range(2):  # the second round reuses the first one's connections
             answers = await asyncio.gather(*(client.get(url) for _ in range(20)))
             assert [a.text for a in answers] == ["ok"] * 20
-        assert len(_pool(transport).connections) <= 4
+        assert _pool(transport).connections <= 4
     assert len(set(ports)) == 4
 
 
@@ -108,18 +108,33 @@ async def test_one_connection_serves_queued_requests_one_after_another(
     assert len(ports) == 1
 
 
-async def test_idle_connections_past_the_keepalive_limit_are_closed_at_the_sweep(
-    keepalive_server: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+async def test_idle_connections_past_the_keepalive_limit_are_closed_as_they_come_back(
+    keepalive_server: tuple[str, list[int]],
 ) -> None:
-    url, _ = keepalive_server
+    url, ports = keepalive_server
     transport = lean_transport(limits=httpx.Limits(max_connections=5, max_keepalive_connections=2))
     async with httpx.AsyncClient(transport=transport) as client:
         await asyncio.gather(*(client.get(url) for _ in range(5)))
-        assert len(_pool(transport).connections) == 5  # nothing walked them yet
-        monkeypatch.setattr(lean_http, "SWEEP_SECONDS", 0.0)
+        assert len(ports) == 5
+        assert (_pool(transport).connections, _pool(transport).idle_connections) == (2, 2)
+        await asyncio.gather(*(client.get(url) for _ in range(2)))
+        assert len(ports) == 5  # the two kept were reused
+
+
+async def test_idle_connections_past_their_expiry_are_closed_at_the_sweep(
+    keepalive_server: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, ports = keepalive_server
+    limits = httpx.Limits(max_connections=5, keepalive_expiry=0.05)
+    transport = lean_transport(limits=limits)
+    async with httpx.AsyncClient(transport=transport) as client:
+        await asyncio.gather(*(client.get(url) for _ in range(3)))
+        assert _pool(transport).idle_connections == 3
+        await asyncio.sleep(0.1)
+        monkeypatch.setattr(lean_pool, "SWEEP_SECONDS", 0.0)
         _pool(transport)._sweep_at = 0.0
         assert (await client.get(url)).text == "ok"
-        assert len(_pool(transport).connections) == 2
+        assert (_pool(transport).connections, len(ports)) == (1, 4)
 
 
 async def test_a_full_pool_makes_room_by_closing_another_origins_idle_connection(
@@ -132,7 +147,7 @@ async def test_a_full_pool_makes_room_by_closing_another_origins_idle_connection
         assert (await client.get(url)).text == "ok"
         assert (await client.get(other)).text == "ok"
         assert (await client.get(other)).text == "ok"
-        assert len(_pool(transport).connections) == 1
+        assert _pool(transport).connections == 1
     assert len(ports) == 2
 
 
