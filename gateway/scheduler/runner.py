@@ -11,7 +11,8 @@ A failed job's error names every route of its chain (scheduler/summary.py); a ro
 runs past its own limit is cancelled at the provider and the next one tried
 (scheduler/timeouts.py). The chain is walked as listed, or, for a model whose routes are
 interchangeable, cheapest first (scheduler/choice.py); each attempt records its route and
-its place in that order.
+its place in that order. A request, once submitted, is followed to its end (its reads, its
+progress saves, its lease checks) by scheduler/follow.py.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from gateway.pricing import Price, Report, estimate, final
 from gateway.scheduler.availability import Availability
 from gateway.scheduler.breaker import Breakers
 from gateway.scheduler.choice import RouteLatencies, walk_order
+from gateway.scheduler.follow import cancel_quietly, check_lease, follow, who
 from gateway.scheduler.outputs import OutputSaver
 from gateway.scheduler.retry import RetryPolicy
 from gateway.scheduler.shielded import shielded
@@ -57,7 +59,6 @@ from providers.base import Provider, ProviderRef, ProviderState, RouteSpec, Stat
 
 log = logging.getLogger("backserv.runner")
 
-PROGRESS_SAVE_INTERVAL = 0.25
 #: errors that end the job at once: no retry, no fallback (a fallback cannot fix a bad
 #: prompt, and a submit that may have been accepted must not be paid for twice)
 FATAL_ERRORS = (ProviderInputError, ProviderSubmitUncertain, ProviderResultLost, ResultNotStored)
@@ -234,7 +235,16 @@ class JobRunner:
                 try:
                     resumed = attempt.request_id is not None
                     ref = await self._ensure_submitted(job, attempt, route, provider)
-                    state = await self._follow(job, route, provider, ref, clock, resumed)
+                    state = await follow(
+                        self.store,
+                        job,
+                        route,
+                        provider,
+                        ref,
+                        clock,
+                        resumed=resumed,
+                        lease_margin=self.lease_margin,
+                    )
                     self.observer.provider_ended(route.provider, state.via)
                     if state.kind is StateKind.SUCCEEDED:
                         await self._complete(job, model, attempt, state)
@@ -338,7 +348,7 @@ class JobRunner:
         except ProviderError:
             raise
         except Exception as exc:  # the provider did not translate it: never show its text
-            error = unexpected_error(exc, who=_who(route), job_id=job.id, log=log)
+            error = unexpected_error(exc, who=who(route), job_id=job.id, log=log)
             if provider.free_resubmit:
                 raise error from None
             # it may have reached a provider that bills for it: never submitted again
@@ -364,81 +374,9 @@ class JobRunner:
             with contextlib.suppress(Exception, TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), timeout)
 
-    async def _follow(
-        self,
-        job: Job,
-        route: RouteSpec,
-        provider: Provider,
-        ref: ProviderRef,
-        clock: RouteClock,
-        resumed: bool,
-    ) -> ProviderState:
-        """Follow the request to its end. A request resumed from the log is read at once
-        (it may have ended while nobody watched); a fresh one was just accepted, so the
-        first read waits for its schedule (or its webhook). Progress is saved at most every
-        ``PROGRESS_SAVE_INTERVAL``, counted from the reference's write: what changes within
-        a job's first quarter second rides on the finish, and a short job costs three
-        writes: its attempt, its reference, its finish."""
-        last_saved = 0.0 if resumed else time.monotonic()
-        dirty = False  # progress changed but was not saved yet (saves are throttled)
-        self._check_lease(job)
-        if resumed:
-            state = await self._poll_once(job, provider, route, ref, None)
-        else:
-            state = ProviderState(StateKind.QUEUED)
-        while not state.terminal:
-            progress = min(99, max(job.progress, state.progress or 0))
-            if (progress, state.queue_position) != (job.progress, job.queue_position):
-                job.progress, job.queue_position = progress, state.queue_position
-                dirty = True
-            now = time.monotonic()
-            if dirty and now - last_saved >= PROGRESS_SAVE_INTERVAL:
-                last_saved, dirty = now, False
-                await self.store.save_progress(
-                    job.id, job.lease_token, job.progress, job.queue_position
-                )
-            remaining = clock.at - time.time()
-            if remaining <= 0:  # the request is stopped at the provider, then the next route
-                await self._cancel_quietly(provider, route, ref)
-                raise clock.expired(route)
-            wait = min(remaining, 30.0, PROGRESS_SAVE_INTERVAL if dirty else 30.0)
-            wait = min(wait, max(0.0, self._lease_left(job)))
-            self._check_lease(job)
-            state = await self._poll_once(job, provider, route, ref, wait)
-        return state
-
-    def _lease_left(self, job: Job) -> float:
-        """Seconds until this worker must assume its lease of ``job`` ran out (the heartbeat
-        moves ``job.lease_expires`` on; under overload it may not have)."""
-        if job.lease_expires is None:
-            return float("inf")
-        return job.lease_expires - self.lease_margin - time.time()
-
     def _check_lease(self, job: Job) -> None:
-        """Stop working on a job whose lease may have passed to another worker, so two
-        workers never follow one job at once; it is resumed from the log by its next owner."""
-        if self._lease_left(job) <= 0:
-            raise StaleLease(f"job {job.id}: the lease ran out before it could be renewed")
-
-    @staticmethod
-    async def _poll_once(
-        job: Job, provider: Provider, route: RouteSpec, ref: ProviderRef, wait: float | None
-    ) -> ProviderState:
-        try:
-            try:
-                if wait is None:
-                    return await provider.status(route, ref)
-                return await provider.wait(route, ref, wait)
-            except ProviderError:
-                raise
-            except Exception as exc:  # the provider did not translate it: never show its text
-                raise unexpected_error(exc, who=_who(route), job_id=job.id, log=log) from None
-        except ProviderLostRequest:
-            raise
-        except ProviderTransientError:
-            # a failed status read is not a failed job: keep following the same request
-            await asyncio.sleep(provider.poll_interval)
-            return ProviderState(StateKind.RUNNING)
+        """Stop working on a job whose lease may have passed to another worker (follow.py)."""
+        check_lease(job, self.lease_margin)
 
     async def _complete(
         self, job: Job, model: CatalogModel, attempt: Attempt, state: ProviderState
@@ -485,19 +423,12 @@ class JobRunner:
         route = model.routes[attempt.route_index]
         provider = self.providers.get(route.provider)
         if provider is not None and attempt.request_id:
-            await self._cancel_quietly(
+            await cancel_quietly(
                 provider, route, ProviderRef(attempt.request_id, attempt.ref or {})
             )
         self._close_attempt(attempt, Outcome.CANCELLED, None)
         with contextlib.suppress(StaleLease):
             await self.store.save_attempts(job.id, job.lease_token, job.attempts)
-
-    @staticmethod
-    async def _cancel_quietly(provider: Provider, route: RouteSpec, ref: ProviderRef) -> None:
-        try:
-            await asyncio.wait_for(provider.cancel(route, ref), timeout=10)
-        except (ProviderError, TimeoutError) as exc:
-            log.warning("cancel of %s on %s failed: %s", ref.request_id, route.name, exc)
 
 
 @dataclass(frozen=True)
@@ -510,7 +441,3 @@ class _Place:
     place: int | None
     #: another route follows it in the walk
     fallback: bool
-
-
-def _who(route: RouteSpec) -> str:
-    return f"the {route.provider} provider"

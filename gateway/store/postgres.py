@@ -12,13 +12,13 @@ Each replica holds a connection pool; nothing is shared in memory, the database 
   rows with ``FOR UPDATE SKIP LOCKED``; with a lane limit they first take the lane's advisory
   lock, so replicas count and claim a lane's running jobs one at a time. Every write that ends
   or changes an attempt is fenced by ``lease_token``, as in the SQLite store.
-- **Wake-ups ride LISTEN/NOTIFY.** A committed insert batch, a release and a requeue notify
-  ``backserv_work``; a cancel notifies ``backserv_cancel`` with the job id. Subscribers are
-  served by a dedicated, supervised listener connection (``Listener``).
-- **Key changes too.** A revocation or an update of a key notifies ``backserv_key`` in its
-  own transaction. ``key_epoch`` moves at every key change heard (local or not) and at every
-  connect and loss of the listener, and is None while it is down: a replica keeps what it
-  read of a key only while it is sure to hear of the key's next change.
+- **Wake-ups, job changes and key changes ride LISTEN/NOTIFY** (postgres_notify.py): a
+  committed insert batch, a release and a requeue notify ``backserv_work``; a cancel notifies
+  ``backserv_cancel`` with the job id; one dedicated, supervised listener connection hears
+  them (``Listener``, postgres_listen.py).
+
+The edits of stored jobs outside their run (retention, meta, priority, route, deletion) are
+in postgres_edits.py; the API keys, the spend and the webhooks are mixins of their own too.
 
 Every statement has a deadline (``command_timeout``). Pool connections are handed back
 without asyncpg's ``RESET ALL``/``UNLISTEN``/``pg_advisory_unlock_all`` round trip: the store
@@ -31,21 +31,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-import orjson
 
 from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
 from gateway.jobs import Attempt, Job, Status
 from gateway.spend import JobSpend, spend_of
 from gateway.store import postgres_schema as sql
-from gateway.store.base import META_KEY, JobStore
+from gateway.store.base import JobStore
+from gateway.store.postgres_edits import PostgresEdits
 from gateway.store.postgres_keys import PostgresKeys
-from gateway.store.postgres_listen import Listener, OnCancel, OnWork
+from gateway.store.postgres_notify import PostgresNotify
 from gateway.store.postgres_schema import dumps, job_row, migrate, quote_ident, rowcount
 from gateway.store.postgres_spend import PostgresSpend, record_spend
 from gateway.store.postgres_webhooks import PostgresWebhooks
@@ -57,8 +56,6 @@ log = logging.getLogger("backserv.store")
 COMMAND_TIMEOUT = 30.0  # seconds, for every statement on every connection
 CLOSE_GRACE = 10.0  # seconds close() waits for pending inserts, then for busy connections
 MAX_BATCH = 512
-#: the largest NOTIFY payload sent (PostgreSQL refuses 8,000 bytes and more)
-MAX_NOTIFY_BYTES = 7900
 
 
 async def _keep_session(conn: Any) -> None:
@@ -92,7 +89,11 @@ def _settle(batch: list[_Insert], failures: dict[int, BaseException]) -> None:
                 w.future.set_result(None)
 
 
-class PostgresJobStore(PostgresKeys, PostgresSpend, PostgresWebhooks, JobStore):
+# PostgresNotify comes first: it provides what the other mixins leave abstract (``instance``,
+# ``_publish``)
+class PostgresJobStore(
+    PostgresNotify, PostgresEdits, PostgresKeys, PostgresSpend, PostgresWebhooks, JobStore
+):
     def __init__(
         self,
         url: str,
@@ -101,21 +102,14 @@ class PostgresJobStore(PostgresKeys, PostgresSpend, PostgresWebhooks, JobStore):
         max_connections: int = 10,
         schema: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # PostgresNotify's state too
         self.url = url
-        self._instance = secrets.token_hex(6)
-        self._notify_pending: set[str] = set()
-        self._notify_task: asyncio.Task[None] | None = None
         self.schema = schema
         self.min_connections = min_connections
         self.max_connections = max_connections
-        self._pool: Any = None
+        self._pool = None
         self._queue: asyncio.Queue[_Insert | None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
-        self._subscribers: list[tuple[OnWork, OnCancel]] = []
-        self._listener: Listener | None = None
-        self._key_epoch = 0
-        self._keys_live = False
         self._lane_lock_prefix = f"backserv.lane:{schema or ''}:"
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -173,143 +167,6 @@ class PostgresJobStore(PostgresKeys, PostgresSpend, PostgresWebhooks, JobStore):
         if self._pool is None:
             raise RuntimeError("the store is not open")
         return self._pool
-
-    # -- notifications ------------------------------------------------------------------
-
-    def subscribe(self, on_work: OnWork, on_cancel: OnCancel) -> None:
-        """Call ``on_work()`` when any replica queues work, ``on_cancel(id)`` on a cancel.
-
-        Callbacks run on the event loop and must not block. Subscribing the same pair again
-        (a restarted scheduler) registers it once. The listener starts now if the store is
-        open, else in ``open()``.
-        """
-        if (on_work, on_cancel) not in self._subscribers:
-            self._subscribers.append((on_work, on_cancel))
-        self._start_listener()
-
-    @property
-    def listener_pid(self) -> int | None:
-        """The server pid of the listener connection while it is connected, else None."""
-        return None if self._listener is None else self._listener.pid
-
-    def _start_listener(self) -> None:
-        wanted = (
-            self._subscribers
-            or self._change_listeners
-            or self._delivery_listeners
-            or self._key_listeners
-        )
-        if self._listener is None and wanted and self._pool is not None:
-            self._listener = Listener(
-                self.url,
-                self._work,
-                self._cancelled,
-                self._remote_change,
-                self._relayed,
-                on_key=self._remote_key_change,
-                on_live=self._listening,
-            )
-            self._listener.start()
-
-    def watch_keys(self, listener: Callable[[str], None]) -> None:
-        super().watch_keys(listener)
-        self._start_listener()
-
-    async def key_epoch(self) -> int | None:
-        return self._key_epoch if self._keys_live else None
-
-    def _keys_changed(self, key_id: str) -> None:
-        """A key changed, here (after the commit) or at any replica (its NOTIFY)."""
-        self._key_epoch += 1
-        super()._keys_changed(key_id)
-
-    @property
-    def instance(self) -> str:
-        return self._instance
-
-    def _remote_key_change(self, payload: str) -> None:
-        instance, _, key_id = payload.partition(":")
-        if instance != self._instance and key_id:
-            self._keys_changed(key_id)
-
-    def _listening(self, live: bool) -> None:
-        """The listener connected (every key change from now on will be heard) or was lost
-        (changes may go unheard: nothing read by key may be kept until it is back)."""
-        self._key_epoch += 1
-        self._keys_live = live
-
-    def watch_deliveries(self, listener: Callable[[str, str, str | None], None]) -> None:
-        super().watch_deliveries(listener)
-        self._start_listener()
-
-    async def relay_delivery(self, provider: str, request_id: str, state: str | None) -> None:
-        """Tell the other replicas through one NOTIFY (``provider``, ``request_id``, this
-        store's instance, and ``state`` when the payload stays under PostgreSQL's limit,
-        else nothing: "read it now"); best effort: the safety-net poll finds a delivery whose
-        relay was lost."""
-        if self._pool is None:
-            return
-        payload = f"{provider}\n{request_id}\n{self._instance}\n"
-        if state and len(payload.encode()) + len(state.encode()) <= MAX_NOTIFY_BYTES:
-            payload += state
-        try:
-            await asyncio.wait_for(self._pool.execute(sql.NOTIFY_DELIVERY, payload), 5.0)
-        except Exception:
-            log.exception("relaying a %s delivery failed", provider)
-
-    def _relayed(self, payload: str) -> None:
-        """A relayed delivery: for the listeners unless this replica sent it (its own
-        ingress already handed it over)."""
-        provider, request_id, instance, state = [*payload.split("\n", 3), "", "", ""][:4]
-        if provider and request_id and instance != self._instance:
-            self._delivered(provider, request_id, state or None)
-
-    def watch_changes(self, listener: Callable[[str], None]) -> None:
-        super().watch_changes(listener)
-        self._start_listener()
-
-    def _publish(self, job_ids: list[str]) -> None:
-        """Tell local listeners now, and other replicas through one coalesced NOTIFY."""
-        if not job_ids:
-            return
-        self._changed(job_ids)
-        self._notify_pending.update(job_ids)
-        if self._notify_task is None or self._notify_task.done():
-            self._notify_task = asyncio.get_running_loop().create_task(self._flush_notify())
-
-    def _published(self, job_id: str, changed: bool) -> bool:
-        """Publish ``job_id`` when ``changed``; return ``changed``."""
-        if changed:
-            self._publish([job_id])
-        return changed
-
-    async def _flush_notify(self) -> None:
-        await asyncio.sleep(0)  # let the changes of this loop turn gather
-        while self._notify_pending and self._pool is not None:
-            ids, self._notify_pending = list(self._notify_pending), set()
-            try:
-                await self._pool.execute(sql.NOTIFY_CHANGED, self._instance, ids)
-            except Exception:
-                log.exception("notifying %d job changes failed", len(ids))
-
-    def _remote_change(self, payload: str) -> None:
-        instance, _, job_id = payload.partition(":")
-        if instance != self._instance and job_id:
-            self._changed([job_id])
-
-    def _work(self) -> None:
-        for on_work, _ in list(self._subscribers):
-            try:
-                on_work()
-            except Exception:
-                log.exception("a work subscriber failed")
-
-    def _cancelled(self, job_id: str) -> None:
-        for _, on_cancel in list(self._subscribers):
-            try:
-                on_cancel(job_id)
-            except Exception:
-                log.exception("a cancel subscriber failed")
 
     # -- the group-committing writer ----------------------------------------------------
 
@@ -532,69 +389,6 @@ class PostgresJobStore(PostgresKeys, PostgresSpend, PostgresWebhooks, JobStore):
     async def recent_latencies(self, limit: int) -> list[tuple[str, float]]:
         rows = await self.pool.fetch(sql.RECENT_LATENCIES, limit)
         return [(str(r[0]), float(r[1])) for r in rows]
-
-    # -- retention ----------------------------------------------------------------------
-
-    async def jobs_with_files_before(self, cutoff: float, limit: int) -> list[str]:
-        rows = await self.pool.fetch(sql.JOBS_WITH_FILES_BEFORE, cutoff, limit)
-        return [r[0] for r in rows]
-
-    async def mark_files_purged(self, job_ids: list[str], now: float) -> int:
-        if not job_ids:
-            return 0
-        marked = rowcount(await self.pool.execute(sql.MARK_FILES_PURGED, now, job_ids))
-        if marked:
-            self._publish(job_ids)
-        return marked
-
-    async def delete_jobs_before(self, cutoff: float, limit: int) -> list[str]:
-        if limit <= 0:
-            return []
-        ids = [r[0] for r in await self.pool.fetch(sql.DELETE_JOBS_BEFORE, cutoff, limit)]
-        self._publish(ids)
-        return ids
-
-    async def set_meta_value(self, job_id: str, path: tuple[str, ...], value: Any) -> bool:
-        if not path or not all(META_KEY.match(p) for p in path):
-            raise ValueError(f"not a meta path of plain names: {path!r}")
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(sql.LOCK_META, job_id)
-            if row is None:
-                return False
-            meta = orjson.loads(row[0]) if isinstance(row[0], str | bytes) else dict(row[0])
-            node = meta
-            for name in path[:-1]:
-                child = node.get(name)
-                if not isinstance(child, dict):
-                    child = {}
-                    node[name] = child
-                node = child
-            node[path[-1]] = value
-            await conn.execute(sql.SET_META, dumps(meta), time.time(), job_id)
-        self._publish([job_id])
-        return True
-
-    async def set_priority(self, job_id: str, priority: int) -> bool:
-        done = await self.pool.execute(sql.SET_PRIORITY, priority, time.time(), job_id)
-        return self._published(job_id, rowcount(done) > 0)
-
-    async def reroute_queued(
-        self, job: Job, *, model: str, lane: str, input: dict[str, Any], meta: dict[str, Any]
-    ) -> bool:
-        done = await self.pool.execute(
-            sql.REROUTE_QUEUED,
-            model,
-            lane,
-            dumps(input),
-            dumps(meta),
-            time.time(),
-            job.id,
-            job.updated_at,
-        )
-        return self._published(job.id, rowcount(done) > 0)
-
-    async def delete_job(self, job_id: str) -> bool:
-        return self._published(job_id, await self.pool.fetchval(sql.DELETE_JOB, job_id) is not None)
 
     # -- metadata (the API keys are in postgres_keys.py) -----------------------------
 

@@ -1,11 +1,11 @@
 """The embedded JobStore: SQLite, WAL, group-committed writes.
 
-One writer connection owns every write, in a thread of its own. Writers enqueue an
-operation (a plain function of a ``sqlite3.Connection``) and await it; the writer task drains
-the queue and hands the whole batch to the writer thread at once, which runs it in one
-``BEGIN IMMEDIATE`` transaction (new jobs in a single ``executemany``) and commits once: a
-burst of submits costs one commit instead of one each, and one thread hand-off per batch
-instead of one per statement (each hand-off waits for the GIL, up to
+One writer connection owns every write, in a thread of its own (sqlite_writer.py). Writers
+enqueue an operation (a plain function of a ``sqlite3.Connection``) and await it; the writer
+task drains the queue and hands the whole batch to the writer thread at once, which runs it
+in one ``BEGIN IMMEDIATE`` transaction (new jobs in a single ``executemany``) and commits
+once: a burst of submits costs one commit instead of one each, and one thread hand-off per
+batch instead of one per statement (each hand-off waits for the GIL, up to
 ``sys.getswitchinterval()`` when the loop is busy: per statement, that made a batch of
 scheduler updates take tens of milliseconds). Scans go through a second connection
 (aiosqlite) and never wait for writes (WAL). A job is acknowledged only after the commit
@@ -26,14 +26,14 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 
-from gateway.errors import DuplicateIdempotencyKey, ServiceUnavailable, StaleLease
+from gateway.errors import StaleLease
 from gateway.jobs import Attempt, Job, Status
 from gateway.spend import JobSpend, spend_of
 from gateway.store.base import META_KEY, JobStore
@@ -45,6 +45,7 @@ from gateway.store.sqlite_spend import SQLiteSpend, record_spend
 from gateway.store.sqlite_sync import connect_writer, fetchall, migrate
 from gateway.store.sqlite_sync import dumps as _dumps
 from gateway.store.sqlite_webhooks import SQLiteWebhooks
+from gateway.store.sqlite_writer import SQLiteWriter, Write, closed_error
 from gateway.store.transitions import (
     CANCELLABLE,
     CLAIMABLE,
@@ -55,20 +56,11 @@ from gateway.store.transitions import (
 
 log = logging.getLogger("backserv.store")
 
-T = TypeVar("T")
-Op = Callable[[sqlite3.Connection], Any]
-
 JOB_COLUMNS = (
     "id, owner, kind, model, lane, status, priority, progress, queue_position, input, result, "
     "error, attempts, meta, created_at, updated_at, started_at, completed_at, lease_token, "
     "lease_owner, lease_expires, idempotency_key, request_hash, files_purged_at"
 )
-INSERT_JOB = (
-    "INSERT INTO jobs (id, owner, kind, model, lane, status, priority, progress, input, "
-    "attempts, meta, created_at, updated_at, idempotency_key, request_hash) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-_KEY_TAKEN = "SELECT 1 FROM jobs WHERE owner = ? AND idempotency_key = ?"
 #: one scan of each partial index (claims, running jobs), not of the table
 COUNT_ACTIVE = "SELECT count(*) FROM jobs WHERE owner = ? AND status IN ('QUEUED', 'PROCESSING')"
 COUNT_BY_STATUS_AND_LANE = (
@@ -81,84 +73,10 @@ RECENT_LATENCIES = (
     "SELECT model, completed_at - created_at FROM jobs INDEXED BY jobs_finished "
     "WHERE completed_at IS NOT NULL AND status = 'COMPLETED' ORDER BY completed_at DESC LIMIT ?"
 )
-MAX_BATCH = 512
 CLOSE_GRACE = 10.0  # seconds close() waits for queued writes to commit
 
 
-def _closed_error() -> ServiceUnavailable:
-    return ServiceUnavailable("The gateway is shutting down; try again.", code="shutting_down")
-
-
-def _insert_failure(conn: sqlite3.Connection, row: tuple[Any, ...], exc: Exception) -> Exception:
-    """The error to report for a row of ``INSERT_JOB`` that failed with ``exc``: a taken
-    idempotency key becomes ``DuplicateIdempotencyKey`` (looked up, not read off the
-    message text)."""
-    owner, key = row[1], row[13]
-    if (
-        key is not None
-        and isinstance(exc, sqlite3.IntegrityError)
-        and list(fetchall(conn, _KEY_TAKEN, (owner, key)))
-    ):
-        return DuplicateIdempotencyKey()
-    return exc
-
-
-class _Write:
-    __slots__ = ("fn", "future", "insert")
-
-    def __init__(self, fn: Op | None, insert: tuple[Any, ...] | None, future: asyncio.Future[Any]):
-        self.fn = fn
-        self.insert = insert
-        self.future = future
-
-
-#: what the writer thread reports for each write of a batch: (write, value, failure)
-_Outcome = tuple[_Write, Any, BaseException | None]
-
-
-def _run_batch(conn: sqlite3.Connection, batch: list[_Write]) -> list[_Outcome]:
-    """Every write of ``batch`` in one transaction, committed once (in the writer thread).
-
-    A write that raises fails alone (its statements are rolled back to a savepoint); the
-    others commit. A failing commit raises, and then nothing of the batch holds."""
-    results: list[_Outcome] = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        inserts = [(w, w.insert) for w in batch if w.insert is not None]
-        if inserts:
-            try:
-                conn.executemany(INSERT_JOB, [row for _, row in inserts])
-                results.extend((w, None, None) for w, _ in inserts)
-            except Exception:  # one bad row: start over, inserting one by one to isolate it
-                conn.execute("ROLLBACK")  # nothing but these inserts ran in this transaction
-                conn.execute("BEGIN IMMEDIATE")
-                for w, row in inserts:
-                    try:
-                        conn.execute(INSERT_JOB, row)
-                        results.append((w, None, None))
-                    except Exception as exc:
-                        results.append((w, None, _insert_failure(conn, row, exc)))
-        for w in batch:
-            if w.fn is None:
-                continue
-            conn.execute("SAVEPOINT op")
-            try:
-                value = w.fn(conn)
-            except Exception as exc:
-                conn.execute("ROLLBACK TO op")
-                results.append((w, None, exc))
-            else:
-                results.append((w, value, None))
-            conn.execute("RELEASE op")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return results
-
-
-class SQLiteJobStore(SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteWebhooks, JobStore):
+class SQLiteJobStore(SQLiteWriter, SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteWebhooks, JobStore):
     def __init__(self, path: Path | str) -> None:
         super().__init__()
         self.path = Path(path)
@@ -167,7 +85,7 @@ class SQLiteJobStore(SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteWebhooks, JobSt
         self._write_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._point: sqlite3.Connection | None = None
-        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
+        self._queue: asyncio.Queue[Write] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -204,7 +122,7 @@ class SQLiteJobStore(SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteWebhooks, JobSt
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():
-                pending.future.set_exception(_closed_error())
+                pending.future.set_exception(closed_error())
         if self._reader is not None:
             await self._reader.close()
         if self._writer is not None and self._write_thread is not None:
@@ -214,61 +132,6 @@ class SQLiteJobStore(SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteWebhooks, JobSt
         if self._point is not None:
             self._point.close()
         self._reader = self._writer = self._point = self._write_thread = None
-
-    # -- the group-committing writer ----------------------------------------------------
-
-    async def _write_loop(self) -> None:
-        assert self._writer is not None and self._write_thread is not None
-        conn, thread = self._writer, self._write_thread
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            running = loop.run_in_executor(thread, _run_batch, conn, batch)
-            try:
-                self._settle(batch, await asyncio.shield(running))
-            except asyncio.CancelledError:
-                # closing: the batch runs on to its end in the writer thread (a thread cannot
-                # be stopped half-way); its callers still learn what it did, then we stop
-                with contextlib.suppress(Exception):
-                    self._settle(batch, await running)
-                self._fail_all(batch, _closed_error())  # only those not answered above
-                raise
-            except Exception as exc:  # the commit itself failed: nothing in the batch holds
-                log.exception("write batch of %d failed", len(batch))
-                self._fail_all(batch, exc)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    @staticmethod
-    def _settle(batch: list[_Write], outcomes: list[_Outcome]) -> None:
-        for w, value, failure in outcomes:
-            if w.future.done():
-                continue
-            if failure is not None:
-                w.future.set_exception(failure)
-            else:
-                w.future.set_result(value)
-
-    @staticmethod
-    def _fail_all(batch: list[_Write], exc: Exception) -> None:
-        for w in batch:
-            if not w.future.done():
-                w.future.set_exception(exc)
-
-    def _enqueue(self, write: _Write) -> None:
-        if self._closed:
-            raise _closed_error()
-        self._queue.put_nowait(write)
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in the writer thread, in the next batch's transaction; its result once
-        that transaction committed."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Write(fn, None, future))
-        return await future
 
     async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         assert self._reader is not None, "the store is not open"
@@ -304,7 +167,7 @@ class SQLiteJobStore(SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteWebhooks, JobSt
             job.idempotency_key,
             job.request_hash,
         )
-        self._enqueue(_Write(None, row, future))
+        self._enqueue(Write(None, row, future))
         await future
 
     async def get_job(self, job_id: str) -> Job | None:
