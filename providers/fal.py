@@ -43,6 +43,7 @@ import fal_client.client as fal
 import httpx
 
 from gateway.errors import ConfigError
+from gateway.lean_client import LeanHttpClient
 from providers.base import (
     Provider,
     ProviderError,
@@ -209,7 +210,7 @@ class FalProvider(Provider):
         if not self._key:
             raise ProviderUnavailable("FAL_KEY is not set", code="provider_auth")
 
-    async def _http(self) -> httpx.AsyncClient:
+    async def _http(self) -> LeanHttpClient:
         """The running loop's client."""
         return self._http_client.client()
 

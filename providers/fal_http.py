@@ -1,10 +1,11 @@
-"""One plain httpx client per event loop for every call of the fal provider.
+"""One lean HTTP client per event loop for every call of the fal provider.
 
 fal-client wraps a second httpx client inside its transport (``AsyncBackupDomainTransport``),
 so each of its calls passed through two clients and two connection pools; its status call
 also retries by itself and asks for the logs. The client's pool runs on gateway/lean_http.py's
 backend (a cheap idle-connection check). The provider speaks fal's queue protocol
-directly instead: submit, status, result and cancel are single requests on this client,
+directly instead: submit, status, result and cancel are single requests on this client
+(gateway/lean_client.py: httpx's answers and errors, without httpx's client around them),
 with ``Authorization: Key <FAL_KEY>``; retries are the gateway's (its policy honours
 ``Retry-After``). What fal-client's transport did that is worth keeping is kept: a
 connection to ``queue.fal.run`` (or ``fal.run``) that cannot be made is tried once on fal's
@@ -17,11 +18,13 @@ there is one per running loop, made on first use.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from gateway.lean_http import LeanClient, lean_transport
+from gateway.lean_client import LeanHttpClient
 
 __all__ = ["BACKUP_HOSTS", "FalHttp"]
 
@@ -42,9 +45,9 @@ class FalHttp:
             max_keepalive_connections=max_connections,
             keepalive_expiry=30.0,
         )
-        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._clients: dict[asyncio.AbstractEventLoop, LeanHttpClient] = {}
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> LeanHttpClient:
         """The running loop's client (made on first use; clients of closed loops dropped)."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
@@ -54,8 +57,7 @@ class FalHttp:
             headers = {"User-Agent": USER_AGENT}
             if self._key:
                 headers["Authorization"] = f"Key {self._key}"
-            transport = lean_transport(limits=self._limits)
-            client = LeanClient(headers=headers, transport=transport, trust_env=False)
+            client = LeanHttpClient(limits=self._limits, headers=headers)
             self._clients[loop] = client
         return client
 
@@ -73,32 +75,28 @@ class FalHttp:
         """One request (the body read); on a fal host it could not connect to, once more on
         fal's backup domain. Transport errors are httpx's own."""
         client = self.client()
-        request = client.build_request(
+        host = urlsplit(url).hostname or ""
+        connect = min(timeout, BACKUP_CONNECT_TIMEOUT) if host in _MAPPED else None
+        call = functools.partial(
+            client.request,
             method,
-            url,
+            timeout=timeout,
+            connect_timeout=connect,
             params=params,
             json=json,
             headers=headers,
-            timeout=timeout,
             extensions=extensions,
         )
-        if request.url.host in _MAPPED:
-            limits = request.extensions["timeout"]
-            limits["connect"] = min(limits.get("connect") or timeout, BACKUP_CONNECT_TIMEOUT)
         try:
-            return await client.send(request)
+            return await call(url)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            backup = BACKUP_HOSTS.get(request.url.host)
+            backup = BACKUP_HOSTS.get(host)
             if backup is None:
                 raise
-            original, host = request.url, request.headers["Host"]
-            request.url = request.url.copy_with(host=backup)
-            request.headers["Host"] = request.url.netloc.decode("ascii")
             try:
-                return await client.send(request)
+                return await call(_with_host(url, backup))
             except (httpx.ConnectError, httpx.ConnectTimeout):
-                request.url, request.headers["Host"] = original, host  # the host it named
-                raise exc from None
+                raise exc from None  # the host it named
 
     async def aclose(self) -> None:
         """Close this loop's client; forget the others (their loops are closed or own them)."""
@@ -106,3 +104,10 @@ class FalHttp:
         client = clients.get(asyncio.get_running_loop())
         if client is not None:
             await client.aclose()
+
+
+def _with_host(url: str, host: str) -> str:
+    """``url`` on another host (its port, path and query kept)."""
+    parts = urlsplit(url)
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -12,6 +12,7 @@ import pytest
 import respx
 
 from gateway.errors import ConfigError
+from gateway.lean_client import LeanHttpClient
 from providers import fal_http
 from providers.base import (
     Output,
@@ -198,12 +199,12 @@ async def test_status_reads_of_many_polls_go_through_one_client_without_logs(
 ) -> None:
     built: list[object] = []
 
-    class Counting(fal_http.LeanClient):
+    class Counting(fal_http.LeanHttpClient):
         def __init__(self, **kwargs: Any) -> None:
             built.append(self)
             super().__init__(**kwargs)
 
-    monkeypatch.setattr(fal_http, "LeanClient", Counting)
+    monkeypatch.setattr(fal_http, "LeanHttpClient", Counting)
     mock.post(f"{QUEUE}/{APP}").mock(return_value=accepted())
     get = mock.get(URLS["status_url"]).mock(return_value=status({"status": "IN_PROGRESS"}))
     fal = FalProvider(key=KEY, queue_url=QUEUE)
@@ -645,7 +646,7 @@ async def test_without_a_key_routes_are_unavailable_and_nothing_is_sent(
 
 def test_one_provider_serves_two_event_loops_in_turn() -> None:
     fal = FalProvider(key=KEY, queue_url=QUEUE)
-    clients: list[httpx.AsyncClient] = []
+    clients: list[LeanHttpClient] = []
 
     async def submit_and_poll(close: bool) -> tuple[ProviderRef, StateKind]:
         ref = await fal.submit(route(), PROMPT, job_id="job-1", kind="image")
