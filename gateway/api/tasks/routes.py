@@ -48,8 +48,8 @@ _TASK_TYPES = ", ".join(f"'{t}'" for t in TaskType)
 
 def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
+    if raw is None:
+        return default  # an empty value is no integer (as the document's FastAPI answers)
     try:
         value = int(raw)
     except ValueError:
