@@ -14,7 +14,7 @@ on the machine only ever adds time).
 - ``fal-client``: what the provider did before: fal-client's request handle (two httpx
   clients per call, ``logs=1``), its status then one GET of the result.
 - ``one httpx client``: a plain ``httpx.AsyncClient``, ``logs=0``.
-- ``provider (lean)``: ``FalProvider.poll``: one client on gateway/lean_http.py's backend.
+- ``provider (lean)``: ``FalProvider.poll``: one client on gateway/lean_client.py.
 - downloads: ``fetch_guarded`` building a client per file (before), and a shared
   ``GuardedFetcher`` (after).
 """

@@ -55,9 +55,10 @@ The edge and the caller
     netguard.py, fetch.py, inline_media.py, digits.py
                      what the gateway fetches or decodes for a client: the SSRF guard,
                      guarded downloads, data: URLs, digits read as ASCII
-    lean_http.py, lean_net.py
-                     the outgoing HTTP path under httpx (provider calls, downloads): a
-                     connection pool with linear bookkeeping, on asyncio's own transports
+    lean_client.py, lean_pool.py, http1.py, lean_net.py
+                     the outgoing HTTP path (provider calls, downloads): a small client
+                     giving httpx's answers and errors, a connection pool with linear
+                     bookkeeping, HTTP/1.1 parsed by httptools, asyncio's own transports
 
 Running it
     app.py           the composition root: create_app(settings, store=, providers=, ...)

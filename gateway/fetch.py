@@ -6,16 +6,17 @@ address, never to the name again. Redirects are followed by hand (at most ``max_
 each new hop checked the same way. The body is streamed with a byte limit, and the whole
 fetch (every hop) has one time limit.
 
-**One long-lived client.** A ``GuardedFetcher`` keeps one httpx client (and its connection
-pool) per allow-list for every fetch, so a download pays no client, pool or TLS set-up; the
-owner closes it with ``aclose()``. Without one, ``fetch_guarded`` builds a fetcher for the
-call and closes it after. The pool is keyed by the URL's host name, so TLS (SNI, certificate
-checks) and the Host header see the name, while the connection itself is made by a network
-backend that only ever connects to the addresses the guard checked for that request: the
-check hands them over in a context variable, and a connection attempt without them is
-refused. A pooled connection was made to a checked address, under the same allow-list (a
-fetcher keeps one pool per allow-list), so reusing it never reaches an address the guard
-would refuse; a host that now resolves to a refused address is refused before any request.
+**One long-lived client.** A ``GuardedFetcher`` keeps one client (gateway/lean_client.py:
+httpx's answers on the gateway's own connection pool) per allow-list for every fetch, so a
+download pays no client, pool or TLS set-up; the owner closes it with ``aclose()``. Without
+one, ``fetch_guarded`` builds a fetcher for the call and closes it after. The pool is keyed
+by the URL's host name, so TLS (SNI, certificate checks) and the Host header see the name,
+while the connection itself is made by a network backend that only ever connects to the
+addresses the guard checked for that request: the check hands them over in a context
+variable, and a connection attempt without them is refused. A pooled connection was made to
+a checked address, under the same allow-list (a fetcher keeps one pool per allow-list), so
+reusing it never reaches an address the guard would refuse; a host that now resolves to a
+refused address is refused before any request.
 
 A host the allow-list names (``hooks.internal``, ``*.corp.example``) is trusted whatever it
 resolves to, so it is connected to by name (pinning would protect nothing); an address or
@@ -43,7 +44,7 @@ import httpx
 from gateway import netguard
 from gateway.digits import parse_digits
 from gateway.errors import UnsafeURL
-from gateway.lean_http import LeanClient, lean_transport
+from gateway.lean_client import LeanHttpClient
 from gateway.lean_net import AsyncioBackend
 
 __all__ = [
@@ -134,41 +135,37 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _pinned_transport() -> httpx.AsyncHTTPTransport:
-    """httpx's transport, its connection pool on ``_PinnedBackend`` (gateway/lean_http.py)."""
+def _pinned_client() -> LeanHttpClient:
+    """A client whose connections go only to the addresses the guard checked
+    (``_PinnedBackend``), on gateway/lean_client.py: no cookies, no redirects of its own."""
     limits = httpx.Limits(
         max_connections=MAX_CONNECTIONS,
         max_keepalive_connections=MAX_IDLE,
         keepalive_expiry=KEEPALIVE,
     )
-    return lean_transport(limits=limits, verify=tls_context(), backend=_PinnedBackend())
+    return LeanHttpClient(
+        limits=limits,
+        verify=tls_context(),
+        backend=_PinnedBackend(),
+        headers={"user-agent": USER_AGENT, "accept": "*/*"},
+    )
 
 
 class GuardedFetcher:
-    """Long-lived clients for guarded fetches, one per allow-list; ``aclose()`` ends them.
+    """Long-lived clients for guarded fetches, one per allow-list; ``aclose()`` ends them."""
 
-    ``transport`` replaces the network (tests): requests then go to it, still checked first.
-    """
-
-    def __init__(self, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._transport = transport
-        self._clients: dict[netguard.AllowList, httpx.AsyncClient] = {}
+    def __init__(self) -> None:
+        self._clients: dict[netguard.AllowList, LeanHttpClient] = {}
         self._gates: dict[netguard.AllowList, asyncio.Semaphore] = {}
         self._closed = False
 
-    def client(self, allow: netguard.AllowList) -> httpx.AsyncClient:
+    def client(self, allow: netguard.AllowList) -> LeanHttpClient:
         """The client of ``allow`` (made on first use)."""
         if self._closed:
             raise RuntimeError("the fetcher is closed")
         client = self._clients.get(allow)
         if client is None:
-            client = LeanClient(
-                follow_redirects=False,
-                trust_env=False,  # a proxy would connect by name, bypassing the pinned address
-                transport=self._transport or _pinned_transport(),
-                headers={"user-agent": USER_AGENT},
-            )
-            self._clients[allow] = client
+            client = self._clients[allow] = _pinned_client()
         return client
 
     async def fetch(
@@ -211,7 +208,7 @@ class GuardedFetcher:
         # behind this gateway's other downloads is not the remote's slowness
         try:
             async with gate, asyncio.timeout(timeout):
-                response, last = await _follow(client, first, allow, httpx.Timeout(timeout), limits)
+                response, last = await _follow(client, first, allow, timeout, limits)
                 try:
                     body = _body(response, last, limits)
                     try:
@@ -249,11 +246,10 @@ async def fetch_guarded(
     default_type: str = "application/octet-stream",
     param: str = "url",
     max_redirects: int = MAX_REDIRECTS,
-    transport: httpx.AsyncBaseTransport | None = None,
     fetcher: GuardedFetcher | None = None,
 ) -> tuple[bytes, str]:
     """``GuardedFetcher.fetch`` on ``fetcher``, or on a fetcher made for this one call."""
-    owner = fetcher or GuardedFetcher(transport=transport)
+    owner = fetcher or GuardedFetcher()
     try:
         return await owner.fetch(
             url,
@@ -281,10 +277,10 @@ class FetchLimits(typing.NamedTuple):
 
 
 async def _follow(
-    client: httpx.AsyncClient,
+    client: LeanHttpClient,
     url: httpx.URL,
     allow: netguard.AllowList,
-    timeout: httpx.Timeout,
+    timeout: float,
     limits: FetchLimits,
 ) -> tuple[httpx.Response, httpx.URL]:
     """The open response (headers read, body not) at the end of the redirects, and its URL."""
@@ -301,10 +297,10 @@ async def _follow(
 
 
 async def _open(
-    client: httpx.AsyncClient,
+    client: LeanHttpClient,
     url: httpx.URL,
     allow: netguard.AllowList,
-    timeout: httpx.Timeout,
+    timeout: float,
     param: str,
     *,
     redirected: bool,
@@ -320,10 +316,9 @@ async def _open(
             if not redirected:
                 raise
             raise UnsafeURL(f"'{param}' redirected: {exc.message}", param=param) from None
-    request = client.build_request("GET", url, timeout=timeout)
     pins = _PINS.set({(host, port): addresses})
     try:
-        return await client.send(request, stream=True)
+        return await client.open_get(url, timeout=timeout)
     finally:
         _PINS.reset(pins)
 

@@ -11,6 +11,9 @@ keep httpx's answer API (``status_code``, ``json()``, ``headers``, ``is_error``)
 errors: a transport failure raises httpx's class for it (``httpx.ConnectError``,
 ``httpx.ReadTimeout``, ...), with its ``request`` set, as httpx's transport would.
 
+Each request is logged at INFO on ``backserv.http`` as httpx logged it (``HTTP Request: POST
+<url> "HTTP/1.1 200 OK"``), its URL through ``redact_url`` (no query, no user info).
+
 respx still sees every call: it mocks the pool (tests/conftest.py adds ``LeanPool`` to its
 targets). Not done here: redirects (an API call is not redirected), cookies, compression
 (none is asked for: ``Accept-Encoding`` is not sent), proxies. Answers larger than
@@ -21,8 +24,9 @@ through gateway/fetch.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -32,8 +36,11 @@ import orjson
 
 from gateway.lean_net import AsyncioBackend
 from gateway.lean_pool import LeanPool
+from gateway.observability.redact import redact_url
 
 __all__ = ["MAX_ANSWER_BYTES", "LeanHttpClient"]
+
+log = logging.getLogger("backserv.http")
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -136,6 +143,7 @@ class LeanHttpClient:
             finally:
                 await answer.aclose()
         reason = answer.extensions.get("reason_phrase", b"")
+        _logged(method, target, answer.status, reason)
         return httpx.Response(
             answer.status,
             headers=answer.headers,
@@ -143,11 +151,64 @@ class LeanHttpClient:
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
         )
 
+    async def open_get(self, url: httpx.URL, *, timeout: float) -> httpx.Response:
+        """A GET of ``url`` (already parsed, and checked by the caller), its answer's head
+        read and its body not: iterate it, then ``aclose()`` the answer."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        target = _Target.of_httpx(url)
+        request = httpcore.Request(
+            b"GET",
+            httpcore.URL(
+                scheme=target.scheme, host=target.host, port=target.port, target=target.target
+            ),
+            headers=[(b"host", target.host_header), *self._headers],
+            extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)},
+        )
+        with _errors("GET", target):
+            answer = await self.pool.handle_async_request(request)
+        reason = answer.extensions.get("reason_phrase", b"")
+        _logged("GET", target, answer.status, reason)
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=_Stream(answer, target),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+        )
+
+
+class _Stream(httpx.AsyncByteStream):
+    """An open answer's body for httpx, the pool's errors raised as httpx's."""
+
+    def __init__(self, answer: httpcore.Response, target: _Target) -> None:
+        self._answer = answer
+        self._target = target
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _errors("GET", self._target):
+            async for chunk in self._answer.aiter_stream():
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self._answer.aclose()
+
 
 class _Target:
     """A URL's parts as the pool needs them (its path and query percent-encoded)."""
 
     __slots__ = ("host", "host_header", "port", "scheme", "target", "url")
+
+    @classmethod
+    def of_httpx(cls, url: httpx.URL) -> _Target:
+        """The parts of a URL httpx already parsed and encoded."""
+        target = cls.__new__(cls)
+        target.url = str(url)
+        target.scheme = url.raw_scheme
+        target.host = url.raw_host
+        target.port = url.port
+        target.host_header = url.netloc
+        target.target = url.raw_path
+        return target
 
     def __init__(self, url: str, params: Mapping[str, str] | None) -> None:
         parts = urlsplit(url)
@@ -178,6 +239,17 @@ class _Target:
         else:
             self.host_header = b"%s:%d" % (shown, port)
         self.target = (f"{path}?{query}" if query else path).encode("ascii")
+
+
+def _logged(method: str, target: _Target, status: int, reason: bytes) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            'HTTP Request: %s %s "HTTP/1.1 %d %s"',
+            method,
+            redact_url(target.url),
+            status,
+            reason.decode("latin-1"),
+        )
 
 
 def _header(name: str, value: str) -> tuple[bytes, bytes]:

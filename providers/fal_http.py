@@ -2,8 +2,7 @@
 
 fal-client wraps a second httpx client inside its transport (``AsyncBackupDomainTransport``),
 so each of its calls passed through two clients and two connection pools; its status call
-also retries by itself and asks for the logs. The client's pool runs on gateway/lean_http.py's
-backend (a cheap idle-connection check). The provider speaks fal's queue protocol
+also retries by itself and asks for the logs. The provider speaks fal's queue protocol
 directly instead: submit, status, result and cancel are single requests on this client
 (gateway/lean_client.py: httpx's answers and errors, without httpx's client around them),
 with ``Authorization: Key <FAL_KEY>``; retries are the gateway's (its policy honours

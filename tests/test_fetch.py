@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -187,16 +188,14 @@ async def test_a_body_over_the_limit_is_refused(base: str, path: str) -> None:
 async def test_a_content_length_that_is_not_plain_digits_leaves_the_real_size_to_judge(
     declared: bytes,
 ) -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        headers = [(b"content-type", b"image/png"), (b"content-length", declared)]
-        return httpx.Response(200, headers=headers, content=PNG)
-
-    transport = httpx.MockTransport(answer)
+    headers = [(b"content-type", b"image/png"), (b"content-length", declared)]
     url = "http://127.0.0.1/img"
 
-    assert await get(url, transport=transport, max_bytes=len(PNG)) == (PNG, "image/png")
-    with pytest.raises(FetchFailed) as caught:
-        await get(url, transport=transport, max_bytes=len(PNG) - 1)
+    with respx.mock:
+        respx.get(url).mock(return_value=httpx.Response(200, headers=headers, content=PNG))
+        assert await get(url, max_bytes=len(PNG)) == (PNG, "image/png")
+        with pytest.raises(FetchFailed) as caught:
+            await get(url, max_bytes=len(PNG) - 1)
     assert caught.value.reason == "too_large"
 
 
@@ -295,12 +294,12 @@ async def test_a_fetcher_serves_many_downloads_with_one_client_and_connection(
 ) -> None:
     built: list[object] = []
 
-    class Counting(fetch.LeanClient):
+    class Counting(fetch.LeanHttpClient):
         def __init__(self, **kwargs: Any) -> None:
             built.append(self)
             super().__init__(**kwargs)
 
-    monkeypatch.setattr(fetch, "LeanClient", Counting)
+    monkeypatch.setattr(fetch, "LeanHttpClient", Counting)
     ports = {(await get(f"{base}/peer", fetcher=fetcher))[0] for _ in range(5)}
     assert (len(built), len(ports)) == (1, 1)
 
@@ -346,7 +345,7 @@ async def test_the_fetchers_client_never_connects_where_the_guard_did_not_check(
     base: str, fetcher: GuardedFetcher
 ) -> None:
     with pytest.raises(httpx.ConnectError, match="not checked"):
-        await fetcher.client(LOOPBACK).get(f"{base}/img")
+        await fetcher.client(LOOPBACK).open_get(httpx.URL(f"{base}/img"), timeout=5)
 
 
 async def test_a_closed_fetcher_closes_its_clients_and_takes_no_more_fetches(
@@ -374,15 +373,19 @@ async def test_a_burst_of_downloads_waits_its_turn_outside_the_connection_pool()
         in_flight -= 1
         return httpx.Response(200, content=b"x", headers={"content-type": "image/png"})
 
-    shared = GuardedFetcher(transport=httpx.MockTransport(handler))
+    shared = GuardedFetcher()
     allow = AllowList.parse("example.test")
     try:
-        bodies = await asyncio.gather(
-            *(
-                shared.fetch(f"https://example.test/{n}.png", allow=allow, max_bytes=10, timeout=30)
-                for n in range(fetch.MAX_CONNECTIONS * 3)
+        with respx.mock:
+            respx.get(url__regex=r"^https://example\.test/").mock(side_effect=handler)
+            bodies = await asyncio.gather(
+                *(
+                    shared.fetch(
+                        f"https://example.test/{n}.png", allow=allow, max_bytes=10, timeout=30
+                    )
+                    for n in range(fetch.MAX_CONNECTIONS * 3)
+                )
             )
-        )
     finally:
         await shared.aclose()
     assert [b for b, _ in bodies] == [b"x"] * (fetch.MAX_CONNECTIONS * 3)

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from gateway.lean_http import LeanClient, lean_transport
 from gateway.lean_pool import LeanPool
+from tests.lean_support import lean_transport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -55,11 +55,11 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
         listening.close()
 
 
-def _client(max_connections: int = 4) -> tuple[LeanClient, LeanPool]:
+def _client(max_connections: int = 4) -> tuple[httpx.AsyncClient, LeanPool]:
     transport = lean_transport(limits=httpx.Limits(max_connections=max_connections))
     pool = transport._pool
     assert isinstance(pool, LeanPool)
-    return LeanClient(transport=transport, timeout=5.0), pool
+    return httpx.AsyncClient(transport=transport, timeout=5.0), pool
 
 
 def _answering(*answers: bytes) -> Callable[[Server], Handler]:

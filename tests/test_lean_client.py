@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -137,3 +138,17 @@ async def test_a_closed_client_refuses_requests() -> None:
     assert client.is_closed
     with pytest.raises(RuntimeError, match="closed"):
         await client.request("GET", "http://127.0.0.1:1/", timeout=1)
+
+
+async def test_each_request_is_logged_once_without_its_query(
+    echo: tuple[str, Seen], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = echo
+    caplog.set_level(logging.INFO, logger="backserv.http")
+    client = _client()
+    try:
+        await client.request("POST", f"{url}/app?token=secret", timeout=5, json={})
+    finally:
+        await client.aclose()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "backserv.http"]
+    assert line == f'HTTP Request: POST {url}/app "HTTP/1.1 200 OK"'

@@ -5,8 +5,9 @@ CDN link) may carry a credential: ``https://user:pw@host/``, ``.../hook?token=..
 ``?X-Amz-Signature=...``. The gateway's own log lines show a URL only through
 ``redact_url``. Libraries that log URLs themselves get ``RedactUrlArgs`` on their logger
 (``gateway.observability.logs`` installs it on ``LOGGERS``): httpx's ``HTTP Request: POST <url>
-"HTTP/1.1 500 ..."`` line for every request any client of the gateway makes (webhooks,
-fetches, fal, Replicate), and uvicorn's access line (off by default; a path with its query).
+"HTTP/1.1 500 ..."`` line for every request its clients make (webhooks, Replicate; fal calls
+and downloads log the same line through ``redact_url``, gateway/lean_client.py), and
+uvicorn's access line (off by default; a path with its query).
 """
 
 from __future__ import annotations

@@ -130,14 +130,14 @@ async def test_a_job_on_fal_completes_with_the_output_in_gateway_storage(rig: Ri
 async def test_each_call_to_a_provider_is_logged_once(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="httpx")
+    caplog.set_level(logging.INFO, logger="backserv.http")
     rig.fal.script("submit", 503)  # a retried submit is two calls, each logged once
 
     job = await rig.finished(await rig.submit())
 
     assert job["status"] == "COMPLETED", job
     fal_host = rig.app.state.gateway.settings.fal_queue_url
-    calls = [r for r in caplog.records if r.name == "httpx" and fal_host in str(r.args)]
+    calls = [r for r in caplog.records if r.name == "backserv.http" and fal_host in str(r.args)]
     logged = [r for r in calls if "/files/" not in str(r.args)]  # not the output's download
     received = rig.fal.requests()  # the queue API's log (the output files are not in it)
     assert len(logged) == len(received) >= 4, (

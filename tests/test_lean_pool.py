@@ -1,4 +1,4 @@
-"""The lean transport (gateway/lean_http.py) against a real loopback server."""
+"""The connection pool (gateway/lean_pool.py) against real loopback servers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from gateway import lean_http, lean_pool
-from gateway.lean_http import lean_transport
+from gateway import lean_pool
+from gateway.lean_client import LeanHttpClient
+from tests.lean_support import lean_transport, pool_of
 
 
 @pytest.fixture
@@ -78,12 +79,6 @@ async def keepalive_server() -> AsyncIterator[tuple[str, list[int]]]:
         yield f"http://127.0.0.1:{port}/", ports
 
 
-def _pool(client_transport: httpx.AsyncHTTPTransport) -> lean_http.LeanPool:
-    pool = client_transport._pool
-    assert isinstance(pool, lean_http.LeanPool)
-    return pool
-
-
 async def test_concurrent_requests_share_at_most_the_pools_connections(
     keepalive_server: tuple[str, list[int]],
 ) -> None:
@@ -93,7 +88,7 @@ async def test_concurrent_requests_share_at_most_the_pools_connections(
         for _ in range(2):  # the second round reuses the first one's connections
             answers = await asyncio.gather(*(client.get(url) for _ in range(20)))
             assert [a.text for a in answers] == ["ok"] * 20
-        assert _pool(transport).connections <= 4
+        assert pool_of(transport).connections <= 4
     assert len(set(ports)) == 4
 
 
@@ -116,7 +111,7 @@ async def test_idle_connections_past_the_keepalive_limit_are_closed_as_they_come
     async with httpx.AsyncClient(transport=transport) as client:
         await asyncio.gather(*(client.get(url) for _ in range(5)))
         assert len(ports) == 5
-        assert (_pool(transport).connections, _pool(transport).idle_connections) == (2, 2)
+        assert (pool_of(transport).connections, pool_of(transport).idle_connections) == (2, 2)
         await asyncio.gather(*(client.get(url) for _ in range(2)))
         assert len(ports) == 5  # the two kept were reused
 
@@ -129,12 +124,12 @@ async def test_idle_connections_past_their_expiry_are_closed_at_the_sweep(
     transport = lean_transport(limits=limits)
     async with httpx.AsyncClient(transport=transport) as client:
         await asyncio.gather(*(client.get(url) for _ in range(3)))
-        assert _pool(transport).idle_connections == 3
+        assert pool_of(transport).idle_connections == 3
         await asyncio.sleep(0.1)
         monkeypatch.setattr(lean_pool, "SWEEP_SECONDS", 0.0)
-        _pool(transport)._sweep_at = 0.0
+        pool_of(transport)._sweep_at = 0.0
         assert (await client.get(url)).text == "ok"
-        assert (_pool(transport).connections, len(ports)) == (1, 4)
+        assert (pool_of(transport).connections, len(ports)) == (1, 4)
 
 
 async def test_a_full_pool_makes_room_by_closing_another_origins_idle_connection(
@@ -147,7 +142,7 @@ async def test_a_full_pool_makes_room_by_closing_another_origins_idle_connection
         assert (await client.get(url)).text == "ok"
         assert (await client.get(other)).text == "ok"
         assert (await client.get(other)).text == "ok"
-        assert _pool(transport).connections == 1
+        assert pool_of(transport).connections == 1
     assert len(ports) == 2
 
 
@@ -170,9 +165,10 @@ async def test_cookies_an_answer_sets_are_not_sent_with_the_next_request() -> No
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    transport = lean_transport(limits=httpx.Limits())
-    async with server, lean_http.LeanClient(transport=transport) as client:
+    client = LeanHttpClient(limits=httpx.Limits())
+    async with server:
         for _ in range(2):
-            assert (await client.get(f"http://127.0.0.1:{port}/")).text == "ok"
-        assert not client.cookies
+            answer = await client.request("GET", f"http://127.0.0.1:{port}/", timeout=5)
+            assert answer.text == "ok"
+        await client.aclose()
     assert len(sent) == 2 and all(b"cookie" not in head.lower() for head in sent)
