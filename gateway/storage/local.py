@@ -1,8 +1,9 @@
 """Result files in a local directory: the embedded default (``BACKSERV_STORAGE_DIR``).
 
 A file is written to ``name.<tag>.part`` and renamed into place when complete, so a reader
-never sees half a file; blocking file calls run in worker threads. A file of at most
-``GATHER`` bytes (a provider's image) is gathered first and written in one thread call:
+never sees half a file; blocking file calls run in worker threads (a write's in the storage's
+own, ``FileThreads``: one wake-up of the loop answers every write done at once). A file of at
+most ``GATHER`` bytes (a provider's image) is gathered first and written in one thread call:
 directory, file and rename, not a thread hop for each; a larger one is streamed chunk by
 chunk.
 
@@ -35,6 +36,7 @@ from gateway.storage.base import (
     safe_job,
     safe_names,
 )
+from gateway.storage.file_threads import FileThreads
 from gateway.storage.sources import OutputSource
 
 READ_CHUNK = 256 * 1024
@@ -89,6 +91,7 @@ class LocalStorage(ResultStorage):
         # temporary names unique to this storage object (and so to this process)
         self._tag = secrets.token_hex(4)
         self._serial = itertools.count()
+        self._files = FileThreads()
 
     def path(self, job_id: str, name: str) -> Path | None:
         """The file's path, or None when the names are not ones this storage produces."""
@@ -111,25 +114,25 @@ class LocalStorage(ResultStorage):
             if len(gathered) > GATHER:
                 break
         else:
-            await asyncio.to_thread(_write_whole, folder, target, tmp, gathered)
+            await self._files.run(_write_whole, folder, target, tmp, gathered)
             return len(gathered)
-        await asyncio.to_thread(_make_folder, folder)
+        await self._files.run(_make_folder, folder)
         # opened and closed on the loop (each a quick system call), never in a thread: a
         # task cancelled while a thread opened the file would leave it open, unreferenced
         file: BinaryIO = os.fdopen(os.open(tmp, _CREATE, 0o666), "wb")
         size = len(gathered)
         try:
             try:
-                await asyncio.to_thread(file.write, gathered)
+                await self._files.run(file.write, gathered)
                 del gathered
                 async for chunk in stream:
-                    await asyncio.to_thread(file.write, chunk)
+                    await self._files.run(file.write, chunk)
                     size += len(chunk)
             finally:
                 file.close()
-            await asyncio.to_thread(os.replace, tmp, target)
+            await self._files.run(os.replace, tmp, target)
         except BaseException:
-            await asyncio.to_thread(_remove, tmp)
+            await self._files.run(_remove, tmp)
             raise
         return size
 
