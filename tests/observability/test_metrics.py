@@ -9,6 +9,7 @@ counter says what happened.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -342,6 +343,24 @@ async def test_the_event_loop_lag_and_the_process_cpu_are_exported(tmp_path: Pat
     )
     assert float(count.split()[-1]) >= 1, count
     assert "process_cpu_seconds_total" in text
+
+
+async def test_the_lag_buckets_tell_a_p99_under_50_ms_to_within_a_step_of_half(
+    tmp_path: Path,
+) -> None:
+    """Between 5 and 100 ms each bucket bound is at most 1.5 times the one below, and 50 ms
+    (the target's) is one of them."""
+    async with running(make_settings(tmp_path), start_scheduler=False) as (client, _gw):
+        text = (await client.get("/metrics")).text
+
+    bounds = sorted(
+        float(line.split('le="', 1)[1].split('"', 1)[0])
+        for line in text.splitlines()
+        if line.startswith("backserv_event_loop_lag_seconds_bucket")
+    )
+    middle = [b for b in bounds if 0.005 <= b <= 0.1]
+    assert 0.05 in middle, bounds
+    assert all(high <= 1.5 * low for low, high in itertools.pairwise(middle)), bounds
 
 
 async def test_spend_is_counted_by_model_and_provider(tmp_path: Path) -> None:

@@ -137,6 +137,19 @@ async def test_delete_removes_every_file_of_the_job_and_only_those(storage: Resu
     assert await storage.read_all(OTHER, "0.png") == PNG
 
 
+async def test_a_job_written_again_after_its_files_were_deleted_gets_them_back(
+    storage: ResultStorage,
+) -> None:
+    """A second file of a job, then the job's folder removed and written again (a purged
+    job retried): each write makes what it needs."""
+    await storage.write(JOB, "0.png", chunks_of(PNG), "image/png")
+    await storage.write(JOB, "1.png", chunks_of(PNG), "image/png")
+    await storage.delete(JOB)
+    await storage.write(JOB, "0.png", chunks_of(b"again"), "image/png")
+    assert await storage.read_all(JOB, "0.png") == b"again"
+    assert await storage.stat(JOB, "1.png") is None
+
+
 async def test_check_passes_on_a_writable_store(storage: ResultStorage) -> None:
     assert await storage.check()
 
