@@ -267,8 +267,9 @@ def create_app(
 
     webhook_secrets = WebhookSecrets(store)
     uploads = Uploads(storage, links, settings.max_input_bytes)
-    routes: list[BaseRoute] = [
+    routes: list[BaseRoute] = [  # the router tries them in order: the hot ones first
         *JobsAPI(service, links, settings.max_body_bytes, waiting, views).routes(),
+        *ProviderWebhooksAPI(providers, relay, observer).routes(),
         *ImagesAPI(
             service,
             waiting,
@@ -318,7 +319,6 @@ def create_app(
             presign_seconds=settings.storage_presign_seconds,
         ).routes(),
         *WebhookSecretsAPI(webhook_secrets).routes(),
-        *ProviderWebhooksAPI(providers, relay, observer).routes(),
         *KeysAPI(KeyManager(store), settings.max_body_bytes, catalog.currency).routes(),
         *UsageAPI(Usage(store, catalog.currency), KeyManager(store)).routes(),
         *TasksAPI(
