@@ -462,6 +462,18 @@ class JobStore(ABC):
     async def deliveries_for_job(self, job_id: str) -> list[WebhookDelivery]:
         """The job's deliveries, in the order they were created."""
 
+    async def hooked_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        """Those of ``job_ids`` whose job has a webhook (``meta.webhook.url`` a string); a
+        job that does not exist is left out. Stores answer it in one query (the webhook
+        dispatcher asks it of every batch of changed jobs, most of which have none)."""
+        found = set()
+        for job_id in job_ids:
+            job = await self.get_job(job_id)
+            hook = job.meta.get("webhook") if job is not None else None
+            if isinstance(hook, dict) and isinstance(hook.get("url"), str):
+                found.add(job_id)
+        return found
+
     @abstractmethod
     async def jobs_missing_completed_delivery(self, since: float, limit: int) -> list[str]:
         """Ids of up to ``limit`` jobs with a webhook (``meta.webhook``) subscribed to

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.store.base import JobStore, WebhookDelivery, WebhookSecret
@@ -41,6 +42,10 @@ RECORD_RESULT = """
 FOR_JOB = f"SELECT {COLUMNS} FROM webhook_deliveries WHERE job_id = $1 ORDER BY seq"
 # a webhook without "events" means ["completed"] (gateway/webhooks/validate.py); only the
 # small events array is cast to jsonb (a whole meta document might hold what jsonb refuses)
+HOOKED = """
+    SELECT id FROM jobs WHERE id = ANY($1::text[])
+        AND json_typeof(meta -> 'webhook' -> 'url') = 'string'
+"""
 MISSING_COMPLETED = """
     SELECT j.id FROM jobs AS j
     WHERE j.completed_at >= $1 AND json_typeof(j.meta -> 'webhook' -> 'url') = 'string'
@@ -134,6 +139,11 @@ class PostgresWebhooks(JobStore):
 
     async def deliveries_for_job(self, job_id: str) -> list[WebhookDelivery]:
         return [WebhookDelivery(*r) for r in await self.pool.fetch(FOR_JOB, job_id)]
+
+    async def hooked_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        return {r[0] for r in await self.pool.fetch(HOOKED, list(job_ids))}
 
     async def jobs_missing_completed_delivery(self, since: float, limit: int) -> list[str]:
         return [r[0] for r in await self.pool.fetch(MISSING_COMPLETED, since, limit)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.store.base import JobStore, WebhookDelivery, WebhookSecret
@@ -24,6 +24,8 @@ COLUMNS = (
 _SECRET = "SELECT owner, secret, created_at FROM webhook_secrets WHERE owner = ?"
 # jobs_finished holds finished jobs by completed_at; a webhook without "events" means
 # ["completed"] (gateway/webhooks/validate.py)
+_HAS_HOOK = "json_type(meta, '$.webhook.url') = 'text'"
+_IDS_PER_QUERY = 500  # under SQLite's limit of bound parameters
 _MISSING_COMPLETED = """
     SELECT j.id FROM jobs AS j INDEXED BY jobs_finished
     WHERE j.completed_at >= ? AND json_type(j.meta, '$.webhook.url') = 'text'
@@ -131,6 +133,16 @@ class SQLiteWebhooks(JobStore):
             f"SELECT {COLUMNS} FROM webhook_deliveries WHERE job_id = ? ORDER BY seq", (job_id,)
         )
         return [row_to_delivery(r) for r in rows]
+
+    async def hooked_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        ids = list(job_ids)
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id FROM jobs WHERE id IN ({marks}) AND {_HAS_HOOK}"
+            found.update(r[0] for r in await self._read(sql, tuple(chunk)))
+        return found
 
     async def jobs_missing_completed_delivery(self, since: float, limit: int) -> list[str]:
         rows = await self._read(_MISSING_COMPLETED, (since, limit))

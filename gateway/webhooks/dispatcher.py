@@ -150,7 +150,16 @@ class WebhookDispatcher:
             await self._marked_event.wait()
             self._marked_event.clear()
             marked, self._marked = self._marked, set()
-            for job_id in marked:
+            try:  # one query for the batch: most changed jobs have no webhook
+                hooked = await self.store.hooked_jobs(list(marked))
+            except Exception:
+                log.exception(
+                    "webhooks: reading which of %d jobs have a webhook failed", len(marked)
+                )
+                hooked = marked
+            for job_id in marked - hooked:
+                self._no_hook.add(job_id)  # a job's meta never changes
+            for job_id in hooked:
                 try:
                     await self.process(job_id)
                 except Exception:

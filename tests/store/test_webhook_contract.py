@@ -217,3 +217,14 @@ async def test_rotation_replaces_the_secret_for_every_later_read(store: JobStore
     assert await store.get_or_create_webhook_secret("bob") == bob
     fresh = await store.rotate_webhook_secret("dave")  # rotating before any read creates it
     assert await store.get_or_create_webhook_secret("dave") == fresh
+
+
+async def test_hooked_jobs_names_those_with_a_webhook_url_in_one_answer(store: JobStore) -> None:
+    hooked = await insert(store, meta={"webhook": HOOK})
+    bare = await insert(store, meta={})
+    odd = await insert(store, meta={"webhook": {"url": 42}})  # not a URL: no webhook
+    many = [(await insert(store, meta={"webhook": HOOK})).id for _ in range(3)]
+
+    ids = [hooked.id, bare.id, odd.id, "job-missing", *many]
+    assert await store.hooked_jobs(ids) == {hooked.id, *many}
+    assert await store.hooked_jobs([]) == set()

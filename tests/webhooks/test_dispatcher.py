@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -250,27 +251,39 @@ async def _keys(store: JobStore, job_id: str, expected: set[str]) -> bool:
     return keys == expected
 
 
-async def test_jobs_without_a_webhook_are_read_once(store: JobStore) -> None:
+async def test_jobs_without_a_webhook_are_asked_about_once_in_a_batch_and_never_read(
+    store: JobStore,
+) -> None:
     events = JobEvents()
     reads: list[str] = []
+    asked: list[set[str]] = []
     d = dispatcher(store, events=events)
-    original = store.get_job
+    original_get, original_hooked = store.get_job, store.hooked_jobs
 
     async def counting_get(job_id: str) -> Job | None:
         reads.append(job_id)
-        return await original(job_id)
+        return await original_get(job_id)
+
+    async def counting_hooked(job_ids: Sequence[str]) -> set[str]:
+        asked.append(set(job_ids))
+        return await original_hooked(job_ids)
 
     store.get_job = counting_get  # type: ignore[method-assign]
-    job = await insert(store)
+    store.hooked_jobs = counting_hooked  # type: ignore[method-assign]
+    jobs = [await insert(store) for _ in range(5)]
+    hooked = await insert(store, meta={"webhook": {"url": "https://hooks.example.com/in"}})
     d.start()
     try:
         for _ in range(3):
-            events.publish(job.id)
+            for job in [*jobs, hooked]:
+                events.publish(job.id)
             await asyncio.sleep(0.05)
     finally:
         await d.stop()
 
-    assert reads == [job.id]
+    assert asked[0] == {j.id for j in [*jobs, hooked]}  # one question for the whole batch
+    assert all(a == {hooked.id} for a in asked[1:])  # the others are known not to have one
+    assert set(reads) == {hooked.id}  # only the job with a webhook is read whole
 
 
 async def test_the_sweep_stores_completions_that_were_missed(store: JobStore) -> None:
