@@ -40,6 +40,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import Server, ServerState
 
 from gateway.edge_share import KeyShares, Turn, caller_of
+from gateway.edge_writes import CombinedWrites
 
 #: file descriptors kept for everything but client connections: the database, result
 #: files, outbound provider and webhook calls, the local backend's model files
@@ -163,6 +164,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         open_now = len(self.connections)  # before this one is added
         super().connection_made(transport)
+        self.writes = CombinedWrites(transport, self.loop)
         if open_now >= self.edge.max_connections + self.edge.overflow:
             transport.abort()  # past the overflow: keep the descriptors for accepted work
             return
@@ -200,6 +202,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
         self.head_bytes = 0
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        cycle.transport = self.writes  # its head and body in one write (edge_writes.py)
         if self.over_cap:
             super()._start_asgi_task(cycle, _over_capacity)
             return
@@ -273,8 +276,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
             # the middle of a head is told why
             self._refuse(REQUEST_TIMEOUT if self.head_bytes else b"")
 
+    def send_400_response(self, msg: str) -> None:
+        self.writes.flush()  # after what a response in flight wrote
+        super().send_400_response(msg)
+
     def _refuse(self, answer: bytes) -> None:
         self._stop_head_deadline()
+        self.writes.flush()
         if answer:
             self.transport.write(answer)
         self.transport.close()
