@@ -39,6 +39,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import Server, ServerState
 
+from gateway.edge_clock import ConnectionClock
 from gateway.edge_share import KeyShares, Turn, caller_of
 from gateway.edge_writes import CombinedWrites
 
@@ -156,10 +157,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
         self.over_cap = False
         self.in_head = True
         self.head_bytes = 0
-        #: the loop time by which the head being read must be complete; None between heads
-        self.head_deadline: float | None = None
-        #: at most one pending check of the deadline, left armed between requests (below)
-        self.head_timer: asyncio.TimerHandle | None = None
+        #: the head deadline and uvicorn's keep-alive wait, one loop timer for both
+        self.clock = ConnectionClock(
+            self.loop, self._head_timed_out, self.timeout_keep_alive_handler
+        )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         open_now = len(self.connections)  # before this one is added
@@ -169,10 +170,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
             transport.abort()  # past the overflow: keep the descriptors for accepted work
             return
         self.over_cap = open_now >= self.edge.max_connections
-        self._start_head_deadline()
+        self.clock.start_head(self._head_timeout())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_deadline()
+        self.clock.stop()
         if self.held is not None:
             self.shares.drop(self.held[0], self)
             self.held = None
@@ -180,8 +181,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
 
     def data_received(self, data: bytes) -> None:
         if self.in_head:
-            if self.head_deadline is None:
-                self._start_head_deadline()  # the first byte of a keep-alive connection's next head
+            if self.clock.head is None:  # the first byte of a keep-alive connection's next head
+                self.clock.start_head(self._head_timeout())
             total = self.head_bytes + len(data)
             if total > self.edge.max_header_bytes:
                 end = data.find(b"\r\n\r\n")
@@ -193,7 +194,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self.head_deadline = None  # its timer, if pending, finds nothing to do (below)
+        self.clock.head = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -248,30 +249,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
             self.start()
         super().shutdown()
 
-    # The head deadline costs no timer per request: a head's start sets the deadline, its end
-    # clears it, and one timer per connection, armed only when none is pending, checks it
-    # when it fires (and is armed again for a later head's deadline). Arming and cancelling
-    # a loop timer for every request of a keep-alive connection was ~2% of a poll's CPU.
-    def _start_head_deadline(self) -> None:
-        timeout = OVER_CAP_HEADER_TIMEOUT if self.over_cap else self.edge.header_timeout
-        self.head_deadline = self.loop.time() + timeout
-        if self.head_timer is None:
-            self.head_timer = self.loop.call_at(self.head_deadline, self._head_timed_out)
+    def on_response_complete(self) -> None:
+        # uvicorn's, but for its keep-alive wait: a deadline on the connection's clock
+        # (gateway/edge_clock.py) rather than a loop timer armed here for every response
+        # and cancelled by the next request
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self.clock.start_idle(self.timeout_keep_alive)
 
-    def _stop_head_deadline(self) -> None:
-        self.head_deadline = None
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+    def _unset_keepalive_if_required(self) -> None:
+        self.clock.idle = None  # bytes came (or the connection is lost): no longer idle
+        super()._unset_keepalive_if_required()  # uvicorn's own timer, never armed here
+
+    def _head_timeout(self) -> float:
+        return OVER_CAP_HEADER_TIMEOUT if self.over_cap else self.edge.header_timeout
 
     def _head_timed_out(self) -> None:
-        self.head_timer = None
-        deadline = self.head_deadline
-        if deadline is None or self.transport.is_closing():
-            return  # between heads: the next head's first byte sets a deadline again
-        if self.loop.time() < deadline:  # a later head's deadline: check again then
-            self.head_timer = self.loop.call_at(deadline, self._head_timed_out)
-        elif self.in_head:
+        if self.in_head and not self.transport.is_closing():
             # a connection that has not started a request is closed quietly; one caught in
             # the middle of a head is told why
             self._refuse(REQUEST_TIMEOUT if self.head_bytes else b"")
@@ -281,7 +281,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
         super().send_400_response(msg)
 
     def _refuse(self, answer: bytes) -> None:
-        self._stop_head_deadline()
+        self.clock.stop()
         self.writes.flush()
         if answer:
             self.transport.write(answer)

@@ -1,7 +1,8 @@
-"""The head deadline of gateway/edge.py on keep-alive connections, in process: each request
-head has its own deadline, counted from its first byte (a connection's first head: from its
-opening). The first head of a connection is tested against a real server in
-tests/scenarios/test_edge.py."""
+"""The deadlines of gateway/edge.py on keep-alive connections (gateway/edge_clock.py), in
+process: each request head has its own deadline, counted from its first byte (a connection's
+first head: from its opening), and an idle connection is closed after the keep-alive wait,
+counted from its last answer. The first head of a connection is tested against a real server
+in tests/scenarios/test_edge.py."""
 
 from __future__ import annotations
 
@@ -51,3 +52,21 @@ async def test_heads_that_each_arrive_in_time_are_served_however_long_the_connec
             await asyncio.sleep(TIMEOUT / 3)
         assert time.monotonic() - started > 2 * TIMEOUT
         await served(app, conn, "/last")  # still open
+
+
+@pytest.mark.parametrize("requests", [1, 6])
+async def test_an_idle_connection_is_closed_after_the_keep_alive_wait_from_its_last_answer(
+    requests: int,
+) -> None:
+    app = Gates()
+    # the head deadline far later: a keep-alive close that waited for its timer would time out
+    async with edge(app, keep_alive=TIMEOUT, header_timeout=30) as server:
+        conn = await connect(server)
+        for i in range(requests):  # each well within the wait of the one before
+            await served(app, conn, f"/r{i}")
+            await asyncio.sleep(TIMEOUT / 3)
+        answered = time.monotonic() - TIMEOUT / 3
+        rest = await asyncio.wait_for(conn.reader.read(), 10)  # until the server closes
+        waited = time.monotonic() - answered
+    assert rest == b""
+    assert waited >= TIMEOUT - 0.05
