@@ -65,10 +65,9 @@ class ConnectionClock:
         if self.head is not None and now >= self.head:
             self.head = None
             self.on_head()
-        elif self.idle is not None and now >= self.idle:
+        if self.idle is not None and now >= self.idle:
             self.idle = None
             self.on_idle()
-        else:
-            pending = [d for d in (self.head, self.idle) if d is not None]
-            if pending:
-                self._arm(min(pending))
+        pending = [d for d in (self.head, self.idle) if d is not None]
+        if pending and self.timer is None:
+            self._arm(min(pending))
