@@ -40,6 +40,7 @@ def _serve(settings: Settings) -> int:
         connection_cap,
         raise_fd_limit,
     )
+    from gateway.heap import settle_heap
 
     app = create_app(settings)
     fd_limit = raise_fd_limit()
@@ -70,8 +71,13 @@ def _serve(settings: Settings) -> int:
     # default handlers that kills the process (exit -15). Ours turns it into a clean exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
+
+    def started() -> None:
+        settle_heap()  # what startup built stays out of the collector's way (gateway/heap.py)
+        print(line, file=sys.stderr, flush=True)
+
     # "listening" only once the port is bound: a busy port must not have printed it first
-    AnnouncingServer(config, lambda: print(line, file=sys.stderr, flush=True)).run()
+    AnnouncingServer(config, started).run()
     return 0
 
 

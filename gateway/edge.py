@@ -20,6 +20,11 @@ connection:
   held, parsed but given no task, its connection not read, until one of the key's requests
   ends (``gateway/edge_share.py``, which says why this belongs here).
 
+Two costs of uvicorn's per request are cut on the way: the head deadline and uvicorn's
+keep-alive wait are deadlines on one timer per connection (``gateway/edge_clock.py``), not a
+loop timer armed and cancelled per request, and a response's head and body go out in one
+write (``gateway/edge_writes.py``).
+
 ``EdgeConfig`` is uvicorn's ``Config`` carrying those limits (``EdgeLimits``) and naming this
 protocol, which uvicorn then builds for each connection. ``AnnouncingServer`` says where it
 listens only once the port is bound.
@@ -39,7 +44,9 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import Server, ServerState
 
+from gateway.edge_clock import ConnectionClock
 from gateway.edge_share import KeyShares, Turn, caller_of
+from gateway.edge_writes import CombinedWrites
 
 #: file descriptors kept for everything but client connections: the database, result
 #: files, outbound provider and webhook calls, the local backend's model files
@@ -155,19 +162,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
         self.over_cap = False
         self.in_head = True
         self.head_bytes = 0
-        self.head_timer: asyncio.TimerHandle | None = None
+        #: the head deadline and uvicorn's keep-alive wait, one loop timer for both
+        self.clock = ConnectionClock(
+            self.loop, self._head_timed_out, self.timeout_keep_alive_handler
+        )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         open_now = len(self.connections)  # before this one is added
         super().connection_made(transport)
+        self.writes = CombinedWrites(transport, self.loop)
         if open_now >= self.edge.max_connections + self.edge.overflow:
             transport.abort()  # past the overflow: keep the descriptors for accepted work
             return
         self.over_cap = open_now >= self.edge.max_connections
-        self._arm_head_timer()
+        self.clock.start_head(self._head_timeout())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
+        self.clock.stop()
         if self.held is not None:
             self.shares.drop(self.held[0], self)
             self.held = None
@@ -175,8 +186,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
 
     def data_received(self, data: bytes) -> None:
         if self.in_head:
-            if self.head_timer is None:
-                self._arm_head_timer()  # the first byte of a keep-alive connection's next head
+            if self.clock.head is None:  # the first byte of a keep-alive connection's next head
+                self.clock.start_head(self._head_timeout())
             total = self.head_bytes + len(data)
             if total > self.edge.max_header_bytes:
                 end = data.find(b"\r\n\r\n")
@@ -188,7 +199,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self._disarm_head_timer()
+        self.clock.head = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -197,6 +208,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
         self.head_bytes = 0
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        cycle.transport = self.writes  # its head and body in one write (edge_writes.py)
         if self.over_cap:
             super()._start_asgi_task(cycle, _over_capacity)
             return
@@ -242,25 +254,40 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol, Turn):
             self.start()
         super().shutdown()
 
-    def _arm_head_timer(self) -> None:
-        self._disarm_head_timer()
-        timeout = OVER_CAP_HEADER_TIMEOUT if self.over_cap else self.edge.header_timeout
-        self.head_timer = self.loop.call_later(timeout, self._head_timed_out)
+    def on_response_complete(self) -> None:
+        # uvicorn's, but for its keep-alive wait: a deadline on the connection's clock
+        # (gateway/edge_clock.py) rather than a loop timer armed here for every response
+        # and cancelled by the next request
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self.clock.start_idle(self.timeout_keep_alive)
 
-    def _disarm_head_timer(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+    def _unset_keepalive_if_required(self) -> None:
+        self.clock.idle = None  # bytes came (or the connection is lost): no longer idle
+        super()._unset_keepalive_if_required()  # uvicorn's own timer, never armed here
+
+    def _head_timeout(self) -> float:
+        return OVER_CAP_HEADER_TIMEOUT if self.over_cap else self.edge.header_timeout
 
     def _head_timed_out(self) -> None:
-        self.head_timer = None
         if self.in_head and not self.transport.is_closing():
             # a connection that has not started a request is closed quietly; one caught in
             # the middle of a head is told why
             self._refuse(REQUEST_TIMEOUT if self.head_bytes else b"")
 
+    def send_400_response(self, msg: str) -> None:
+        self.writes.flush()  # after what a response in flight wrote
+        super().send_400_response(msg)
+
     def _refuse(self, answer: bytes) -> None:
-        self._disarm_head_timer()
+        self.clock.stop()
+        self.writes.flush()
         if answer:
             self.transport.write(answer)
         self.transport.close()

@@ -91,11 +91,18 @@ def head(path: str, key: str | None, body: bytes = b"", content_length: int | No
 
 
 @contextlib.asynccontextmanager
-async def edge(app: Gates, per_key: int = 2) -> AsyncIterator[Edge]:
+async def edge(
+    app: Gates, per_key: int = 2, header_timeout: float = 10, keep_alive: float = 5
+) -> AsyncIterator[Edge]:
     limits = EdgeLimits(
-        header_timeout=10, max_header_bytes=65536, max_connections=100, running_per_key=per_key
+        header_timeout=header_timeout,
+        max_header_bytes=65536,
+        max_connections=100,
+        running_per_key=per_key,
     )
-    config = EdgeConfig(app, edge_limits=limits, lifespan="off", log_level="warning")
+    config = EdgeConfig(
+        app, edge_limits=limits, lifespan="off", log_level="warning", timeout_keep_alive=keep_alive
+    )
     config.load()
     state = ServerState()
     loop = asyncio.get_running_loop()

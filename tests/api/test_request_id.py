@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -157,3 +158,20 @@ async def test_the_request_id_does_not_leak_between_requests(tmp_path: Path) -> 
         second = await client.get("/healthz")
     assert ids_of(first) == ["mine"]
     assert generated_id(second) != "mine"
+
+
+def test_a_forked_process_does_not_repeat_its_parents_request_ids() -> None:
+    new_request_id()  # the parent has ids drawn ahead
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, to the parent
+        try:
+            os.write(write, new_request_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        childs = pipe.read().decode()
+    assert GENERATED.match(childs)
+    assert childs != new_request_id()
