@@ -11,13 +11,13 @@ request.
 from __future__ import annotations
 
 import contextvars
-import os
 import re
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.observability.http_metrics import HttpLatency
+from gateway.random_ids import RandomIds
 
 HEADER = b"x-request-id"
 _VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -27,25 +27,8 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-#: ids drawn ahead: one ``os.urandom`` call makes this many
-_BATCH = 256
-_ahead: list[str] = []
-# a forked child must not hand out its parent's ids
-os.register_at_fork(after_in_child=_ahead.clear)
-
-
-def new_request_id() -> str:
-    """``req_`` and 96 bits from the OS's CSPRNG (as job ids: ``gateway.jobs.new_job_id``),
-    drawn ``_BATCH`` at a time: a system call per request was 3-5% of a poll's CPU under
-    load, a list's ``pop`` is not (``pop`` and ``extend`` hold the GIL: no lock needed, and
-    each id drawn is handed out once)."""
-    try:
-        return _ahead.pop()
-    except IndexError:
-        pass
-    raw = os.urandom(12 * _BATCH).hex()
-    _ahead.extend(["req_" + raw[i : i + 24] for i in range(0, len(raw), 24)])
-    return _ahead.pop()
+#: ``req_`` and 96 bits from the OS's CSPRNG (as job ids), drawn many at a time
+new_request_id = RandomIds("req_")
 
 
 class RequestIdMiddleware:
