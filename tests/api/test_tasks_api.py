@@ -451,11 +451,14 @@ async def test_every_filter_and_skip_and_limit(idle: Tasks) -> None:
     assert await listed("/api/v1/tasks/generation", origin_zone="eu") == "1"
     assert await listed("/api/v1/tasks/generation", workflow_id="w1") == ""  # w1 is an edit
     assert await listed("/api/v1/tasks/generation", skip=1, limit=1) == "1"
-    for name in ("skip", "limit"):  # empty is not "absent": a 422 naming the parameter
-        resp = await idle.client.get(f"/api/v1/tasks/?{name}=", headers=ALICE)
-        assert resp.status_code == 422, resp.text
-        [error] = resp.json()["detail"]
-        assert (error["loc"], error["type"]) == (["query", name], "int_parsing")
+    for name, kind in [("skip", "int_parsing"), ("limit", "int_parsing"), ("status", "enum")]:
+        for path in ("/api/v1/tasks/", "/api/v1/tasks/generation"):
+            resp = await idle.client.get(f"{path}?{name}=", headers=ALICE)  # empty: not absent
+            assert resp.status_code == 422, resp.text
+            [error] = resp.json()["detail"]
+            assert (error["loc"], error["type"]) == (["query", name], kind)
+    resp = await idle.client.get("/api/v1/tasks/?task_type=", headers=ALICE)
+    assert resp.status_code == 422, resp.text
 
 
 async def test_task_type_lists_the_other_faces_jobs_of_its_kinds(idle: Tasks) -> None:

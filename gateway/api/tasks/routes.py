@@ -223,12 +223,12 @@ class TasksAPI:
         skip = _query_int(request, "skip", 0, 0, MAX_SKIP)
         limit = _query_int(request, "limit", 100, 0, MAX_LIMIT)
         status = None
-        if raw := query.get("status"):
+        if (raw := query.get("status")) is not None:  # empty is no status: refused
             status = JOB_STATUS.get(raw.upper())
             if status is None:
                 raise invalid(("query", "status"), f"Input should be {_STATUSES}", "enum")
         task_type = TaskType.GENERATION if generation else None
-        if not generation and (raw := query.get("task_type")):
+        if not generation and (raw := query.get("task_type")) is not None:
             if raw.upper() not in TaskType.__members__:
                 raise invalid(("query", "task_type"), f"Input should be {_TASK_TYPES}", "enum")
             task_type = TaskType(raw.upper())
