@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from gateway.commands import jobs, keys, models, run, spend
 from gateway.doctor import Doctor
 from gateway.errors import ConfigError
+from gateway.gc_policy import tune_for_serving
 from gateway.observability.logs import configure_logging
 from gateway.settings import Settings
 
@@ -71,8 +73,14 @@ def _serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     # "listening" only once the port is bound: a busy port must not have printed it first
-    AnnouncingServer(config, lambda: print(line, file=sys.stderr, flush=True)).run()
+    AnnouncingServer(config, functools.partial(_started, line)).run()
     return 0
+
+
+def _started(line: str) -> None:
+    """The server is up: its startup's objects are settled for good; say so."""
+    tune_for_serving()
+    print(line, file=sys.stderr, flush=True)
 
 
 def without_password(url: str) -> str:
