@@ -8,7 +8,9 @@ to seven times in a run of 2,000 jobs (issue #16). They were the event loop's lo
 stalls. So, once the server is up:
 
 - everything alive then is frozen (``gc.freeze``): modules, classes, the app, its settings
-  and catalog live as long as the process, and no collection walks them again;
+  and catalog live as long as the process, and no collection walks them again (should one
+  of them end up in a garbage cycle, that cycle is never freed: startup's objects are a
+  fixed set, so this cannot grow);
 - a full collection waits for ``FULL_EVERY`` collections of generation 1 instead of
   CPython's 10 (and, as before, for CPython's own rule: the objects that reached generation
   2 since the last one must be a quarter of those it kept).
