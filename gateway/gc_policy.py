@@ -17,8 +17,9 @@ stalls. So, once the server is up:
 
 The young generations keep CPython's thresholds: raised to 2,000 or 5,000, their own pauses
 grew to 30-55 ms. What waits longer is only cyclic garbage that outlived two young
-collections (about five objects a hosted job, measured); everything else is still freed
-by reference counting or by the young collections as before.
+collections (about five objects a hosted job, measured: the response parsers of outgoing
+HTTP calls, gateway/http1.py); everything else is still freed by reference counting or by
+the young collections as before.
 """
 
 from __future__ import annotations
