@@ -91,6 +91,7 @@ class CellRun:
     paced_done: int = 0  # paced jobs COMPLETED (waited for, at most ``wait`` s)
     lag_p99_s: float = math.nan  # the worse replica's, bucket bound
     lag_samples: int = 0
+    lag_over: int = 0  # samples over LAG_OVER_S, replicas summed
     lag_mean_s: float = math.nan
     rss_mb: list[float] = field(default_factory=list)  # VmHWM per replica
     deliveries: list[float] = field(default_factory=list)  # verified, per replica
@@ -106,17 +107,23 @@ class CellRun:
         return volume, paced
 
 
-def _lag(run: CellRun, before: list[str], after: list[str]) -> None:
-    worst, samples, total = -1.0, 0.0, 0.0
+#: a lag sample over this is counted on its own (a bucket bound of the lag histogram)
+LAG_OVER_S = 0.05
+
+
+def lag_of(run: CellRun, before: list[str], after: list[str]) -> None:
+    worst, samples, over, total = -1.0, 0.0, 0.0, 0.0
     for b, a in zip(before, after, strict=True):
         d = delta(histogram(b, LAG), histogram(a, LAG))
         if not d:
             continue
         worst = max(worst, bucket_percentile(d, 99))
         samples += d.get(math.inf, 0.0)
+        over += d.get(math.inf, 0.0) - d.get(LAG_OVER_S, 0.0)
         total += _sum(a) - _sum(b)
     run.lag_p99_s = worst if worst >= 0 else math.nan
     run.lag_samples = int(samples)
+    run.lag_over = int(over)
     run.lag_mean_s = total / samples if samples else math.nan
 
 
@@ -142,7 +149,7 @@ def volume_run(rig: Rig, run: CellRun, workdir: Path, profile_seconds: float) ->
         if profile_seconds:
             run.profile = finish_recording(spy, workdir / "profile.txt")
     after = [scrape(u) for u in rig.urls]
-    _lag(run, before, after)
+    lag_of(run, before, after)
     run.rss_mb = [memory_kb(p).get("VmHWM", 0) / 1024 for p in rig.pids]
     run.deliveries = [counter(a, DELIVERIES, outcome="verified") for a in after]
     run.rejected = sum(counter(a, DELIVERIES, outcome="rejected") for a in after)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from bench.hosted import CellRun
+from bench.hosted import LAG_OVER_S, CellRun
 from bench.stats import ms, percentile
 
 CPU_LIMIT_MS = {"webhooks": 2.0, "polling": 4.0}
@@ -62,7 +62,8 @@ def _lag(r: CellRun) -> tuple[str, bool]:
         return "n/a (no samples)", False
     bound = "∞" if math.isinf(p99) else f"{p99:g}"
     return (
-        f"**≤ {bound} ms** (mean {r.lag_mean_s * 1000:.1f} ms, {r.lag_samples:,} samples)",
+        f"**≤ {bound} ms** (mean {r.lag_mean_s * 1000:.1f} ms, {r.lag_samples:,} samples, "
+        f"{r.lag_over:,} over {LAG_OVER_S * 1000:g} ms)",
         p99 <= LAG_LIMIT_MS,
     )
 

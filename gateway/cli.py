@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from gateway.commands import jobs, keys, models, run, spend
 from gateway.doctor import Doctor
 from gateway.errors import ConfigError
+from gateway.gc_policy import tune_for_serving
 from gateway.observability.logs import configure_logging
 from gateway.settings import Settings
 
@@ -40,7 +42,6 @@ def _serve(settings: Settings) -> int:
         connection_cap,
         raise_fd_limit,
     )
-    from gateway.heap import settle_heap
 
     app = create_app(settings)
     fd_limit = raise_fd_limit()
@@ -72,13 +73,15 @@ def _serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
 
-    def started() -> None:
-        settle_heap()  # what startup built stays out of the collector's way (gateway/heap.py)
-        print(line, file=sys.stderr, flush=True)
-
     # "listening" only once the port is bound: a busy port must not have printed it first
-    AnnouncingServer(config, started).run()
+    AnnouncingServer(config, functools.partial(_started, line)).run()
     return 0
+
+
+def _started(line: str) -> None:
+    """The server is up: its startup's objects are settled for good; say so."""
+    tune_for_serving()
+    print(line, file=sys.stderr, flush=True)
 
 
 def without_password(url: str) -> str:

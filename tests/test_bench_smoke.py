@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from bench.emulator import JOB_HEADER, submits_by_job
-from bench.hosted import Sizes
-from bench.hosted_rig import bucket_percentile, counter, delta
+from bench.hosted import LAG_OVER_S, CellRun, Sizes, lag_of
+from bench.hosted_rig import LAG, Cell, bucket_percentile, counter, delta
+from bench.latency import Latency
 from bench.postgres import reachable
 from bench.run import DEFAULT_PG
+from bench.scale import Scale
 from bench.stats import peak_overlap, percentile
 from bench.wrk import WrkResult, combine, parse_wrk
 
@@ -193,6 +195,34 @@ def test_lag_histogram_percentile_is_the_bound_of_its_bucket() -> None:
     assert bucket_percentile(run, 99) == 0.05
     assert bucket_percentile(run, 100) == 0.1
     assert math.isnan(bucket_percentile(delta(after, after), 99))
+
+
+def _lag_scrape(counts: dict[str, int], total_s: float) -> str:
+    lines = [f"# TYPE {LAG} histogram"]
+    lines += [f'{LAG}_bucket{{le="{le}"}} {n}' for le, n in counts.items()]
+    return "\n".join([*lines, f"{LAG}_count {counts['+Inf']}", f"{LAG}_sum {total_s}", ""])
+
+
+def test_lag_figures_count_the_samples_over_the_limit_on_every_replica() -> None:
+    assert LAG_OVER_S == 0.05
+    quiet = {"0.01": 0, "0.05": 0, "0.1": 0, "+Inf": 0}
+    first = {"0.01": 90, "0.05": 97, "0.1": 99, "+Inf": 100}  # 3 over 50 ms
+    second = {"0.01": 50, "0.05": 50, "0.1": 50, "+Inf": 50}  # none over
+    sizes = Sizes.scaled(0.01)
+    run = CellRun(
+        Cell("postgres", "webhooks"),
+        sizes,
+        Scale(sizes.jobs, sizes.latency),
+        Latency(sizes.rate, sizes.seconds, sizes.latency, sizes.wait),
+    )
+    lag_of(
+        run,
+        [_lag_scrape(quiet, 0.0), _lag_scrape(quiet, 0.0)],
+        [_lag_scrape(first, 2.0), _lag_scrape(second, 1.0)],
+    )
+    assert (run.lag_samples, run.lag_over) == (150, 3)
+    assert run.lag_p99_s == 0.1  # the worse replica's
+    assert run.lag_mean_s == pytest.approx(3.0 / 150)
 
 
 def test_counters_are_summed_over_the_samples_whose_labels_match() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -265,6 +266,26 @@ async def test_concurrent_deliveries_share_one_jwks_fetch(rig: Rig, counted: Any
     parsed = await asyncio.gather(*(verifier.parse(r.headers, r.body, {}) for r in deliveries))
     assert len({d.request_id for d in parsed}) == 4
     assert counting.requests == 1
+
+
+async def test_the_jwks_tls_context_is_built_once_and_off_the_event_loop(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built_in: list[int] = []
+    create = httpx.create_ssl_context
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        built_in.append(threading.get_ident())
+        return create(*args, **kwargs)
+
+    await rig.submit()
+    (received,) = await rig.delivered()
+    monkeypatch.setattr(httpx, "create_ssl_context", recording)
+    verifier = FalWebhooks(f"{rig.fal_url}/.well-known/jwks.json", refetch_floor=0.0)
+    await verifier.parse(received.headers, received.body, {})
+    assert await verifier.keys.reload()  # fetched again, on the same context
+    assert len(built_in) == 1
+    assert built_in[0] != threading.get_ident()
 
 
 async def test_the_submit_names_the_callback_only_when_webhooks_are_on(rig: Rig) -> None:
