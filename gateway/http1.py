@@ -63,7 +63,9 @@ class _Answer:
     """httptools' callbacks: what one answer said, as it arrives."""
 
     def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        # the parser holds this answer's bound methods and the answer holds the parser: a
+        # cycle only a garbage collection would free, so ``drop_parser`` breaks it at the end
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.body: deque[bytes] = deque()
         self.extra = False  # the server sent more than this answer: never reuse
         self._begin()
@@ -84,9 +86,14 @@ class _Answer:
 
     def feed(self, data: bytes) -> None:
         try:
+            assert self.parser is not None, "the answer was already given back"
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             raise httpcore.RemoteProtocolError(f"malformed answer: {exc}") from None
+
+    def drop_parser(self) -> None:
+        """The answer is done with: let its parser go now (see ``__init__``)."""
+        self.parser = None
 
     def on_message_begin(self) -> None:
         if self.headed and self.status < 200:
@@ -105,6 +112,7 @@ class _Answer:
 
     def on_headers_complete(self) -> None:
         self.headed = True
+        assert self.parser is not None
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once complete
 
@@ -150,18 +158,19 @@ class Http1Connection:
         """Send ``request`` and read the answer's head; its body streams from the answer.
         On any failure the connection is closed and given back (the error is raised)."""
         trace = request.extensions.get("trace")
+        answer = _Answer()
         try:
             if trace is not None:
                 await trace("http11.send_request_headers.started", {"request": request})
             await self._write(request)
             if trace is not None:
                 await trace("http11.send_request_body.complete", {"request": request})
-            answer = _Answer()
             while not answer.final:
                 await self._read_into(answer, request)
             if trace is not None:
                 await trace("http11.receive_response_headers.complete", {"request": request})
         except BaseException:
+            answer.drop_parser()
             self._fail()
             raise
         if request.method == b"HEAD" or answer.status in _NO_BODY_STATUS:
@@ -259,6 +268,7 @@ class _Body:
         if self._closed:
             return
         self._closed = True
+        self._answer.drop_parser()
         if reusable and not self._connection.is_stale():
             self._connection._done(True)
         else:

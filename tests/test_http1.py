@@ -4,11 +4,13 @@ through httpx as the gateway uses it, against scripted loopback servers."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 
+from gateway.lean_client import LeanHttpClient
 from gateway.lean_pool import LeanPool
 from tests.lean_support import lean_transport
 
@@ -365,3 +367,32 @@ async def test_the_trace_hook_hears_the_request_go_out_before_the_answer(
         "http11.send_request_body.complete (0 read)",
         "http11.receive_response_headers.complete (1 read)",
     ]
+
+
+async def test_an_answer_leaves_no_garbage_cycle_behind(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    """Each answer's parser is let go at its end: nothing of a request is left for the
+    garbage collector (the gateway's client, gateway/lean_client.py, as it calls)."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server = await _start(serve, _answering(ok, ok, b"HTTP/1.1 abc nonsense\r\n\r\n"))
+    client = LeanHttpClient(limits=httpx.Limits())
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        assert (await client.request("GET", server.url, timeout=5)).text == "ok"
+        answer = await client.open_get(httpx.URL(server.url), timeout=5)
+        assert await answer.aread() == b"ok"
+        await answer.aclose()
+        with pytest.raises(httpx.RemoteProtocolError):  # a POST: not sent again
+            await client.request("POST", server.url, timeout=5)
+        gc.collect()
+        per_answer = ("_Answer", "_Body", "HttpResponseParser")  # not the pool's own cycle
+        left = [o for o in gc.garbage if type(o).__name__ in per_answer]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        await client.aclose()
+    assert left == []
