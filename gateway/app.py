@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -49,6 +50,7 @@ from gateway.errors import GatewayError
 from gateway.events import JobEvents
 from gateway.fetch import GuardedFetcher
 from gateway.keys import KeyManager
+from gateway.lean_client import tls_context
 from gateway.observability.access_log import AccessLogMiddleware
 from gateway.observability.http_metrics import HttpLatency
 from gateway.observability.joblog import JobLog
@@ -237,6 +239,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
+        await asyncio.to_thread(tls_context)  # the outgoing clients' CAs, off the event loop
         try:
             secret = settings.secret_key or await store.set_meta_if_absent(
                 "secret_key", secrets.token_hex(32)

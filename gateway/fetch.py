@@ -32,8 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
-import ssl
 import typing
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from typing import Final, Literal
@@ -44,7 +42,7 @@ import httpx
 from gateway import netguard
 from gateway.digits import parse_digits
 from gateway.errors import UnsafeURL
-from gateway.lean_client import LeanHttpClient
+from gateway.lean_client import LeanHttpClient, tls_context
 from gateway.lean_net import AsyncioBackend
 
 __all__ = [
@@ -76,13 +74,6 @@ Pin = tuple[netguard.IPAddress, ...] | Literal["by name"]
 _PINS: contextvars.ContextVar[dict[tuple[str, int], Pin]] = contextvars.ContextVar(
     "backserv_fetch_pins"
 )
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """One TLS context for every fetch: building one loads the CA bundle, about 60 ms of CPU
-    on the event loop, which a client per fetch used to pay for each download."""
-    return httpx.create_ssl_context()
 
 
 class FetchFailed(Exception):

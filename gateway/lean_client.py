@@ -24,6 +24,7 @@ through gateway/fetch.py).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -38,7 +39,7 @@ from gateway.lean_net import AsyncioBackend
 from gateway.lean_pool import LeanPool
 from gateway.observability.redact import redact_url
 
-__all__ = ["MAX_ANSWER_BYTES", "LeanHttpClient"]
+__all__ = ["MAX_ANSWER_BYTES", "LeanHttpClient", "tls_context"]
 
 log = logging.getLogger("backserv.http")
 
@@ -66,6 +67,14 @@ _ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
 )
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context (the system's CAs) for every outgoing client of the process: building
+    one loads the CA bundle, 40-60 ms of CPU, so it is built once, and the app builds it in a
+    thread at startup (not on the event loop at the first provider call or download)."""
+    return httpx.create_ssl_context()
+
+
 class LeanHttpClient:
     """Requests with a whole, small answer, on one LeanPool (``aclose()`` ends it)."""
 
@@ -78,7 +87,10 @@ class LeanHttpClient:
         backend: httpcore.AsyncNetworkBackend | None = None,
         max_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
-        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+        if isinstance(verify, ssl.SSLContext):
+            context = verify
+        else:
+            context = tls_context() if verify else httpx.create_ssl_context(verify=False)
         self.pool = LeanPool(
             ssl_context=context,
             network_backend=backend or AsyncioBackend(),

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from gateway.lean_client import LeanHttpClient
+from gateway.lean_client import LeanHttpClient, tls_context
 
 Seen = list[bytes]
 
@@ -152,3 +152,9 @@ async def test_each_request_is_logged_once_without_its_query(
         await client.aclose()
     [line] = [r.getMessage() for r in caplog.records if r.name == "backserv.http"]
     assert line == f'HTTP Request: POST {url}/app "HTTP/1.1 200 OK"'
+
+
+def test_every_client_shares_the_one_tls_context() -> None:
+    first = LeanHttpClient(limits=httpx.Limits())
+    second = LeanHttpClient(limits=httpx.Limits())
+    assert first.pool._ssl_context is second.pool._ssl_context is tls_context()
