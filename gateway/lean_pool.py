@@ -18,7 +18,11 @@ with an ``httpcore.Request``, ``aclose``) with less:
   when taken);
 - a request that fails on a kept-alive connection before any answer arrived (the server
   closed it as it was sent) is sent once more on a new connection if it is a ``GET`` or
-  ``HEAD``; other methods raise, as with httpcore (the server may have acted on them).
+  ``HEAD``; other methods raise, as with httpcore (the server may have acted on them). So
+  a ``POST`` (a provider submit: paid, never sent twice) only takes a connection idle for
+  at most ``FRESH_SECONDS``: servers close idle connections after a few seconds (uvicorn
+  after 5), and one closing as the submit goes out would fail the job as "may have been
+  accepted"; an older idle connection is closed and a new one made.
 
 Connections speak HTTP/1.1 through gateway/http1.py, over the pool's network backend
 (``connect_tcp`` and ``start_tls``: the guarded fetcher's backend pins addresses there).
@@ -38,10 +42,12 @@ import httpcore
 from gateway.http1 import Http1Connection
 from gateway.lean_net import AsyncioStream
 
-__all__ = ["SWEEP_SECONDS", "LeanPool"]
+__all__ = ["FRESH_SECONDS", "SWEEP_SECONDS", "LeanPool"]
 
 #: the most seconds between two walks of every idle connection
 SWEEP_SECONDS = 1.0
+#: the longest a connection may have been idle to carry a request not safe to send twice
+FRESH_SECONDS = 2.0
 _RETRIED_METHODS = frozenset({b"GET", b"HEAD"})
 
 Origin = tuple[bytes, bytes, int]
@@ -94,7 +100,10 @@ class LeanPool:
         now = time.monotonic()
         if now >= self._sweep_at:
             self._sweep(now)
-        connection = self._take_idle(origin, now) or await self._acquire(origin, request)
+        fresh_only = request.method not in _RETRIED_METHODS
+        connection = self._take_idle(origin, now, fresh_only) or await self._acquire(
+            origin, request
+        )
         try:
             return await connection.send(request)
         except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
@@ -129,14 +138,18 @@ class LeanPool:
 
     # -- taking and making connections ---------------------------------------------------
 
-    def _take_idle(self, origin: Origin, now: float) -> Http1Connection | None:
-        """The most recently used idle connection to ``origin`` still open, or None."""
+    def _take_idle(
+        self, origin: Origin, now: float, fresh_only: bool = False
+    ) -> Http1Connection | None:
+        """The most recently used idle connection to ``origin`` still open (with
+        ``fresh_only``, idle for at most ``FRESH_SECONDS``), or None."""
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
-            if connection.is_stale() or self._expired(connection, now):
-                self._drop(connection)
+            stale = connection.is_stale() or self._expired(connection, now)
+            if stale or (fresh_only and now - connection.idle_since > FRESH_SECONDS):
+                self._drop(connection)  # the most recent was too old: the others are older
                 continue
             return connection
         return None
@@ -160,7 +173,8 @@ class LeanPool:
             await self._wait(end)
             woken = True
             if not fresh:
-                connection = self._take_idle(origin, time.monotonic())
+                unsafe = request.method not in _RETRIED_METHODS
+                connection = self._take_idle(origin, time.monotonic(), unsafe)
                 if connection is not None:
                     return connection
         self._open += 1

@@ -172,3 +172,22 @@ async def test_cookies_an_answer_sets_are_not_sent_with_the_next_request() -> No
             assert answer.text == "ok"
         await client.aclose()
     assert len(sent) == 2 and all(b"cookie" not in head.lower() for head in sent)
+
+
+async def test_a_post_never_goes_out_on_a_connection_idle_past_the_fresh_limit(
+    keepalive_server: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server may close an idle connection just as a request goes out on it: a GET is
+    then sent again, a POST (a paid submit) is not, so it only takes a fresh connection."""
+    url, ports = keepalive_server
+    monkeypatch.setattr(lean_pool, "FRESH_SECONDS", 0.05)
+    transport = lean_transport(limits=httpx.Limits(max_connections=4))
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.post(url, content=b"")).text == "ok"
+        assert (await client.post(url, content=b"")).text == "ok"  # at once: the same one
+        await asyncio.sleep(0.1)
+        assert (await client.get(url)).text == "ok"  # a GET may reuse it
+        await asyncio.sleep(0.1)
+        assert (await client.post(url, content=b"")).text == "ok"  # idle too long: a new one
+        assert pool_of(transport).connections == 1  # the old one was closed
+    assert len(ports) == 2
