@@ -113,6 +113,7 @@ def _run_batch(conn: sqlite3.Connection, batch: list[Write]) -> list[_Outcome]:
 
 
 class SQLiteWriter(JobStore):
+    ordered_writes = True  # one queue, one writer, batches in order, inserts first in each
     # SQLiteJobStore's: set up by its open(), torn down by its close()
     _writer: sqlite3.Connection | None
     _write_thread: ThreadPoolExecutor | None
