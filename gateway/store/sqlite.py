@@ -263,7 +263,7 @@ class SQLiteJobStore(SQLiteWriter, SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteW
         if limit <= 0:
             return []
         claimed = await self._claim({lane: (limit, lane_limit)}, worker, lease_seconds)
-        return claimed[lane]
+        return claimed.get(lane, [])
 
     async def claim_lanes(
         self, wants: Mapping[str, tuple[int, int]], worker: str, lease_seconds: float
