@@ -242,12 +242,6 @@ class JobService:
         job.updated_at = job.created_at
         budgets = None if limits is None else limits.budgets
         await self._price(job, model, budgets)
-        # With ordered writes, the scheduler is woken first: its claim is queued behind this
-        # insert (nothing is awaited in between), so it sees the job, often in the very same
-        # commit, a commit earlier than a wake-up after ours. The 202 still waits for it.
-        early = self.waker is not None and self.store.ordered_writes
-        if early and self.waker is not None:
-            self.waker.wake()
         try:
             await self.store.insert_job(job)
         except DuplicateIdempotencyKey:
@@ -262,7 +256,7 @@ class JobService:
                 ) from None
             return _replay(existing, idem.request_hash), True
         self.observer.job_submitted(job)
-        if self.waker is not None and not early:
+        if self.waker is not None:
             self.waker.wake()
         return job, False
 

@@ -160,8 +160,7 @@ class Scheduler:
             self._wake.clear()
             await self._claim_once()
             # asyncio.timeout, not wait_for: wait_for (3.11) runs the wait in a task of its
-            # own, three turns of the event loop between a wake() and the claim; this way
-            # the claim is queued on the next turn (behind the insert that woke it, on SQLite)
+            # own, three turns of the event loop between a wake() and the claim, not one
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_seconds):
                     await self._wake.wait()

@@ -104,12 +104,6 @@ class WebhookSecret:
 
 
 class JobStore(ABC):
-    #: this process's writes commit in the order they were made (one queue of writes,
-    #: SQLite's group commit): a claim queued after a new job's insert sees that job, so
-    #: the scheduler may be woken before the insert commits and take the job in the same
-    #: commit. False (PostgreSQL): a claim sees only what committed before it began.
-    ordered_writes = False
-
     def __init__(self) -> None:
         self._change_listeners: list[Callable[[str], None]] = []
         self._delivery_listeners: list[Callable[[str, str, str | None], None]] = []

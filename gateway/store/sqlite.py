@@ -2,14 +2,14 @@
 
 One writer connection owns every write, in a thread of its own (sqlite_writer.py). Writers
 enqueue an operation (a plain function of a ``sqlite3.Connection``) and await it; the writer
-thread takes everything queued at once, runs it in one ``BEGIN IMMEDIATE`` transaction (new
-jobs in a single ``executemany``) and commits once: a burst of submits costs one commit
-instead of one each, and one thread hand-off per batch instead of one per statement (each
-hand-off waits for the GIL, up to ``sys.getswitchinterval()`` when the loop is busy: per
-statement, that made a batch of scheduler updates take tens of milliseconds). The thread
-goes from one batch to the next without waiting for the loop to answer the last one. Scans
-go through a second connection (aiosqlite) and never wait for writes (WAL). A job is
-acknowledged only after the commit that holds it.
+task drains the queue and hands the whole batch to the writer thread at once, which runs it
+in one ``BEGIN IMMEDIATE`` transaction (new jobs in a single ``executemany``) and commits
+once: a burst of submits costs one commit instead of one each, and one thread hand-off per
+batch instead of one per statement (each hand-off waits for the GIL, up to
+``sys.getswitchinterval()`` when the loop is busy: per statement, that made a batch of
+scheduler updates take tens of milliseconds). Scans go through a second connection
+(aiosqlite) and never wait for writes (WAL). A job is acknowledged only after the commit
+that holds it.
 
 Point reads by a unique key (a job by id or by idempotency key: every poll) run on the event
 loop itself, through a third, read-only connection: a B-tree lookup takes microseconds,
@@ -22,8 +22,8 @@ threaded reader instead. Scans and writes stay in threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import queue
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -45,7 +45,7 @@ from gateway.store.sqlite_spend import SQLiteSpend, record_spend
 from gateway.store.sqlite_sync import connect_writer, fetchall, migrate
 from gateway.store.sqlite_sync import dumps as _dumps
 from gateway.store.sqlite_webhooks import SQLiteWebhooks
-from gateway.store.sqlite_writer import SQLiteWriter, Write
+from gateway.store.sqlite_writer import SQLiteWriter, Write, closed_error
 from gateway.store.transitions import (
     CANCELLABLE,
     CLAIMABLE,
@@ -87,10 +87,8 @@ class SQLiteJobStore(SQLiteWriter, SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteW
         self._write_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._point: sqlite3.Connection | None = None
-        self._pending: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
-        self._turn: list[Write] = []
-        self._writer_done: asyncio.Future[None] | None = None
-        self._stop_now = False
+        self._queue: asyncio.Queue[Write] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -111,12 +109,22 @@ class SQLiteJobStore(SQLiteWriter, SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteW
             self._point = sqlite3.connect(str(self.path), isolation_level=None)
             self._point.execute("PRAGMA query_only=1")
             self._point.execute("PRAGMA busy_timeout=0")
-        self._start_writer()
+        self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
     async def close(self) -> None:
         """Commit what is already queued (up to ``CLOSE_GRACE`` seconds), then close."""
         self._closed = True
-        await self._stop_writer(CLOSE_GRACE)
+        if self._writer_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), CLOSE_GRACE)
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(closed_error())
         if self._reader is not None:
             await self._reader.close()
         if self._writer is not None and self._write_thread is not None:

@@ -1,15 +1,14 @@
 """The SQLite store's group-committing writer: one connection, in a thread of its own.
 
 Writers enqueue an operation (a plain function of a ``sqlite3.Connection``) or a new job's
-row, and await it; the writer thread takes everything queued at once and runs it in one
-``BEGIN IMMEDIATE`` transaction (new jobs in a single ``executemany``), commits once, hands
-the outcomes to the event loop and takes the next batch. A write that fails, fails alone (a
-savepoint each; a bad row of the ``executemany`` sends its batch's inserts one by one); a
-failed commit fails the batch. A write is answered only after the commit that holds it.
+row, and await it; the writer task drains the queue and hands the whole batch to the writer
+thread at once, which runs it in one ``BEGIN IMMEDIATE`` transaction (new jobs in a single
+``executemany``) and commits once. A write that fails, fails alone (a savepoint each; a bad
+row of the ``executemany`` sends its batch's inserts one by one); a failed commit fails the
+batch. A write is answered only after the commit that holds it.
 
 A mixin of ``SQLiteJobStore``, whose ``open`` and ``close`` set up and tear down the
-connection and its thread, and start and stop the writer's loop in it (the state declared
-below).
+connection, its thread and the writer task (the state declared below).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -115,82 +113,36 @@ def _run_batch(conn: sqlite3.Connection, batch: list[Write]) -> list[_Outcome]:
 
 
 class SQLiteWriter(JobStore):
-    ordered_writes = True  # one queue, one writer, batches in order, inserts first in each
-
     # SQLiteJobStore's: set up by its open(), torn down by its close()
     _writer: sqlite3.Connection | None
     _write_thread: ThreadPoolExecutor | None
+    _queue: asyncio.Queue[Write]
     _closed: bool
-    #: the writes waiting for the writer thread (None: stop); a thread-safe queue, so the
-    #: thread takes its next batch itself, as soon as the last one committed
-    _pending: queue.SimpleQueue[Write | None]
-    #: the writes of this turn of the event loop, handed to the thread together at the next
-    #: turn: writes made in one turn, and those of the tasks it wakes (a claim woken by a
-    #: submit, queued behind its insert), share a batch rather than racing the thread
-    _turn: list[Write]
-    _writer_done: asyncio.Future[None] | None
-    _stop_now: bool
 
-    def _start_writer(self) -> None:
-        """Start the writer thread's loop (the connection is open)."""
+    async def _write_loop(self) -> None:
         assert self._writer is not None and self._write_thread is not None
+        conn, thread = self._writer, self._write_thread
         loop = asyncio.get_running_loop()
-        self._stop_now = False
-        self._writer_done = loop.run_in_executor(
-            self._write_thread, self._write_loop, self._writer, loop
-        )
-
-    async def _stop_writer(self, grace: float) -> None:
-        """Commit what is already queued (up to ``grace`` seconds; a batch the thread has
-        begun runs to its end all the same), then stop the writer thread; what is still
-        queued then fails with ``closed_error``."""
-        self._hand_over()
-        done = self._writer_done
-        if done is not None:
-            self._pending.put(None)
-            try:
-                await asyncio.wait_for(asyncio.shield(done), grace)
-            except TimeoutError:
-                self._stop_now = True  # the thread stops after the batch it is running
-                await done
-            self._writer_done = None
         while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            running = loop.run_in_executor(thread, _run_batch, conn, batch)
             try:
-                write = self._pending.get_nowait()
-            except queue.Empty:
-                break
-            if write is not None and not write.future.done():
-                write.future.set_exception(closed_error())
-
-    def _write_loop(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
-        """The writer thread: take every queued write (up to ``MAX_BATCH``), run them in one
-        transaction, hand the outcomes to the event loop, and go on with the next batch at
-        once: the writes queued meanwhile wait for the thread, never for the event loop to
-        answer the last batch's callers first (when the loop is busy, that took longer than
-        the batch itself)."""
-        while not self._stop_now:
-            first = self._pending.get()
-            if first is None:
-                return
-            batch, stop = [first], False
-            while len(batch) < MAX_BATCH:
-                try:
-                    write = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-                if write is None:
-                    stop = True
-                    break
-                batch.append(write)
-            try:
-                outcomes = _run_batch(conn, batch)
+                self._settle(batch, await asyncio.shield(running))
+            except asyncio.CancelledError:
+                # closing: the batch runs on to its end in the writer thread (a thread cannot
+                # be stopped half-way); its callers still learn what it did, then we stop
+                with contextlib.suppress(Exception):
+                    self._settle(batch, await running)
+                self._fail_all(batch, closed_error())  # only those not answered above
+                raise
             except Exception as exc:  # the commit itself failed: nothing in the batch holds
                 log.exception("write batch of %d failed", len(batch))
-                _answer(loop, self._fail_all, batch, exc)
-            else:
-                _answer(loop, self._settle, batch, outcomes)
-            if stop:
-                return
+                self._fail_all(batch, exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
     @staticmethod
     def _settle(batch: list[Write], outcomes: list[_Outcome]) -> None:
@@ -211,14 +163,7 @@ class SQLiteWriter(JobStore):
     def _enqueue(self, write: Write) -> None:
         if self._closed:
             raise closed_error()
-        if not self._turn:
-            asyncio.get_running_loop().call_soon(self._hand_over)
-        self._turn.append(write)
-
-    def _hand_over(self) -> None:
-        writes, self._turn = self._turn, []
-        for write in writes:
-            self._pending.put(write)
+        self._queue.put_nowait(write)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in the writer thread, in the next batch's transaction; its result once
@@ -226,10 +171,3 @@ class SQLiteWriter(JobStore):
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._enqueue(Write(fn, None, future))
         return await future
-
-
-def _answer(loop: asyncio.AbstractEventLoop, answer: Callable[..., None], *args: Any) -> None:
-    """Call ``answer(*args)`` on the event loop (from the writer thread); nothing when the
-    loop is closed already (its callers are gone with it)."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(answer, *args)

@@ -160,30 +160,6 @@ async def test_jobs_run_by_priority_then_age(
     assert fake.submitted_job_ids() == [top.id, high_old.id, high_new.id, low_old.id, low_new.id]
 
 
-async def test_a_submitted_job_is_claimed_in_the_commit_that_stores_it(
-    store: SQLiteJobStore, fake: FakeProvider, make_scheduler: MakeScheduler
-) -> None:
-    # SQLite's writes are ordered: the scheduler, woken before the insert, queues its claim
-    # behind it, so the job is PROCESSING by the time its submit is answered, not a commit
-    # later; the provider sees it without a poll of the scheduler (poll_seconds is long)
-    gate = asyncio.Event()
-    fake.default = gated(gate)
-    scheduler = make_scheduler(poll_seconds=60.0)
-    await scheduler.start()
-    await asyncio.sleep(0.05)  # the first claim (of nothing) is done
-
-    job = await submit(store, scheduler=scheduler)
-
-    stored = await store.get_job(job.id)
-    assert stored is not None and stored.status is Status.PROCESSING
-    for _ in range(500):
-        if fake.submits:
-            break
-        await asyncio.sleep(0.01)
-    assert fake.submitted_job_ids() == [job.id]
-    gate.set()
-
-
 async def test_burst_mode_runs_every_queued_job_to_the_end(
     store: SQLiteJobStore, fake: FakeProvider, fake2: FakeProvider, make_scheduler: MakeScheduler
 ) -> None:

@@ -8,17 +8,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from gateway.errors import ServiceUnavailable
 from gateway.jobs import Status
 from gateway.store.sqlite import SQLiteJobStore
 from gateway.store.sqlite_schema import MIGRATIONS
 from tests.store.test_active_contract import *  # noqa: F403 - active jobs, on SQLite
 from tests.store.test_contract import *  # noqa: F403 - the contract suite, run against SQLite
-from tests.store.test_contract import insert, make_job, stored
+from tests.store.test_contract import insert, stored
 from tests.store.test_counts_contract import *  # noqa: F403 - job counts, on SQLite
 from tests.store.test_keys_contract import *  # noqa: F403 - api keys, on SQLite
 from tests.store.test_latency_contract import *  # noqa: F403 - latencies, on SQLite
@@ -157,54 +157,21 @@ async def test_a_failing_write_leaves_nothing_behind_and_its_batch_commits(
     assert after.priority == 0 and after.progress == 40
 
 
-async def test_a_batch_in_flight_when_the_grace_runs_out_still_answers_its_callers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_batch_in_flight_when_the_writer_stops_still_answers_its_callers(
+    store: SQLiteJobStore,
 ) -> None:
-    """Closing waits (a grace) for queued writes to commit; when the grace runs out, a batch
-    already in the writer thread runs on to its commit and its callers get its answers, and
-    the writes still queued behind it fail with a clear error instead of waiting forever."""
-    monkeypatch.setattr("gateway.store.sqlite.CLOSE_GRACE", 0.05)
-    store = SQLiteJobStore(tmp_path / "db.sqlite")
-    await store.open()
-    started, release = threading.Event(), threading.Event()
+    """Closing cancels the writer task; a batch already in the writer thread runs on to its
+    commit, and its callers get its answers instead of waiting forever."""
+    started = threading.Event()
 
     def slow(conn: sqlite3.Connection) -> int:
         started.set()
-        release.wait(5)
+        time.sleep(0.3)
         return 42
-
-    def later(conn: sqlite3.Connection) -> int:
-        return 7
 
     pending = asyncio.ensure_future(store._write(slow))
     assert await asyncio.to_thread(started.wait, 5)
-    queued = asyncio.ensure_future(store._write(later))  # behind the batch in the thread
-    await asyncio.sleep(0)
-    closing = asyncio.ensure_future(store.close())
-    await asyncio.sleep(0.2)  # past the grace
-    release.set()
-    await asyncio.wait_for(closing, 5)
+    assert store._writer_task is not None
+    store._writer_task.cancel()
 
     assert await asyncio.wait_for(pending, 5) == 42
-    with pytest.raises(ServiceUnavailable, match="shutting down"):
-        await queued
-
-
-async def test_close_commits_what_was_queued_before_it(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite"
-    store = SQLiteJobStore(path)
-    await store.open()
-    jobs = [make_job() for _ in range(20)]
-    inserts = [asyncio.ensure_future(store.insert_job(job)) for job in jobs]
-    await asyncio.sleep(0)
-
-    await store.close()
-
-    await asyncio.gather(*inserts)
-    reopened = SQLiteJobStore(path)
-    await reopened.open()
-    try:
-        for job in jobs:
-            assert (await stored(reopened, job.id)).status is Status.QUEUED
-    finally:
-        await reopened.close()
