@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,6 +241,22 @@ class JobStore(ABC):
         replica) exceed it. Each claimed job's ``lease_token`` is incremented: it is the
         fencing token.
         """
+
+    async def claim_lanes(
+        self, wants: Mapping[str, tuple[int, int]], worker: str, lease_seconds: float
+    ) -> dict[str, list[Job]]:
+        """``claim`` for several lanes: ``wants`` maps a lane to (up to how many jobs, the
+        lane's limit); the jobs claimed, by lane (a lane with none may be left out).
+
+        By default one ``claim`` after another; a store whose writes queue behind one
+        another (SQLite's group commit) claims every lane in one write, so a scheduler
+        with many lanes waits for one commit, not one per lane."""
+        claimed: dict[str, list[Job]] = {}
+        for lane, (limit, lane_limit) in wants.items():
+            claimed[lane] = await self.claim(
+                lane, limit, worker, lease_seconds, lane_limit=lane_limit
+            )
+        return claimed
 
     def subscribe(self, on_work: Callable[[], None], on_cancel: Callable[[str], None]) -> None:
         """Be told when another process queues work or cancels a job (no-op by default:

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,8 @@ RECENT_LATENCIES = (
     "SELECT model, completed_at - created_at FROM jobs INDEXED BY jobs_finished "
     "WHERE completed_at IS NOT NULL AND status = 'COMPLETED' ORDER BY completed_at DESC LIMIT ?"
 )
+#: the lanes with a job to claim, read off the claims' partial index
+QUEUED_LANES = f"SELECT DISTINCT lane FROM jobs WHERE {CLAIMABLE}"
 CLOSE_GRACE = 10.0  # seconds close() waits for queued writes to commit
 
 
@@ -268,35 +270,38 @@ class SQLiteJobStore(SQLiteWriter, SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteW
     ) -> list[Job]:
         if limit <= 0:
             return []
+        claimed = await self._claim({lane: (limit, lane_limit)}, worker, lease_seconds)
+        return claimed.get(lane, [])
+
+    async def claim_lanes(
+        self, wants: Mapping[str, tuple[int, int]], worker: str, lease_seconds: float
+    ) -> dict[str, list[Job]]:
+        wanted = {lane: want for lane, want in wants.items() if want[0] > 0}
+        if not wanted:
+            return {}
+        return await self._claim(wanted, worker, lease_seconds)
+
+    async def _claim(
+        self, wants: Mapping[str, tuple[int, int | None]], worker: str, lease_seconds: float
+    ) -> dict[str, list[Job]]:
+        """Every lane of ``wants`` claimed in one write (one transaction, one commit); the
+        lanes with nothing queued cost one statement between them, not two each (each
+        statement is a wait for the GIL in the writer thread when the loop is busy)."""
         now = time.time()
 
-        def op(conn: sqlite3.Connection) -> list[Job]:
-            take = limit
-            if lane_limit is not None:
-                rows = fetchall(
-                    conn,
-                    "SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND lane = ?",
-                    (lane,),
-                )
-                take = min(take, lane_limit - int(next(iter(rows))[0]))
-                if take <= 0:
-                    return []
-            rows = fetchall(
-                conn,
-                f"UPDATE jobs SET status = 'PROCESSING', lease_token = lease_token + 1, "
-                f"lease_owner = ?, lease_expires = ?, updated_at = ?, "
-                f"started_at = COALESCE(started_at, ?) "
-                f"WHERE seq IN (SELECT seq FROM jobs WHERE {CLAIMABLE} "
-                f"AND lane = ? "
-                f"ORDER BY priority DESC, seq LIMIT ?) RETURNING {JOB_COLUMNS}",
-                (worker, now + lease_seconds, now, now, lane, take),
-            )
-            return [row_to_job(r) for r in rows]
+        def op(conn: sqlite3.Connection) -> dict[str, list[Job]]:
+            queued = {row[0] for row in fetchall(conn, QUEUED_LANES)}
+            return {
+                lane: _claim_lane(conn, lane, limit, lane_limit, worker, now, lease_seconds)
+                for lane, (limit, lane_limit) in wants.items()
+                if lane in queued
+            }
 
-        jobs = await self._write(op)
-        jobs.sort(key=lambda j: (-j.priority, j.created_at))
-        self._changed(j.id for j in jobs)
-        return jobs
+        claimed = await self._write(op)
+        for jobs in claimed.values():
+            jobs.sort(key=lambda j: (-j.priority, j.created_at))
+            self._changed(j.id for j in jobs)
+        return claimed
 
     async def heartbeat(
         self, worker: str, tokens: dict[str, int], lease_seconds: float
@@ -460,3 +465,34 @@ class SQLiteJobStore(SQLiteWriter, SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteW
             return str(rows[0][0])
 
         return await self._write(op)
+
+
+def _claim_lane(
+    conn: sqlite3.Connection,
+    lane: str,
+    limit: int,
+    lane_limit: int | None,
+    worker: str,
+    now: float,
+    lease_seconds: float,
+) -> list[Job]:
+    """``claim`` of one lane, in the writer thread's open transaction."""
+    take = limit
+    if lane_limit is not None:
+        rows = fetchall(
+            conn, "SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND lane = ?", (lane,)
+        )
+        take = min(take, lane_limit - int(next(iter(rows))[0]))
+        if take <= 0:
+            return []
+    rows = fetchall(
+        conn,
+        f"UPDATE jobs SET status = 'PROCESSING', lease_token = lease_token + 1, "
+        f"lease_owner = ?, lease_expires = ?, updated_at = ?, "
+        f"started_at = COALESCE(started_at, ?) "
+        f"WHERE seq IN (SELECT seq FROM jobs WHERE {CLAIMABLE} "
+        f"AND lane = ? "
+        f"ORDER BY priority DESC, seq LIMIT ?) RETURNING {JOB_COLUMNS}",
+        (worker, now + lease_seconds, now, now, lane, take),
+    )
+    return [row_to_job(r) for r in rows]

@@ -296,6 +296,24 @@ async def test_claim_takes_only_its_lane(store: JobStore) -> None:
     assert (await stored(store, other.id)).status is Status.QUEUED
 
 
+async def test_claim_lanes_takes_each_lane_within_its_own_limits(store: JobStore) -> None:
+    sandbox = [await insert(store, lane="sandbox") for _ in range(3)]
+    fal = [await insert(store, lane="fal") for _ in range(3)]
+    running = await store.claim("fal", 1, "w0", 30.0)  # one fal job already runs elsewhere
+
+    claimed = await store.claim_lanes(
+        {"sandbox": (2, 10), "fal": (5, 2), "replicate": (4, 4)}, "w1", 30.0
+    )
+
+    assert [j.id for j in claimed["sandbox"]] == [j.id for j in sandbox[:2]]
+    assert [j.id for j in claimed["fal"]] == [fal[1].id]  # the lane's limit of 2 holds
+    assert not claimed.get("replicate")
+    assert [j.id for j in running] == [fal[0].id]
+    for job in claimed["sandbox"] + claimed["fal"]:
+        assert (await stored(store, job.id)).lease_owner == "w1"
+    assert (await stored(store, sandbox[2].id)).status is Status.QUEUED
+
+
 async def test_claim_takes_only_queued_jobs(store: JobStore) -> None:
     cancelled = await insert(store)
     await store.cancel(cancelled.id)
