@@ -22,7 +22,7 @@ with an ``httpcore.Request``, ``aclose``) with less:
   a ``POST`` (a provider submit: paid, never sent twice) only takes a connection idle for
   at most ``FRESH_SECONDS``: servers close idle connections after a few seconds (uvicorn
   after 5), and one closing as the submit goes out would fail the job as "may have been
-  accepted"; an older idle connection is closed and a new one made.
+  accepted"; it gets a new connection, and older idle ones are kept for other requests.
 
 Connections speak HTTP/1.1 through gateway/http1.py, over the pool's network backend
 (``connect_tcp`` and ``start_tls``: the guarded fetcher's backend pins addresses there).
@@ -147,10 +147,13 @@ class LeanPool:
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
-            stale = connection.is_stale() or self._expired(connection, now)
-            if stale or (fresh_only and now - connection.idle_since > FRESH_SECONDS):
-                self._drop(connection)  # the most recent was too old: the others are older
+            if connection.is_stale() or self._expired(connection, now):
+                self._drop(connection)
                 continue
+            if fresh_only and now - connection.idle_since > FRESH_SECONDS:
+                idle.append(connection)  # kept for GETs; the others are older still
+                self._idle_count += 1
+                return None
             return connection
         return None
 
