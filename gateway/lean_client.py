@@ -75,6 +75,9 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+_HTTPCORE_ERRORS = tuple(ours for ours, _ in _ERRORS)
+
+
 class LeanHttpClient:
     """Requests with a whole, small answer, on one LeanPool (``aclose()`` ends it)."""
 
@@ -125,8 +128,6 @@ class LeanHttpClient:
         """``method url`` (``params`` added to its query), ``json`` as its body; the answer
         whole. ``timeout`` bounds each step (connect, write, read, waiting for a
         connection); ``connect_timeout``, if given, the connection alone."""
-        if self._closed:
-            raise RuntimeError("the client is closed")
         target = _Target(url, params)
         head = [(b"host", target.host_header), *self._headers]
         body = b""
@@ -139,6 +140,36 @@ class LeanHttpClient:
             head.append(_header(name, value))
         step = {"connect": connect_timeout or timeout, "read": timeout, "write": timeout}
         step["pool"] = timeout
+        answer = await self._send(
+            method, target, head, body, {**(extensions or {}), "timeout": step}
+        )
+        with _errors(method, target):
+            try:
+                content = await _read(answer, self._max_bytes)
+            finally:
+                await answer.aclose()
+        return _response(answer, content=content)
+
+    async def open_get(self, url: httpx.URL, *, timeout: float) -> httpx.Response:
+        """A GET of ``url`` (already parsed, and checked by the caller), its answer's head
+        read and its body not: iterate it, then ``aclose()`` the answer."""
+        target = _Target.of_httpx(url)
+        head = [(b"host", target.host_header), *self._headers]
+        step = dict.fromkeys(("connect", "read", "write", "pool"), timeout)
+        answer = await self._send("GET", target, head, b"", {"timeout": step})
+        return _response(answer, stream=_Stream(answer, target))
+
+    async def _send(
+        self,
+        method: str,
+        target: _Target,
+        head: list[tuple[bytes, bytes]],
+        body: bytes,
+        extensions: dict[str, Any],
+    ) -> httpcore.Response:
+        """The pool's answer (its head read) to one request, logged; httpx's errors."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
         request = httpcore.Request(
             method.encode("ascii"),
             httpcore.URL(
@@ -146,47 +177,23 @@ class LeanHttpClient:
             ),
             headers=head,
             content=body,
-            extensions={**(extensions or {}), "timeout": step},
+            extensions=extensions,
         )
         with _errors(method, target):
             answer = await self.pool.handle_async_request(request)
-            try:
-                content = await _read(answer, self._max_bytes)
-            finally:
-                await answer.aclose()
-        reason = answer.extensions.get("reason_phrase", b"")
-        _logged(method, target, answer.status, reason)
-        return httpx.Response(
-            answer.status,
-            headers=answer.headers,
-            content=content,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
-        )
+        _logged(method, target, answer.status, answer.extensions.get("reason_phrase", b""))
+        return answer
 
-    async def open_get(self, url: httpx.URL, *, timeout: float) -> httpx.Response:
-        """A GET of ``url`` (already parsed, and checked by the caller), its answer's head
-        read and its body not: iterate it, then ``aclose()`` the answer."""
-        if self._closed:
-            raise RuntimeError("the client is closed")
-        target = _Target.of_httpx(url)
-        request = httpcore.Request(
-            b"GET",
-            httpcore.URL(
-                scheme=target.scheme, host=target.host, port=target.port, target=target.target
-            ),
-            headers=[(b"host", target.host_header), *self._headers],
-            extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)},
-        )
-        with _errors("GET", target):
-            answer = await self.pool.handle_async_request(request)
-        reason = answer.extensions.get("reason_phrase", b"")
-        _logged("GET", target, answer.status, reason)
-        return httpx.Response(
-            answer.status,
-            headers=answer.headers,
-            stream=_Stream(answer, target),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
-        )
+
+def _response(answer: httpcore.Response, **body: Any) -> httpx.Response:
+    """httpx's answer for the pool's: its ``content`` read, or its ``stream`` to read."""
+    reason = answer.extensions.get("reason_phrase", b"")
+    return httpx.Response(
+        answer.status,
+        headers=answer.headers,
+        extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+        **body,
+    )
 
 
 class _Stream(httpx.AsyncByteStream):
@@ -284,7 +291,7 @@ def _errors(method: str, target: _Target) -> Iterator[None]:
     """httpcore's errors raised as httpx's (with the request, for messages naming its host)."""
     try:
         yield
-    except tuple(ours for ours, _ in _ERRORS) as exc:
+    except _HTTPCORE_ERRORS as exc:
         raise _mapped(exc, method, target) from exc
     except httpx.RequestError as exc:  # httpx's own (a mocked pool raises them)
         if exc._request is None:
