@@ -14,7 +14,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from gateway.api.backserv_tasks import BackServTasksAPI
 from gateway.api.common import (
@@ -28,7 +28,7 @@ from gateway.api.health import HealthAPI
 from gateway.api.images import ImagesAPI
 from gateway.api.job_events import JobEventsAPI
 from gateway.api.job_views import JobViews
-from gateway.api.jobs import JobsAPI, render_job
+from gateway.api.jobs import SUBMIT_PATH, JobsAPI, render_job
 from gateway.api.keys import KeysAPI
 from gateway.api.models import ModelsAPI
 from gateway.api.openai_edits import EditsAPI
@@ -37,6 +37,7 @@ from gateway.api.openapi import DocumentOptions, OpenAPIDocument
 from gateway.api.poll_shortcut import PollShortcut
 from gateway.api.provider_webhooks import ProviderWebhooksAPI
 from gateway.api.request_id import RequestIdMiddleware
+from gateway.api.submit_shortcut import SubmitShortcut
 from gateway.api.tasks import TasksAPI
 from gateway.api.tasks.fal_apps import FalAppPolicy
 from gateway.api.tasks.jwt import JWTVerifier
@@ -374,6 +375,11 @@ def create_app(
     # innermost: a poll whose answer is cached skips the exception layer, router and objects
     poll = next(r for r in routes if getattr(r, "path", None) == "/v1/jobs/{job_id}")
     middleware.append(Middleware(PollShortcut, views=views, keyring=keyring, route=poll))
+    # then a submit: its route's handler, without the exception layers and the router's walk
+    submit = next(r for r in routes if isinstance(r, Route) and r.path == SUBMIT_PATH)
+    middleware.append(
+        Middleware(SubmitShortcut, path=SUBMIT_PATH, endpoint=submit.endpoint, route=submit)
+    )
     app = Starlette(
         routes=routes,
         exception_handlers=handlers,

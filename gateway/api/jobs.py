@@ -113,6 +113,10 @@ def _meta_filters(request: Request) -> dict[str, str] | None:
     return {"user_id": user_id} if user_id else None
 
 
+#: the image submit: the hot path of every face (``SubmitShortcut`` serves it first)
+SUBMIT_PATH = "/v1/jobs/images"
+
+
 class JobsAPI:
     def __init__(
         self,
@@ -132,7 +136,7 @@ class JobsAPI:
         # the router tries routes in order and clients poll most: the poll comes second,
         # after the one literal path its template also fits (a 405 there names POST only)
         return [
-            Route("/v1/jobs/images", self.create_image, methods=["POST"]),
+            Route(SUBMIT_PATH, self.create_image, methods=["POST"]),
             Route("/v1/jobs/{job_id}", self.get_job, methods=["GET"]),
             Route("/v1/jobs", self.create_generic, methods=["POST"]),
             Route("/v1/jobs", self.list_jobs, methods=["GET"]),
