@@ -1,15 +1,16 @@
 """kill -9 of the real gateway between a provider's webhook delivery and the job's finish.
 
 The gateway (a ``backserv serve`` subprocess, provider webhooks on, the safety-net poll set
-to 60 s) receives fal's signed delivery that the request ended, and starts copying the
+to 60 s) receives the provider's signed delivery that the request ended (fal's, or
+Replicate's with the secret the gateway reads from the emulator), and starts copying the
 output; the emulator holds that download, so the job's finish is not committed when the
 process is killed. The next process on the same database resumes the open attempt by its
-provider reference: the job ends COMPLETED once, fal received one submit, and a redelivery
-(when the killed process never answered the first one) is taken without harm.
+provider reference: the job ends COMPLETED once, the provider received one submit, and a
+redelivery (when the killed process never answered the first one) is taken without harm.
 
-Two variants: the delivery was answered 200 before the kill (fal will not send it again),
-and the delivery's answer never reached fal (the process died first: fal redelivers to the
-restarted gateway).
+Two variants: the delivery was answered 200 before the kill (the provider will not send it
+again), and the delivery's answer never reached the provider (the process died first: it
+redelivers to the restarted gateway).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.emulators.fal import create_fal_app
+from tests.emulators.replicate import create_replicate_app
 from tests.emulators.server import serve
 from tests.scenarios.test_crash_recovery import (
     AUTH,
@@ -80,12 +82,39 @@ class KillBeforeAnswer(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def webhook_env(tmp_path: Path, fal_url: str) -> dict[str, str]:
-    return {
-        **gateway_env(tmp_path, fal_url),
+EMULATORS = {"fal": create_fal_app, "replicate": create_replicate_app}
+MODELS = {"fal": MODEL, "replicate": "flux-replicate"}
+REPLICATE_CATALOG = """
+[[models]]
+id = "flux-replicate"
+kind = "image"
+description = "FLUX on the Replicate emulator only."
+
+[[models.routes]]
+provider = "replicate"
+target = "black-forest-labs/flux-dev"
+options = { size = "aspect_ratio" }
+"""
+
+
+def webhook_env(tmp_path: Path, provider: str, url: str) -> dict[str, str]:
+    """The crash tests' gateway (test_crash_recovery) on ``provider``'s emulator at ``url``,
+    webhooks on; Replicate's secret is read from the emulator, as when none is set."""
+    env = {
+        **gateway_env(tmp_path, url),
         "BACKSERV_PROVIDER_WEBHOOKS": "true",
         "BACKSERV_PROVIDER_WEBHOOK_POLL_SECONDS": "60",
-        "BACKSERV_FAL_WEBHOOK_JWKS_URL": f"{fal_url}/.well-known/jwks.json",
+    }
+    if provider == "fal":
+        return {**env, "BACKSERV_FAL_WEBHOOK_JWKS_URL": f"{url}/.well-known/jwks.json"}
+    del env["FAL_KEY"], env["BACKSERV_FAL_QUEUE_URL"]
+    catalog = tmp_path / "replicate.toml"
+    catalog.write_text(REPLICATE_CATALOG)
+    return {
+        **env,
+        "BACKSERV_CATALOG_PATH": str(catalog),
+        "REPLICATE_API_TOKEN": "r8-crash-token",
+        "BACKSERV_REPLICATE_BASE_URL": url,
     }
 
 
@@ -96,9 +125,10 @@ async def job_of(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.parametrize("provider", ["fal", "replicate"])
 @pytest.mark.parametrize("answered", [True, False], ids=["answered", "unanswered"])
 async def test_kill_9_between_a_webhook_delivery_and_the_finish_loses_nothing(
-    tmp_path: Path, answered: bool
+    tmp_path: Path, answered: bool, provider: str
 ) -> None:
     gate = FileGate()
     holder: dict[str, Gateway] = {}
@@ -108,16 +138,21 @@ async def test_kill_9_between_a_webhook_delivery_and_the_finish_loses_nothing(
         await holder["gateway"].kill_9()
 
     transport = KillBeforeAnswer(None if answered else kill_when_downloading)
-    fal_app = create_fal_app(webhook_transport=transport)
-    fal_app.add_middleware(HeldFiles, gate=gate)
-    fal = fal_app.state.emulator
-    fal.configure(latency=0.5, webhook_retry_delays=[0.5] * 40)
-    async with serve(fal_app) as fal_url:
-        env = webhook_env(tmp_path, fal_url)
+    emulator_app = EMULATORS[provider](webhook_transport=transport)
+    emulator_app.add_middleware(HeldFiles, gate=gate)
+    emulator = emulator_app.state.emulator
+    emulator.configure(latency=0.5, webhook_retry_delays=[0.5] * 40)
+    async with serve(emulator_app) as emulator_url:
+        env = webhook_env(tmp_path, provider, emulator_url)
         async with gateway_running(tmp_path, env) as gateway:
             holder["gateway"] = gateway
             async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
-                body = {"model": MODEL, "prompt": "a lighthouse", "width": 64, "height": 64}
+                body = {
+                    "model": MODELS[provider],
+                    "prompt": "a lighthouse",
+                    "width": 64,
+                    "height": 64,
+                }
                 resp = await client.post("/v1/jobs/images", json=body, headers=AUTH)
                 assert resp.status_code == 202, resp.text
                 job_id = resp.json()["id"]
@@ -133,7 +168,7 @@ async def test_kill_9_between_a_webhook_delivery_and_the_finish_loses_nothing(
             # (unanswered: the transport killed it inside the delivery's answer)
             await asyncio.to_thread(gateway.server.process.wait, 20)
             assert transport.statuses == [200], transport.statuses
-            [request_id] = [r.request_id for r in fal.requests("submit") if r.request_id]
+            [request_id] = [r.request_id for r in emulator.requests("submit") if r.request_id]
 
             gate.released.set()
             await gateway.restart()
@@ -144,7 +179,7 @@ async def test_kill_9_between_a_webhook_delivery_and_the_finish_loses_nothing(
                     return job if job["status"] not in ("QUEUED", "PROCESSING") else None
 
                 job = await poll_until(finished, 30, "the job finished", gateway.diagnostics)
-                if not answered:  # fal delivered it again, and the new process took it
+                if not answered:  # delivered again, and the new process took it
                     await poll_until(
                         lambda: _answered(transport, 2), 30, "a redelivery", gateway.diagnostics
                     )
@@ -152,7 +187,7 @@ async def test_kill_9_between_a_webhook_delivery_and_the_finish_loses_nothing(
                 file = await client.get(job["result"]["url"], headers=AUTH)
 
     assert job["status"] == "COMPLETED", job
-    assert fal.submit_count() == 1, fal.requests("submit")
+    assert emulator.submit_count() == 1, emulator.requests("submit")
     [attempt] = job["attempts"]
     assert attempt["request_id"] == request_id
     assert attempt["outcome"] == "succeeded", attempt

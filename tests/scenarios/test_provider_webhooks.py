@@ -29,6 +29,8 @@ from tests.postgres import fresh_database
 from tests.scenarios.test_hosted_e2e import CATALOG
 
 PUBLIC_URL = "http://127.0.0.1:9"  # what the providers are told; the transport below delivers
+MODELS = ["flux-fal-only", "flux-replicate"]  # one per provider, each with that route only
+EMULATORS = {"fal": create_fal_app, "replicate": create_replicate_app}
 
 
 class Later:
@@ -53,6 +55,18 @@ class Rig:
         assert resp.status_code == 202, resp.text
         return await wait_for(self.client, resp.json()["id"], timeout=20)
 
+    async def job(self, job_id: str) -> dict[str, Any]:
+        resp = await self.client.get(f"/v1/jobs/{job_id}", headers=AUTH_A)
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    async def metrics(self) -> str:
+        return (await self.client.get("/metrics")).text
+
+    def emulator(self, model: str) -> EmulatorState:
+        return self.fal if emulator_name(model) == "fal" else self.replicate
+
     def polls(self, emulator: EmulatorState, job: dict[str, Any]) -> int:
         """Status reads of the job's provider request."""
         rid = job["attempts"][-1]["request_id"]
@@ -70,12 +84,8 @@ async def rig_for(tmp_path: Path, safety_poll: float) -> AsyncIterator[Rig]:
             public_url=PUBLIC_URL,
             provider_webhooks=True,
             provider_webhook_poll_seconds=safety_poll,
-            fal_key="fal-test-key",
-            fal_queue_url=fal_url,
-            fal_webhook_jwks_url=f"{fal_url}/.well-known/jwks.json",
-            replicate_api_token="r8-test-token",
-            replicate_base_url=replicate_url,
-            replicate_webhook_secret=replicate_app.state.emulator.signer.secret,
+            **provider_settings("fal", fal_app, fal_url),
+            **provider_settings("replicate", replicate_app, replicate_url),
             provider_poll_seconds=0.1,
             provider_timeout_seconds=5.0,
             fetch_allow="127.0.0.1",
@@ -94,6 +104,22 @@ async def rig_for(tmp_path: Path, safety_poll: float) -> AsyncIterator[Rig]:
             yield Rig(client, fal, replicate)
 
 
+def provider_settings(provider: str, emulator: Starlette, url: str) -> dict[str, Any]:
+    """Settings that send ``provider``'s requests to its emulator at ``url`` and verify its
+    deliveries with the emulator's keys."""
+    if provider == "fal":
+        return {
+            "fal_key": "fal-test-key",
+            "fal_queue_url": url,
+            "fal_webhook_jwks_url": f"{url}/.well-known/jwks.json",
+        }
+    return {
+        "replicate_api_token": "r8-test-token",
+        "replicate_base_url": url,
+        "replicate_webhook_secret": emulator.state.emulator.signer.secret,
+    }
+
+
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     async for r in rig_for(tmp_path, safety_poll=60.0):
@@ -106,16 +132,16 @@ async def netted(tmp_path: Path) -> AsyncIterator[Rig]:
         yield r
 
 
-@pytest.mark.parametrize("model", ["flux-fal-only", "flux-replicate"])
+@pytest.mark.parametrize("model", MODELS)
 async def test_a_job_finishes_on_its_providers_webhook_not_on_a_poll(rig: Rig, model: str) -> None:
     job = await rig.run(model)
 
     assert job["status"] == "COMPLETED", job
     assert job["result"]["url"].startswith(f"{PUBLIC_URL}/files/")
-    emulator = rig.fal if model == "flux-fal-only" else rig.replicate
+    emulator = rig.emulator(model)
     # the one read right after the submit; the end came by webhook (the safety net is 60 s)
     assert rig.polls(emulator, job) <= 2, emulator.requests()
-    metrics = (await rig.client.get("/metrics")).text
+    metrics = await rig.metrics()
     provider = emulator_name(model)
     assert f'backserv_provider_ends_total{{provider="{provider}",via="webhook"}} 1.0' in metrics
     assert f'backserv_provider_webhooks_received_total{{provider="{provider}"}} 1.0' in metrics
@@ -136,34 +162,50 @@ def metric_value(exposition: str, name: str) -> float:
     raise AssertionError(f"{name} is not in the exposition")
 
 
+@pytest.mark.parametrize("model", MODELS)
 async def test_a_delivery_before_the_submit_is_recorded_is_kept_for_its_request(
-    rig: Rig,
+    rig: Rig, model: str
 ) -> None:
-    rig.fal.script("webhook:completed", "early")  # delivered before the submit's answer
+    emulator = rig.emulator(model)
+    emulator.script("webhook:completed", "early")  # delivered before the submit's answer
 
-    job = await rig.run("flux-fal-only")
+    job = await rig.run(model)  # (the safety net is 60 s: only the delivery can end it)
 
     assert job["status"] == "COMPLETED", job
-    assert rig.polls(rig.fal, job) <= 2
+    assert [d.status for d in emulator.webhooks.deliveries()] == [200]
+    assert rig.polls(emulator, job) <= 2
+    provider = emulator_name(model)
+    ends = f'backserv_provider_ends_total{{provider="{provider}",via="webhook"}} 1.0'
+    assert ends in await rig.metrics()
 
 
+@pytest.mark.parametrize("model", MODELS)
 async def test_a_forged_delivery_is_refused_and_the_safety_net_poll_finishes_the_job(
-    netted: Rig,
+    netted: Rig, model: str
 ) -> None:
-    netted.fal.script("webhook", "bad_signature")
+    emulator = netted.emulator(model)
+    emulator.script("webhook", "bad_signature")
 
-    job = await netted.run("flux-fal-only")
+    job = await netted.run(model)
 
     assert job["status"] == "COMPLETED", job
-    refused = [d for d in netted.fal.webhooks.deliveries() if d.status is not None]
+    assert emulator.submit_count() == 1
+    refused = [d for d in emulator.webhooks.deliveries() if d.status is not None]
     assert refused and all(d.status == 401 for d in refused), refused
+    metrics = await netted.metrics()
+    provider = emulator_name(model)
+    rejected = f'backserv_provider_webhooks_total{{outcome="rejected",provider="{provider}"}}'
+    assert metric_value(metrics, rejected) >= 1, metrics
+    assert f'outcome="verified",provider="{provider}"' not in metrics
+    assert f'backserv_provider_ends_total{{provider="{provider}",via="poll"}} 1.0' in metrics
+    assert f'backserv_provider_ends_total{{provider="{provider}",via="webhook"}}' not in metrics
 
 
-@pytest.mark.parametrize("model", ["flux-fal-only", "flux-replicate"])
+@pytest.mark.parametrize("model", MODELS)
 async def test_a_lost_delivery_is_found_by_the_safety_net_poll_and_counted_as_such(
     netted: Rig, model: str
 ) -> None:
-    emulator = netted.fal if model == "flux-fal-only" else netted.replicate
+    emulator = netted.emulator(model)
     emulator.script("webhook", "drop")
 
     job = await netted.run(model)
@@ -171,31 +213,47 @@ async def test_a_lost_delivery_is_found_by_the_safety_net_poll_and_counted_as_su
     assert job["status"] == "COMPLETED", job
     assert emulator.submit_count() == 1
     assert [d.status for d in emulator.webhooks.deliveries()] == [None]  # dropped
-    metrics = (await netted.client.get("/metrics")).text
+    metrics = await netted.metrics()
     provider = emulator_name(model)
     assert f'backserv_provider_ends_total{{provider="{provider}",via="poll"}} 1.0' in metrics
     assert f'backserv_provider_ends_total{{provider="{provider}",via="webhook"}}' not in metrics
 
 
-async def test_duplicated_deliveries_change_nothing(rig: Rig) -> None:
-    rig.replicate.script("webhook", {"kind": "duplicate", "times": 3, "seconds": 0})
+@pytest.mark.parametrize("model", MODELS)
+async def test_duplicated_deliveries_change_nothing(rig: Rig, model: str) -> None:
+    emulator = rig.emulator(model)
+    emulator.script("webhook", {"kind": "duplicate", "times": 3, "seconds": 0})
 
-    job = await rig.run("flux-replicate")
+    job = await rig.run(model)
+    await emulator.webhooks.idle()  # every copy delivered and answered
 
     assert job["status"] == "COMPLETED", job
     assert len(job["attempts"]) == 1
-    assert rig.replicate.submit_count() == 1
+    assert emulator.submit_count() == 1
+    assert [d.status for d in emulator.webhooks.deliveries()] == [200] * 4
+    assert await rig.job(job["id"]) == job  # the copies that came after the finish, too
+    file = await rig.client.get(job["result"]["url"], headers=AUTH_A)
+    assert file.status_code == 200 and file.content.startswith(b"\x89PNG")
+    metrics = await rig.metrics()
+    provider = emulator_name(model)
+    # each copy is verified and counted as received; the request ended once
+    assert f'backserv_provider_webhooks_received_total{{provider="{provider}"}} 4.0' in metrics
+    assert f'backserv_provider_ends_total{{provider="{provider}",via="webhook"}} 1.0' in metrics
+    [finished] = [x for x in metrics.splitlines() if x.startswith("backserv_jobs_finished_total{")]
+    assert 'status="COMPLETED"' in finished and finished.endswith(" 1.0"), finished
 
 
+@pytest.mark.parametrize("model", MODELS)
 async def test_a_delivery_to_the_replica_without_the_job_reaches_the_one_running_it(
-    tmp_path: Path,
+    tmp_path: Path, model: str
 ) -> None:
-    """Two replicas on one PostgreSQL database: A runs the job, fal delivers to B (as a load
-    balancer may), B relays it with its state, and A finishes the job from it (the safety
-    net is 60 s)."""
+    """Two replicas on one PostgreSQL database: A runs the job, the provider delivers to B
+    (as a load balancer may), B relays it with its state, and A finishes the job from it (the
+    safety net is 60 s)."""
+    provider = emulator_name(model)
     to_b = Later()
-    fal_app = create_fal_app(webhook_transport=httpx.ASGITransport(app=to_b))
-    async with fresh_database() as url, serve(fal_app) as fal_url:
+    emulator_app = EMULATORS[provider](webhook_transport=httpx.ASGITransport(app=to_b))
+    async with fresh_database() as url, serve(emulator_app) as emulator_url:
 
         def replica(name: str) -> Starlette:
             settings = make_settings(
@@ -205,9 +263,7 @@ async def test_a_delivery_to_the_replica_without_the_job_reaches_the_one_running
                 public_url=PUBLIC_URL,
                 provider_webhooks=True,
                 provider_webhook_poll_seconds=60.0,
-                fal_key="fal-test-key",
-                fal_queue_url=fal_url,
-                fal_webhook_jwks_url=f"{fal_url}/.well-known/jwks.json",
+                **provider_settings(provider, emulator_app, emulator_url),
                 provider_poll_seconds=0.1,
                 fetch_allow="127.0.0.1",
                 secret_key="s" * 32,
@@ -217,16 +273,16 @@ async def test_a_delivery_to_the_replica_without_the_job_reaches_the_one_running
 
         a, b = replica("a"), replica("b")
         to_b.app = b
-        fal = fal_app.state.emulator
-        fal.configure(latency=0.3)
+        emulator = emulator_app.state.emulator
+        emulator.configure(latency=0.3)
         async with a.router.lifespan_context(a), b.router.lifespan_context(b):
             transport = httpx.ASGITransport(app=a)
             async with httpx.AsyncClient(transport=transport, base_url="http://a") as client:
-                rig = Rig(client, fal, fal)
-                job = await rig.run("flux-fal-only")
+                rig = Rig(client, emulator, emulator)
+                job = await rig.run(model)
 
     assert job["status"] == "COMPLETED", job
-    delivered = [d for d in fal.webhooks.deliveries() if d.status is not None]
+    delivered = [d for d in emulator.webhooks.deliveries() if d.status is not None]
     assert delivered and all(d.status == 200 for d in delivered), delivered
     # B relayed the state the delivery brought: A read neither the status nor the result
-    assert rig.polls(fal, job) == 0, fal.requests()
+    assert rig.polls(emulator, job) == 0, emulator.requests()
