@@ -73,8 +73,19 @@ RECENT_LATENCIES = (
     "SELECT model, completed_at - created_at FROM jobs INDEXED BY jobs_finished "
     "WHERE completed_at IS NOT NULL AND status = 'COMPLETED' ORDER BY completed_at DESC LIMIT ?"
 )
-#: the lanes with a job to claim, read off the claims' partial index
-QUEUED_LANES = f"SELECT DISTINCT lane FROM jobs WHERE {CLAIMABLE}"
+
+
+def queued_lanes_sql(count: int) -> str:
+    """Which of ``count`` lanes (bound in order) have a claimable job: one index seek per
+    lane (``jobs_claim``), however many jobs are queued. (``SELECT DISTINCT lane`` walked
+    the whole queue: 14 ms at 80,000 queued jobs, on every claim.)"""
+    values = ", ".join(["(?)"] * count)
+    return (
+        f"WITH wanted(lane) AS (VALUES {values}) SELECT lane FROM wanted "
+        f"WHERE EXISTS (SELECT 1 FROM jobs WHERE {CLAIMABLE} AND jobs.lane = wanted.lane)"
+    )
+
+
 CLOSE_GRACE = 10.0  # seconds close() waits for queued writes to commit
 
 
@@ -290,7 +301,8 @@ class SQLiteJobStore(SQLiteWriter, SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteW
         now = time.time()
 
         def op(conn: sqlite3.Connection) -> dict[str, list[Job]]:
-            queued = {row[0] for row in fetchall(conn, QUEUED_LANES)}
+            lanes = list(wants)
+            queued = {row[0] for row in fetchall(conn, queued_lanes_sql(len(lanes)), lanes)}
             return {
                 lane: _claim_lane(conn, lane, limit, lane_limit, worker, now, lease_seconds)
                 for lane, (limit, lane_limit) in wants.items()

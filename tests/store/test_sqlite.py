@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.jobs import Status
-from gateway.store.sqlite import SQLiteJobStore
+from gateway.store.sqlite import SQLiteJobStore, queued_lanes_sql
 from gateway.store.sqlite_schema import MIGRATIONS
 from tests.store.test_active_contract import *  # noqa: F403 - active jobs, on SQLite
 from tests.store.test_contract import *  # noqa: F403 - the contract suite, run against SQLite
@@ -175,3 +175,26 @@ async def test_a_batch_in_flight_when_the_writer_stops_still_answers_its_callers
     store._writer_task.cancel()
 
     assert await asyncio.wait_for(pending, 5) == 42
+
+
+async def test_a_claims_lane_probe_seeks_each_lane_however_long_the_queue(
+    store: SQLiteJobStore, tmp_path: Path
+) -> None:
+    """A lane at its limit can hold a long queue while the others are claimed on every
+    wake-up: which lanes have work must be an index seek per lane, not a walk of the queue
+    (``SELECT DISTINCT lane`` took 14 ms at 80,000 queued jobs, every claim)."""
+    queued = [await insert(store, lane="sandbox") for _ in range(3)]
+    conn = sqlite3.connect(tmp_path / "jobs.db")
+    try:
+        plan = [
+            row[3]
+            for row in conn.execute("EXPLAIN QUERY PLAN " + queued_lanes_sql(3), ("a", "b", "c"))
+        ]
+    finally:
+        conn.close()
+    assert "SEARCH jobs USING INDEX jobs_claim (lane=?)" in plan, plan
+    assert not [step for step in plan if step.startswith("SCAN jobs")], plan
+
+    claimed = await store.claim_lanes({"fal": (4, 4), "sandbox": (2, 8)}, "w1", 30.0)
+    assert [j.id for j in claimed["sandbox"]] == [j.id for j in queued[:2]]
+    assert not claimed.get("fal")
