@@ -60,15 +60,23 @@ class JobViews:
         return view
 
     def reserve(self, job_id: str) -> object:
-        """Call before reading the job; hand the token to ``put``."""
-        token = object()
-        if self.enabled:
-            self._reserved[job_id] = token
+        """Call before reading the job; hand the token to ``put``.
+
+        Reads of one job in flight together share a reservation, and the first to finish is
+        kept: each began after the last change the cache heard of. (When each read took a
+        reservation of its own, every read finishing while a later one was in flight was
+        turned away: on PostgreSQL, where a read is a round trip, a steady stream of polls
+        kept an expired job out of the cache, each of them a read, for seconds at a time.)"""
+        if not self.enabled:
+            return object()
+        token = self._reserved.get(job_id)
+        if token is None:
+            token = self._reserved[job_id] = object()
         return token
 
     def put(self, job_id: str, token: object, owner: str, body: bytes) -> bool:
-        """Keep ``body`` unless the job changed since ``reserve`` (or another read of it
-        reserved after this one); True when kept."""
+        """Keep ``body`` unless the job changed since ``reserve`` (or a read sharing the
+        reservation was kept first); True when kept."""
         if self._reserved.get(job_id) is not token:
             return False
         del self._reserved[job_id]

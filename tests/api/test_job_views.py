@@ -53,6 +53,28 @@ def test_an_older_read_cannot_overwrite_a_newer_one() -> None:
     assert view is not None and view.body == b"new"
 
 
+def test_overlapping_reads_fill_the_cache_with_the_first_to_finish() -> None:
+    """Polls arriving while an expired job is read again: the first read back is kept, not
+    turned away because a later poll's read had started meanwhile."""
+    views = JobViews(ttl=10)
+    first = views.reserve("job-1")
+    second = views.reserve("job-1")  # the next poll missed too, before the first read ended
+    assert views.put("job-1", first, "owner", b"body")
+    view = views.get("job-1")
+    assert view is not None and view.body == b"body"
+    assert not views.put("job-1", second, "owner", b"body")  # one entry, kept once
+
+
+def test_a_change_turns_away_every_read_in_flight() -> None:
+    views = JobViews(ttl=10)
+    first = views.reserve("job-1")
+    second = views.reserve("job-1")
+    views.changed("job-1")
+    assert not views.put("job-1", first, "owner", b"old")
+    assert not views.put("job-1", second, "owner", b"old")
+    assert views.get("job-1") is None
+
+
 def test_an_entry_expires_after_its_ttl() -> None:
     clock = Clock()
     views = JobViews(ttl=2, clock=clock)
