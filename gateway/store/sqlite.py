@@ -302,6 +302,8 @@ class SQLiteJobStore(SQLiteWriter, SQLiteEdits, SQLiteKeys, SQLiteSpend, SQLiteW
 
         def op(conn: sqlite3.Connection) -> dict[str, list[Job]]:
             lanes = list(wants)
+            if not lanes:
+                return {}
             queued = {row[0] for row in fetchall(conn, queued_lanes_sql(len(lanes)), lanes)}
             return {
                 lane: _claim_lane(conn, lane, limit, lane_limit, worker, now, lease_seconds)
