@@ -31,7 +31,7 @@ class SubmitShortcut:
         self.app = app
         self.path = path
         self.endpoint = endpoint
-        self.route = route  # the latency histogram labels by its template; a 405 names it
+        self.route = route  # the latency histogram labels the request by its template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
