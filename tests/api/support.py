@@ -20,6 +20,16 @@ from tests.conftest import AUTH_A
 ERROR_FIELDS = {"message", "type", "param", "code"}
 
 
+def requests_counted(gw: Gateway, method: str, route: str, status: str) -> float:
+    """How many requests the HTTP latency histogram counted under ``route``'s template."""
+    assert gw.metrics is not None
+    labels = {"method": method, "route": route, "status": status}
+    value = gw.metrics.registry.get_sample_value(
+        "backserv_http_request_duration_seconds_count", labels
+    )
+    return value or 0.0
+
+
 @contextlib.asynccontextmanager
 async def running(
     settings: Settings, *, catalog: Catalog | None = None, start_scheduler: bool = True

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from gateway.app import Gateway
-from tests.api.support import running, submit_image
+from tests.api.support import requests_counted, running, submit_image
 from tests.conftest import AUTH_A, AUTH_B, make_settings
 
 
@@ -21,12 +21,7 @@ async def idle(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway
 
 
 def metric(gw: Gateway, status: str) -> float:
-    assert gw.metrics is not None
-    labels = {"method": "GET", "route": "/v1/jobs/{job_id}", "status": status}
-    value = gw.metrics.registry.get_sample_value(
-        "backserv_http_request_duration_seconds_count", labels
-    )
-    return value or 0.0
+    return requests_counted(gw, "GET", "/v1/jobs/{job_id}", status)
 
 
 async def test_a_cached_poll_is_the_same_answer_byte_for_byte(

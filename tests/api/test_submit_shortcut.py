@@ -11,7 +11,7 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.errors import RateLimited
-from tests.api.support import running
+from tests.api.support import requests_counted, running
 from tests.conftest import AUTH_A, make_settings
 
 BODY = {"model": "sandbox-image-fast", "prompt": "a lighthouse", "width": 64, "height": 64}
@@ -23,13 +23,8 @@ async def idle(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway
         yield pair
 
 
-def count(gw: Gateway, status: str, method: str = "POST") -> float:
-    assert gw.metrics is not None
-    labels = {"method": method, "route": "/v1/jobs/images", "status": status}
-    value = gw.metrics.registry.get_sample_value(
-        "backserv_http_request_duration_seconds_count", labels
-    )
-    return value or 0.0
+def count(gw: Gateway, status: str) -> float:
+    return requests_counted(gw, "POST", "/v1/jobs/images", status)
 
 
 async def test_a_submit_is_stored_answered_and_counted_under_its_route(
