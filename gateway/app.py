@@ -378,7 +378,13 @@ def create_app(
     # then a submit: its route's handler, without the exception layers and the router's walk
     submit = next(r for r in routes if isinstance(r, Route) and r.path == SUBMIT_PATH)
     middleware.append(
-        Middleware(SubmitShortcut, path=SUBMIT_PATH, endpoint=submit.endpoint, route=submit)
+        Middleware(
+            SubmitShortcut,
+            path=SUBMIT_PATH,
+            endpoint=submit.endpoint,
+            route=submit,
+            handlers=handlers,
+        )
     )
     app = Starlette(
         routes=routes,
